@@ -1,0 +1,10 @@
+"""plantseek: plant known sparse winning tickets in random networks and measure how well pruners find them."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import native, tasks, tickets
+from .tickets import Ticket
+from .planting import PlantedNetwork, load, plant
+
+__all__ = ["__version__", "native", "tasks", "tickets", "Ticket", "PlantedNetwork", "plant", "load"]

@@ -1,0 +1,77 @@
+"""Loading of the compiled core (`plantseek._C`, `plantseek._C_cuda`) and the switch to the reference path.
+
+`PLANTSEEK_NATIVE=0` forces every kernel onto its pure-PyTorch reference; import never needs the CUDA module.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+_cpu: ModuleType | None = None
+_cuda: ModuleType | None = None
+_cpu_error: str | None = None
+_cuda_error: str | None = None
+_loaded = False
+
+
+def _load() -> None:
+    global _cpu, _cuda, _cpu_error, _cuda_error, _loaded
+    if _loaded:
+        return
+    _loaded = True
+    try:
+        _cpu = importlib.import_module("plantseek._C")
+    except ImportError as exc:  # a source checkout without a build, or a broken build
+        _cpu, _cpu_error = None, str(exc)
+    try:
+        _cuda = importlib.import_module("plantseek._C_cuda")
+    except ImportError as exc:  # built without nvcc, or no CUDA runtime on this machine
+        _cuda, _cuda_error = None, str(exc)
+
+
+def enabled() -> bool:
+    """False when the user forced the reference path with PLANTSEEK_NATIVE=0."""
+    return os.environ.get("PLANTSEEK_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def available() -> bool:
+    """True when the compiled CPU core loaded (regardless of PLANTSEEK_NATIVE)."""
+    _load()
+    return _cpu is not None
+
+
+def cuda_available() -> bool:
+    """True when the compiled CUDA core loaded."""
+    _load()
+    return _cuda is not None
+
+
+def cpu_module() -> ModuleType | None:
+    """The CPU extension if it loaded and is enabled, else None (callers then use the reference)."""
+    _load()
+    return _cpu if enabled() else None
+
+
+def cuda_module() -> ModuleType | None:
+    """The CUDA extension if it loaded and is enabled, else None."""
+    _load()
+    return _cuda if enabled() else None
+
+
+def module_for(device) -> ModuleType | None:
+    """The extension that serves tensors on `device` (a torch.device or str), or None for the reference."""
+    kind = device.type if hasattr(device, "type") else str(device).split(":")[0]
+    return cuda_module() if kind == "cuda" else cpu_module()
+
+
+def info() -> dict:
+    """What loaded and why not, for `plantseek info` and bug reports."""
+    _load()
+    return {
+        "enabled": enabled(),
+        "cpu": _cpu is not None,
+        "cpu_error": _cpu_error,
+        "cuda": _cuda is not None,
+        "cuda_error": _cuda_error,
+    }

@@ -1,0 +1,281 @@
+"""Planting: hide a ticket inside a randomly initialised host so that the masked host computes it exactly.
+
+Layer by layer each ticket neuron is matched to an unused host neuron whose own values at the mapped positions
+have the ticket's signs and the smallest L1 distance after the best positive rescaling (`planting_search`);
+those positions are overwritten and the neuron's scale recorded (ReLU is positively homogeneous). Outputs keep
+their order and share one positive `output_scale` chosen by the median rule of DESIGN.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import init as inits
+from .device import resolve_device, resolve_dtype
+from .masks import Mask, check_mask
+from .planting_search import plant_search
+from .tickets import DTYPE, Ticket
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PlantedNetwork:
+    """A host network carrying a planted ticket (weights `(out, in)`, float64 unless moved with `to`)."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    ticket_mask: Mask
+    output_scale: float
+    ticket: Ticket
+    hiding: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    neuron_map: list[list[int]] = field(default_factory=list)
+    neuron_scales: list[list[float]] = field(default_factory=list)
+
+    # -- shape
+    @property
+    def depth(self) -> int:
+        return len(self.weights)
+
+    @property
+    def widths(self) -> list[int]:
+        """[input, hidden..., output]."""
+        return [self.weights[0].shape[1]] + [w.shape[0] for w in self.weights]
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights[0].device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights[0].dtype
+
+    @property
+    def n_weights(self) -> int:
+        return int(sum(w.numel() for w in self.weights))
+
+    @property
+    def n_params(self) -> int:
+        """Prunable parameters with biases: weights plus biases."""
+        return self.n_weights + int(sum(b.numel() for b in self.biases))
+
+    @property
+    def ticket_density(self) -> float:
+        """Ticket parameters (weights and biases) over all host parameters: the `density="ticket"` value."""
+        return self.ticket.nnz / self.n_params
+
+    @property
+    def ticket_weight_density(self) -> float:
+        """Ticket weights over host weights (the paper's "sparsity rho")."""
+        return self.ticket.weight_nnz / self.n_weights
+
+    # -- compute
+    def forward(self, x: torch.Tensor, mask: Mask | None = None) -> torch.Tensor:
+        """Host output for inputs (n, in); with `mask`, pruned weights and biases count as zero."""
+        if mask is not None:
+            check_mask(mask, self.weights, self.biases)
+        h = x.to(device=self.device, dtype=self.dtype)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if mask is not None:
+                w = w * mask[i][0].to(w.device)
+                b = b * mask[i][1].to(b.device)
+            h = torch.nn.functional.linear(h, w, b)
+            if i < self.depth - 1:
+                h = torch.relu(h)
+        return h
+
+    __call__ = forward
+
+    def to(self, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> "PlantedNetwork":
+        """A copy on `device` (and `dtype`); masks move along, the ticket stays a float64 CPU object."""
+        dev = resolve_device(device)
+        dt = self.dtype if dtype is None else resolve_dtype(dtype)
+        return PlantedNetwork(
+            [w.to(dev, dt) for w in self.weights],
+            [b.to(dev, dt) for b in self.biases],
+            [(wm.to(dev), bm.to(dev)) for wm, bm in self.ticket_mask],
+            self.output_scale, self.ticket, dict(self.hiding), dict(self.config),
+            self.neuron_map, self.neuron_scales,
+        )
+
+    def to_module(self, mask: Mask | None = None) -> torch.nn.Sequential:
+        """A plain `torch.nn.Sequential` of Linear/ReLU layers holding copies of the (masked) parameters."""
+        layers: list[torch.nn.Module] = []
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            lin = torch.nn.Linear(w.shape[1], w.shape[0], device=w.device, dtype=w.dtype)
+            with torch.no_grad():
+                lin.weight.copy_(w if mask is None else w * mask[i][0])
+                lin.bias.copy_(b if mask is None else b * mask[i][1])
+            layers.append(lin)
+            if i < self.depth - 1:
+                layers.append(torch.nn.ReLU())
+        return torch.nn.Sequential(*layers)
+
+    # -- persistence
+    def save(self, path: str | Path) -> None:
+        """Write everything (tensors on the CPU) with torch.save; read back with `plantseek.load`."""
+        torch.save(
+            {
+                "format": "plantseek.PlantedNetwork",
+                "version": FORMAT_VERSION,
+                "weights": [w.cpu() for w in self.weights],
+                "biases": [b.cpu() for b in self.biases],
+                "ticket_mask": [(wm.cpu(), bm.cpu()) for wm, bm in self.ticket_mask],
+                "output_scale": float(self.output_scale),
+                "ticket": self.ticket.to_dict(),
+                "hiding": self.hiding,
+                "config": self.config,
+                "neuron_map": self.neuron_map,
+                "neuron_scales": self.neuron_scales,
+            },
+            str(path),
+        )
+
+
+def load(path: str | Path) -> PlantedNetwork:
+    """Read a planted network written by `PlantedNetwork.save`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no planted network at {path}")
+    try:
+        d = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for foreign files
+        raise ValueError(f"{path} is not a plantseek planted network ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(d, dict) or d.get("format") != "plantseek.PlantedNetwork":
+        raise ValueError(f"{path} is not a plantseek planted network")
+    return PlantedNetwork(
+        list(d["weights"]), list(d["biases"]), [tuple(p) for p in d["ticket_mask"]], float(d["output_scale"]),
+        Ticket.from_dict(d["ticket"]), d.get("hiding", {}), d.get("config", {}),
+        d.get("neuron_map", []), d.get("neuron_scales", []),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ planting
+
+def _host_widths(ticket: Ticket, width: int | Sequence[int], depth: int) -> list[int]:
+    hidden = depth - 1
+    if isinstance(width, (int, np.integer)):
+        ws = [int(width)] * hidden
+    else:
+        ws = [int(w) for w in width]
+        if len(ws) != hidden:
+            raise ValueError(f"width lists need one entry per hidden layer: {hidden} for depth {depth}, got {len(ws)}")
+    need = ticket.widths[1:-1]
+    for l, (w, n) in enumerate(zip(ws, need)):
+        if w < n:
+            raise ValueError(
+                f"host layer {l + 1} has width {w} but the ticket needs at least {n} there "
+                f"(minimum widths: {need}; use width >= {max(need) if need else 1})"
+            )
+    return [ticket.input_dim] + ws + [ticket.output_dim]
+
+
+def plant(
+    ticket: Ticket | str,
+    width: int | Sequence[int] = 100,
+    depth: int | None = None,
+    seed: int = 0,
+    init: str = "he-scaled",
+    device: str | torch.device = "cpu",
+) -> PlantedNetwork:
+    """Plant `ticket` (a Ticket or a task name) in a host of the given width(s) and depth.
+
+    The host is drawn on the CPU in float64 from `seed`, so one seed gives the same planted network on every
+    device; the result is then moved to `device`. A deeper host than the ticket deepens the ticket first.
+    """
+    from . import tasks as _tasks
+
+    task_name = None
+    if isinstance(ticket, str):
+        task = _tasks.get(ticket)
+        task_name = task.name
+        ticket = task.ticket(task.min_depth if depth is None else depth)
+    if not isinstance(ticket, Ticket):
+        raise TypeError(f"plant needs a Ticket or a task name, got {type(ticket).__name__}")
+    depth = ticket.depth if depth is None else int(depth)
+    if depth < ticket.depth:
+        raise ValueError(f"host depth {depth} is below the ticket's depth {ticket.depth} (minimum depth: {ticket.depth})")
+    if depth > ticket.depth:
+        ticket = ticket.deepen(depth)
+    widths = _host_widths(ticket, width, depth)
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    weights, biases = inits.get(init)(widths, g)
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+            raise ValueError(f"init {init!r} produced non-finite values in layer {l}")
+
+    masks: Mask = []
+    neuron_map: list[list[int]] = []
+    neuron_scales: list[list[float]] = []
+    prev_map = list(range(ticket.input_dim))
+    prev_scale = np.ones(ticket.input_dim)
+    output_scale = 1.0
+    for l, (Wt, bt) in enumerate(zip(ticket.weights, ticket.biases)):
+        W, b = weights[l], biases[l]
+        Wt_np, bt_np = Wt.numpy(), bt.numpy()
+        wmask = torch.zeros(W.shape, dtype=torch.bool)
+        bmask = torch.zeros(b.shape, dtype=torch.bool)
+        rows, cols_t = np.nonzero(Wt_np)  # row-major order: CSR of the ticket layer
+        host_cols = np.asarray(prev_map, dtype=np.int64)[cols_t]
+        vals = Wt_np[rows, cols_t] / prev_scale[cols_t]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=Wt.shape[0]))]).astype(np.int64)
+        has_bias = (bt_np != 0).astype(np.uint8)
+        if l < ticket.depth - 1:
+            used = np.zeros(W.shape[0], dtype=np.uint8)
+            chosen, lam, _ = plant_search(W.numpy(), b.numpy(), indptr, host_cols, vals, bt_np, has_bias, used)
+        else:
+            chosen = np.arange(Wt.shape[0], dtype=np.int64)
+            # median rule over the output weights (biases follow the same scale; DESIGN.md "Planting")
+            replaced, target = W.numpy()[rows, host_cols], vals
+            if target.size == 0:
+                replaced, target = b.numpy()[has_bias.astype(bool)], bt_np[has_bias.astype(bool)]
+            output_scale = float(np.median(np.abs(replaced)) / np.median(np.abs(target))) if target.size else 1.0
+            if not np.isfinite(output_scale) or output_scale <= 0:
+                output_scale = 1.0
+            lam = np.full(Wt.shape[0], output_scale)
+        host_rows = chosen[rows]
+        W[torch.from_numpy(host_rows), torch.from_numpy(host_cols)] = torch.from_numpy(lam[rows] * vals)
+        wmask[torch.from_numpy(host_rows), torch.from_numpy(host_cols)] = True
+        hb = has_bias.astype(bool)
+        b[torch.from_numpy(chosen[hb])] = torch.from_numpy(lam[hb] * bt_np[hb])
+        bmask[torch.from_numpy(chosen[hb])] = True
+        masks.append((wmask, bmask))
+        neuron_map.append(chosen.tolist())
+        neuron_scales.append(lam.tolist())
+        prev_map, prev_scale = chosen.tolist(), np.asarray(lam, dtype=np.float64)
+
+    net = PlantedNetwork(
+        weights, biases, masks, output_scale, ticket,
+        config={"task": task_name or ticket.name, "seed": int(seed), "init": init, "widths": widths, "depth": depth},
+        neuron_map=neuron_map, neuron_scales=neuron_scales,
+    )
+    net.hiding = hiding_statistics(net)
+    return net if resolve_device(device).type == "cpu" and device in ("cpu", None) else net.to(device)
+
+
+def hiding_statistics(net: PlantedNetwork) -> dict:
+    """How well the ticket weights hide: per layer the median magnitude percentile of ticket weights among the
+    layer's weights (0.5 = typical, near 1 = magnitude pruning would find them) and the two-sample KS statistic
+    of ticket vs other weight magnitudes; plus the median percentile over all ticket weights."""
+    from scipy.stats import ks_2samp
+
+    layers, all_pct = [], []
+    for (wm, _), w in zip(net.ticket_mask, net.weights):
+        mags = w.detach().abs().flatten().cpu().double()
+        m = wm.flatten().cpu()
+        if int(m.sum()) == 0:
+            layers.append({"median_percentile": float("nan"), "ks": float("nan"), "n": 0})
+            continue
+        sorted_all = torch.sort(mags).values
+        pct = torch.searchsorted(sorted_all, mags[m], right=True).double() / mags.numel()
+        others = mags[~m]
+        ks = float(ks_2samp(mags[m].numpy(), others.numpy()).statistic) if others.numel() else float("nan")
+        layers.append({"median_percentile": float(pct.median()), "ks": ks, "n": int(m.sum())})
+        all_pct.append(pct)
+    overall = float(torch.cat(all_pct).median()) if all_pct else float("nan")
+    return {"median_percentile": overall, "layers": layers}

@@ -1,0 +1,545 @@
+"""Sweep files: TOML parsing, validation and grid expansion into run configurations.
+
+A sweep file has a ``[sweep]`` table whose keys each take one value or a list; the grid is the product of
+the lists. Optional ``[[experiment]]`` tables each override keys of ``[sweep]`` and expand into their own
+grid; the sweep is the union of the experiments' grids (duplicate runs are dropped). Example::
+
+    [sweep]
+    tasks = ["circle", "relu"]
+    pruners = ["random", "synflow", "ticket"]
+    protocols = ["singleshot"]
+    densities = [0.1, 0.01, "ticket"]
+    seeds = [0, 1]
+    depth = 3
+    width = 30
+    epochs = 1
+
+Grid keys are accepted in the singular or the plural (``task``/``tasks``, ``density``/``densities``, ...).
+A pruner is a name or a table ``{name = "synflow", iterations = 100}`` (options of the configured pruner).
+Every other key is a training option passed to ``plantseek.seek`` (``lr``, ``batch_size``, ``rounds``,
+...). Widths of uneven networks are lists: ``width = [[100, 50]]`` is one network; ``width = [50, 100]``
+is a grid of two widths.
+
+Every run has a stable key: the SHA-256 of the canonical JSON of its full configuration plus the package
+version. The execution device is not part of the key (it is an execution setting, not a run setting).
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import itertools
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+__all__ = [
+    "SweepConfigError",
+    "RunConfig",
+    "Sweep",
+    "load_sweep",
+    "parse_sweep",
+    "package_version",
+    "run_key",
+    "canonical_json",
+    "GRID_KEYS",
+]
+
+# canonical name -> accepted spellings
+GRID_KEYS: dict[str, tuple[str, ...]] = {
+    "task": ("task", "tasks"),
+    "pruner": ("pruner", "pruners"),
+    "protocol": ("protocol", "protocols"),
+    "density": ("density", "densities"),
+    "seed": ("seed", "seeds"),
+    "depth": ("depth", "depths"),
+    "width": ("width", "widths"),
+    "epochs": ("epochs",),
+    "dtype": ("dtype", "dtypes"),
+}
+REQUIRED_KEYS = ("task", "pruner", "protocol", "density", "seed", "depth", "width")
+# keys of [sweep] / [[experiment]] that are not part of the grid
+META_KEYS = ("name", "description", "imports", "device")
+PROTOCOLS = ("singleshot", "multishot", "strong")
+DTYPES = ("float32", "float64")
+# used when the registries cannot be imported (keeps the sweep module usable on its own)
+FALLBACK_TASKS = ("relu", "circle", "helix", "image")
+FALLBACK_PRUNERS = (
+    "random", "magnitude", "snip", "grasp", "synflow", "edge-popup", "edge-popup-annealed", "ticket",
+)
+# training options of plantseek.seek, used when seek's signature cannot be read
+FALLBACK_OPTIONS = (
+    "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "rounds", "round_epochs",
+    "scope", "prune_bias", "pruning_samples", "samples", "noise", "train_fraction", "init", "dense_baseline",
+    "progress",
+)
+# seek parameters that the sweep sets itself (or that are not run settings)
+_SEEK_RESERVED = {"task", "pruner", "density", "protocol", "epochs", "seed", "depth", "width", "dtype",
+                  "device", "progress", "self"}
+
+
+class SweepConfigError(ValueError):
+    """A sweep file that cannot be run; the message names the bad key and what it accepts."""
+
+
+def package_version() -> str:
+    """plantseek's version (part of every run key)."""
+    try:
+        import plantseek
+
+        v = getattr(plantseek, "__version__", None)
+        if v:
+            return str(v)
+    except Exception:  # pragma: no cover - package half-built
+        pass
+    try:
+        from importlib.metadata import version
+
+        return version("plantseek")
+    except Exception:  # pragma: no cover
+        return "0+unknown"
+
+
+def _normalise(value: Any) -> Any:
+    """JSON-able, canonical form of a config value (floats that are integers stay floats, tuples -> lists)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise SweepConfigError(f"non-finite number {value!r} in a sweep configuration")
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(k): _normalise(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    raise SweepConfigError(f"unsupported value {value!r} of type {type(value).__name__} in a sweep configuration")
+
+
+def canonical_json(obj: Any) -> str:
+    """Canonical JSON: sorted keys, no whitespace, repr floats; equal configs give equal strings."""
+    return json.dumps(_normalise(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def run_key(config: Mapping[str, Any], version: str | None = None) -> str:
+    """SHA-256 (hex) of the canonical JSON of a run configuration and the package version."""
+    payload = {"config": dict(config), "plantseek_version": version or package_version()}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+@dataclass
+class RunConfig:
+    """One run of a sweep: everything ``plantseek.seek`` needs except the execution device."""
+
+    task: str
+    pruner: str
+    protocol: str
+    density: float | str
+    seed: int
+    depth: int
+    width: int | list[int]
+    epochs: int | None = None
+    dtype: str | None = None
+    pruner_options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat configuration under the sweep's names (what the database stores and exports show)."""
+        d: dict[str, Any] = {
+            "task": self.task,
+            "pruner": self.pruner,
+            "protocol": self.protocol,
+            "density": self.density,
+            "seed": self.seed,
+            "depth": self.depth,
+            "width": self.width,
+        }
+        if self.epochs is not None:
+            d["epochs"] = self.epochs
+        if self.dtype is not None:
+            d["dtype"] = self.dtype
+        if self.pruner_options:
+            d["pruner_options"] = dict(self.pruner_options)
+        for k, v in self.options.items():
+            d[k] = v
+        return _normalise(d)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        d = dict(d)
+        fields = {k: d.pop(k) for k in ("task", "pruner", "protocol", "density", "seed", "depth", "width")}
+        return cls(
+            **fields,
+            epochs=d.pop("epochs", None),
+            dtype=d.pop("dtype", None),
+            pruner_options=dict(d.pop("pruner_options", {}) or {}),
+            options=d,
+        )
+
+    @property
+    def key(self) -> str:
+        return run_key(self.to_dict())
+
+    @property
+    def pruner_label(self) -> str:
+        """Pruner name with its options, e.g. ``synflow[iterations=100]`` (used to group results)."""
+        return pruner_label(self.pruner, self.pruner_options)
+
+    @property
+    def group_key(self) -> str:
+        """Runs with equal group keys share task, shape, protocol, epochs, dtype and training options and
+        can be trained together as one batched computation."""
+        d = self.to_dict()
+        for k in ("pruner", "pruner_options", "density", "seed"):
+            d.pop(k, None)
+        return canonical_json(d)
+
+    def seek_kwargs(self, device: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``plantseek.seek``: the configured pruner object when it has options."""
+        kw: dict[str, Any] = {
+            "task": self.task,
+            "depth": self.depth,
+            "width": self.width,
+            "pruner": self.pruner,
+            "density": self.density,
+            "protocol": self.protocol,
+            "seed": self.seed,
+        }
+        if self.pruner_options:
+            from plantseek import pruners  # the configured pruner: seek accepts it like a name
+
+            kw["pruner"] = pruners.get(self.pruner, **self.pruner_options)
+        if self.epochs is not None:
+            kw["epochs"] = self.epochs
+        if self.dtype is not None:
+            kw["dtype"] = self.dtype
+        if device is not None:
+            kw["device"] = device
+        kw.update(self.options)
+        return kw
+
+
+def pruner_label(name: str, options: Mapping[str, Any] | None) -> str:
+    if not options:
+        return name
+    inner = ",".join(f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in sorted(options.items()))
+    return f"{name}[{inner}]"
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep file: its runs (in file order, duplicates removed) and its settings."""
+
+    runs: list[RunConfig]
+    name: str = "sweep"
+    description: str = ""
+    imports: list[str] = field(default_factory=list)
+    device: str | None = None
+    source: str = ""  # the TOML text, stored with the results
+    path: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# registries (read lazily so that a missing piece of the package does not stop the sweep module)
+
+
+def _available_tasks() -> tuple[str, ...]:
+    try:
+        from plantseek import tasks
+
+        names = tasks.available()
+        return tuple(names) if names else FALLBACK_TASKS
+    except Exception:
+        return FALLBACK_TASKS
+
+
+def _available_pruners() -> tuple[str, ...]:
+    try:
+        from plantseek import pruners
+
+        names = pruners.available()
+        if isinstance(names, Mapping):
+            names = list(names)
+        return tuple(names) if names else FALLBACK_PRUNERS
+    except Exception:
+        return FALLBACK_PRUNERS
+
+
+def seek_options() -> tuple[tuple[str, ...], bool]:
+    """Training options that ``plantseek.seek`` takes by name, and whether it also takes arbitrary ones."""
+    try:
+        import plantseek
+
+        seek = plantseek.seek
+    except Exception:
+        return FALLBACK_OPTIONS, False
+    names: list[str] = []
+    var_kw = False
+    for target in _signature_targets(seek):
+        try:
+            sig = inspect.signature(target)
+        except (TypeError, ValueError):
+            return FALLBACK_OPTIONS, True
+        for p in sig.parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                var_kw = True
+            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _SEEK_RESERVED:
+                names.append(p.name)
+    # a seek that forwards **options to a documented options dataclass lists those fields
+    try:
+        from plantseek import train  # noqa: F401
+
+        opts_cls = getattr(train, "TrainOptions", None) or getattr(train, "TrainingOptions", None)
+        if opts_cls is not None and hasattr(opts_cls, "__dataclass_fields__"):
+            names.extend(n for n in opts_cls.__dataclass_fields__ if n not in _SEEK_RESERVED)
+            var_kw = False
+    except Exception:
+        pass
+    return tuple(dict.fromkeys(names)), var_kw
+
+
+def _signature_targets(fn):
+    yield fn
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parsing and validation
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and validate a sweep file; errors name the file, the key and what it accepts."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"sweep file {str(path)!r} does not exist") from None
+    sweep = parse_sweep(text, origin=str(path))
+    sweep.path = str(path)
+    if sweep.name == "sweep":
+        sweep.name = path.stem
+    return sweep
+
+
+def parse_sweep(text: str | Mapping[str, Any], origin: str = "<sweep>") -> Sweep:
+    """Parse TOML text (or an already-parsed mapping) into a validated :class:`Sweep`."""
+    if isinstance(text, str):
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SweepConfigError(f"{origin}: not valid TOML: {exc}") from None
+        source = text
+    else:
+        doc = dict(text)
+        source = ""
+    unknown_top = set(doc) - {"sweep", "experiment"}
+    if unknown_top:
+        raise SweepConfigError(
+            f"{origin}: unknown top-level table(s) {sorted(unknown_top)}; allowed: [sweep] and [[experiment]]"
+        )
+    base = doc.get("sweep")
+    if base is None:
+        raise SweepConfigError(f"{origin}: missing [sweep] table")
+    if not isinstance(base, Mapping):
+        raise SweepConfigError(f"{origin}: 'sweep' must be a table")
+    experiments = doc.get("experiment", [])
+    if isinstance(experiments, Mapping):
+        experiments = [experiments]
+    if not isinstance(experiments, list) or not all(isinstance(e, Mapping) for e in experiments):
+        raise SweepConfigError(f"{origin}: 'experiment' must be an array of tables ([[experiment]])")
+
+    name = base.get("name", "sweep")
+    description = base.get("description", "")
+    imports = base.get("imports", [])
+    if isinstance(imports, str):
+        imports = [imports]
+    if not isinstance(name, str):
+        raise SweepConfigError(f"{origin}: key 'name' in [sweep] must be a string")
+    if not isinstance(imports, list) or not all(isinstance(m, str) for m in imports):
+        raise SweepConfigError(f"{origin}: key 'imports' in [sweep] must be a module name or a list of them")
+    device = base.get("device")
+    if device is not None and not isinstance(device, str):
+        raise SweepConfigError(f"{origin}: key 'device' in [sweep] must be a string such as 'auto', 'cpu', 'cuda:0'")
+    _import_plugins(imports, origin)
+
+    tables = [("[sweep]", dict(base))]
+    if experiments:
+        tables = []
+        for i, exp in enumerate(experiments):
+            label = f"[[experiment]] #{i + 1}" + (f" ({exp['name']!r})" if "name" in exp else "")
+            bad_meta = set(exp) & {"imports", "device"}
+            if bad_meta:
+                raise SweepConfigError(f"{origin}: {label}: key {sorted(bad_meta)[0]!r} belongs in [sweep]")
+            merged = {k: v for k, v in base.items()}
+            # an experiment's key replaces [sweep]'s, whatever spelling either uses
+            for k in exp:
+                canon = _canonical_name(k)
+                for alias in GRID_KEYS.get(canon, (k,)):
+                    merged.pop(alias, None)
+            merged.update(exp)
+            tables.append((label, merged))
+
+    runs: list[RunConfig] = []
+    seen: set[str] = set()
+    for label, table in tables:
+        for run in _expand_table(table, f"{origin}: {label}"):
+            k = canonical_json(run.to_dict())
+            if k not in seen:
+                seen.add(k)
+                runs.append(run)
+    return Sweep(runs=runs, name=name, description=description, imports=list(imports), device=device,
+                 source=source)
+
+
+def _import_plugins(modules: Sequence[str], origin: str) -> None:
+    import importlib
+
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except Exception as exc:
+            raise SweepConfigError(f"{origin}: key 'imports': cannot import {m!r}: {exc}") from None
+
+
+def _canonical_name(key: str) -> str:
+    for canon, aliases in GRID_KEYS.items():
+        if key in aliases:
+            return canon
+    return key
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _expand_table(table: Mapping[str, Any], where: str) -> Iterable[RunConfig]:
+    grid: dict[str, list] = {}
+    options: dict[str, list] = {}
+    for key, value in table.items():
+        if key in META_KEYS:
+            continue
+        canon = _canonical_name(key)
+        if canon in grid:
+            raise SweepConfigError(f"{where}: key {key!r} given twice (as {canon!r} and an alias)")
+        if canon in GRID_KEYS:
+            grid[canon] = _validate_grid(canon, key, value, where)
+        else:
+            options[key] = _as_list(value)
+    missing = [k for k in REQUIRED_KEYS if k not in grid]
+    if missing:
+        raise SweepConfigError(
+            f"{where}: missing key(s) {', '.join(repr(m) for m in missing)} "
+            f"(a sweep needs {', '.join(REQUIRED_KEYS)})"
+        )
+    if options:
+        allowed, var_kw = seek_options()
+        for key, values in options.items():
+            if key not in allowed and not var_kw:
+                raise SweepConfigError(
+                    f"{where}: unknown key {key!r}; allowed keys: "
+                    + ", ".join(sorted({a for al in GRID_KEYS.values() for a in al} | set(META_KEYS) | set(allowed)))
+                )
+            if not values:
+                raise SweepConfigError(f"{where}: key {key!r} is an empty list")
+            for v in values:
+                try:
+                    _normalise(v)
+                except SweepConfigError as exc:
+                    raise SweepConfigError(f"{where}: key {key!r}: {exc}") from None
+    keys = list(grid) + list(options)
+    lists = [grid[k] for k in grid] + [options[k] for k in options]
+    for combo in itertools.product(*lists):
+        d = dict(zip(keys, combo))
+        pruner = d.pop("pruner")
+        opts = {k: d.pop(k) for k in list(options)}
+        yield RunConfig(
+            task=d["task"],
+            pruner=pruner[0],
+            pruner_options=dict(pruner[1]),
+            protocol=d["protocol"],
+            density=d["density"],
+            seed=d["seed"],
+            depth=d["depth"],
+            width=d["width"],
+            epochs=d.get("epochs"),
+            dtype=d.get("dtype"),
+            options=_normalise(opts),
+        )
+
+
+def _validate_grid(canon: str, key: str, value: Any, where: str) -> list:
+    values = _as_list(value)
+    if canon == "seed" and isinstance(value, Mapping):
+        start, count = value.get("start", 0), value.get("count")
+        if set(value) - {"start", "count"} or not _is_int(start) or not _is_int(count) or count < 1 or start < 0:
+            raise SweepConfigError(
+                f"{where}: key {key!r}: a seed table is {{start = 0, count = N}} with non-negative integers"
+            )
+        return list(range(start, start + count))
+    if not values:
+        raise SweepConfigError(f"{where}: key {key!r} is an empty list")
+
+    def bad(v, allowed: str) -> SweepConfigError:
+        return SweepConfigError(f"{where}: key {key!r}: bad value {v!r}; allowed: {allowed}")
+
+    out = []
+    for v in values:
+        if canon == "task":
+            allowed = _available_tasks()
+            if not isinstance(v, str) or v not in allowed:
+                raise bad(v, ", ".join(allowed))
+            out.append(v)
+        elif canon == "pruner":
+            allowed = _available_pruners()
+            if isinstance(v, Mapping):
+                name = v.get("name")
+                opts = {k: x for k, x in v.items() if k != "name"}
+            else:
+                name, opts = v, {}
+            if not isinstance(name, str) or name not in allowed:
+                raise bad(v, ", ".join(allowed) + " (or a table {name = ..., option = ...})")
+            out.append((name, _normalise(opts)))
+        elif canon == "protocol":
+            if v not in PROTOCOLS:
+                raise bad(v, ", ".join(PROTOCOLS))
+            out.append(v)
+        elif canon == "density":
+            if v == "ticket":
+                out.append(v)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1:
+                out.append(float(v))
+            else:
+                raise bad(v, 'numbers in (0, 1] or "ticket"')
+        elif canon == "seed":
+            if not _is_int(v) or v < 0:
+                raise bad(v, "non-negative integers, a list of them, or {start = 0, count = N}")
+            out.append(int(v))
+        elif canon == "depth":
+            if not _is_int(v) or v < 1:
+                raise bad(v, "integers >= 1 (number of linear layers)")
+            out.append(int(v))
+        elif canon == "width":
+            if _is_int(v) and v >= 1:
+                out.append(int(v))
+            elif isinstance(v, list) and v and all(_is_int(w) and w >= 1 for w in v):
+                out.append([int(w) for w in v])
+            else:
+                raise bad(v, "integers >= 1, or lists of them for uneven hidden layers (width = [[100, 50]])")
+        elif canon == "epochs":
+            if not _is_int(v) or v < 0:
+                raise bad(v, "integers >= 0")
+            out.append(int(v))
+        elif canon == "dtype":
+            if v not in DTYPES:
+                raise bad(v, ", ".join(DTYPES))
+            out.append(v)
+    return out
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
