@@ -1,0 +1,487 @@
+"""The results database: one SQLite file (WAL mode), one row per run.
+
+Each row holds the run's key (SHA-256 of its configuration and the package version), its configuration and
+flat metrics as JSON, its status (``ok`` or ``failed``), the error text of a failed run, timestamps and the
+package version that produced it. Writes are short transactions with a busy timeout and retries, so several
+sweeps can write the same file at once; a finished run is committed as soon as its group finishes.
+
+This module reads and writes rows only: it never imports training or seeking code.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import socket
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "StoreError",
+    "ResultStore",
+    "RunRecord",
+    "open_store",
+    "to_dataframe",
+    "summary_table",
+    "export",
+]
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x506C5365  # "PlSe": marks the file as a plantseek results database
+STATUSES = ("ok", "failed")
+CONFIG_COLUMNS = ("task", "pruner", "protocol", "density", "seed", "depth", "width", "epochs", "dtype")
+# metric names that would collide with a configuration column get this suffix in flat tables
+COLLISION_SUFFIX = "_measured"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    metrics TEXT,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    error TEXT,
+    started_at REAL,
+    finished_at REAL,
+    duration_s REAL,
+    batch_size INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    version TEXT NOT NULL,
+    device TEXT,
+    host TEXT,
+    sweep TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE TABLE IF NOT EXISTS sweeps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    path TEXT,
+    source TEXT,
+    n_runs INTEGER,
+    started_at REAL NOT NULL,
+    version TEXT,
+    host TEXT
+);
+"""
+
+
+class StoreError(ValueError):
+    """A database file that cannot be used: corrupt, foreign, or from a newer plantseek."""
+
+
+@dataclass
+class RunRecord:
+    """What the executors hand to the store for one finished (or failed) run."""
+
+    key: str
+    config: dict
+    status: str
+    metrics: dict | None = None
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_s: float | None = None
+    batch_size: int | None = None
+    version: str = ""
+    device: str | None = None
+    host: str | None = None
+    sweep: str | None = None
+
+
+def _jsonable(value: Any) -> Any:
+    """Metric values as JSON: tensors/numpy scalars become numbers; NaN/inf survive as JSON NaN/Infinity."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    # torch tensors, numpy arrays and scalars, without importing either
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return str(value)
+
+
+class ResultStore:
+    """A plantseek results database. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike, *, create: bool = True, readonly: bool = False,
+                 timeout: float = 60.0, retries: int = 20) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self.retries = retries
+        self.timeout = timeout
+        if not self.path.exists():
+            if not create or readonly:
+                raise FileNotFoundError(f"results database {str(self.path)!r} does not exist")
+            if self.path.parent and not self.path.parent.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif self.path.is_dir():
+            raise StoreError(f"{str(self.path)!r} is a directory, not a results database")
+        self._check_header()
+        try:
+            self.conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open results database {str(self.path)!r}: {exc}") from None
+        try:
+            self._setup()
+        except StoreError:
+            self.conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise StoreError(self._corrupt_message(exc)) from None
+
+    # -- opening ------------------------------------------------------------------------------------------
+
+    def _check_header(self) -> None:
+        """Reject files that are not SQLite at all before SQLite reports something cryptic."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == 0:
+            return
+        with open(self.path, "rb") as fh:
+            head = fh.read(16)
+        if head != b"SQLite format 3\x00":
+            raise StoreError(
+                f"{str(self.path)!r} is not a plantseek results database: it is not an SQLite file "
+                f"(it may be corrupt, or another kind of file); use a new --db path"
+            )
+
+    def _corrupt_message(self, exc: Exception) -> str:
+        return (f"results database {str(self.path)!r} is corrupt or unreadable ({exc}); "
+                f"move it aside and rerun the sweep with a new --db (finished runs in it cannot be trusted)")
+
+    def _setup(self) -> None:
+        c = self.conn
+        c.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        check = c.execute("PRAGMA quick_check").fetchone()
+        if not check or check[0] != "ok":
+            raise StoreError(self._corrupt_message(check[0] if check else "quick_check failed"))
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        app_id = c.execute("PRAGMA application_id").fetchone()[0]
+        user_tables = {t for t in tables if not t.startswith("sqlite_")}
+        if not user_tables:
+            if self.readonly:
+                raise StoreError(f"{str(self.path)!r} is an empty database, not a plantseek results database")
+            self._retry(self._create)
+            return
+        if app_id != APPLICATION_ID or "runs" not in tables or "schema_version" not in tables:
+            raise StoreError(
+                f"{str(self.path)!r} is an SQLite database but not a plantseek results database "
+                f"(tables: {', '.join(sorted(user_tables))}); use a new --db path"
+            )
+        row = c.execute("SELECT max(version) FROM schema_version").fetchone()
+        version = row[0] if row else None
+        if version is None:
+            raise StoreError(f"{str(self.path)!r}: the schema version table is empty; the file is damaged")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{str(self.path)!r} was written by a newer plantseek (schema {version}; this one reads up to "
+                f"{SCHEMA_VERSION}); upgrade plantseek"
+            )
+        if not self.readonly:
+            self._retry(lambda: c.execute("PRAGMA journal_mode = WAL"))
+
+    def _create(self) -> None:
+        c = self.conn
+        c.execute("PRAGMA journal_mode = WAL")
+        with self._transaction():
+            c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            if c.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
+                c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+
+    # -- transactions ---------------------------------------------------------------------------------------
+
+    def _retry(self, fn):
+        """Run fn, retrying with jittered backoff while another writer holds the lock."""
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                msg = str(exc).lower()
+                if ("locked" not in msg and "busy" not in msg) or attempt == self.retries:
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writing --------------------------------------------------------------------------------------------
+
+    def put(self, records: RunRecord | Sequence[RunRecord]) -> None:
+        """Write finished runs in one transaction. A successful run replaces a failed one with the same key;
+        a failure never replaces a success."""
+        if isinstance(records, RunRecord):
+            records = [records]
+        rows = []
+        for r in records:
+            if r.status not in STATUSES:
+                raise ValueError(f"run status must be one of {STATUSES}, not {r.status!r}")
+            rows.append((
+                r.key,
+                json.dumps(_jsonable(r.config), sort_keys=True),
+                None if r.metrics is None else json.dumps(_jsonable(r.metrics), sort_keys=True),
+                r.status, r.error, r.started_at, r.finished_at, r.duration_s, r.batch_size, r.version,
+                r.device, r.host or socket.gethostname(), r.sweep,
+            ))
+        if not rows:
+            return
+
+        def write():
+            with self._transaction() as c:
+                c.executemany(
+                    """
+                    INSERT INTO runs (key, config, metrics, status, error, started_at, finished_at, duration_s,
+                                      batch_size, version, device, host, sweep)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (key) DO UPDATE SET
+                        config = excluded.config, metrics = excluded.metrics, status = excluded.status,
+                        error = excluded.error, started_at = excluded.started_at,
+                        finished_at = excluded.finished_at, duration_s = excluded.duration_s,
+                        batch_size = excluded.batch_size, version = excluded.version,
+                        device = excluded.device, host = excluded.host, sweep = excluded.sweep,
+                        attempts = runs.attempts + 1
+                    WHERE runs.status = 'failed' OR excluded.status = 'ok'
+                    """,
+                    rows,
+                )
+
+        self._retry(write)
+
+    def record_sweep(self, name: str, *, path: str | None, source: str, n_runs: int, version: str) -> None:
+        def write():
+            with self._transaction() as c:
+                c.execute(
+                    "INSERT INTO sweeps (name, path, source, n_runs, started_at, version, host) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, path, source, n_runs, time.time(), version, socket.gethostname()),
+                )
+
+        self._retry(write)
+
+    # -- reading --------------------------------------------------------------------------------------------
+
+    def keys(self, status: str | None = None) -> set[str]:
+        q = "SELECT key FROM runs" + (" WHERE status = ?" if status else "")
+        return {r[0] for r in self._read(q, (status,) if status else ())}
+
+    def _read(self, query: str, params: tuple = ()) -> list[tuple]:
+        try:
+            return self._retry(lambda: self.conn.execute(query, params).fetchall())
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower():
+                raise
+            raise StoreError(self._corrupt_message(exc)) from None
+
+    def count(self) -> dict[str, int]:
+        counts = {s: 0 for s in STATUSES}
+        for status, n in self._read("SELECT status, count(*) FROM runs GROUP BY status"):
+            counts[status] = n
+        return counts
+
+    def records(self) -> list[dict[str, Any]]:
+        """All rows, with config and metrics decoded, in insertion order."""
+        rows = self._read(
+            "SELECT key, config, metrics, status, error, started_at, finished_at, duration_s, batch_size, "
+            "attempts, version, device, host, sweep FROM runs ORDER BY rowid"
+        )
+        out = []
+        for (key, config, metrics, status, error, started, finished, duration, batch, attempts, version,
+             device, host, sweep) in rows:
+            out.append({
+                "key": key, "config": json.loads(config), "metrics": json.loads(metrics) if metrics else {},
+                "status": status, "error": error, "started_at": started, "finished_at": finished,
+                "duration_s": duration, "batch_size": batch, "attempts": attempts, "version": version,
+                "device": device, "host": host, "sweep": sweep,
+            })
+        return out
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        rows = self._read("SELECT name, path, source, n_runs, started_at, version, host FROM sweeps ORDER BY id")
+        return [dict(zip(("name", "path", "source", "n_runs", "started_at", "version", "host"), r)) for r in rows]
+
+    def dataframe(self):
+        return to_dataframe(self.records())
+
+
+def open_store(path: str | os.PathLike, *, readonly: bool = False, create: bool = True) -> ResultStore:
+    return ResultStore(path, readonly=readonly, create=create)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# flat tables
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def to_dataframe(records: Iterable[Mapping[str, Any]]):
+    """One row per run: configuration columns under the sweep's names, then flat metric columns (a metric
+    whose name is also a configuration key, such as the measured ``density``, gets the suffix
+    ``_measured``), then status, error and bookkeeping. Lists (uneven widths, pruner options) become JSON."""
+    import pandas as pd
+
+    rows = []
+    config_keys: dict[str, None] = {k: None for k in CONFIG_COLUMNS}
+    metric_keys: dict[str, None] = {}
+    for rec in records:
+        cfg = {k: _cell(v) for k, v in rec["config"].items()}
+        config_keys.update(dict.fromkeys(cfg))
+        row = dict(cfg)
+        metrics = {}
+        for k, v in (rec.get("metrics") or {}).items():
+            name = k + COLLISION_SUFFIX if k in cfg or k in CONFIG_COLUMNS else k
+            metrics[name] = _cell(v)
+        metric_keys.update(dict.fromkeys(metrics))
+        row.update(metrics)
+        for k in ("status", "error", "key", "version", "device", "duration_s", "batch_size", "attempts",
+                  "started_at", "finished_at"):
+            row[k] = rec.get(k)
+        rows.append(row)
+    bookkeeping = ["status", "error", "key", "version", "device", "duration_s", "batch_size", "attempts",
+                   "started_at", "finished_at"]
+    present_config = [k for k in config_keys if any(k in r for r in rows)] if rows else list(CONFIG_COLUMNS)
+    columns = present_config + [k for k in metric_keys if k not in config_keys] + bookkeeping
+    df = pd.DataFrame(rows, columns=columns)
+    for col in ("started_at", "finished_at"):
+        df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+    return df
+
+
+def _arrow_safe(df):
+    """Parquet needs one type per column: columns mixing numbers and strings (density "ticket") become text."""
+    df = df.copy()
+    for col in df.columns:
+        if df[col].dtype == object:
+            kinds = {type(v) for v in df[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+            if len(kinds) > 1 and not kinds <= {int, float}:
+                df[col] = df[col].map(lambda v: None if v is None else str(v))
+    return df
+
+
+def export(db: str | os.PathLike, out: str | os.PathLike, fmt: str | None = None) -> int:
+    """Write one row per run to CSV or Parquet; returns the number of rows."""
+    out = Path(out)
+    if fmt is None:
+        fmt = out.suffix.lstrip(".").lower() or "csv"
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"unknown export format {fmt!r}; allowed: csv, parquet")
+    with ResultStore(db, readonly=True) as store:
+        df = store.dataframe()
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        df.to_csv(out, index=False)
+    else:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ValueError("Parquet export needs pyarrow: pip install 'plantseek[parquet]'") from None
+        _arrow_safe(df).to_parquet(out, index=False)
+    return len(df)
+
+
+def _performance_column(df) -> str | None:
+    for col in ("test_accuracy", "test_loss"):
+        if col in df.columns and df[col].notna().any():
+            return col
+    return None
+
+
+def summary_table(df):
+    """Per task, protocol, pruner and requested density: runs, failures and mean metrics over seeds."""
+    import pandas as pd
+
+    if df.empty:
+        return pd.DataFrame()
+    keys = [k for k in ("task", "depth", "width", "protocol", "pruner", "pruner_options", "density")
+            if k in df.columns]
+    df = df.copy()
+    for k in keys:
+        df[k] = df[k].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v).astype(str)
+    df["ok"] = df["status"] == "ok"
+    agg = {"runs": ("status", "size"), "failed": ("ok", lambda s: int((~s).sum()))}
+    for col, name in (("test_accuracy", "accuracy"), ("test_loss", "loss"), ("recall", "recall"),
+                      ("density" + COLLISION_SUFFIX, "density_kept")):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+            agg[name] = (col, "mean")
+    table = df.groupby(keys, sort=True, dropna=False).agg(**agg)
+    return table.reset_index()
+
+
+def format_summary(db: str | os.PathLike, max_errors: int = 10) -> str:
+    """The text `plantseek results` prints."""
+    import pandas as pd
+
+    with ResultStore(db, readonly=True) as store:
+        df = store.dataframe()
+        sweeps = store.sweeps()
+    lines = [f"results database {db}: {len(df)} runs"]
+    if df.empty:
+        return lines[0] + " (empty)"
+    counts = df["status"].value_counts().to_dict()
+    lines[0] += f" ({counts.get('ok', 0)} ok, {counts.get('failed', 0)} failed)"
+    if sweeps:
+        names = list(dict.fromkeys(s["name"] for s in sweeps))
+        lines.append("sweeps: " + ", ".join(names))
+    table = summary_table(df)
+    with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200,
+                           "display.float_format", lambda v: f"{v:.4g}"):
+        lines.append(table.to_string(index=False))
+    failed = df[df["status"] == "failed"]
+    if len(failed):
+        lines.append(f"\nfailed runs ({len(failed)}; rerun them with --retry-failed):")
+        for _, row in failed.head(max_errors).iterrows():
+            first = (row["error"] or "").strip().splitlines()
+            msg = first[0] if first else "(no message)"
+            lines.append(f"  {row['task']} {row['pruner']} {row['protocol']} density={row['density']} "
+                         f"seed={row['seed']}: {msg}")
+        if len(failed) > max_errors:
+            lines.append(f"  ... and {len(failed) - max_errors} more")
+    return "\n".join(lines)

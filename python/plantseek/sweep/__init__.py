@@ -1,0 +1,115 @@
+"""Sweeps: a TOML grid of runs, executed (batched, locally or on Dask) into a resumable results database.
+
+>>> from plantseek.sweep import run_sweep
+>>> run_sweep("examples/issue_example.toml", db="results.db")          # doctest: +SKIP
+
+Rerunning the same sweep skips every run already in the database (finished or failed; ``retry_failed=True``
+reruns the failed ones), so an interrupted sweep resumes where it stopped.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .config import (RunConfig, Sweep, SweepConfigError, load_sweep, package_version, parse_sweep,
+                     run_key)
+from .executors import DEFAULT_MAX_BATCH, RunPlan, available as available_executors, get as get_executor
+
+__all__ = [
+    "RunConfig", "Sweep", "SweepConfigError", "SweepReport", "load_sweep", "parse_sweep", "run_key",
+    "run_sweep", "plan_sweep", "available_executors", "get_executor", "DEFAULT_MAX_BATCH",
+]
+
+
+@dataclass
+class SweepReport:
+    """What a sweep did."""
+
+    total: int
+    skipped: int
+    ran: int = 0
+    ok: int = 0
+    failed: int = 0
+    failed_keys: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    def __str__(self) -> str:
+        s = f"{self.total} runs in the sweep: {self.skipped} already in the database, {self.ran} run now"
+        s += f" ({self.ok} ok, {self.failed} failed)"
+        if self.interrupted:
+            s += "; interrupted: rerun the same command to resume"
+        return s
+
+
+def plan_sweep(sweep: Sweep, store, retry_failed: bool = False) -> tuple[list[RunConfig], list[str], int]:
+    """The runs still to do: those whose key is not in the store (failed ones too with ``retry_failed``)."""
+    version = package_version()
+    keys = [run_key(r.to_dict(), version) for r in sweep.runs]
+    done = store.keys(status="ok")
+    if not retry_failed:
+        done |= store.keys(status="failed")
+    pending = [(r, k) for r, k in zip(sweep.runs, keys) if k not in done]
+    return [r for r, _ in pending], [k for _, k in pending], len(sweep.runs) - len(pending)
+
+
+def run_sweep(
+    sweep: Sweep | str | os.PathLike,
+    db: str | os.PathLike,
+    *,
+    executor: str = "local",
+    device: str | None = None,
+    retry_failed: bool = False,
+    max_batch: int | None = None,
+    progress: bool = True,
+    batch_fn=None,
+    single_fn=None,
+    log=None,
+    **executor_options,
+) -> SweepReport:
+    """Run every run of a sweep that is not yet in the results database ``db``.
+
+    ``device`` overrides the sweep file's ``device``. ``batch_fn(list_of_kwargs) -> results`` and
+    ``single_fn(**kwargs) -> result`` default to ``plantseek.seek_batch`` and ``plantseek.seek``; tests
+    inject fakes. Executor options: ``scheduler`` (dask), ``workers`` and ``processes`` (dask-local).
+    """
+    from ..store import ResultStore
+
+    if log is None:
+        def log(msg: str) -> None:
+            print(msg, file=sys.stderr, flush=True)
+    if not isinstance(sweep, Sweep):
+        sweep = load_sweep(sweep)
+    ex = get_executor(executor, **executor_options)
+    version = package_version()
+    with ResultStore(db) as store:
+        runs, keys, skipped = plan_sweep(sweep, store, retry_failed=retry_failed)
+        store.record_sweep(sweep.name, path=sweep.path, source=sweep.source, n_runs=len(sweep.runs),
+                           version=version)
+        report = SweepReport(total=len(sweep.runs), skipped=skipped)
+        log(f"sweep {sweep.name!r}: {len(sweep.runs)} runs, {skipped} already in {db}, {len(runs)} to run "
+            f"with {ex.describe()}")
+        if not runs:
+            return report
+
+        def on_records(records) -> None:
+            store.put(records)
+            report.ran += len(records)
+            for r in records:
+                if r.status == "ok":
+                    report.ok += 1
+                else:
+                    report.failed += 1
+                    report.failed_keys.append(r.key)
+
+        plan = RunPlan(device=device or sweep.device, max_batch=max_batch, batch_fn=batch_fn, single_fn=single_fn,
+                       imports=list(sweep.imports), progress=progress, sweep=sweep.name, version=version)
+        try:
+            ex.run(runs, keys, on_records, plan)
+        except KeyboardInterrupt:
+            report.interrupted = True
+            log(f"interrupted after {report.ran} of {len(runs)} runs; finished runs are saved in {db}")
+            raise
+    return report
