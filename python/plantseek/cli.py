@@ -42,8 +42,8 @@ def _load_commands() -> None:
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
-            if exc.name != mod:  # a real missing dependency inside an existing module
-                raise
+            if exc.name is None or not (mod == exc.name or mod.startswith(exc.name + ".")):
+                raise  # a real missing dependency inside an existing module
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,5 +78,3 @@ def main(argv: list[str] | None = None) -> int:
     return int(code or 0)
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,58 @@
+# plantseek: `make demo` runs the main job on its defaults, `make test` runs the test suite.
+# Both create .venv and install everything on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# PyTorch: on a machine without an NVIDIA GPU we install the CPU build (here torch==2.13.0+cpu lies on disk).
+# Elsewhere choose your own, e.g. `make TORCH="torch==2.5.1" TORCH_PIP_ARGS="--index-url <your index>"`.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+TORCH ?= $(if $(HAS_GPU),torch,torch==2.13.0)
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.plantseek-installed
+
+.PHONY: all install dev demo test test-slow bench clean asan-test
+
+all: install
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml CMakeLists.txt $(shell find csrc python -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.h' -o -name '*.cu' \) 2>/dev/null)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(PIP) install -q "scikit-build-core>=0.8" "pybind11>=2.11" "cmake>=3.18" ninja
+	$(PIP) install -q --no-build-isolation ".[test,distributed,parquet]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# editable install for development (rebuilds the extension on import after C++ changes)
+dev: $(PY)
+	$(PIP) install -q $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(PIP) install -q "scikit-build-core>=0.8" "pybind11>=2.11" "cmake>=3.18" ninja
+	$(PIP) install -q --no-build-isolation -Ceditable.rebuild=true -e ".[test,distributed,parquet]"
+
+demo: install
+	$(VENV)/bin/plantseek demo
+
+test: install
+	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-slow: install
+	PLANTSEEK_SLOW=1 $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m pytest bench -q --benchmark-disable-gc -p no:cacheprovider
+	$(PY) bench/write_results.py
+
+# C++ tests under AddressSanitizer (see README, "Native core")
+asan-test:
+	cmake -S . -B build/asan -G Ninja -DPLANTSEEK_ASAN=ON -DPLANTSEEK_BUILD_TESTS=ON -DPLANTSEEK_CUDA=OFF \
+	    -Dpybind11_DIR=$$($(PY) -m pybind11 --cmakedir) -DPython_EXECUTABLE=$(abspath $(PY))
+	cmake --build build/asan --target plantseek_cpp_tests
+	./build/asan/plantseek_cpp_tests
+
+clean:
+	rm -rf build $(VENV) report .pytest_cache
