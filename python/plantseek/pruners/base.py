@@ -1,0 +1,342 @@
+"""The pruner interface, the score-pruner framework and the registry.
+
+A pruner turns a planted network (whose weights may be trained ones) and the task data into a mask: one
+``(weight_mask, bias_mask)`` pair of bool tensors per layer, on the network's device::
+
+    masks = pruner.prune(net, data, density, scope="global", prune_bias=True, generator=None, mask=None)
+
+Most pruners only *score*: a `ScorePruner` implements ``scores(net, data, generator, mask)`` returning one
+``(weight_scores, bias_scores)`` pair per layer and the framework keeps the highest scores with exact counts
+(see `selection`), the scope, the bias option, the current mask and the ``iterations`` schedule. Pruners
+that need more control (edge-popup, the ticket oracle) override `prune` itself.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..masks import Mask, check_mask
+from . import selection
+from .selection import SCOPES, kept_count
+
+__all__ = [
+    "Pruner", "ScorePruner", "register", "get", "available", "descriptions", "check_density",
+    "effective_parameters", "forward", "default_loss", "pruning_set", "device_generator", "kept_count",
+]
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+def check_density(density: Any, net=None) -> float:
+    """A density as a float in (0, 1]; ``"ticket"`` means the planted ticket's own density (needs ``net``)."""
+    if isinstance(density, str):
+        if density.strip().lower() == "ticket":
+            if net is None:
+                raise ValueError('density="ticket" needs the planted network')
+            return float(net.ticket_density)
+        try:
+            density = float(density)
+        except ValueError:
+            raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}") from None
+    if isinstance(density, bool) or not isinstance(density, numbers.Real):
+        raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}")
+    d = float(density)
+    if not math.isfinite(d) or not 0.0 < d <= 1.0:
+        raise ValueError(f"density must lie in (0, 1] (the fraction of prunable parameters kept), got {density!r}")
+    return d
+
+
+def check_scope(scope: str) -> str:
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(map(repr, SCOPES))}, got {scope!r}")
+    return scope
+
+
+def current_mask(net, mask: Mask | None) -> Mask:
+    """The validated current mask on the network's device (a fresh full mask when ``mask`` is None)."""
+    if mask is None:
+        return [
+            (torch.ones(w.shape, dtype=torch.bool, device=w.device), torch.ones(b.shape, dtype=torch.bool, device=b.device))
+            for w, b in zip(net.weights, net.biases)
+        ]
+    mask = [tuple(pair) for pair in mask]
+    for i, pair in enumerate(mask):
+        if len(pair) != 2 or not all(isinstance(t, torch.Tensor) for t in pair):
+            raise ValueError(f"mask layer {i} must be a (weight_mask, bias_mask) pair of tensors")
+    check_mask(mask, net.weights, net.biases)
+    return [(wm.to(net.device), bm.to(net.device)) for wm, bm in mask]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def effective_parameters(net, mask: Mask | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The network's (weight, bias) pairs with pruned entries set to zero (detached copies)."""
+    if mask is None:
+        return [(w.detach().clone(), b.detach().clone()) for w, b in zip(net.weights, net.biases)]
+    return [(w.detach() * wm, b.detach() * bm) for (w, b), (wm, bm) in zip(zip(net.weights, net.biases), mask)]
+
+
+def forward(params: Sequence[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
+    """The ReLU network of ``params`` (``(out, in)`` weights) applied to ``x``; no ReLU after the last layer."""
+    h = x
+    last = len(params) - 1
+    for i, (w, b) in enumerate(params):
+        h = F.linear(h, w, b)
+        if i < last:
+            h = torch.relu(h)
+    return h
+
+
+def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The task loss as `Task.loss` defines it: cross-entropy for integer labels, MSE for float targets."""
+    if not targets.is_floating_point():
+        return F.cross_entropy(outputs, targets)
+    return F.mse_loss(outputs, targets.to(outputs.dtype).reshape(outputs.shape))
+
+
+def pruning_set(net, data, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` training samples (inputs, targets) on the network's device, inputs in its dtype.
+
+    The training set is an i.i.d. draw from the task's seeded generator, so its first ``n`` samples are a
+    random sample of the task that is the same on every device (the paper's code used 40).
+    """
+    if data is None:
+        raise ValueError("this pruner scores on data: pass the task data (a TaskData)")
+    n_train = int(data.x_train.shape[0])
+    if n < 1:
+        raise ValueError(f"pruning_samples must be at least 1, got {n}")
+    n = min(int(n), n_train)
+    x = data.x_train[:n].to(device=net.device, dtype=net.dtype)
+    y = data.y_train[:n]
+    y = y.to(device=net.device, dtype=net.dtype) if y.is_floating_point() else y.to(device=net.device)
+    return x, y
+
+
+def device_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
+    """A generator on ``device``: ``generator`` itself when it lives there, one seeded from it otherwise
+    (a fixed seed 0 when None, so that pruning without a generator is deterministic)."""
+    device = torch.device(device)
+    if generator is not None and torch.device(generator.device).type == device.type:
+        return generator
+    if generator is None:
+        seed = 0
+    else:  # one 62-bit seed drawn from the given generator (a one-element tensor on its device)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+# ------------------------------------------------------------------------------------------------ interface
+
+def check_reachable(current: Mask, density: float, scope: str, prune_bias: bool) -> None:
+    """ValueError unless the current mask still keeps at least the parameters that ``density`` asks for."""
+    groups = [current] if scope == "global" else [[pair] for pair in current]
+    for i, g in enumerate(groups):
+        kept, total = selection.prunable_count(g, prune_bias)
+        k = kept_count(density, total)
+        if k > kept:
+            where = "in total" if scope == "global" else f"in layer {i}"
+            raise ValueError(
+                f"density {density:g} asks to keep {k} of {total} prunable parameters {where}, but the current "
+                f"mask keeps only {kept}; pruned parameters never come back (lower the density)"
+            )
+
+
+class Pruner:
+    """Base class of all pruners. Subclasses implement `prune` (or derive from `ScorePruner`)."""
+
+    name: str = ""
+    #: whether the pruner needs the task data (the CLI and the protocols pass it in any case)
+    needs_data: bool = False
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise ValueError(f"pruner {self.name or type(self).__name__!r} takes no options {sorted(options)}")
+        self.options: dict[str, Any] = {}
+
+    def _set_options(self, **options: Any) -> None:
+        """Record the configured options (as attributes and in ``self.options``, used in names and keys)."""
+        if not hasattr(self, "options"):
+            self.options = {}
+        for k, v in options.items():
+            setattr(self, k, v)
+            self.options[k] = v
+
+    def prune(
+        self,
+        net,
+        data,
+        density: float | str,
+        *,
+        scope: str = "global",
+        prune_bias: bool = True,
+        generator: torch.Generator | None = None,
+        mask: Mask | None = None,
+    ) -> Mask:
+        """Masks keeping ``round(density * prunable count)`` parameters per scope (a list of pairs)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if not callable(v))
+        return f"{self.name or type(self).__name__}({opts})"
+
+    @classmethod
+    def describe(cls) -> str:
+        """The first line of the class docstring."""
+        doc = inspect.getdoc(cls) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+class ScorePruner(Pruner):
+    """A pruner defined by scores: keeps the highest-scoring parameters.
+
+    Subclasses implement ``scores(self, net, data, generator, mask)`` and return one ``(weight_scores,
+    bias_scores)`` pair per layer, shaped like ``net.weights[i]`` / ``net.biases[i]`` (higher = keep). ``mask``
+    is the current mask (all True at the start); already-pruned parameters are never kept again whatever
+    their score. A ``scores`` method that does not accept ``mask`` is called without it.
+
+    Option ``iterations`` (R, default 1): prune in R rounds to densities d0^(1 - r/R) * density^(r/R),
+    r = 1..R (d0 = density of the starting mask, 1 without one), rescoring the network masked by the
+    previous round each time; the masks of the rounds are nested.
+    """
+
+    default_iterations: int = 1
+
+    def __init__(self, iterations: int | None = None) -> None:
+        self.options = {}
+        it = self.default_iterations if iterations is None else iterations
+        if isinstance(it, bool) or not isinstance(it, numbers.Integral) or int(it) < 1:
+            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+        self._set_options(iterations=int(it))
+
+    def scores(self, net, data, generator: torch.Generator, mask: Mask) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    # -- framework
+    def _call_scores(self, net, data, generator, mask):
+        try:
+            params = inspect.signature(self.scores).parameters
+        except (TypeError, ValueError):
+            params = {"mask": None}
+        if "mask" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            out = self.scores(net, data, generator, mask=mask)
+        else:
+            out = self.scores(net, data, generator)
+        return self._check_scores(net, out)
+
+    def _check_scores(self, net, out):
+        name = self.name or type(self).__name__
+        out = list(out)
+        if len(out) != net.depth:
+            raise ValueError(f"pruner {name!r} returned scores for {len(out)} layers, the network has {net.depth}")
+        checked = []
+        for i, (pair, w, b) in enumerate(zip(out, net.weights, net.biases)):
+            ws, bs = pair
+            ws, bs = torch.as_tensor(ws, device=w.device), torch.as_tensor(bs, device=b.device)
+            if tuple(ws.shape) != tuple(w.shape) or tuple(bs.shape) != tuple(b.shape):
+                raise ValueError(
+                    f"pruner {name!r} layer {i}: score shapes {tuple(ws.shape)}/{tuple(bs.shape)} do not match "
+                    f"the parameters' {tuple(w.shape)}/{tuple(b.shape)}"
+                )
+            if bool(torch.isnan(ws).any()) or bool(torch.isnan(bs).any()):
+                raise ValueError(f"pruner {name!r} produced NaN scores in layer {i}")
+            checked.append((ws, bs))
+        common = None
+        for pair in checked:
+            for t in pair:
+                common = t.dtype if common is None else torch.promote_types(common, t.dtype)
+        if any(t.dtype != common for pair in checked for t in pair):  # one flat vector per scope: one dtype
+            checked = [(ws.to(common), bs.to(common)) for ws, bs in checked]
+        return checked
+
+    def prune(self, net, data, density, *, scope="global", prune_bias=True, generator=None, mask=None) -> Mask:
+        density = check_density(density, net)
+        check_scope(scope)
+        current = current_mask(net, mask)
+        gen = device_generator(generator, net.device)
+        kept0, total = selection.prunable_count(current, bool(prune_bias))
+        d0 = kept0 / total if total else 1.0
+        rounds = int(self.options.get("iterations", 1))
+        check_reachable(current, density, scope, bool(prune_bias))
+        for r in range(1, rounds + 1):
+            if r == rounds:
+                d_r = density
+            else:
+                d_r = (d0 ** (1.0 - r / rounds)) * (density ** (r / rounds)) if d0 > 0 else density
+            if self._nothing_to_prune(current, d_r, scope, bool(prune_bias)):
+                continue
+            scores = self._call_scores(net, data, gen, current)
+            current = selection.select(scores, d_r, current, scope=scope, prune_bias=bool(prune_bias))
+        return [(wm.clone(), bm.clone()) for wm, bm in current] if mask is not None else current
+
+    @staticmethod
+    def _nothing_to_prune(current: Mask, density: float, scope: str, prune_bias: bool) -> bool:
+        """True when the target counts equal what the current mask keeps in every scope (no scoring needed)."""
+        groups = [current] if scope == "global" else [[pair] for pair in current]
+        for g in groups:
+            kept, total = selection.prunable_count(g, prune_bias)
+            if kept_count(density, total) != kept:
+                return False
+        return True
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator adding a `Pruner` subclass to the registry under ``name`` (sets ``cls.name``)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a pruner name must be a non-empty string, got {name!r}")
+
+    def wrap(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, Pruner)):
+            raise TypeError(f"register({name!r}) needs a Pruner subclass, got {cls!r}")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"pruner {name!r} is already registered (by {_REGISTRY[name].__qualname__})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def available() -> list[str]:
+    """Names of the registered pruners (sorted)."""
+    return sorted(_REGISTRY)
+
+
+def descriptions() -> dict[str, str]:
+    """One line per registered pruner (first docstring line), for ``plantseek pruners``."""
+    return {name: _REGISTRY[name].describe() for name in available()}
+
+
+def get(name: str | Pruner, **options: Any) -> Pruner:
+    """A configured pruner: ``get("synflow", iterations=1)``. Unknown names raise ValueError listing the known
+    ones; unknown options raise ValueError listing the pruner's options. A Pruner instance passes through."""
+    if isinstance(name, Pruner):
+        if options:
+            raise ValueError("options can only be given with a pruner name, not with a configured pruner")
+        return name
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown pruner {name!r}; available: {', '.join(available())}")
+    cls = _REGISTRY[name]
+    sig = inspect.signature(cls.__init__)
+    params = {k: p for k, p in sig.parameters.items() if k != "self"}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if not takes_any:
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            known = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+            raise ValueError(
+                f"pruner {name!r} has no option(s) {', '.join(map(repr, unknown))}; "
+                f"its options: {', '.join(known) if known else 'none'}"
+            )
+    return cls(**options)
