@@ -79,6 +79,10 @@ def pack(masks: Sequence[Mask]) -> tuple[np.ndarray, np.ndarray]:
         if [t.numel() for t in s] != sizes:
             raise ValueError(f"mask {i} does not have the structure of mask 0")
     offsets = segment_word_offsets(sizes)
+    ext = native.cpu_module()
+    if ext is not None:
+        flat = [[_bool_numpy(t) for t in s] for s in segs]
+        return np.asarray(ext.pack_masks(flat, offsets, torch.get_num_threads())), offsets
     out = np.zeros((len(masks), int(offsets[-1])), dtype=np.uint64)
     out_bytes = out.view(np.uint8)
     for k, n in enumerate(sizes):
@@ -89,6 +93,13 @@ def pack(masks: Sequence[Mask]) -> tuple[np.ndarray, np.ndarray]:
         start = int(offsets[k]) * 8
         out_bytes[:, start:start + packed.shape[1]] = packed
     return out, offsets
+
+
+def _bool_numpy(t: torch.Tensor) -> np.ndarray:
+    """A flat, C-contiguous NumPy bool view (or copy) of a mask tensor, on the CPU."""
+    if t.dtype != torch.bool:
+        raise ValueError(f"masks must be bool tensors, got {t.dtype}")
+    return t.detach().reshape(-1).cpu().contiguous().numpy()
 
 
 def unpack(packed: np.ndarray, offsets: np.ndarray, like: Mask) -> list[Mask]:

@@ -1,0 +1,568 @@
+// pybind11 bindings of the CPU kernels (module plantseek._C).
+//
+// Every argument is checked here (type, dtype, shape, contiguity, index ranges) and a bad one raises
+// TypeError or ValueError naming it; the kernels themselves trust their inputs. Kernels release the GIL.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "masks.h"
+#include "planting.h"
+#include "scores.h"
+#include "sparse_linear.h"
+
+namespace py = pybind11;
+using namespace plantseek;
+
+namespace {
+
+std::string shape_string(const py::array& a) {
+    std::ostringstream s;
+    s << "(";
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) s << (d ? ", " : "") << a.shape(d);
+    s << (a.ndim() == 1 ? ",)" : ")");
+    return s.str();
+}
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// The argument as a C-contiguous NumPy array of element type T (no conversion: a wrong dtype is an error).
+template <class T>
+py::array_t<T> expect_array(const py::handle& obj, const std::string& name) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(name + " must be a numpy array, got " + py::str(py::type::of(obj)).cast<std::string>());
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    if (!a.dtype().is(py::dtype::of<T>()))
+        throw py::type_error(name + " must have dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
+                             ", got " + dtype_name(a));
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(name + " must be C-contiguous (call .contiguous() / np.ascontiguousarray first)");
+    return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
+// Checks the shape; -1 in `expected` accepts any extent.
+void expect_shape(const py::array& a, const std::string& name, const std::vector<int64_t>& expected) {
+    bool ok = a.ndim() == static_cast<py::ssize_t>(expected.size());
+    for (size_t d = 0; ok && d < expected.size(); ++d)
+        ok = expected[d] < 0 || a.shape(d) == expected[d];
+    if (!ok) {
+        std::ostringstream s;
+        s << name << " must have shape (";
+        for (size_t d = 0; d < expected.size(); ++d) {
+            s << (d ? ", " : "");
+            if (expected[d] < 0) s << "*"; else s << expected[d];
+        }
+        s << (expected.size() == 1 ? ",)" : ")") << ", got " << shape_string(a);
+        throw py::value_error(s.str());
+    }
+}
+
+void expect_nonnegative_threads(int n_threads) {
+    if (n_threads < 0) throw py::value_error("n_threads must be >= 0 (0 = OpenMP default)");
+}
+
+// CSR consistency: indptr (rows + 1,) starts at 0, never decreases and ends at len(cols); every column
+// index lies in [0, n_cols).
+void check_csr(const int64_t* indptr, int64_t rows, const int64_t* cols, int64_t nnz, int64_t n_cols,
+               const std::string& indptr_name, const std::string& cols_name) {
+    if (indptr[0] != 0) throw py::value_error(indptr_name + "[0] must be 0");
+    for (int64_t r = 0; r < rows; ++r)
+        if (indptr[r + 1] < indptr[r])
+            throw py::value_error(indptr_name + " must be non-decreasing (entry " + std::to_string(r + 1) + ")");
+    if (indptr[rows] != nnz)
+        throw py::value_error(indptr_name + "[-1] = " + std::to_string(indptr[rows]) + " must equal len(" +
+                              cols_name + ") = " + std::to_string(nnz));
+    for (int64_t e = 0; e < nnz; ++e)
+        if (cols[e] < 0 || cols[e] >= n_cols)
+            throw py::value_error(cols_name + "[" + std::to_string(e) + "] = " + std::to_string(cols[e]) +
+                                  " is out of range [0, " + std::to_string(n_cols) + ")");
+}
+
+// A list (length M) of lists (length S) of bool arrays; checks sizes against the first mask.
+std::vector<std::vector<py::array_t<bool>>> mask_lists(const py::handle& obj, const std::string& name,
+                                                       std::vector<int64_t>* sizes_out) {
+    if (!py::isinstance<py::sequence>(obj)) throw py::type_error(name + " must be a list of lists of bool arrays");
+    auto outer = py::reinterpret_borrow<py::sequence>(obj);
+    if (outer.size() == 0) throw py::value_error(name + " must hold at least one mask");
+    std::vector<std::vector<py::array_t<bool>>> result;
+    std::vector<int64_t> sizes;
+    for (size_t m = 0; m < outer.size(); ++m) {
+        py::object inner_obj = outer[m];
+        if (!py::isinstance<py::sequence>(inner_obj))
+            throw py::type_error(name + "[" + std::to_string(m) + "] must be a list of bool arrays");
+        auto inner = py::reinterpret_borrow<py::sequence>(inner_obj);
+        std::vector<py::array_t<bool>> segs;
+        for (size_t s = 0; s < inner.size(); ++s) {
+            std::string here = name + "[" + std::to_string(m) + "][" + std::to_string(s) + "]";
+            segs.push_back(expect_array<bool>(inner[s], here));
+            const int64_t n = segs.back().size();
+            if (m == 0) {
+                sizes.push_back(n);
+            } else if (s >= sizes.size() || sizes[s] != n) {
+                throw py::value_error(here + " has " + std::to_string(n) + " elements; mask 0 has " +
+                                      (s < sizes.size() ? std::to_string(sizes[s]) : std::string("no such segment")));
+            }
+        }
+        if (m > 0 && segs.size() != sizes.size())
+            throw py::value_error(name + "[" + std::to_string(m) + "] has " + std::to_string(segs.size()) +
+                                  " segments; mask 0 has " + std::to_string(sizes.size()));
+        result.push_back(std::move(segs));
+    }
+    if (sizes_out) *sizes_out = sizes;
+    return result;
+}
+
+// ------------------------------------------------------------------------------------------------ masks
+
+py::tuple py_overlap_counts(py::object packed_obj, py::object ref_obj, py::object offsets_obj, int n_threads) {
+    expect_nonnegative_threads(n_threads);
+    auto packed = expect_array<uint64_t>(packed_obj, "packed");
+    auto ref = expect_array<uint64_t>(ref_obj, "ref_packed");
+    auto offsets = expect_array<int64_t>(offsets_obj, "offsets");
+    expect_shape(packed, "packed", {-1, -1});
+    const int64_t M = packed.shape(0), W = packed.shape(1);
+    expect_shape(ref, "ref_packed", {W});
+    expect_shape(offsets, "offsets", {-1});
+    if (offsets.shape(0) < 1) throw py::value_error("offsets must have at least one entry");
+    const int64_t S = offsets.shape(0) - 1;
+    const int64_t* off = offsets.data();
+    if (off[0] != 0) throw py::value_error("offsets[0] must be 0");
+    for (int64_t s = 0; s < S; ++s)
+        if (off[s + 1] < off[s]) throw py::value_error("offsets must be non-decreasing");
+    if (off[S] != W)
+        throw py::value_error("offsets[-1] = " + std::to_string(off[S]) + " must equal the word count " + std::to_string(W));
+    py::array_t<int64_t> inter({M, S});
+    py::array_t<int64_t> kept({M, S});
+    {
+        py::gil_scoped_release release;
+        overlap_counts(packed.data(), M, W, ref.data(), off, S, inter.mutable_data(), kept.mutable_data(), n_threads);
+    }
+    return py::make_tuple(inter, kept);
+}
+
+py::array_t<uint64_t> py_pack_masks(py::object masks_obj, py::object offsets_obj, int n_threads) {
+    expect_nonnegative_threads(n_threads);
+    std::vector<int64_t> sizes;
+    auto masks = mask_lists(masks_obj, "masks", &sizes);
+    auto offsets = expect_array<int64_t>(offsets_obj, "offsets");
+    const int64_t S = static_cast<int64_t>(sizes.size());
+    expect_shape(offsets, "offsets", {S + 1});
+    const int64_t* off = offsets.data();
+    if (off[0] != 0) throw py::value_error("offsets[0] must be 0");
+    for (int64_t s = 0; s < S; ++s)
+        if (off[s + 1] - off[s] != (sizes[s] + 63) / 64)
+            throw py::value_error("offsets do not match the segment sizes (segment " + std::to_string(s) + ")");
+    const int64_t M = static_cast<int64_t>(masks.size());
+    const int64_t W = off[S];
+    std::vector<const uint8_t*> ptrs(static_cast<size_t>(M * S));
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t s = 0; s < S; ++s) ptrs[m * S + s] = reinterpret_cast<const uint8_t*>(masks[m][s].data());
+    py::array_t<uint64_t> out({M, W});
+    uint64_t* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(resolve_threads(n_threads)) if (M > 1)
+        for (int64_t m = 0; m < M; ++m) pack_bits(ptrs.data() + m * S, sizes.data(), S, off, dst + m * W);
+    }
+    return out;
+}
+
+py::tuple py_reachability(py::object masks_obj, std::vector<int64_t> widths, int n_threads) {
+    expect_nonnegative_threads(n_threads);
+    if (widths.size() < 2) throw py::value_error("widths must have at least two entries (one layer)");
+    for (size_t i = 0; i < widths.size(); ++i)
+        if (widths[i] < 0) throw py::value_error("widths[" + std::to_string(i) + "] must be >= 0");
+    const int64_t L = static_cast<int64_t>(widths.size()) - 1;
+    auto masks = mask_lists(masks_obj, "masks", nullptr);
+    const int64_t M = static_cast<int64_t>(masks.size());
+    std::vector<LayeredMask> layered(static_cast<size_t>(M));
+    for (int64_t m = 0; m < M; ++m) {
+        if (static_cast<int64_t>(masks[m].size()) != 2 * L)
+            throw py::value_error("masks[" + std::to_string(m) + "] must hold 2 * layers = " + std::to_string(2 * L) +
+                                  " arrays (weight, bias per layer), got " + std::to_string(masks[m].size()));
+        for (int64_t l = 0; l < L; ++l) {
+            const std::string base = "masks[" + std::to_string(m) + "]";
+            expect_shape(masks[m][2 * l], base + "[" + std::to_string(2 * l) + "] (weight mask)", {widths[l + 1], widths[l]});
+            expect_shape(masks[m][2 * l + 1], base + "[" + std::to_string(2 * l + 1) + "] (bias mask)", {widths[l + 1]});
+            layered[m].weight.push_back(reinterpret_cast<const uint8_t*>(masks[m][2 * l].data()));
+            layered[m].bias.push_back(reinterpret_cast<const uint8_t*>(masks[m][2 * l + 1].data()));
+        }
+    }
+    py::array_t<int64_t> kept({M, 2 * L});
+    py::array_t<int64_t> effective({M, 2 * L});
+    py::array_t<int64_t> dead({M, std::max<int64_t>(L - 1, 0)});
+    int64_t* kp = kept.mutable_data();
+    int64_t* ep = effective.mutable_data();
+    int64_t* dp = dead.mutable_data();
+    {
+        py::gil_scoped_release release;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(resolve_threads(n_threads)) if (M > 1)
+        for (int64_t m = 0; m < M; ++m)
+            reachability(layered[m], widths, kp + m * 2 * L, ep + m * 2 * L, dp + m * (L - 1));
+    }
+    return py::make_tuple(kept, effective, dead);
+}
+
+// ------------------------------------------------------------------------------------------------ planting
+
+py::tuple py_plant_search(py::object hw_obj, py::object hb_obj, py::object indptr_obj, py::object cols_obj,
+                          py::object vals_obj, py::object bias_vals_obj, py::object has_bias_obj,
+                          py::object used_obj, int n_threads) {
+    expect_nonnegative_threads(n_threads);
+    auto hw = expect_array<double>(hw_obj, "host_weight");
+    auto hb = expect_array<double>(hb_obj, "host_bias");
+    auto indptr = expect_array<int64_t>(indptr_obj, "indptr");
+    auto cols = expect_array<int64_t>(cols_obj, "cols");
+    auto vals = expect_array<double>(vals_obj, "vals");
+    auto bias_vals = expect_array<double>(bias_vals_obj, "bias_vals");
+    auto has_bias = expect_array<uint8_t>(has_bias_obj, "has_bias");
+    auto used = expect_array<uint8_t>(used_obj, "used");
+    expect_shape(hw, "host_weight", {-1, -1});
+    const int64_t n_out = hw.shape(0), n_in = hw.shape(1);
+    expect_shape(hb, "host_bias", {n_out});
+    expect_shape(indptr, "indptr", {-1});
+    if (indptr.shape(0) < 1) throw py::value_error("indptr must have at least one entry");
+    const int64_t T = indptr.shape(0) - 1;
+    expect_shape(cols, "cols", {-1});
+    const int64_t nnz = cols.shape(0);
+    expect_shape(vals, "vals", {nnz});
+    expect_shape(bias_vals, "bias_vals", {T});
+    expect_shape(has_bias, "has_bias", {T});
+    expect_shape(used, "used", {n_out});
+    if (!used.writeable()) throw py::value_error("used must be writeable (it is updated in place)");
+    check_csr(indptr.data(), T, cols.data(), nnz, n_in, "indptr", "cols");
+    int64_t free_count = 0;
+    for (int64_t k = 0; k < n_out; ++k) free_count += used.data()[k] == 0;
+    if (T > free_count)
+        throw py::value_error(std::to_string(T) + " ticket neurons but only " + std::to_string(free_count) +
+                              " unused host neurons");
+    PlantSearchInput in{hw.data(), hb.data(), n_out, n_in, indptr.data(), cols.data(), vals.data(),
+                        bias_vals.data(), has_bias.data(), T};
+    py::array_t<int64_t> chosen(T);
+    py::array_t<double> scale(T);
+    py::array_t<uint8_t> matched(T);
+    uint8_t* used_ptr = used.mutable_data();
+    {
+        py::gil_scoped_release release;
+        plant_search(in, used_ptr, chosen.mutable_data(), scale.mutable_data(), matched.mutable_data(), n_threads);
+    }
+    return py::make_tuple(chosen, scale, matched);
+}
+
+// ------------------------------------------------------------------------------------------------ sparse linear
+
+template <class T>
+py::tuple sparse_forward_typed(py::object x_obj, py::object indptr_obj, py::object cols_obj, py::object vals_obj,
+                               py::object bias_obj, int64_t n_out, int n_threads) {
+    auto x = expect_array<T>(x_obj, "x");
+    expect_shape(x, "x", {-1, -1, -1});
+    const int64_t M = x.shape(0), B = x.shape(1), n_in = x.shape(2);
+    auto indptr = expect_array<int64_t>(indptr_obj, "indptr");
+    auto cols = expect_array<int64_t>(cols_obj, "cols");
+    expect_shape(indptr, "indptr", {M * n_out + 1});
+    expect_shape(cols, "cols", {-1});
+    const int64_t nnz = cols.shape(0);
+    auto vals = expect_array<T>(vals_obj, "vals");
+    expect_shape(vals, "vals", {nnz});
+    check_csr(indptr.data(), M * n_out, cols.data(), nnz, n_in, "indptr", "cols");
+    const T* bias = nullptr;
+    py::array_t<T> bias_arr;
+    if (!bias_obj.is_none()) {
+        bias_arr = expect_array<T>(bias_obj, "bias");
+        expect_shape(bias_arr, "bias", {M, n_out});
+        bias = bias_arr.data();
+    }
+    const int64_t Bp = padded_batch(B);
+    py::array_t<T> y({M, B, n_out});
+    py::array_t<T> xt({M, n_in, Bp});
+    CsrView csr{indptr.data(), cols.data(), n_out, n_in};
+    {
+        py::gil_scoped_release release;
+        sparse_linear_forward<T>(x.data(), M, B, csr, vals.data(), bias, y.mutable_data(), xt.mutable_data(), n_threads);
+    }
+    return py::make_tuple(y, xt);
+}
+
+py::tuple py_sparse_linear_forward(py::object x, py::object indptr, py::object cols, py::object vals,
+                                   py::object bias, int64_t n_out, int n_threads) {
+    expect_nonnegative_threads(n_threads);
+    if (n_out < 0) throw py::value_error("n_out must be >= 0");
+    if (!py::isinstance<py::array>(x)) throw py::type_error("x must be a numpy array");
+    auto dt = py::reinterpret_borrow<py::array>(x).dtype();
+    if (dt.is(py::dtype::of<float>())) return sparse_forward_typed<float>(x, indptr, cols, vals, bias, n_out, n_threads);
+    if (dt.is(py::dtype::of<double>())) return sparse_forward_typed<double>(x, indptr, cols, vals, bias, n_out, n_threads);
+    throw py::type_error("x must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+}
+
+template <class T>
+py::tuple sparse_backward_typed(py::object gy_obj, py::object xt_obj, py::object indptr_obj, py::object cols_obj,
+                                py::object vals_obj, py::object csc_indptr_obj, py::object csc_rows_obj,
+                                py::object csc_perm_obj, int64_t n_in, bool need_x, bool need_w, int n_threads) {
+    auto gy = expect_array<T>(gy_obj, "grad_y");
+    expect_shape(gy, "grad_y", {-1, -1, -1});
+    const int64_t M = gy.shape(0), B = gy.shape(1), n_out = gy.shape(2);
+    const int64_t Bp = padded_batch(B);
+    auto xt = expect_array<T>(xt_obj, "xt");
+    expect_shape(xt, "xt", {M, n_in, Bp});
+    auto indptr = expect_array<int64_t>(indptr_obj, "indptr");
+    auto cols = expect_array<int64_t>(cols_obj, "cols");
+    expect_shape(indptr, "indptr", {M * n_out + 1});
+    expect_shape(cols, "cols", {-1});
+    const int64_t nnz = cols.shape(0);
+    auto vals = expect_array<T>(vals_obj, "vals");
+    expect_shape(vals, "vals", {nnz});
+    check_csr(indptr.data(), M * n_out, cols.data(), nnz, n_in, "indptr", "cols");
+    auto csc_indptr = expect_array<int64_t>(csc_indptr_obj, "csc_indptr");
+    auto csc_rows = expect_array<int64_t>(csc_rows_obj, "csc_rows");
+    auto csc_perm = expect_array<int64_t>(csc_perm_obj, "csc_perm");
+    expect_shape(csc_indptr, "csc_indptr", {M * n_in + 1});
+    expect_shape(csc_rows, "csc_rows", {nnz});
+    expect_shape(csc_perm, "csc_perm", {nnz});
+    check_csr(csc_indptr.data(), M * n_in, csc_rows.data(), nnz, n_out, "csc_indptr", "csc_rows");
+    for (int64_t e = 0; e < nnz; ++e)
+        if (csc_perm.data()[e] < 0 || csc_perm.data()[e] >= nnz)
+            throw py::value_error("csc_perm[" + std::to_string(e) + "] is out of range [0, " + std::to_string(nnz) + ")");
+    py::object gx_obj = py::none();
+    py::object gv_obj = py::none();
+    T* gx = nullptr;
+    T* gv = nullptr;
+    if (need_x) {
+        py::array_t<T> a({M, B, n_in});
+        gx = a.mutable_data();
+        gx_obj = a;
+    }
+    if (need_w) {
+        py::array_t<T> a(nnz);
+        gv = a.mutable_data();
+        gv_obj = a;
+    }
+    CsrView csr{indptr.data(), cols.data(), n_out, n_in};
+    CsrView csc{csc_indptr.data(), csc_rows.data(), n_in, n_out};
+    {
+        py::gil_scoped_release release;
+        sparse_linear_backward<T>(gy.data(), xt.data(), M, B, csr, vals.data(), csc, csc_perm.data(), gx, gv, n_threads);
+    }
+    return py::make_tuple(gx_obj, gv_obj);
+}
+
+py::tuple py_sparse_linear_backward(py::object gy, py::object xt, py::object indptr, py::object cols, py::object vals,
+                                    py::object csc_indptr, py::object csc_rows, py::object csc_perm, int64_t n_in,
+                                    bool need_x, bool need_w, int n_threads) {
+    expect_nonnegative_threads(n_threads);
+    if (n_in < 0) throw py::value_error("n_in must be >= 0");
+    if (!py::isinstance<py::array>(gy)) throw py::type_error("grad_y must be a numpy array");
+    auto dt = py::reinterpret_borrow<py::array>(gy).dtype();
+    if (dt.is(py::dtype::of<float>()))
+        return sparse_backward_typed<float>(gy, xt, indptr, cols, vals, csc_indptr, csc_rows, csc_perm, n_in, need_x, need_w, n_threads);
+    if (dt.is(py::dtype::of<double>()))
+        return sparse_backward_typed<double>(gy, xt, indptr, cols, vals, csc_indptr, csc_rows, csc_perm, n_in, need_x, need_w, n_threads);
+    throw py::type_error("grad_y must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+}
+
+// ------------------------------------------------------------------------------------------------ scores
+
+template <class T>
+py::list topk_typed(const py::sequence& outer, const std::vector<int64_t>& group, const std::vector<int64_t>& k,
+                    int n_threads) {
+    const int64_t M = static_cast<int64_t>(outer.size());
+    const int64_t S = static_cast<int64_t>(group.size());
+    std::vector<py::array_t<T>> keep_alive;
+    std::vector<const T*> values;
+    std::vector<int64_t> sizes(S, 0);
+    for (int64_t m = 0; m < M; ++m) {
+        py::object inner_obj = outer[m];
+        if (!py::isinstance<py::sequence>(inner_obj))
+            throw py::type_error("scores[" + std::to_string(m) + "] must be a list of arrays");
+        auto inner = py::reinterpret_borrow<py::sequence>(inner_obj);
+        if (static_cast<int64_t>(inner.size()) != S)
+            throw py::value_error("scores[" + std::to_string(m) + "] has " + std::to_string(inner.size()) +
+                                  " segments, group has " + std::to_string(S));
+        for (int64_t s = 0; s < S; ++s) {
+            const std::string here = "scores[" + std::to_string(m) + "][" + std::to_string(s) + "]";
+            auto a = expect_array<T>(inner[s], here);
+            if (m == 0) sizes[s] = a.size();
+            else if (a.size() != sizes[s])
+                throw py::value_error(here + " has " + std::to_string(a.size()) + " elements; network 0 has " + std::to_string(sizes[s]));
+            const T* p = a.data();
+            for (int64_t i = 0; i < static_cast<int64_t>(a.size()); ++i)
+                if (p[i] != p[i]) throw py::value_error(here + " contains NaN");
+            values.push_back(p);
+            keep_alive.push_back(a);
+        }
+    }
+    py::list result;
+    std::vector<uint8_t*> masks;
+    for (int64_t m = 0; m < M; ++m) {
+        py::list row;
+        for (int64_t s = 0; s < S; ++s) {
+            py::array_t<bool> out(keep_alive[m * S + s].request().shape);
+            masks.push_back(reinterpret_cast<uint8_t*>(out.mutable_data()));
+            row.append(out);
+        }
+        result.append(row);
+    }
+    {
+        py::gil_scoped_release release;
+        topk_masks<T>(values, sizes, group, k, M, masks, n_threads);
+    }
+    return result;
+}
+
+py::list py_topk_masks(py::object scores_obj, std::vector<int64_t> group, std::vector<int64_t> k, int n_threads) {
+    expect_nonnegative_threads(n_threads);
+    if (!py::isinstance<py::sequence>(scores_obj)) throw py::type_error("scores must be a list of lists of arrays");
+    auto outer = py::reinterpret_borrow<py::sequence>(scores_obj);
+    if (outer.size() == 0) throw py::value_error("scores must hold at least one network");
+    const int64_t G = static_cast<int64_t>(k.size());
+    for (size_t s = 0; s < group.size(); ++s)
+        if (group[s] >= G) throw py::value_error("group[" + std::to_string(s) + "] = " + std::to_string(group[s]) +
+                                                 " has no entry in k (" + std::to_string(G) + " groups)");
+    for (int64_t g = 0; g < G; ++g)
+        if (k[g] < 0) throw py::value_error("k[" + std::to_string(g) + "] must be >= 0");
+    py::object first_inner = outer[0];
+    if (!py::isinstance<py::sequence>(first_inner) || py::len(first_inner) == 0) {
+        if (group.empty()) { py::list r; for (size_t m = 0; m < outer.size(); ++m) r.append(py::list()); return r; }
+        throw py::type_error("scores[0] must be a non-empty list of arrays");
+    }
+    py::object first = py::reinterpret_borrow<py::sequence>(first_inner)[0];
+    if (!py::isinstance<py::array>(first)) throw py::type_error("scores[0][0] must be a numpy array");
+    auto dt = py::reinterpret_borrow<py::array>(first).dtype();
+    if (dt.is(py::dtype::of<float>())) return topk_typed<float>(outer, group, k, n_threads);
+    if (dt.is(py::dtype::of<double>())) return topk_typed<double>(outer, group, k, n_threads);
+    throw py::type_error("scores must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+}
+
+py::object py_synflow(py::object weights_obj, py::object biases_obj, py::object wmask_obj, py::object bmask_obj,
+                      std::vector<int64_t> group, int64_t rounds, std::vector<int64_t> keep, int n_threads) {
+    expect_nonnegative_threads(n_threads);
+    if (rounds < 0) throw py::value_error("rounds must be >= 0");
+    auto seq = [](const py::object& o, const std::string& name) {
+        if (!py::isinstance<py::sequence>(o)) throw py::type_error(name + " must be a list (one entry per network)");
+        return py::reinterpret_borrow<py::sequence>(o);
+    };
+    auto W = seq(weights_obj, "weights"), Bs = seq(biases_obj, "biases");
+    auto WM = seq(wmask_obj, "weight_masks"), BM = seq(bmask_obj, "bias_masks");
+    const int64_t M = static_cast<int64_t>(W.size());
+    if (M == 0) throw py::value_error("weights must hold at least one network");
+    if (static_cast<int64_t>(Bs.size()) != M || static_cast<int64_t>(WM.size()) != M || static_cast<int64_t>(BM.size()) != M)
+        throw py::value_error("weights, biases, weight_masks and bias_masks must hold the same number of networks");
+    SynflowProblem p;
+    p.M = M;
+    p.rounds = rounds;
+    std::vector<py::object> keep_alive;
+    int64_t L = -1;
+    for (int64_t m = 0; m < M; ++m) {
+        auto wl = seq(W[m], "weights[" + std::to_string(m) + "]");
+        auto bl = seq(Bs[m], "biases[" + std::to_string(m) + "]");
+        auto wml = seq(WM[m], "weight_masks[" + std::to_string(m) + "]");
+        auto bml = seq(BM[m], "bias_masks[" + std::to_string(m) + "]");
+        if (m == 0) {
+            L = static_cast<int64_t>(wl.size());
+            if (L == 0) throw py::value_error("networks must have at least one layer");
+        }
+        if (static_cast<int64_t>(wl.size()) != L || static_cast<int64_t>(bl.size()) != L ||
+            static_cast<int64_t>(wml.size()) != L || static_cast<int64_t>(bml.size()) != L)
+            throw py::value_error("network " + std::to_string(m) + " does not have " + std::to_string(L) + " layers in every list");
+        for (int64_t l = 0; l < L; ++l) {
+            const std::string at = "[" + std::to_string(m) + "][" + std::to_string(l) + "]";
+            auto w = expect_array<double>(wl[l], "weights" + at);
+            expect_shape(w, "weights" + at, {-1, -1});
+            if (m == 0) {
+                if (l == 0) p.widths.push_back(w.shape(1));
+                else if (w.shape(1) != p.widths.back())
+                    throw py::value_error("weights" + at + " has " + std::to_string(w.shape(1)) + " inputs, layer " +
+                                          std::to_string(l - 1) + " has " + std::to_string(p.widths.back()) + " outputs");
+                p.widths.push_back(w.shape(0));
+            }
+            expect_shape(w, "weights" + at, {p.widths[l + 1], p.widths[l]});
+            auto b = expect_array<double>(bl[l], "biases" + at);
+            expect_shape(b, "biases" + at, {p.widths[l + 1]});
+            auto wm = expect_array<bool>(wml[l], "weight_masks" + at);
+            expect_shape(wm, "weight_masks" + at, {p.widths[l + 1], p.widths[l]});
+            auto bm = expect_array<bool>(bml[l], "bias_masks" + at);
+            expect_shape(bm, "bias_masks" + at, {p.widths[l + 1]});
+            p.weights.push_back(w.data());
+            p.biases.push_back(b.data());
+            p.init_weight_masks.push_back(reinterpret_cast<const uint8_t*>(wm.data()));
+            p.init_bias_masks.push_back(reinterpret_cast<const uint8_t*>(bm.data()));
+            keep_alive.insert(keep_alive.end(), {w, b, wm, bm});
+        }
+    }
+    for (int64_t i = 0; i < static_cast<int64_t>(p.widths.size()); ++i)
+        if (p.widths[i] > INT32_MAX) throw py::value_error("layer widths above 2^31 are not supported");
+    if (static_cast<int64_t>(group.size()) != 2 * L)
+        throw py::value_error("group must have 2 * layers = " + std::to_string(2 * L) + " entries");
+    int64_t G = 0;
+    for (int64_t g : group) G = std::max(G, g + 1);
+    p.group = group;
+    p.n_groups = G;
+    if (rounds > 0 && static_cast<int64_t>(keep.size()) != rounds * G)
+        throw py::value_error("keep must have rounds * groups = " + std::to_string(rounds * G) + " entries, got " +
+                              std::to_string(keep.size()));
+    for (size_t i = 0; i < keep.size(); ++i)
+        if (keep[i] < 0) throw py::value_error("keep entries must be >= 0");
+    p.keep = keep;
+    py::list out_w, out_b;
+    for (int64_t m = 0; m < M; ++m) {
+        py::list wl, bl;
+        for (int64_t l = 0; l < L; ++l) {
+            if (rounds == 0) {
+                py::array_t<double> ws({p.widths[l + 1], p.widths[l]});
+                py::array_t<double> bs(p.widths[l + 1]);
+                p.weight_scores.push_back(ws.mutable_data());
+                p.bias_scores.push_back(bs.mutable_data());
+                wl.append(ws);
+                bl.append(bs);
+            } else {
+                py::array_t<bool> wm({p.widths[l + 1], p.widths[l]});
+                py::array_t<bool> bm(p.widths[l + 1]);
+                p.out_weight_masks.push_back(reinterpret_cast<uint8_t*>(wm.mutable_data()));
+                p.out_bias_masks.push_back(reinterpret_cast<uint8_t*>(bm.mutable_data()));
+                wl.append(wm);
+                bl.append(bm);
+            }
+        }
+        out_w.append(wl);
+        out_b.append(bl);
+    }
+    {
+        py::gil_scoped_release release;
+        synflow(p, n_threads);
+    }
+    return py::make_tuple(out_w, out_b);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+    m.doc() = "plantseek CPU kernels (see python/plantseek for the wrappers and PyTorch references)";
+    m.def("overlap_counts", &py_overlap_counts, py::arg("packed"), py::arg("ref_packed"), py::arg("offsets"),
+          py::arg("n_threads") = 0,
+          "Per-segment popcounts of packed (M, W) uint64 masks against ref_packed (W,): returns (inter, kept), (M, S) int64.");
+    m.def("pack_masks", &py_pack_masks, py::arg("masks"), py::arg("offsets"), py::arg("n_threads") = 0,
+          "Bit-pack M masks given as lists of flat bool arrays into (M, offsets[-1]) uint64.");
+    m.def("reachability", &py_reachability, py::arg("masks"), py::arg("widths"), py::arg("n_threads") = 0,
+          "Kept and effective counts per segment (M, 2L) and dead hidden neurons per layer (M, L-1).");
+    m.def("plant_search", &py_plant_search, py::arg("host_weight"), py::arg("host_bias"), py::arg("indptr"),
+          py::arg("cols"), py::arg("vals"), py::arg("bias_vals"), py::arg("has_bias"), py::arg("used"),
+          py::arg("n_threads") = 0, "Best-matching host neuron per ticket neuron (see planting_search.py).");
+    m.def("sparse_linear_forward", &py_sparse_linear_forward, py::arg("x"), py::arg("indptr"), py::arg("cols"),
+          py::arg("vals"), py::arg("bias"), py::arg("n_out"), py::arg("n_threads") = 0,
+          "y = x W^T + b for x (M, B, n_in) and CSR W; returns (y (M, B, n_out), xt (M, n_in, Bp)).");
+    m.def("sparse_linear_backward", &py_sparse_linear_backward, py::arg("grad_y"), py::arg("xt"), py::arg("indptr"),
+          py::arg("cols"), py::arg("vals"), py::arg("csc_indptr"), py::arg("csc_rows"), py::arg("csc_perm"),
+          py::arg("n_in"), py::arg("need_x") = true, py::arg("need_w") = true, py::arg("n_threads") = 0,
+          "Returns (grad_x (M, B, n_in) or None, grad_vals (nnz,) or None).");
+    m.def("topk_masks", &py_topk_masks, py::arg("scores"), py::arg("group"), py::arg("k"), py::arg("n_threads") = 0,
+          "Exact top-k masks per group for M networks (ties to the lowest index in segment order).");
+    m.def("synflow", &py_synflow, py::arg("weights"), py::arg("biases"), py::arg("weight_masks"),
+          py::arg("bias_masks"), py::arg("group"), py::arg("rounds"), py::arg("keep"), py::arg("n_threads") = 0,
+          "SynFlow scores (rounds = 0) or masks after `rounds` pruning rounds, for M networks.");
+    m.def("padded_batch", &padded_batch, py::arg("batch"), "Batch length of the transposed buffers.");
+}

@@ -1,0 +1,262 @@
+#include "scores.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "common.h"
+
+namespace plantseek {
+
+uint64_t order_key(double x) {
+    if (x == 0.0) x = 0.0;  // fold -0.0 into +0.0
+    uint64_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    return (bits >> 63) ? ~bits : (bits | (1ULL << 63));
+}
+
+namespace {
+
+constexpr int kRadixBits = 16;
+constexpr int64_t kBuckets = int64_t(1) << kRadixBits;
+
+// Visits keys in index order: visit(callback) calls callback(key) for every element.
+template <class Visit>
+Threshold threshold_of(Visit visit, int64_t n, int64_t k) {
+    Threshold t;
+    if (k >= n) {
+        t.keep_all = true;
+        return t;
+    }
+    if (k <= 0) {
+        t.keep_none = true;
+        return t;
+    }
+    std::vector<int64_t> hist(kBuckets, 0);
+    visit([&](uint64_t key) { ++hist[key >> (64 - kRadixBits)]; });
+    int64_t above = 0;
+    int64_t bucket = kBuckets - 1;
+    for (; bucket >= 0; --bucket) {
+        if (above + hist[bucket] >= k) break;
+        above += hist[bucket];
+    }
+    const int64_t rank = k - above;  // 1 <= rank <= hist[bucket]
+    std::vector<uint64_t> in_bucket;
+    in_bucket.reserve(static_cast<size_t>(hist[bucket]));
+    visit([&](uint64_t key) {
+        if (static_cast<int64_t>(key >> (64 - kRadixBits)) == bucket) in_bucket.push_back(key);
+    });
+    std::nth_element(in_bucket.begin(), in_bucket.begin() + (rank - 1), in_bucket.end(),
+                     std::greater<uint64_t>());
+    t.key = in_bucket[rank - 1];
+    int64_t greater = 0;
+    for (uint64_t key : in_bucket) greater += key > t.key;
+    t.need = rank - greater;
+    return t;
+}
+
+// Applies a threshold to keys in index order; `need` is consumed as equal keys are met.
+struct Keeper {
+    Threshold t;
+    int64_t left;
+    explicit Keeper(const Threshold& th) : t(th), left(th.need) {}
+    bool operator()(uint64_t key) {
+        if (t.keep_all) return true;
+        if (t.keep_none) return false;
+        if (key > t.key) return true;
+        if (key == t.key && left > 0) {
+            --left;
+            return true;
+        }
+        return false;
+    }
+};
+
+}  // namespace
+
+Threshold select_threshold(const uint64_t* keys, int64_t n, int64_t k) {
+    return threshold_of(
+        [&](auto&& f) {
+            for (int64_t i = 0; i < n; ++i) f(keys[i]);
+        },
+        n, k);
+}
+
+template <class T>
+void topk_masks(const std::vector<const T*>& values, const std::vector<int64_t>& sizes,
+                const std::vector<int64_t>& group, const std::vector<int64_t>& k, int64_t M,
+                const std::vector<uint8_t*>& masks, int n_threads) {
+    const int64_t S = static_cast<int64_t>(sizes.size());
+    const int64_t G = static_cast<int64_t>(k.size());
+    const int threads = resolve_threads(n_threads);
+    const int64_t items = M * G;
+    // Segments outside every group are kept entirely.
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t s = 0; s < S; ++s)
+            if (group[s] < 0) std::memset(masks[m * S + s], 1, static_cast<size_t>(sizes[s]));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (items > 1)
+    for (int64_t item = 0; item < items; ++item) {
+        const int64_t m = item / G;
+        const int64_t g = item % G;
+        int64_t n = 0;
+        for (int64_t s = 0; s < S; ++s)
+            if (group[s] == g) n += sizes[s];
+        auto visit = [&](auto&& f) {
+            for (int64_t s = 0; s < S; ++s) {
+                if (group[s] != g) continue;
+                const T* v = values[m * S + s];
+                for (int64_t i = 0; i < sizes[s]; ++i) f(order_key(static_cast<double>(v[i])));
+            }
+        };
+        Keeper keep(threshold_of(visit, n, k[g]));
+        for (int64_t s = 0; s < S; ++s) {
+            if (group[s] != g) continue;
+            const T* v = values[m * S + s];
+            uint8_t* out = masks[m * S + s];
+            for (int64_t i = 0; i < sizes[s]; ++i) out[i] = keep(order_key(static_cast<double>(v[i])));
+        }
+    }
+}
+
+template void topk_masks<float>(const std::vector<const float*>&, const std::vector<int64_t>&,
+                                const std::vector<int64_t>&, const std::vector<int64_t>&, int64_t,
+                                const std::vector<uint8_t*>&, int);
+template void topk_masks<double>(const std::vector<const double*>&, const std::vector<int64_t>&,
+                                 const std::vector<int64_t>&, const std::vector<int64_t>&, int64_t,
+                                 const std::vector<uint8_t*>&, int);
+
+namespace {
+
+// The kept parameters of one segment in index order: weight entries carry (row, col), biases (row, 0);
+// a holds |theta|.
+struct KeptSegment {
+    std::vector<int32_t> row, col;
+    std::vector<double> a;
+    size_t size() const { return a.size(); }
+};
+
+void synflow_one(const SynflowProblem& p, int64_t m) {
+    const int64_t L = static_cast<int64_t>(p.widths.size()) - 1;
+    std::vector<KeptSegment> seg(2 * L);
+    for (int64_t l = 0; l < L; ++l) {
+        const int64_t n_in = p.widths[l], n_out = p.widths[l + 1];
+        const double* W = p.weights[m * L + l];
+        const uint8_t* wm = p.init_weight_masks[m * L + l];
+        KeptSegment& ws = seg[2 * l];
+        for (int64_t j = 0; j < n_out; ++j)
+            for (int64_t i = 0; i < n_in; ++i)
+                if (wm[j * n_in + i]) {
+                    ws.row.push_back(static_cast<int32_t>(j));
+                    ws.col.push_back(static_cast<int32_t>(i));
+                    ws.a.push_back(std::fabs(W[j * n_in + i]));
+                }
+        const double* b = p.biases[m * L + l];
+        const uint8_t* bm = p.init_bias_masks[m * L + l];
+        KeptSegment& bs = seg[2 * l + 1];
+        for (int64_t j = 0; j < n_out; ++j)
+            if (bm[j]) {
+                bs.row.push_back(static_cast<int32_t>(j));
+                bs.col.push_back(0);
+                bs.a.push_back(std::fabs(b[j]));
+            }
+    }
+    std::vector<std::vector<double>> h(L + 1), g(L + 1);
+    std::vector<std::vector<double>> score(2 * L);
+    std::vector<uint64_t> keys;
+    const int64_t rounds = std::max<int64_t>(p.rounds, 1);
+    for (int64_t r = 0; r < rounds; ++r) {
+        // Forward through the linearised network (all quantities are >= 0, so ReLU is the identity).
+        h[0].assign(p.widths[0], 1.0);
+        for (int64_t l = 0; l < L; ++l) {
+            h[l + 1].assign(p.widths[l + 1], 0.0);
+            const KeptSegment& ws = seg[2 * l];
+            const KeptSegment& bs = seg[2 * l + 1];
+            double* out = h[l + 1].data();
+            const double* in = h[l].data();
+            for (size_t e = 0; e < ws.size(); ++e) out[ws.row[e]] += ws.a[e] * in[ws.col[e]];
+            for (size_t e = 0; e < bs.size(); ++e) out[bs.row[e]] += bs.a[e];
+        }
+        // Backward: g[l] = dR/d(input of layer l).
+        g[L].assign(p.widths[L], 1.0);
+        for (int64_t l = L - 1; l >= 0; --l) {
+            g[l].assign(p.widths[l], 0.0);
+            const KeptSegment& ws = seg[2 * l];
+            double* gin = g[l].data();
+            const double* gout = g[l + 1].data();
+            for (size_t e = 0; e < ws.size(); ++e) gin[ws.col[e]] += ws.a[e] * gout[ws.row[e]];
+        }
+        for (int64_t l = 0; l < L; ++l) {
+            const KeptSegment& ws = seg[2 * l];
+            const KeptSegment& bs = seg[2 * l + 1];
+            score[2 * l].resize(ws.size());
+            score[2 * l + 1].resize(bs.size());
+            const double* gout = g[l + 1].data();
+            const double* in = h[l].data();
+            for (size_t e = 0; e < ws.size(); ++e) score[2 * l][e] = (gout[ws.row[e]] * in[ws.col[e]]) * ws.a[e];
+            for (size_t e = 0; e < bs.size(); ++e) score[2 * l + 1][e] = gout[bs.row[e]] * bs.a[e];
+        }
+        if (p.rounds == 0) {
+            for (int64_t l = 0; l < L; ++l) {
+                const int64_t n_in = p.widths[l], n_out = p.widths[l + 1];
+                double* ws_out = p.weight_scores[m * L + l];
+                double* bs_out = p.bias_scores[m * L + l];
+                std::fill(ws_out, ws_out + n_out * n_in, 0.0);
+                std::fill(bs_out, bs_out + n_out, 0.0);
+                const KeptSegment& ws = seg[2 * l];
+                const KeptSegment& bs = seg[2 * l + 1];
+                for (size_t e = 0; e < ws.size(); ++e)
+                    ws_out[int64_t(ws.row[e]) * n_in + ws.col[e]] = score[2 * l][e];
+                for (size_t e = 0; e < bs.size(); ++e) bs_out[bs.row[e]] = score[2 * l + 1][e];
+            }
+            return;
+        }
+        // Prune each group to its count for this round; candidates are the parameters still kept.
+        for (int64_t grp = 0; grp < p.n_groups; ++grp) {
+            keys.clear();
+            for (int64_t s = 0; s < 2 * L; ++s)
+                if (p.group[s] == grp)
+                    for (double v : score[s]) keys.push_back(order_key(v));
+            Keeper keep(select_threshold(keys.data(), static_cast<int64_t>(keys.size()),
+                                         p.keep[r * p.n_groups + grp]));
+            size_t pos = 0;
+            for (int64_t s = 0; s < 2 * L; ++s) {
+                if (p.group[s] != grp) continue;
+                KeptSegment& ks = seg[s];
+                size_t w = 0;
+                for (size_t e = 0; e < ks.size(); ++e) {
+                    if (keep(keys[pos++])) {
+                        ks.row[w] = ks.row[e];
+                        ks.col[w] = ks.col[e];
+                        ks.a[w] = ks.a[e];
+                        ++w;
+                    }
+                }
+                ks.row.resize(w);
+                ks.col.resize(w);
+                ks.a.resize(w);
+            }
+        }
+    }
+    for (int64_t l = 0; l < L; ++l) {
+        const int64_t n_in = p.widths[l], n_out = p.widths[l + 1];
+        uint8_t* wm = p.out_weight_masks[m * L + l];
+        uint8_t* bm = p.out_bias_masks[m * L + l];
+        std::memset(wm, 0, static_cast<size_t>(n_out * n_in));
+        std::memset(bm, 0, static_cast<size_t>(n_out));
+        const KeptSegment& ws = seg[2 * l];
+        const KeptSegment& bs = seg[2 * l + 1];
+        for (size_t e = 0; e < ws.size(); ++e) wm[int64_t(ws.row[e]) * n_in + ws.col[e]] = 1;
+        for (size_t e = 0; e < bs.size(); ++e) bm[bs.row[e]] = 1;
+    }
+}
+
+}  // namespace
+
+void synflow(const SynflowProblem& p, int n_threads) {
+    const int threads = resolve_threads(n_threads);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (p.M > 1)
+    for (int64_t m = 0; m < p.M; ++m) synflow_one(p, m);
+}
+
+}  // namespace plantseek

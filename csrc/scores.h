@@ -1,0 +1,60 @@
+// Pruning scores: exact top-k selection with deterministic ties, and multi-round SynFlow for a batch of
+// networks of one shape.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace plantseek {
+
+// Order-preserving map from a finite float/double to an unsigned key (a < b  <=>  key(a) < key(b);
+// -0.0 and +0.0 map to the same key).
+uint64_t order_key(double x);
+
+// Threshold of an exact top-k: an element with key > key is kept; among elements whose key equals `key`,
+// the first `need` in index order are kept. keep_all / keep_none short-circuit.
+struct Threshold {
+    uint64_t key = 0;
+    int64_t need = 0;
+    bool keep_all = false;
+    bool keep_none = false;
+};
+
+// Exact top-k over `n` keys (in index order).
+Threshold select_threshold(const uint64_t* keys, int64_t n, int64_t k);
+
+// Top-k masks for M networks whose scores come in S segments each (segment s of network m starts at
+// values[m * S + s] and has sizes[s] elements). Segments with group[s] >= 0 compete within their group
+// (k[group] kept, the largest scores, ties to the lowest index in segment order); segments with
+// group[s] < 0 are kept entirely. masks[m * S + s] receives 0/1 bytes.
+template <class T>
+void topk_masks(const std::vector<const T*>& values, const std::vector<int64_t>& sizes,
+                const std::vector<int64_t>& group, const std::vector<int64_t>& k, int64_t M,
+                const std::vector<uint8_t*>& masks, int n_threads);
+
+// SynFlow for M networks with L layers of widths[0..L]: weights[m * L + l] is (widths[l+1], widths[l])
+// float64 row-major, biases[m * L + l] has widths[l+1] entries; init_weight_masks / init_bias_masks give
+// the starting masks (0/1 bytes). The linearised network uses |w| * mask and |b| * mask and an all-ones
+// input; R is the sum of its outputs; score = |theta| * dR/d|theta| (zero for masked parameters).
+//
+// rounds == 0: writes the scores of the starting masks into weight_scores / bias_scores (float64).
+// rounds  > 0: runs `rounds` rounds; in round r the candidates are the parameters still kept, and each
+// group g keeps keep[r * n_groups + g] of them (largest scores, ties to the lowest index in layer order
+// weight 0, bias 0, weight 1, ...). Segment 2l is weight l, 2l+1 bias l; group[seg] < 0 means "never
+// pruned". The final masks go to out_weight_masks / out_bias_masks.
+struct SynflowProblem {
+    int64_t M = 0;
+    std::vector<int64_t> widths;
+    std::vector<const double*> weights, biases;
+    std::vector<const uint8_t*> init_weight_masks, init_bias_masks;
+    std::vector<int64_t> group;  // 2L entries
+    int64_t n_groups = 0;
+    int64_t rounds = 0;
+    std::vector<int64_t> keep;   // rounds * n_groups
+    std::vector<uint8_t*> out_weight_masks, out_bias_masks;
+    std::vector<double*> weight_scores, bias_scores;
+};
+
+void synflow(const SynflowProblem& p, int n_threads);
+
+}  // namespace plantseek

@@ -1,0 +1,70 @@
+"""The native planting search against its NumPy reference, and its input validation."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from plantseek import native, planting_search
+
+ext = native.cpu_module()
+pytestmark = pytest.mark.skipif(ext is None, reason="native core not built")
+
+
+def _problem(seed, n_out, n_in, T, max_deg, zero_frac=0.0):
+    rng = np.random.default_rng(seed)
+    hw = rng.normal(size=(n_out, n_in))
+    hb = rng.normal(size=n_out)
+    if zero_frac:
+        hw[rng.random(hw.shape) < zero_frac] = 0.0
+    deg = rng.integers(0, max_deg + 1, size=T)
+    deg = np.minimum(deg, n_in)
+    indptr = np.concatenate([[0], np.cumsum(deg)]).astype(np.int64)
+    cols = np.concatenate([rng.choice(n_in, size=int(k), replace=False) for k in deg] + [np.zeros(0)]).astype(np.int64)
+    vals = rng.normal(size=len(cols))
+    bias_vals = rng.normal(size=T)
+    has_bias = (rng.random(T) < 0.5).astype(np.uint8)
+    used = (rng.random(n_out) < 0.2).astype(np.uint8)
+    used[: T + 1] = 0  # enough free neurons
+    return hw, hb, indptr, cols, vals, bias_vals, has_bias, used
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_out=st.integers(1, 60), n_in=st.integers(1, 30),
+       max_deg=st.integers(0, 12), zero_frac=st.sampled_from([0.0, 0.3]))
+def test_native_matches_reference(seed, n_out, n_in, max_deg, zero_frac):
+    T = int(np.random.default_rng(seed).integers(0, max(1, n_out // 2) + 1))
+    hw, hb, indptr, cols, vals, bv, hbias, used = _problem(seed, n_out, n_in, T, max_deg, zero_frac)
+    u_native, u_ref = used.copy(), used.copy()
+    got = ext.plant_search(hw, hb, indptr, cols, vals, bv, hbias, u_native)
+    want = planting_search.plant_search_reference(hw, hb, indptr, cols, vals, bv, hbias, u_ref)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(g), w)  # bit-for-bit, including the scales
+    np.testing.assert_array_equal(u_native, u_ref)
+
+
+def test_large_problem_is_threaded_and_identical():
+    hw, hb, indptr, cols, vals, bv, hbias, used = _problem(3, 2000, 300, 40, 40)
+    u1, u2 = used.copy(), used.copy()
+    got = ext.plant_search(hw, hb, indptr, cols, vals, bv, hbias, u1, n_threads=2)
+    want = planting_search.plant_search_reference(hw, hb, indptr, cols, vals, bv, hbias, u2)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(g), w)
+
+
+def test_validation_errors():
+    hw, hb, indptr, cols, vals, bv, hbias, used = _problem(0, 10, 5, 3, 3)
+    with pytest.raises(TypeError, match="host_weight"):
+        ext.plant_search(hw.astype(np.float32), hb, indptr, cols, vals, bv, hbias, used)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ext.plant_search(np.asfortranarray(hw), hb, indptr, cols, vals, bv, hbias, used)
+    with pytest.raises(ValueError, match="host_bias"):
+        ext.plant_search(hw, hb[:-1], indptr, cols, vals, bv, hbias, used)
+    bad = cols.copy()
+    if len(bad):
+        bad[0] = 99
+        with pytest.raises(ValueError, match="cols"):
+            ext.plant_search(hw, hb, indptr, bad, vals, bv, hbias, used)
+    with pytest.raises(ValueError, match="unused host neurons"):
+        ext.plant_search(hw, hb, indptr, cols, vals, bv, hbias, np.ones(10, np.uint8))
+    with pytest.raises(TypeError, match="numpy array"):
+        ext.plant_search([1.0], hb, indptr, cols, vals, bv, hbias, used)
