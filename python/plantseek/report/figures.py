@@ -1,0 +1,242 @@
+"""Report figures (matplotlib, Agg backend): performance and recall against density, layer-wise density,
+and drawings of the tickets. Each function returns a matplotlib Figure; the caller saves it."""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg", force=True)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .data import (Setting, curves, layer_columns, performance_column, protocols_in,  # noqa: E402
+                   ticket_reference)
+
+TICKET_COLOR = "black"
+DENSE_COLOR = "0.45"
+_PALETTE = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("Dark2").colors)
+X_LABEL = "density (kept weights + biases, log)"
+
+
+def colors_for(labels) -> dict[str, tuple]:
+    """A fixed colour per pruner label, the same in every figure; the ticket oracle is black."""
+    out, i = {}, 0
+    for label in sorted(set(labels)):
+        if label == "ticket":
+            out[label] = TICKET_COLOR
+        else:
+            out[label] = _PALETTE[i % len(_PALETTE)]
+            i += 1
+    return out
+
+
+def _new(n_panels: int, width: float = 4.8, height: float = 3.5, nrows: int = 1) -> tuple[Figure, np.ndarray]:
+    ncols = max(1, math.ceil(n_panels / nrows))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
+                             constrained_layout=True)
+    return fig, axes
+
+
+def _style_x(ax, xs) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel(X_LABEL)
+    ax.grid(True, which="major", alpha=0.3)
+    xs = [x for x in xs if x and x > 0]
+    if xs:
+        lo, hi = min(xs), max(xs)
+        ax.set_xlim(lo / 1.6, min(hi * 1.6, 1.6))
+
+
+def performance_figure(setting: Setting, colors: dict) -> Figure | None:
+    """Test performance against density, one panel per protocol: mean over seeds with a +-1 std band for
+    each pruner, the planted ticket as a star at its density, the dense network as a dashed line."""
+    frame = setting.frame
+    metric, ticket_metric, dense_metric, ylabel = performance_column(frame)
+    table = curves(frame, metric)
+    if table.empty:
+        return None
+    protocols = protocols_in(frame)
+    fig, axes = _new(len(protocols))
+    t_density, t_perf = ticket_reference(frame, ticket_metric)
+    regression = metric == "test_loss"
+    for ax, protocol in zip(axes.flat, protocols):
+        sub = table[table["protocol"] == protocol]
+        xs = list(sub["x"])
+        for label, c in sub.groupby("label", sort=True):
+            c = c.sort_values("x")
+            style = dict(color=colors.get(label), lw=1.8 if label != "ticket" else 1.2,
+                         ls="-" if label != "ticket" else ":", marker="o", ms=3.5)
+            ax.plot(c["x"], c["mean"], label=label, **style)
+            lo, hi = c["mean"] - c["std"], c["mean"] + c["std"]
+            if regression:
+                lo = np.maximum(lo, c["lo"])
+            ax.fill_between(c["x"], lo, hi, color=colors.get(label), alpha=0.15, lw=0)
+        pframe = frame[frame["protocol"] == protocol]
+        if dense_metric in pframe and pframe[dense_metric].notna().any():
+            ax.axhline(float(pframe[dense_metric].mean()), color=DENSE_COLOR, ls="--", lw=1.2,
+                       label="dense network")
+        if t_density and t_perf is not None:
+            ax.plot([t_density], [t_perf], marker="*", ms=15, color="gold", mec="black", mew=1.0, ls="none",
+                    label="planted ticket", zorder=5)
+            xs.append(t_density)
+        _style_x(ax, xs)
+        if regression:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0.0, 1.02)
+        ax.set_ylabel(ylabel)
+        ax.set_title(protocol)
+    for ax in list(axes.flat)[len(protocols):]:
+        ax.axis("off")
+    _legend(fig, axes)
+    fig.suptitle(f"{setting.title}: {ylabel}", fontsize=11)
+    return fig
+
+
+def _legend(fig: Figure, axes) -> None:
+    handles, labels = {}, []
+    for ax in axes.flat:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in handles:
+                handles[l] = h
+                labels.append(l)
+    if handles:
+        fig.legend([handles[l] for l in labels], labels, loc="outside right center", fontsize=8, frameon=False)
+
+
+def recall_figure(setting: Setting, colors: dict) -> Figure | None:
+    """Ticket recall (fraction of the planted ticket's parameters kept) against density, per protocol; the
+    dotted diagonal is what a random mask keeps on average."""
+    frame = setting.frame
+    table = curves(frame, "recall")
+    if table.empty:
+        return None
+    protocols = protocols_in(frame)
+    fig, axes = _new(len(protocols))
+    for ax, protocol in zip(axes.flat, protocols):
+        sub = table[table["protocol"] == protocol]
+        for label, c in sub.groupby("label", sort=True):
+            c = c.sort_values("x")
+            ax.plot(c["x"], c["mean"], label=label, color=colors.get(label), marker="o", ms=3.5, lw=1.6)
+            ax.fill_between(c["x"], (c["mean"] - c["std"]).clip(0), (c["mean"] + c["std"]).clip(upper=1),
+                            color=colors.get(label), alpha=0.15, lw=0)
+        xs = [x for x in sub["x"] if x > 0]
+        if xs:
+            grid = np.geomspace(min(xs), max(xs), 50)
+            ax.plot(grid, grid, color="0.6", ls=":", lw=1, label="random expectation")
+        _style_x(ax, xs)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("ticket recall")
+        ax.set_title(protocol)
+    for ax in list(axes.flat)[len(protocols):]:
+        ax.axis("off")
+    _legend(fig, axes)
+    fig.suptitle(f"{setting.title}: ticket recall", fontsize=11)
+    return fig
+
+
+def layer_density_figure(setting: Setting, colors: dict, max_columns: int = 5) -> Figure | None:
+    """Layer-wise density of the found masks (mean over seeds) beside the planted ticket's, one row per
+    protocol and one column per requested density."""
+    frame = setting.frame
+    found, ticket = layer_columns(frame)
+    if not found:
+        return None
+    protocols = protocols_in(frame)
+    keys = list(dict.fromkeys(frame.sort_values("x")["density_key"]))
+    # drop density 1 (every layer is full) and keep at most max_columns, sparsest first
+    keys = [k for k in keys if k != "1"] or keys
+    if len(keys) > max_columns:
+        keys = keys[:max_columns]
+    fig, axes = plt.subplots(len(protocols), len(keys), figsize=(3.3 * len(keys) + 1.5, 2.9 * len(protocols)),
+                             squeeze=False, constrained_layout=True, sharey=True)
+    layers = np.arange(1, len(found) + 1)
+    t_profile = None
+    if ticket:
+        t_profile = frame[ticket].mean().to_numpy(dtype=float)
+    for r, protocol in enumerate(protocols):
+        pframe = frame[frame["protocol"] == protocol]
+        for c, key in enumerate(keys):
+            ax = axes[r, c]
+            sub = pframe[pframe["density_key"] == key]
+            for label, g in sub.groupby("label", sort=True):
+                prof = g[found].mean().to_numpy(dtype=float)
+                ax.plot(layers, np.where(prof > 0, prof, np.nan), marker="o", ms=3, color=colors.get(label),
+                        label=label, lw=1.4)
+                dead = layers[prof <= 0]
+                if len(dead):
+                    ax.plot(dead, np.full(len(dead), 1e-5), marker="v", ls="none", color=colors.get(label), ms=6)
+            if t_profile is not None:
+                tl = np.arange(1, len(t_profile) + 1)
+                ax.plot(tl, t_profile, color="black", lw=2.2, ls="--", marker="s", ms=4, label="planted ticket")
+            ax.set_yscale("log")
+            ax.set_xticks(layers)
+            title = "density ticket" if key == "ticket" else f"density {key}"
+            ax.set_title(f"{protocol}, {title}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel("layer density")
+            if r == len(protocols) - 1:
+                ax.set_xlabel("layer")
+            ax.grid(True, alpha=0.3)
+    _legend(fig, axes)
+    fig.suptitle(f"{setting.title}: layer-wise density (▼ = empty layer)", fontsize=11)
+    return fig
+
+
+def ticket_figure(ticket, title: str) -> Figure:
+    """Draw a ticket as in the paper's figure 2: neurons in columns, one line per nonzero weight, line width
+    by |weight| (relative to the largest), red positive and blue negative; node fill shows the bias sign."""
+    weights = [np.asarray(w, dtype=float) for w in ticket.weights]
+    biases = [np.asarray(b, dtype=float) for b in ticket.biases]
+    sizes = [weights[0].shape[1]] + [w.shape[0] for w in weights]
+    n_layers = len(sizes)
+    tallest = max(sizes)
+    fig, ax = plt.subplots(figsize=(min(2.0 + 1.6 * n_layers, 18), min(1.5 + 0.22 * tallest, 14)),
+                           constrained_layout=True)
+
+    def ys(n: int) -> np.ndarray:
+        return np.linspace(0.5, -0.5, n) * (n - 1) / max(tallest - 1, 1) if n > 1 else np.zeros(1)
+
+    pos = [ys(n) for n in sizes]
+    wmax = max((np.abs(w).max() for w in weights if w.size), default=1.0) or 1.0
+    segments, widths, cols = [], [], []
+    for l, w in enumerate(weights):
+        rows, colsi = np.nonzero(w)
+        for i, j in zip(rows, colsi):
+            segments.append([(l, pos[l][j]), (l + 1, pos[l + 1][i])])
+            widths.append(0.3 + 3.2 * abs(w[i, j]) / wmax)
+            cols.append("#c0392b" if w[i, j] > 0 else "#2e6fd8")
+    order = np.argsort(widths)  # thick lines on top
+    ax.add_collection(LineCollection([segments[k] for k in order], linewidths=[widths[k] for k in order],
+                                     colors=[cols[k] for k in order], alpha=0.75, zorder=1))
+    node = 60 if tallest < 40 else 25
+    for l, p in enumerate(pos):
+        if l == 0:
+            face = ["white"] * len(p)
+        else:
+            b = biases[l - 1]
+            face = ["#f3b7b0" if v > 0 else "#b5cdf5" if v < 0 else "white" for v in b]
+        ax.scatter(np.full(len(p), l), p, s=node, c=face, edgecolors="black", linewidths=0.6, zorder=2)
+    ax.set_xticks(range(n_layers))
+    ax.set_xticklabels(["input"] + [f"layer {i}" for i in range(1, n_layers - 1)] + ["output"])
+    ax.set_yticks([])
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    ax.set_xlim(-0.3, n_layers - 0.7)
+    ax.set_ylim(-0.55, 0.55)
+    from matplotlib.lines import Line2D
+
+    legend = [Line2D([0], [0], color="#c0392b", lw=2.5, label="positive weight"),
+              Line2D([0], [0], color="#2e6fd8", lw=2.5, label="negative weight"),
+              Line2D([0], [0], marker="o", ls="none", mfc="#f3b7b0", mec="black", label="positive bias"),
+              Line2D([0], [0], marker="o", ls="none", mfc="#b5cdf5", mec="black", label="negative bias")]
+    ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=4, fontsize=8, frameon=False)
+    nnz = int(sum((w != 0).sum() + (b != 0).sum() for w, b in zip(weights, biases)))
+    ax.set_title(f"{title}: {len(weights)} layers, widths {'-'.join(map(str, sizes))}, {nnz} nonzero parameters "
+                 f"(line width ∝ |weight|)", fontsize=10)
+    return fig

@@ -1,0 +1,197 @@
+"""Sweep files: parsing, validation errors, grid expansion and stable run keys."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from plantseek.sweep import SweepConfigError, parse_sweep, run_key
+from plantseek.sweep.config import RunConfig, canonical_json, package_version
+
+ISSUE_EXAMPLE = """
+[sweep]
+tasks = ["circle", "relu"]
+pruners = ["random", "synflow", "ticket"]
+protocols = ["singleshot"]
+densities = [0.1, 0.01, "ticket"]
+seeds = [0, 1]
+depth = 3
+width = 30
+epochs = 1
+"""
+
+
+def test_issue_example_expands_to_the_product():
+    sweep = parse_sweep(ISSUE_EXAMPLE)
+    assert len(sweep) == 2 * 3 * 1 * 3 * 2
+    first = sweep.runs[0].to_dict()
+    assert first == {"task": "circle", "pruner": "random", "protocol": "singleshot", "density": 0.1, "seed": 0,
+                     "depth": 3, "width": 30, "epochs": 1}
+    keys = [r.key for r in sweep.runs]
+    assert len(set(keys)) == len(keys)
+    assert {r.density for r in sweep.runs} == {0.1, 0.01, "ticket"}
+
+
+def test_keys_are_stable_and_depend_on_every_setting_and_the_version():
+    a = parse_sweep(ISSUE_EXAMPLE).runs
+    b = parse_sweep(ISSUE_EXAMPLE.replace('tasks = ["circle", "relu"]', 'task = ["relu", "circle"]')).runs
+    assert {r.key for r in a} == {r.key for r in b}  # spelling and order do not matter
+    cfg = a[0].to_dict()
+    assert run_key(cfg, "1.0") != run_key(cfg, "1.1")
+    for k, v in [("epochs", 2), ("width", 31), ("density", 0.2), ("seed", 5), ("lr", 0.01)]:
+        assert run_key({**cfg, k: v}) != run_key(cfg)
+    # 1 and 1.0 are the same density
+    c = parse_sweep(ISSUE_EXAMPLE.replace("densities = [0.1, 0.01, \"ticket\"]", "densities = [1]")).runs[0]
+    d = parse_sweep(ISSUE_EXAMPLE.replace("densities = [0.1, 0.01, \"ticket\"]", "densities = [1.0]")).runs[0]
+    assert c.key == d.key
+
+
+def test_key_is_sha256_of_canonical_json_with_version():
+    import hashlib
+
+    cfg = {"task": "relu", "pruner": "random", "protocol": "singleshot", "density": 0.5, "seed": 0, "depth": 2,
+           "width": 10}
+    expected = hashlib.sha256(
+        b'{"config":{"density":0.5,"depth":2,"protocol":"singleshot","pruner":"random","seed":0,"task":"relu",'
+        b'"width":10},"plantseek_version":"9.9"}').hexdigest()
+    assert run_key(cfg, "9.9") == expected
+    assert RunConfig.from_dict(cfg).key == run_key(cfg, package_version())
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=5),
+                       st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(),
+                                 st.booleans(), st.lists(st.integers(), max_size=3)), max_size=6))
+def test_canonical_json_ignores_key_order(d):
+    items = list(d.items())
+    assert canonical_json(dict(items)) == canonical_json(dict(reversed(items)))
+    assert json.loads(canonical_json(d)) == json.loads(json.dumps(d))
+
+
+def test_experiments_override_and_union():
+    text = """
+    [sweep]
+    name = "paper-ish"
+    tasks = ["relu"]
+    pruners = ["random", "magnitude"]
+    densities = [0.1, 1]
+    depth = [2, 4]
+    width = 20
+    epochs = 2
+    seeds = {start = 3, count = 2}
+
+    [[experiment]]
+    name = "singleshot"
+    protocol = "singleshot"
+
+    [[experiment]]
+    name = "strong"
+    protocol = "strong"
+    pruner = ["snip", {name = "synflow", iterations = 100}]
+    seeds = [0]
+    """
+    sweep = parse_sweep(text)
+    assert sweep.name == "paper-ish"
+    single = [r for r in sweep.runs if r.protocol == "singleshot"]
+    strong = [r for r in sweep.runs if r.protocol == "strong"]
+    assert len(single) == 2 * 2 * 2 * 2 and {r.seed for r in single} == {3, 4}
+    assert len(strong) == 2 * 2 * 2 and {r.seed for r in strong} == {0}
+    syn = [r for r in strong if r.pruner == "synflow"]
+    assert syn and syn[0].pruner_options == {"iterations": 100}
+    assert syn[0].pruner_label == "synflow[iterations=100]"
+    assert syn[0].to_dict()["pruner_options"] == {"iterations": 100}
+    # runs that differ only in pruner, density and seed share a group (batched together)
+    assert len({r.group_key for r in single}) == 2  # two depths
+
+
+def test_uneven_width_and_training_options_in_the_grid():
+    sweep = parse_sweep("""
+    [sweep]
+    task = "circle"
+    pruner = "random"
+    protocol = "singleshot"
+    density = 0.5
+    seed = 0
+    depth = 3
+    width = [[40, 20], 30]
+    lr = [1e-3, 1e-2]
+    batch_size = 32
+    """)
+    assert len(sweep) == 4
+    assert {json.dumps(r.width) for r in sweep.runs} == {"[40, 20]", "30"}
+    assert {r.options["lr"] for r in sweep.runs} == {1e-3, 1e-2}
+    assert all(r.options["batch_size"] == 32 for r in sweep.runs)
+    kw = sweep.runs[0].seek_kwargs(device="cpu")
+    assert kw["device"] == "cpu" and kw["lr"] == 1e-3 and kw["width"] == [40, 20]
+
+
+def test_duplicates_are_dropped():
+    sweep = parse_sweep(ISSUE_EXAMPLE + '\n[[experiment]]\nepochs = 1\n[[experiment]]\nepochs = [1, 2]\n')
+    assert len(sweep) == 36 * 2
+
+
+@pytest.mark.parametrize("bad, words", [
+    ('protocols = ["singleshot", "twoshot"]', ["'protocols'", "'twoshot'", "singleshot, multishot, strong"]),
+    ('densities = [0.1, 1.5]', ["'densities'", "1.5", "(0, 1]", '"ticket"']),
+    ('densities = ["half"]', ["'densities'", "'half'"]),
+    ('tasks = ["circle", "square"]', ["'tasks'", "'square'", "circle", "relu"]),
+    ('pruners = ["synfloww"]', ["'pruners'", "'synfloww'", "synflow", "random"]),
+    ('seeds = [-1]', ["'seeds'", "-1", "non-negative"]),
+    ('depth = 0', ["'depth'", "0", ">= 1"]),
+    ('width = "wide"', ["'width'", "'wide'"]),
+    ('epochs = 1.5', ["'epochs'", "1.5"]),
+    ('dtype = "float16"', ["'dtype'", "float32, float64"]),
+    ('learning_rate = 0.1', ["unknown key 'learning_rate'", "allowed keys", "densities"]),
+    ('densities = []', ["'densities'", "empty"]),
+])
+def test_validation_errors_name_the_key_and_the_allowed_values(bad, words):
+    lines = [ln for ln in ISSUE_EXAMPLE.strip().splitlines()]
+    key = bad.split("=")[0].strip()
+    lines = [ln for ln in lines if ln.split("=")[0].strip() != key] + [bad]
+    with pytest.raises(SweepConfigError) as info:
+        parse_sweep("\n".join(lines), origin="bad.toml")
+    msg = str(info.value)
+    assert msg.startswith("bad.toml: [sweep]")
+    for w in words:
+        assert w in msg, msg
+
+
+def test_structural_errors():
+    with pytest.raises(SweepConfigError, match="missing key.*'pruner'"):
+        parse_sweep('[sweep]\ntask="relu"\nprotocol="strong"\ndensity=0.1\nseed=0\ndepth=2\nwidth=10\n')
+    with pytest.raises(SweepConfigError, match="not valid TOML"):
+        parse_sweep("[sweep\n")
+    with pytest.raises(SweepConfigError, match="missing \\[sweep\\]"):
+        parse_sweep("[experiment]\n")
+    with pytest.raises(SweepConfigError, match="unknown top-level"):
+        parse_sweep(ISSUE_EXAMPLE + "\n[sweeps]\nx=1\n")
+    with pytest.raises(SweepConfigError, match="imports.*no_such_module_xyz"):
+        parse_sweep(ISSUE_EXAMPLE.replace("[sweep]", '[sweep]\nimports = ["no_such_module_xyz"]'))
+    with pytest.raises(SweepConfigError, match="given twice"):
+        parse_sweep(ISSUE_EXAMPLE + "seed = 3\n")
+    with pytest.raises(SweepConfigError, match=r"\[\[experiment\]\] #1.*'protocol'"):
+        parse_sweep(ISSUE_EXAMPLE + '[[experiment]]\nprotocol = "bogus"\n')
+
+
+def test_load_sweep_file_names_the_file(tmp_path):
+    from plantseek.sweep import load_sweep
+
+    p = tmp_path / "mine.toml"
+    p.write_text(ISSUE_EXAMPLE)
+    sweep = load_sweep(p)
+    assert sweep.name == "mine" and sweep.source == ISSUE_EXAMPLE and len(sweep) == 36
+    with pytest.raises(FileNotFoundError, match="nope.toml"):
+        load_sweep(tmp_path / "nope.toml")
+
+
+def test_example_files_parse():
+    from pathlib import Path
+
+    from plantseek.sweep import load_sweep
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    files = sorted(root.glob("*.toml"))
+    assert files, "examples/*.toml missing"
+    for f in files:
+        assert len(load_sweep(f)) > 0

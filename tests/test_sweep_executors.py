@@ -1,0 +1,217 @@
+"""The local executor with a fake seeker: grouping, resuming, failures, --retry-failed, and killing a sweep."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import plantseek
+from plantseek.store import ResultStore
+from plantseek.sweep import load_sweep, parse_sweep, run_sweep
+from plantseek.sweep.executors import make_chunks, run_chunk
+from plantseek.sweep.fake import FakeSeeker, fake_metrics
+
+SWEEP = """
+[sweep]
+tasks = ["circle", "relu"]
+pruners = ["random", "synflow", "ticket"]
+protocols = ["singleshot"]
+densities = [0.1, 0.01, "ticket"]
+seeds = [0, 1]
+depth = 3
+width = 30
+epochs = 1
+"""
+
+
+class Recorder(FakeSeeker):
+    """A FakeSeeker that remembers the chunk sizes it was called with."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.batches: list[int] = []
+        self.singles = 0
+
+    def batch(self, kwargs_list):
+        self.batches.append(len(kwargs_list))
+        return super().batch(kwargs_list)
+
+    def __call__(self, **kw):
+        self.singles += 1
+        return super().__call__(**kw)
+
+
+def _sweep_file(tmp_path: Path, text: str = SWEEP) -> Path:
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    return p
+
+
+def test_make_chunks_groups_by_shape_and_balances():
+    sweep = parse_sweep(SWEEP.replace("depth = 3", "depth = [3, 4]"))
+    chunks = make_chunks(sweep.runs, max_batch=10)
+    for chunk in chunks:
+        assert len({r.group_key for r in chunk}) == 1
+        assert len(chunk) <= 10
+    # 2 tasks x 2 depths = 4 groups of 18 runs, each split into 2 chunks of 9
+    assert sorted(len(c) for c in chunks) == [9] * 8
+    assert make_chunks(sweep.runs, 10) == chunks  # deterministic
+    assert sum(len(c) for c in make_chunks(sweep.runs)) == len(sweep.runs)
+    with pytest.raises(ValueError, match="max_batch"):
+        make_chunks(sweep.runs, 0)
+
+
+def test_local_sweep_writes_every_run_and_resumes(tmp_path):
+    f = Recorder()
+    db = tmp_path / "r.db"
+    rep = run_sweep(_sweep_file(tmp_path), db, batch_fn=f.batch, single_fn=f, progress=False, log=lambda m: None)
+    assert (rep.total, rep.skipped, rep.ran, rep.ok, rep.failed) == (36, 0, 36, 36, 0)
+    assert sorted(f.batches) == [18, 18] and f.singles == 0  # one batched call per task
+    with ResultStore(db) as store:
+        recs = store.records()
+    assert len(recs) == 36
+    sweep = load_sweep(_sweep_file(tmp_path))
+    by_key = {r["key"]: r for r in recs}
+    for run in sweep.runs:
+        rec = by_key[run.key]
+        assert rec["status"] == "ok" and rec["config"] == run.to_dict()
+        assert rec["metrics"] == pytest.approx(fake_metrics(run.seek_kwargs()))
+        assert rec["batch_size"] == 18 and rec["version"] == plantseek.__version__
+    # rerun: nothing left to do
+    rep2 = run_sweep(_sweep_file(tmp_path), db, batch_fn=f.batch, single_fn=f, progress=False, log=lambda m: None)
+    assert (rep2.skipped, rep2.ran) == (36, 0) and len(f.batches) == 2
+    # growing the sweep runs only the new runs
+    rep3 = run_sweep(_sweep_file(tmp_path, SWEEP.replace("seeds = [0, 1]", "seeds = [0, 1, 2]")), db,
+                     batch_fn=f.batch, single_fn=f, progress=False, log=lambda m: None)
+    assert (rep3.total, rep3.skipped, rep3.ran) == (54, 36, 18)
+
+
+def test_failing_runs_are_recorded_and_retried(tmp_path):
+    db = tmp_path / "r.db"
+    f = Recorder(fail_seeds=[1], fail_batches=True)
+    rep = run_sweep(_sweep_file(tmp_path), db, batch_fn=f.batch, single_fn=f, max_batch=6, progress=False,
+                    log=lambda m: None)
+    assert (rep.ok, rep.failed) == (18, 18)
+    # every chunk held a failing seed, so every chunk fell back to one-by-one: only the bad runs failed
+    assert f.singles == 36
+    with ResultStore(db) as store:
+        failed = [r for r in store.records() if r["status"] == "failed"]
+    assert len(failed) == 18 and all(r["config"]["seed"] == 1 for r in failed)
+    assert all(r["error"].startswith("RuntimeError: fake failure for seed 1") for r in failed)
+    assert all("Traceback" in r["error"] for r in failed)
+    # a plain rerun skips the failed runs; --retry-failed reruns exactly those
+    good = Recorder()
+    rep2 = run_sweep(_sweep_file(tmp_path), db, batch_fn=good.batch, single_fn=good, progress=False,
+                     log=lambda m: None)
+    assert rep2.ran == 0
+    rep3 = run_sweep(_sweep_file(tmp_path), db, batch_fn=good.batch, single_fn=good, retry_failed=True,
+                     progress=False, log=lambda m: None)
+    assert (rep3.ran, rep3.ok, rep3.failed) == (18, 18, 0)
+    with ResultStore(db) as store:
+        recs = store.records()
+        assert store.count() == {"ok": 36, "failed": 0}
+    assert {r["attempts"] for r in recs if r["config"]["seed"] == 1} == {2}
+    assert all(r["error"] is None for r in recs)
+
+
+def test_per_run_exceptions_from_the_batch_and_bad_results(tmp_path):
+    # a batch that returns an exception object for one run: only that run fails, no fallback needed
+    f = Recorder(fail_seeds=[0], fail_batches=False)
+    configs = [r.to_dict() for r in parse_sweep(SWEEP).runs[:6]]
+    recs = run_chunk(configs, [str(i) for i in range(6)], batch_fn=f.batch, single_fn=f)
+    assert [r.status for r in recs] == ["ok" if c["seed"] else "failed" for c in configs]
+    assert f.singles == 0
+    # a batch returning the wrong number of results falls back to one by one
+    recs = run_chunk(configs, [str(i) for i in range(6)], batch_fn=lambda kws: [], single_fn=FakeSeeker())
+    assert all(r.status == "ok" for r in recs)
+    # a result without metrics is a failure with a clear message
+    recs = run_chunk(configs[:1], ["k"], batch_fn=None, single_fn=lambda **kw: 42)
+    assert recs[0].status == "failed" and "without a flat `metrics` dict" in recs[0].error
+
+
+def test_keyboard_interrupt_keeps_finished_chunks(tmp_path):
+    db = tmp_path / "r.db"
+    calls = {"n": 0}
+    fake = FakeSeeker()
+
+    def batch(kws):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return fake.batch(kws)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_sweep_file(tmp_path), db, batch_fn=batch, single_fn=fake, max_batch=6, progress=False,
+                  log=lambda m: None)
+    with ResultStore(db) as store:
+        assert store.count()["ok"] == 12  # two chunks of 6 finished before Ctrl-C
+    rep = run_sweep(_sweep_file(tmp_path), db, batch_fn=fake.batch, single_fn=fake, max_batch=6, progress=False,
+                    log=lambda m: None)
+    assert (rep.skipped, rep.ran, rep.ok) == (12, 24, 24)
+
+
+_CHILD = textwrap.dedent("""
+    import sys
+    from plantseek.sweep import run_sweep
+    from plantseek.sweep.fake import FakeSeeker
+    f = FakeSeeker(batch_sleep=0.25)
+    run_sweep(sys.argv[1], sys.argv[2], batch_fn=f.batch, single_fn=f, max_batch=2, progress=False)
+""")
+
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    pkg_root = str(Path(plantseek.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _ok_rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(db, timeout=5)
+        try:
+            return con.execute("SELECT count(*) FROM runs WHERE status = 'ok'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_sweep_process_resumes(tmp_path, sig):
+    """Kill a sweep process mid-run (SIGKILL, or Ctrl-C = SIGINT): finished runs are kept, at most the chunk
+    in flight is lost, and rerunning finishes the sweep without redoing finished runs."""
+    sweep_file = _sweep_file(tmp_path)
+    db = tmp_path / "r.db"
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(sweep_file), str(db)], env=_child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while _ok_rows(db) < 6 and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    if sig == signal.SIGINT:
+        assert b"interrupted" in err
+    with ResultStore(db) as store:
+        done_before = {r["key"]: r["finished_at"] for r in store.records()}
+    assert 6 <= len(done_before) < 36
+    f = Recorder()
+    rep = run_sweep(sweep_file, db, batch_fn=f.batch, single_fn=f, max_batch=2, progress=False, log=lambda m: None)
+    assert rep.skipped == len(done_before) and rep.ran == 36 - len(done_before)
+    with ResultStore(db) as store:
+        recs = store.records()
+    assert len(recs) == 36 and all(r["status"] == "ok" for r in recs)
+    for r in recs:  # finished runs were not redone
+        if r["key"] in done_before:
+            assert r["finished_at"] == done_before[r["key"]] and r["attempts"] == 1
