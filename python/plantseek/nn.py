@@ -1,0 +1,362 @@
+"""Masked linear layers with a sparse (CSR) path for extreme sparsity.
+
+`masked_linear(x, weight, weight_mask, bias, bias_mask)` computes ``x @ (weight * weight_mask).T +
+bias * bias_mask`` and is differentiable in x, weight and bias; the gradients of weight and bias are zero
+wherever their mask is False. Two implementations compute it:
+
+- **dense**: the formula above with PyTorch ops (also the reference of the sparse path);
+- **sparse**: the native kernels of `plantseek._C` (CPU) or `plantseek._C_cuda` (CUDA tensors): the kept
+  weights are held in CSR (rebuilt only when the mask changes; their values are gathered from the dense
+  weight at every call, so optimiser updates of the dense weight are seen), the forward pass is an SpMM,
+  grad_x an SpMM with the transpose, grad_weight an SDDMM at the kept positions only and grad_bias a sum
+  over the batch.
+
+``impl="auto"`` takes the sparse path when a native module serves the device and the mask's density is
+below `crossover_density()` (measured on the development machine, see ``docs/native.md``; override with
+the environment variable ``PLANTSEEK_SPARSE_CROSSOVER``, e.g. ``0`` = always dense, ``1.01`` = always
+sparse). ``PLANTSEEK_NATIVE=0`` forces the dense path everywhere.
+
+Both unbatched and batched forms are supported:
+
+- weight ``(out, in)``, mask ``(out, in)``, bias ``(out,)``, x ``(..., in)`` -> ``(..., out)``;
+- weight ``(M, out, in)``, mask ``(M, out, in)``, bias ``(M, out)``, x ``(M, B, in)`` -> ``(M, B, out)``:
+  M independent networks of one shape, as the batched trainer uses them.
+"""
+from __future__ import annotations
+
+import math
+import os
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import native
+
+# Density below which impl="auto" uses the sparse kernels. Measured with `python bench/bench_kernels.py`
+# on the development machine (2-core AMD EPYC Zen 4, torch 2.13 CPU, float32, batch 256, square layers
+# 1024 and 4096, forward + backward): the sparse path is faster than the dense masked path up to a
+# density of about 0.3 at width 1024 and 0.35 at width 4096 (dense time grows with the dense size; the
+# sparse path also pays one dense zero-filled weight gradient). We take the conservative 0.25 so
+# that "auto" never picks the slower path by much on other machines.
+SPARSE_CROSSOVER_DENSITY = 0.25
+
+_IMPLS = ("auto", "sparse", "dense")
+
+
+def crossover_density() -> float:
+    """Density below which ``impl="auto"`` picks the sparse path (env ``PLANTSEEK_SPARSE_CROSSOVER``)."""
+    value = os.environ.get("PLANTSEEK_SPARSE_CROSSOVER")
+    if value is None or value.strip() == "":
+        return SPARSE_CROSSOVER_DENSITY
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ValueError(f"PLANTSEEK_SPARSE_CROSSOVER must be a number, got {value!r}") from exc
+
+
+# --------------------------------------------------------------------------------------------- structure
+
+
+@dataclass
+class CsrStructure:
+    """CSR (and CSC) index structure of a stacked (M, out, in) mask, on the mask's device (int64).
+
+    Rows are r = m * out + j; ``pos[e]`` is the flat index of CSR entry e in the (M, out, in) weight.
+    The CSC structure has rows c = m * in + i with entries ``csc_rows[e']`` (= j) and ``csc_perm[e']``
+    (the CSR entry it holds). ``rows[e]`` is the row of CSR entry e (used by the CUDA SDDMM).
+    """
+
+    M: int
+    n_out: int
+    n_in: int
+    indptr: torch.Tensor
+    cols: torch.Tensor
+    rows: torch.Tensor
+    pos: torch.Tensor
+    csc_indptr: torch.Tensor
+    csc_rows: torch.Tensor
+    csc_perm: torch.Tensor
+
+    @property
+    def nnz(self) -> int:
+        return int(self.cols.numel())
+
+
+def build_structure(mask: torch.Tensor) -> CsrStructure:
+    """CSR and CSC structure of a bool mask of shape (M, out, in) (no caching)."""
+    if mask.dtype != torch.bool:
+        raise TypeError(f"weight_mask must be a bool tensor, got {mask.dtype}")
+    if mask.dim() != 3:
+        raise ValueError(f"expected a (M, out, in) mask, got shape {tuple(mask.shape)}")
+    M, n_out, n_in = (int(s) for s in mask.shape)
+    dev = mask.device
+    flat = mask.reshape(M * n_out, n_in)
+    nz = flat.nonzero()
+    rows, cols = nz[:, 0].contiguous(), nz[:, 1].contiguous()
+    counts = torch.bincount(rows, minlength=M * n_out)
+    indptr = torch.zeros(M * n_out + 1, dtype=torch.int64, device=dev)
+    torch.cumsum(counts, 0, out=indptr[1:])
+    pos = rows * n_in + cols
+    m = torch.div(rows, n_out, rounding_mode="floor")
+    j = rows - m * n_out
+    csc_row_of_entry = m * n_in + cols  # CSC row (network, input) of each CSR entry
+    key = csc_row_of_entry * max(n_out, 1) + j
+    csc_perm = torch.sort(key, stable=True).indices
+    csc_rows = j[csc_perm].contiguous()
+    csc_counts = torch.bincount(csc_row_of_entry, minlength=M * n_in)
+    csc_indptr = torch.zeros(M * n_in + 1, dtype=torch.int64, device=dev)
+    torch.cumsum(csc_counts, 0, out=csc_indptr[1:])
+    return CsrStructure(M, n_out, n_in, indptr, cols, rows, pos, csc_indptr, csc_rows, csc_perm.contiguous())
+
+
+class _MaskCache:
+    """Per-mask-tensor cache of derived data, invalidated when the tensor is modified in place."""
+
+    def __init__(self, limit: int = 64):
+        self._entries: dict[int, tuple] = {}
+        self._limit = limit
+
+    def get(self, mask: torch.Tensor, kind: str, make):
+        key = (id(mask), kind)
+        stamp = (mask._version, mask.data_ptr(), tuple(mask.shape), mask.device)
+        entry = self._entries.get(key)
+        if entry is not None:
+            ref, old_stamp, value = entry
+            if ref() is mask and old_stamp == stamp:
+                return value
+        value = make()
+        if len(self._entries) >= self._limit:
+            self._entries = {k: v for k, v in self._entries.items() if v[0]() is not None}
+            while len(self._entries) >= self._limit:
+                self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (weakref.ref(mask), stamp, value)
+        return value
+
+
+_cache = _MaskCache()
+
+
+def mask_structure(mask: torch.Tensor) -> CsrStructure:
+    """The cached CSR structure of a (M, out, in) or (out, in) bool mask (rebuilt when the mask changes)."""
+    return _cache.get(mask, "csr", lambda: build_structure(mask if mask.dim() == 3 else mask.unsqueeze(0)))
+
+
+def mask_density(mask: torch.Tensor) -> float:
+    """Fraction of True entries (cached per mask version)."""
+    if mask.numel() == 0:
+        return 0.0
+    return _cache.get(mask, "density", lambda: float(mask.sum()) / mask.numel())
+
+
+# --------------------------------------------------------------------------------------------- functional
+
+
+def masked_linear_reference(x, weight, weight_mask, bias=None, bias_mask=None):
+    """Dense masked PyTorch formula (the reference of the sparse path); same shapes as `masked_linear`."""
+    w = weight * weight_mask
+    b = None if bias is None else (bias if bias_mask is None else bias * bias_mask)
+    if weight.dim() == 3:
+        y = torch.matmul(x, w.transpose(1, 2))
+        return y if b is None else y + b.unsqueeze(1)
+    y = torch.matmul(x, w.t())
+    return y if b is None else y + b
+
+
+def _check_args(x, weight, weight_mask, bias, bias_mask, impl):
+    if impl not in _IMPLS:
+        raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+    for name, t in (("x", x), ("weight", weight), ("weight_mask", weight_mask)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if weight.dim() not in (2, 3):
+        raise ValueError(f"weight must be (out, in) or (M, out, in), got shape {tuple(weight.shape)}")
+    if weight_mask.shape != weight.shape:
+        raise ValueError(f"weight_mask shape {tuple(weight_mask.shape)} != weight shape {tuple(weight.shape)}")
+    if weight_mask.dtype != torch.bool:
+        raise TypeError(f"weight_mask must be a bool tensor, got {weight_mask.dtype}")
+    if not weight.is_floating_point():
+        raise TypeError(f"weight must be a floating-point tensor, got {weight.dtype}")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"x has dtype {x.dtype} but weight has {weight.dtype}")
+    out_shape = weight.shape[:-1]
+    if bias is not None:
+        if tuple(bias.shape) != tuple(out_shape):
+            raise ValueError(f"bias must have shape {tuple(out_shape)}, got {tuple(bias.shape)}")
+        if bias.dtype != weight.dtype:
+            raise TypeError(f"bias has dtype {bias.dtype} but weight has {weight.dtype}")
+    if bias_mask is not None:
+        if bias is None:
+            raise ValueError("bias_mask given without bias")
+        if tuple(bias_mask.shape) != tuple(out_shape):
+            raise ValueError(f"bias_mask must have shape {tuple(out_shape)}, got {tuple(bias_mask.shape)}")
+        if bias_mask.dtype != torch.bool:
+            raise TypeError(f"bias_mask must be a bool tensor, got {bias_mask.dtype}")
+    tensors = [("x", x), ("weight_mask", weight_mask)] + ([("bias", bias)] if bias is not None else []) + (
+        [("bias_mask", bias_mask)] if bias_mask is not None else [])
+    for name, t in tensors:
+        if t.device != weight.device:
+            raise ValueError(f"{name} is on {t.device} but weight is on {weight.device}")
+    n_in = weight.shape[-1]
+    if weight.dim() == 3:
+        if x.dim() != 3 or x.shape[0] != weight.shape[0] or x.shape[2] != n_in:
+            raise ValueError(f"batched weight {tuple(weight.shape)} needs x of shape "
+                             f"({weight.shape[0]}, B, {n_in}), got {tuple(x.shape)}")
+    elif x.dim() < 1 or x.shape[-1] != n_in:
+        raise ValueError(f"x must have shape (..., {n_in}), got {tuple(x.shape)}")
+
+
+def _use_sparse(weight, weight_mask, impl) -> bool:
+    if impl == "dense":
+        return False
+    if native.module_for(weight.device) is None or weight.dtype not in (torch.float32, torch.float64):
+        return False
+    if impl == "sparse":
+        return True
+    return mask_density(weight_mask) < crossover_density()
+
+
+def masked_linear(x, weight, weight_mask, bias=None, bias_mask=None, impl: str = "auto"):
+    """``x @ (weight * weight_mask).T + bias * bias_mask``, dense or sparse (see the module docstring).
+
+    impl: "auto" (sparse below `crossover_density()` when a native module serves the device), "sparse"
+    (the native kernels; the dense reference when none is available) or "dense".
+    """
+    _check_args(x, weight, weight_mask, bias, bias_mask, impl)
+    if not _use_sparse(weight, weight_mask, impl):
+        return masked_linear_reference(x, weight, weight_mask, bias, bias_mask)
+    batched = weight.dim() == 3
+    if batched:
+        x3, w3, m3 = x, weight, weight_mask
+        b2 = None if bias is None else bias
+        bm2 = None if bias_mask is None else bias_mask
+    else:
+        lead = x.shape[:-1]
+        x3 = x.reshape(1, math.prod(lead), x.shape[-1])
+        w3, m3 = weight.unsqueeze(0), weight_mask
+        b2 = None if bias is None else bias.unsqueeze(0)
+        bm2 = None if bias_mask is None else bias_mask.unsqueeze(0)
+    structure = mask_structure(m3)
+    if b2 is None:
+        y = _SparseMaskedLinear.apply(x3, w3, structure)
+    else:
+        y = _SparseMaskedLinear.apply(x3, w3, structure) + (b2 if bm2 is None else b2 * bm2).unsqueeze(1)
+    if batched:
+        return y
+    return y.reshape(*lead, weight.shape[0])
+
+
+def _np(t: torch.Tensor):
+    return t.detach().contiguous().numpy()
+
+
+class _SparseMaskedLinear(torch.autograd.Function):
+    """y = x W_masked^T on the native kernels; x (M, B, in), weight (M, out, in)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, structure):
+        x = x.contiguous()
+        weight_c = weight.detach().contiguous()
+        vals = weight_c.reshape(-1)[structure.pos]
+        M, B, _ = x.shape
+        if x.device.type == "cuda":
+            from . import kernels  # CUDA launch helpers live next to the other kernel wrappers
+
+            y = kernels._cuda_sparse_forward(x.detach(), vals, structure)
+            ctx.save_for_backward(x.detach(), vals)
+        else:
+            ext = native.cpu_module()
+            y_np, xt_np = ext.sparse_linear_forward(_np(x), _np(structure.indptr), _np(structure.cols), _np(vals),
+                                                    None, structure.n_out, torch.get_num_threads())
+            y = torch.from_numpy(y_np)
+            ctx.save_for_backward(torch.from_numpy(xt_np), vals)
+        ctx.structure = structure
+        ctx.B = B
+        ctx.weight_shape = weight.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        saved, vals = ctx.saved_tensors
+        s = ctx.structure
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = grad_w = None
+        if not (need_x or need_w):
+            return None, None, None
+        grad_y = grad_y.contiguous()
+        if grad_y.device.type == "cuda":
+            from . import kernels
+
+            gx, gvals = kernels._cuda_sparse_backward(grad_y, saved, vals, s, need_x, need_w)
+        else:
+            ext = native.cpu_module()
+            gx_np, gv_np = ext.sparse_linear_backward(
+                _np(grad_y), saved.numpy(), _np(s.indptr), _np(s.cols), _np(vals), _np(s.csc_indptr),
+                _np(s.csc_rows), _np(s.csc_perm), s.n_in, need_x, need_w, torch.get_num_threads())
+            gx = None if gx_np is None else torch.from_numpy(gx_np)
+            gvals = None if gv_np is None else torch.from_numpy(gv_np)
+        if need_x:
+            grad_x = gx
+        if need_w:
+            grad_w = torch.zeros(math.prod(ctx.weight_shape), dtype=vals.dtype, device=vals.device)
+            grad_w.index_copy_(0, s.pos, gvals)
+            grad_w = grad_w.reshape(ctx.weight_shape)
+        return grad_x, grad_w, None
+
+
+# --------------------------------------------------------------------------------------------- module
+
+
+class MaskedLinear(nn.Module):
+    """A linear layer whose weight (and bias) are multiplied by fixed bool masks.
+
+    ``n_networks=None`` holds one layer: weight (out, in), input (..., in). ``n_networks=M`` holds M
+    independent layers stacked: weight (M, out, in), input (M, B, in). Masks are buffers (all True at
+    first); change them with `set_mask` (or in place): the CSR structure is rebuilt on the next forward.
+    ``impl`` is passed to `masked_linear`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, n_networks: int | None = None,
+                 impl: str = "auto", device=None, dtype=None):
+        super().__init__()
+        if impl not in _IMPLS:
+            raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+        self.in_features, self.out_features, self.n_networks, self.impl = in_features, out_features, n_networks, impl
+        lead = () if n_networks is None else (n_networks,)
+        kw = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(*lead, out_features, in_features, **kw))
+        self.bias = nn.Parameter(torch.empty(*lead, out_features, **kw)) if bias else None
+        self.register_buffer("weight_mask", torch.ones(*lead, out_features, in_features, dtype=torch.bool, device=device))
+        self.register_buffer("bias_mask", torch.ones(*lead, out_features, dtype=torch.bool, device=device) if bias else None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+
+    @torch.no_grad()
+    def set_mask(self, weight_mask: torch.Tensor, bias_mask: torch.Tensor | None = None) -> None:
+        """Copy new masks in (shapes of the weight and bias; bool)."""
+        if weight_mask.shape != self.weight_mask.shape or weight_mask.dtype != torch.bool:
+            raise ValueError(f"weight_mask must be bool of shape {tuple(self.weight_mask.shape)}")
+        self.weight_mask.copy_(weight_mask)
+        if bias_mask is not None:
+            if self.bias_mask is None:
+                raise ValueError("this layer has no bias")
+            if bias_mask.shape != self.bias_mask.shape or bias_mask.dtype != torch.bool:
+                raise ValueError(f"bias_mask must be bool of shape {tuple(self.bias_mask.shape)}")
+            self.bias_mask.copy_(bias_mask)
+
+    def density(self) -> float:
+        return mask_density(self.weight_mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return masked_linear(x, self.weight, self.weight_mask, self.bias, self.bias_mask, impl=self.impl)
+
+    def extra_repr(self) -> str:
+        m = "" if self.n_networks is None else f", n_networks={self.n_networks}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}{m}, impl={self.impl!r}"
