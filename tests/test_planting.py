@@ -159,3 +159,15 @@ def test_search_reference_prefers_sign_matching_closest_neuron():
     chosen, lam, matched = plant_search_reference(host_w, host_b, np.array([0, 2]), np.array([0, 1]),
                                                   np.array([1.0, -1.0]), np.array([0.1]), np.array([1], np.uint8), used)
     assert chosen.tolist() == [2] and matched[0] == 1
+
+
+def test_hiding_statistics_match_scipy():
+    from scipy.stats import ks_2samp
+
+    for name, depth in [("circle", 4), ("helix", 3), ("relu", 5)]:
+        net = plant(tasks.get(name).ticket(depth), width=60, seed=depth)
+        for (wm, _), w, layer in zip(net.ticket_mask, net.weights, net.hiding["layers"]):
+            mags, m = w.abs().flatten(), wm.flatten()
+            assert layer["ks"] == pytest.approx(ks_2samp(mags[m].numpy(), mags[~m].numpy()).statistic, abs=1e-12)
+            pct = (mags[None, :] <= mags[m][:, None]).double().mean(1)
+            assert layer["median_percentile"] == pytest.approx(float(pct.median()), abs=1e-12)

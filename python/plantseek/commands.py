@@ -14,6 +14,8 @@ def ticket_table(depth: int | None = None, width: int = 100) -> list[dict]:
     rows = []
     for name in tasks.available():
         task = tasks.get(name)
+        if not task.builds_ticket:
+            continue
         d = task.min_depth if depth is None else max(depth, task.min_depth)
         ticket = task.ticket(d)
         data = task.data(seed=0)

@@ -41,6 +41,7 @@ class Task:
     output_dim: int = 1
     min_depth: int = 2
     description: str = ""
+    builds_ticket: bool = True  # False for tasks whose ticket is found by training (the image task)
 
     # -- data
     def inputs(self, n: int, generator: torch.Generator) -> torch.Tensor:
