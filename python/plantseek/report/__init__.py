@@ -49,6 +49,7 @@ def _render(fig, out_dir: Path, slug: str, formats) -> tuple[bytes, list[Path]]:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     png = buf.getvalue()
+    fig.set_layout_engine("none")  # the layout is done; do not compute it again for the other formats
     for fmt in formats:
         p = out_dir / f"{slug}.{fmt}"
         if fmt == "png":
@@ -228,7 +229,7 @@ def _html(db, df, figs, table, sweeps, notes, acc_tol, loss_factor, title, forma
     failed = n - ok
     title = title or (f"plantseek report: {sweeps[-1]['name']}" if sweeps else "plantseek report")
     versions = ", ".join(sorted(set(map(str, df["version"].dropna())))) if n else "—"
-    devices = ", ".join(sorted(set(map(str, df["device"].dropna())))) if n and "device" in df else "—"
+    devices = (", ".join(sorted(set(map(str, df["device"].dropna())))) if n and "device" in df else "") or "default"
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
