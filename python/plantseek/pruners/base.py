@@ -117,11 +117,19 @@ def pruning_set(net, data, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _normalise(device: torch.device) -> torch.device:
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cpu":
+        return torch.device("cpu")
+    return device
+
+
 def device_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
     """A generator on ``device``: ``generator`` itself when it lives there, one seeded from it otherwise
     (a fixed seed 0 when None, so that pruning without a generator is deterministic)."""
-    device = torch.device(device)
-    if generator is not None and torch.device(generator.device).type == device.type:
+    device = _normalise(torch.device(device))
+    if generator is not None and _normalise(torch.device(generator.device)) == device:
         return generator
     if generator is None:
         seed = 0
