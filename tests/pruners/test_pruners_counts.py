@@ -192,3 +192,17 @@ def test_random_is_seeded(small_circle):
     d = p.prune(net, data, 0.3)  # no generator: deterministic
     e = p.prune(net, data, 0.3)
     assert all(torch.equal(x[0], y[0]) for x, y in zip(d, e))
+
+
+def test_native_global_topk_agrees_with_the_reference_when_present():
+    from plantseek.pruners import selection
+
+    fn = selection._native_topk()
+    if fn is None:
+        pytest.skip("plantseek.kernels.global_topk is not available")
+    g = torch.Generator().manual_seed(0)
+    for n, levels in [(1, 1), (50, 3), (1000, 5), (4097, 1000)]:
+        s = torch.randint(0, levels, (n,), generator=g).double()
+        elig = torch.rand(n, generator=g) < 0.8
+        for k in {0, 1, int(elig.sum()) // 2, int(elig.sum())}:
+            assert torch.equal(fn(s, k, elig), topk_keep(s, k, elig))
