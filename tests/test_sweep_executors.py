@@ -215,3 +215,15 @@ def test_killed_sweep_process_resumes(tmp_path, sig):
     for r in recs:  # finished runs were not redone
         if r["key"] in done_before:
             assert r["finished_at"] == done_before[r["key"]] and r["attempts"] == 1
+
+
+def test_cli_dry_run_and_bad_device(tmp_path, capsys):
+    from plantseek.cli import main
+
+    f = _sweep_file(tmp_path)
+    assert main(["sweep", str(f), "--db", str(tmp_path / "r.db"), "--dry-run"]) == 0
+    assert "36 runs, 0 already in" in capsys.readouterr().out
+    assert main(["sweep", str(f), "--db", str(tmp_path / "r.db"), "--device", "tpu:0"]) == 2
+    assert "tpu" in capsys.readouterr().err
+    assert main(["sweep", str(f), "--db", str(tmp_path / "r.db"), "--workers", "2"]) == 2
+    assert "--workers only applies" in capsys.readouterr().err

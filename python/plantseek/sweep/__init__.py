@@ -83,6 +83,15 @@ def run_sweep(
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     ex = get_executor(executor, **executor_options)
+    device = device or sweep.device
+    if device is not None and executor == "local":
+        # a bad device is one clear error up front, not a failed run per run (Dask workers check their own)
+        try:
+            from ..device import resolve_device
+        except ImportError:  # pragma: no cover
+            resolve_device = None
+        if resolve_device is not None:
+            resolve_device(device)
     version = package_version()
     with ResultStore(db) as store:
         runs, keys, skipped = plan_sweep(sweep, store, retry_failed=retry_failed)
@@ -104,7 +113,7 @@ def run_sweep(
                     report.failed += 1
                     report.failed_keys.append(r.key)
 
-        plan = RunPlan(device=device or sweep.device, max_batch=max_batch, batch_fn=batch_fn, single_fn=single_fn,
+        plan = RunPlan(device=device, max_batch=max_batch, batch_fn=batch_fn, single_fn=single_fn,
                        imports=list(sweep.imports), progress=progress, sweep=sweep.name, version=version)
         try:
             ex.run(runs, keys, on_records, plan)
