@@ -1,0 +1,310 @@
+"""Seeking protocols: how a pruner's masks become a network that is then measured.
+
+- ``singleshot`` (weak tickets): prune the planted network once at initialisation, then train the kept weights.
+- ``multishot`` (weak tickets): ``rounds`` rounds of training ``round_epochs`` epochs, pruning to
+  ``density ** (r / rounds)`` within the previous mask (masks are nested: a pruned parameter never comes back)
+  and rewinding the kept weights to their planted values; then train ``epochs`` epochs. magnitude + multishot
+  is iterative magnitude pruning (IMP).
+- ``strong``: choose a mask only; every kept weight keeps its planted value. The output is read through a
+  scale fitted on the training data (regression: one least-squares factor per output; classification: one
+  positive temperature, a 1-D convex fit), the same rule for every mask (DESIGN.md, "Planting and hiding").
+
+A protocol works on a *group* of runs that share task, shape and training settings; the weight training of
+the group is one batched computation (`plantseek.train`). Runs fail one by one: a pruner error or a
+diverging loss is stored on that run and the others carry on. Register your own with `register(name)` on a
+`Protocol` subclass.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import torch
+
+from . import train as _train
+from .masks import Mask, check_mask
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Run:
+    """One run of a group: its planted network and data (on the group's device and dtype) and its results."""
+
+    label: str
+    net: Any  # PlantedNetwork on the device, training dtype
+    data: Any  # TaskData on the device, training dtype
+    pruner: Any = None  # a configured pruner (None for the dense baseline)
+    density: float = 1.0
+    scope: str | None = None
+    prune_bias: bool = True
+    prune_generator: torch.Generator | None = None
+    train_generator: torch.Generator | None = None
+    # results
+    mask: Mask | None = None
+    weights: list[Tensor] | None = None
+    biases: list[Tensor] | None = None
+    extra: dict = field(default_factory=dict)
+    error: BaseException | None = None
+    time_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Settings:
+    """Training settings shared by a group (the paper's defaults)."""
+
+    task: Any
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    rounds: int = 10
+    round_epochs: int = 5
+    impl: str = "auto"
+    progress: bool = False
+
+    def train_config(self, epochs: int) -> _train.TrainConfig:
+        return _train.TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
+                                  impl=self.impl)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def prune_run(run: Run, density: float, mask: Mask | None = None) -> Mask:
+    """The run's pruner applied to its network (weights as they stand in `run.net`), with checks."""
+    kwargs: dict[str, Any] = {"prune_bias": run.prune_bias, "generator": run.prune_generator}
+    if run.scope is not None:
+        kwargs["scope"] = run.scope
+    if mask is not None:
+        kwargs["mask"] = mask
+    new = run.pruner.prune(run.net, run.data, density, **kwargs)
+    new = [tuple(p) for p in new]
+    name = getattr(run.pruner, "name", type(run.pruner).__name__)
+    try:
+        check_mask(new, run.net.weights, run.net.biases, name=f"the mask of pruner {name!r}")
+    except ValueError as exc:
+        raise ValueError(f"{exc}") from None
+    dev = run.net.device
+    new = [(wm.to(dev), bm.to(dev)) for wm, bm in new]
+    if mask is not None:  # nested, whatever the pruner did
+        new = [(wm & om, bm & obm) for (wm, bm), (om, obm) in zip(new, mask)]
+    return new
+
+
+def full_mask(net) -> Mask:
+    return [(torch.ones(w.shape, dtype=torch.bool, device=w.device), torch.ones(b.shape, dtype=torch.bool, device=b.device))
+            for w, b in zip(net.weights, net.biases)]
+
+
+def train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: int, desc: str = "train",
+               start: list[tuple[list[Tensor], list[Tensor]]] | None = None) -> None:
+    """Train the runs together from their planted weights (or `start`), setting `weights`/`biases` or `error`."""
+    if not runs:
+        return
+    t0 = time.perf_counter()
+    if start is None:
+        start = [(r.net.weights, r.net.biases) for r in runs]
+    W, B = _train.stack_params(start)
+    M = _train.stack_masks(masks)
+    x = torch.stack([r.data.x_train for r in runs])
+    y = torch.stack([r.data.y_train for r in runs])
+    res = _train.train(W, B, M, x, y, kind=settings.task.kind, generators=[r.train_generator for r in runs],
+                       config=settings.train_config(epochs), progress=settings.progress, desc=desc,
+                       labels=[r.label for r in runs])
+    share = (time.perf_counter() - t0) / len(runs)
+    for k, r in enumerate(runs):
+        r.time_s += share
+        if res.failed[k] is not None:
+            r.error = res.failed[k]
+        else:
+            r.weights, r.biases = _train.unstack(res.weights, res.biases, k)
+            r.extra["train_loss"] = res.train_loss[k]
+
+
+def _pruned(runs: list[Run], density_of: Callable[[Run], float], masks: dict[int, Mask] | None = None) -> None:
+    for k, r in enumerate(runs):
+        if not r.ok:
+            continue
+        t0 = time.perf_counter()
+        try:
+            r.mask = prune_run(r, density_of(r), None if masks is None else masks[k])
+        except Exception as exc:  # noqa: BLE001 - a failing run must not stop the group
+            r.error = exc
+        r.time_s += time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+_PROTOCOLS: dict[str, type] = {}
+
+
+def register(name: str):
+    """Class decorator adding a `Protocol` subclass under `name`."""
+    def wrap(cls):
+        if name in _PROTOCOLS and _PROTOCOLS[name] is not cls:
+            raise ValueError(f"protocol {name!r} is already registered")
+        cls.name = name
+        _PROTOCOLS[name] = cls
+        return cls
+    return wrap
+
+
+def available() -> list[str]:
+    return sorted(_PROTOCOLS)
+
+
+def descriptions() -> dict[str, str]:
+    out = {}
+    for n in available():
+        doc = inspect.getdoc(_PROTOCOLS[n]) or ""
+        out[n] = doc.splitlines()[0] if doc else ""
+    return out
+
+
+def get(name: "str | Protocol") -> "Protocol":
+    """A protocol by name; unknown names raise ValueError listing the known ones."""
+    if isinstance(name, Protocol):
+        return name
+    if not isinstance(name, str) or name not in _PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; available: {', '.join(available())}")
+    return _PROTOCOLS[name]()
+
+
+class Protocol:
+    """A way to turn pruner masks into a measured network. Subclasses implement `run(runs, dense, settings)`.
+
+    After `run`, every run that did not fail has `mask`, `weights`, `biases` (the parameters to measure, zero
+    where pruned) and optionally `extra` metrics; every dense-baseline run (mask all True, no pruner) has its
+    trained `weights`/`biases`. `scaled` protocols are measured through a fitted output scale.
+    """
+
+    name = ""
+    scaled = False  # strong: outputs are read through a scale fitted on training data
+
+    def run(self, runs: list[Run], dense: list[Run], settings: Settings) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def train_dense(dense: list[Run], settings: Settings) -> None:
+        train_runs(dense, [full_mask(r.net) for r in dense], settings, settings.epochs, desc="dense")
+
+
+@register("singleshot")
+class SingleShot(Protocol):
+    """Prune once at initialisation, then train the kept weights (weak tickets)."""
+
+    def run(self, runs, dense, settings):
+        _pruned(runs, lambda r: r.density)
+        live = [r for r in runs if r.ok]
+        members = live + list(dense)
+        masks = [r.mask for r in live] + [full_mask(r.net) for r in dense]
+        train_runs(members, masks, settings, settings.epochs, desc="singleshot")
+
+
+@register("multishot")
+class MultiShot(Protocol):
+    """Rounds of train, prune to density^(r/rounds) and rewind to the planted weights; then train (IMP-style)."""
+
+    def run(self, runs, dense, settings):
+        R = int(settings.rounds)
+        if R < 1:
+            raise ValueError(f"multishot needs rounds >= 1 (got {R})")
+        for r in runs:
+            r.mask = full_mask(r.net)
+        planted = {id(r): r.net for r in runs}
+        for rnd in range(1, R + 1):
+            live = [r for r in runs if r.ok]
+            if not live:
+                break
+            train_runs(live, [r.mask for r in live], settings, settings.round_epochs, desc=f"multishot round {rnd}/{R}")
+            live = [r for r in live if r.ok]
+            for r in live:
+                t0 = time.perf_counter()
+                net0 = planted[id(r)]
+                trained = replace(net0, weights=list(r.weights), biases=list(r.biases))
+                try:
+                    r.net = trained  # the pruner scores the trained weights
+                    r.mask = prune_run(r, r.density ** (rnd / R), r.mask)
+                except Exception as exc:  # noqa: BLE001
+                    r.error = exc
+                finally:
+                    r.net = net0  # rewind: kept weights go back to their planted values
+                    r.weights = r.biases = None
+                r.time_s += time.perf_counter() - t0
+        live = [r for r in runs if r.ok]
+        members = live + list(dense)
+        masks = [r.mask for r in live] + [full_mask(r.net) for r in dense]
+        train_runs(members, masks, settings, settings.epochs, desc="multishot final")
+
+
+@register("strong")
+class Strong(Protocol):
+    """Choose a mask only: kept weights keep their planted values; outputs through a fitted scale."""
+
+    scaled = True
+
+    def run(self, runs, dense, settings):
+        _pruned(runs, lambda r: r.density)
+        for r in runs:
+            if r.ok:
+                r.weights = [w * wm for w, (wm, _) in zip(r.net.weights, r.mask)]
+                r.biases = [b * bm for b, (_, bm) in zip(r.net.biases, r.mask)]
+        self.train_dense(dense, settings)
+
+
+# ------------------------------------------------------------------------------------------------ fitted scales
+
+def fit_regression_scale(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Per-output least-squares factors c_k = <o_k, y_k> / <o_k, o_k> (0 where an output is identically 0).
+
+    outputs, targets: (N, K). Returns (K,) on the outputs' device.
+    """
+    y = targets.to(outputs.dtype).reshape(outputs.shape)
+    num = (outputs * y).sum(dim=0)
+    den = (outputs * outputs).sum(dim=0)
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+
+
+def fit_temperature(logits: Tensor, labels: Tensor, iterations: int = 200) -> float:
+    """The positive factor t minimising the mean cross-entropy of ``t * logits`` (a 1-D convex problem).
+
+    The derivative in t, mean(E_softmax(t z)[z] - z_label), is increasing; its root is bracketed by doubling
+    and found by bisection in log t. Returns 0 when even tiny t does not help (the logits carry no
+    information: derivative >= 0 at t = 0) and the upper bracket (1e12 / max|z|) when the training data are
+    separated by the logits so that the loss keeps falling as t grows.
+    """
+    z = logits.detach()
+    lab = labels.reshape(-1, 1)
+    z_lab = z.gather(1, lab).squeeze(1)
+
+    def deriv(t: float) -> float:
+        p = torch.softmax(z * t, dim=1)
+        return float(((p * z).sum(dim=1) - z_lab).mean())
+
+    if deriv(0.0) >= 0:
+        return 0.0
+    zmax = float(z.abs().max())
+    if not math.isfinite(zmax) or zmax == 0:
+        return 0.0
+    lo, hi = 0.0, 1.0 / zmax
+    limit = 1e12 / zmax
+    while deriv(hi) < 0:
+        lo, hi = hi, hi * 2.0
+        if hi > limit:
+            return limit
+    for _ in range(iterations):
+        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2.0
+        if deriv(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-15 * hi:
+            break
+    return 0.5 * (lo + hi)

@@ -1,0 +1,628 @@
+"""`seek`: plant a ticket, let a pruner look for it under a protocol, train, and measure against the ticket.
+
+``seek(task="circle", depth=4, width=100, pruner="synflow", density=0.1, protocol="singleshot", ...)`` runs one
+configuration and returns a `SeekResult` (flat ``metrics``, the found ``masks``, the normalised ``config``).
+``seek_batch([kwargs, ...])`` runs many: runs that share task, shape, protocol and training settings are
+trained together as one batched computation (float64 results equal the one-by-one ones), and a run that fails
+comes back as its exception in place of a result without touching the others.
+
+Defaults are the paper's (DESIGN.md, "The paper's experiments"; our depth = the paper's depth - 1): Adam,
+lr 1e-3, batch 32, 10 epochs; multishot 10 rounds of 5 epochs; 10 000 samples, 90/10 split, noise 0.01;
+pruning data 40 samples.
+
+Randomness: the host and the planting come from ``seed`` itself (so ``plantseek.plant(task, width, depth,
+seed)`` is the same network); the data, the pruner's generator and the training shuffle use seeds derived
+from it (`derive_seed`). Data and planting are drawn on the CPU in float64 and then moved to the device and
+training dtype, so a seed means the same planted network everywhere.
+
+Metrics (flat keys): test_loss, test_accuracy (classification), test_loss_rescaled (regression: per-output
+least-squares factor fitted on the test outputs, the paper's evaluation), test_loss_planted_scale and
+output_scale_fitted (strong), ticket_test_loss/ticket_test_accuracy (the planted ticket itself),
+dense_test_loss/dense_test_accuracy (the dense host trained for ``epochs`` epochs with the same optimiser,
+cached per configuration), requested_density, density (achieved, biases included), weight_density,
+ticket_density, effective_density, dead_neurons, layer_collapse, precision/recall/f1/jaccard overall and per
+layer (``recall_layer_{i}`` ...), ticket_survived, layer_density_{i} and ticket_layer_density_{i} (kept
+fraction of the weights of layer i), train_time_s (wall time of this run; batched work is shared equally),
+hiding_median_percentile.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import numbers
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from . import protocols as _protocols
+from . import tasks as _tasks
+from . import train as _train
+from .device import resolve_device, resolve_dtype
+from .masks import Mask
+
+DEFAULTS: dict[str, Any] = dict(
+    task="circle", depth=4, width=100, pruner="synflow", density=0.1, protocol="singleshot", epochs=10, seed=0,
+    device="auto", dtype="float32", lr=1e-3, batch_size=32, optimizer="adam", rounds=10, round_epochs=5,
+    scope=None, prune_bias=True, n_samples=10_000, noise=0.01, pruning_samples=40, init="he-scaled",
+    dense_baseline=True, progress=True, impl="auto", pruner_options=None,
+)
+
+# settings that must agree for runs to be trained together
+GROUP_KEYS = ("task", "depth", "width", "protocol", "epochs", "dtype", "device", "lr", "batch_size", "optimizer",
+              "rounds", "round_epochs", "n_samples", "impl")
+
+
+@dataclass
+class SeekResult:
+    """The outcome of one run: flat `metrics`, the found `masks` (on the run's device) and the `config`."""
+
+    metrics: dict[str, Any]
+    masks: Mask | None
+    config: dict[str, Any]
+    weights: list[torch.Tensor] | None = field(default=None, repr=False)
+    biases: list[torch.Tensor] | None = field(default=None, repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.metrics[key]
+
+
+def derive_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for a named random stream of run `seed` ("data", "prune", "train", ...)."""
+    h = hashlib.sha256(f"plantseek:{int(seed)}:{stream}".encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+# ------------------------------------------------------------------------------------------------ normalising
+
+def _pruner_name_options(pruner: Any) -> tuple[str, dict]:
+    name = getattr(pruner, "name", None) or type(pruner).__name__
+    opts = {k: v for k, v in dict(getattr(pruner, "options", {}) or {}).items() if not callable(v)}
+    return name, opts
+
+
+def make_pruner(pruner: Any, options: dict | None = None, pruning_samples: int | None = None):
+    """A configured pruner from a name (with options; `pruning_samples` when the pruner takes it) or an object."""
+    from . import pruners as _pruners
+
+    if not isinstance(pruner, str):
+        if options:
+            raise ValueError("pruner_options can only be given with a pruner name, not with a configured pruner")
+        if not callable(getattr(pruner, "prune", None)):
+            raise ValueError(f"pruner must be a name or a pruner object with a prune method, got {pruner!r}")
+        return pruner
+    opts = dict(options or {})
+    if pruner not in _pruners.available():
+        raise ValueError(f"unknown pruner {pruner!r}; available: {', '.join(_pruners.available())}")
+    if pruning_samples is not None and "pruning_samples" not in opts:
+        cls = type(_pruners.get(pruner, **opts))
+        if "pruning_samples" in inspect.signature(cls.__init__).parameters:
+            opts["pruning_samples"] = int(pruning_samples)
+    return _pruners.get(pruner, **opts)
+
+
+def _check_density(density: Any) -> float | str:
+    if isinstance(density, str):
+        if density.strip().lower() == "ticket":
+            return "ticket"
+        try:
+            density = float(density)
+        except ValueError:
+            raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}") from None
+    if isinstance(density, bool) or not isinstance(density, numbers.Real):
+        raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}")
+    d = float(density)
+    if not (math.isfinite(d) and 0.0 < d <= 1.0):
+        raise ValueError(f"density must lie in (0, 1] (the fraction of prunable parameters kept), got {density!r}")
+    return d
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def normalize(kwargs: dict) -> dict:
+    """Fill in defaults and validate one run's arguments; returns the normalised configuration.
+
+    The configuration keeps the pruner object under ``pruner_obj`` and its name/options under ``pruner`` and
+    ``pruner_options``; ``device`` is resolved ("auto" -> "cpu" or "cuda") and ``dtype`` is a name.
+    """
+    unknown = sorted(set(kwargs) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f"seek got unknown argument(s) {', '.join(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
+    cfg = {**DEFAULTS, **kwargs}
+    task = _tasks.get(cfg["task"])  # unknown task -> ValueError listing the known ones
+    cfg["task"] = task.name
+    proto = _protocols.get(cfg["protocol"])
+    cfg["protocol"] = proto.name
+    cfg["depth"] = _positive_int("depth", cfg["depth"], 1)
+    if cfg["depth"] < task.min_depth:
+        raise ValueError(f"task {task.name!r} needs depth >= {task.min_depth} (got {cfg['depth']})")
+    w = cfg["width"]
+    if isinstance(w, (list, tuple)):
+        cfg["width"] = [_positive_int("width", v) for v in w]
+    else:
+        cfg["width"] = _positive_int("width", w)
+    cfg["density"] = _check_density(cfg["density"])
+    cfg["epochs"] = _positive_int("epochs", cfg["epochs"], 0)
+    cfg["seed"] = _positive_int("seed", cfg["seed"], 0)
+    cfg["batch_size"] = _positive_int("batch_size", cfg["batch_size"])
+    cfg["rounds"] = _positive_int("rounds", cfg["rounds"])
+    cfg["round_epochs"] = _positive_int("round_epochs", cfg["round_epochs"], 0)
+    cfg["n_samples"] = _positive_int("n_samples", cfg["n_samples"], 2)
+    cfg["pruning_samples"] = _positive_int("pruning_samples", cfg["pruning_samples"])
+    lr = cfg["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    cfg["lr"] = float(lr)
+    if float(cfg["noise"]) < 0:
+        raise ValueError(f"noise must be >= 0, got {cfg['noise']!r}")
+    cfg["noise"] = float(cfg["noise"])
+    if cfg["scope"] is not None and cfg["scope"] not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global', 'layer' or None (the pruner's default), got {cfg['scope']!r}")
+    if cfg["optimizer"] not in ("adam", "sgd"):
+        raise ValueError(f"unknown optimizer {cfg['optimizer']!r}; available: adam, sgd")
+    if cfg["impl"] not in ("auto", "dense", "sparse"):
+        raise ValueError(f"unknown impl {cfg['impl']!r}; available: auto, dense, sparse")
+    cfg["prune_bias"] = bool(cfg["prune_bias"])
+    dev = resolve_device(cfg["device"])
+    cfg["device"] = str(dev)
+    cfg["dtype"] = str(resolve_dtype(cfg["dtype"])).replace("torch.", "")
+    obj = make_pruner(cfg["pruner"], cfg["pruner_options"], cfg["pruning_samples"])
+    cfg["pruner_obj"] = obj
+    cfg["pruner"], cfg["pruner_options"] = _pruner_name_options(obj)
+    return cfg
+
+
+def public_config(cfg: dict) -> dict:
+    """The configuration without the pruner object (JSON-friendly)."""
+    out = {k: v for k, v in cfg.items() if k != "pruner_obj"}
+    if isinstance(out.get("width"), list):
+        out["width"] = list(out["width"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ caches
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key, make, cache: bool = True):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = make()
+        if cache:
+            self[key] = value
+            while len(self) > self.size:
+                self.popitem(last=False)
+        return value
+
+
+_NETS = _LRU(16)
+_DATA = _LRU(16)
+_TICKET = _LRU(256)
+_DENSE = _LRU(1024)
+_CACHE_MAX_PARAMS = 4_000_000  # planted networks larger than this are not kept in memory
+
+
+def clear_caches() -> None:
+    """Forget cached planted networks, data, ticket and dense-baseline metrics."""
+    for c in (_NETS, _DATA, _TICKET, _DENSE):
+        c.clear()
+
+
+def _width_key(width) -> Any:
+    return tuple(width) if isinstance(width, list) else width
+
+
+def _planted(cfg: dict):
+    from .planting import plant
+
+    key = (cfg["task"], cfg["depth"], _width_key(cfg["width"]), cfg["seed"], cfg["init"])
+
+    def make():
+        return plant(cfg["task"], width=cfg["width"], depth=cfg["depth"], seed=cfg["seed"], init=cfg["init"], device="cpu")
+
+    widths = [int(v) for v in (cfg["width"] if isinstance(cfg["width"], list) else [cfg["width"]] * (cfg["depth"] - 1))]
+    task = _tasks.get(cfg["task"])
+    full = [task.input_dim] + widths + [task.output_dim]
+    n_params = sum(a * b + b for a, b in zip(full[:-1], full[1:]))
+    return _NETS.get_or(key, make, cache=n_params <= _CACHE_MAX_PARAMS)
+
+
+def _data(cfg: dict):
+    key = (cfg["task"], cfg["n_samples"], cfg["noise"], cfg["seed"])
+    return _DATA.get_or(key, lambda: _tasks.get(cfg["task"]).data(cfg["n_samples"], cfg["noise"], derive_seed(cfg["seed"], "data")))
+
+
+def _ticket_metrics(cfg: dict, net, data) -> dict:
+    key = (cfg["task"], cfg["depth"], _width_key(cfg["width"]), cfg["seed"], cfg["init"], cfg["n_samples"], cfg["noise"])
+
+    def make():
+        task = _tasks.get(cfg["task"])
+        ev = task.evaluate(net.ticket.forward(data.x_test), data.y_test)
+        out = {"ticket_test_loss": ev["loss"]}
+        if "accuracy" in ev:
+            out["ticket_test_accuracy"] = ev["accuracy"]
+        return out
+
+    return _TICKET.get_or(key, make)
+
+
+def _dense_key(cfg: dict) -> tuple:
+    return (cfg["task"], cfg["depth"], _width_key(cfg["width"]), cfg["seed"], cfg["init"], cfg["n_samples"], cfg["noise"],
+            cfg["epochs"], cfg["lr"], cfg["batch_size"], cfg["optimizer"], cfg["dtype"], cfg["device"])
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+def _safe_div(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def _recovery(mask: Mask, ticket_mask: Mask) -> dict:
+    """precision/recall/f1/jaccard overall and per layer (weights and biases together), ticket_survived."""
+    from . import masks as _masks
+
+    inter, kept, ref = _masks.overlap_counts([mask], ticket_mask)
+    inter, kept = inter[0].tolist(), kept[0].tolist()
+    ref = ref.tolist()
+    out: dict[str, Any] = {}
+
+    def scores(i: int, k: int, r: int) -> dict:
+        p, rc = _safe_div(i, k), (_safe_div(i, r) if r else 1.0)
+        f1 = _safe_div(2 * p * rc, p + rc)
+        jac = _safe_div(i, k + r - i) if (k + r - i) else 1.0
+        return {"precision": p, "recall": rc, "f1": f1, "jaccard": jac}
+
+    for key, v in scores(sum(inter), sum(kept), sum(ref)).items():
+        out[key] = v
+    for l in range(len(mask)):
+        s = scores(inter[2 * l] + inter[2 * l + 1], kept[2 * l] + kept[2 * l + 1], ref[2 * l] + ref[2 * l + 1])
+        for key, v in s.items():
+            out[f"{key}_layer_{l}"] = v
+    out["ticket_survived"] = bool(sum(inter) == sum(ref))
+    return out
+
+
+def _recovery_metrics(mask: Mask, ticket_mask: Mask) -> dict:
+    try:
+        from . import metrics as _metrics  # the native colleague's module, when present
+    except ImportError:
+        _metrics = None
+    if _metrics is not None and hasattr(_metrics, "recovery"):
+        rec = _metrics.recovery(mask, ticket_mask)
+        flat = _flatten_recovery(rec, len(mask))
+        if flat is not None:
+            return flat
+    return _recovery(mask, ticket_mask)
+
+
+def _flatten_recovery(rec: Any, depth: int) -> dict | None:
+    """Map `metrics.recovery`'s answer onto our flat keys (None if its shape is not understood)."""
+    if not isinstance(rec, dict):
+        return None
+    out: dict[str, Any] = {}
+    for key in ("precision", "recall", "f1", "jaccard"):
+        if key not in rec:
+            return None
+        out[key] = float(rec[key])
+    layers = rec.get("layers") or rec.get("per_layer")
+    if isinstance(layers, (list, tuple)) and len(layers) == depth:
+        for l, d in enumerate(layers):
+            for key in ("precision", "recall", "f1", "jaccard"):
+                out[f"{key}_layer_{l}"] = float(d[key])
+    else:
+        for l in range(depth):
+            for key in ("precision", "recall", "f1", "jaccard"):
+                k = f"{key}_layer_{l}"
+                if k not in rec:
+                    return None
+                out[k] = float(rec[k])
+    out["ticket_survived"] = bool(rec.get("ticket_survived", out["recall"] >= 1.0))
+    return out
+
+
+def _connectivity(mask: Mask) -> dict:
+    """effective_density, dead_neurons and layer_collapse (native metrics when present, else inline)."""
+    try:
+        from . import metrics as _metrics
+    except ImportError:
+        _metrics = None
+    out: dict[str, Any] = {}
+    if _metrics is not None and hasattr(_metrics, "effective_density"):
+        out["effective_density"] = float(_metrics.effective_density(mask))
+        if hasattr(_metrics, "dead_neurons"):
+            out["dead_neurons"] = int(_metrics.dead_neurons(mask))
+        if hasattr(_metrics, "layer_collapse"):
+            out["layer_collapse"] = bool(_metrics.layer_collapse(mask))
+        if len(out) == 3:
+            return out
+    inline = connectivity_reference(mask)
+    for k, v in inline.items():
+        out.setdefault(k, v)
+    return out
+
+
+def connectivity_reference(mask: Mask) -> dict:
+    """Inline structural metrics: a parameter is effective when it lies on some input-to-output path (a neuron
+    with a kept bias is a source); a hidden neuron is dead when no effective parameter touches it; a layer has
+    collapsed when it keeps no weight at all."""
+    depth = len(mask)
+    dev = mask[0][0].device
+    # forward: which neurons carry a signal (inputs always; a kept bias is a source)
+    fwd = [torch.ones(mask[0][0].shape[1], dtype=torch.bool, device=dev)]
+    for wm, bm in mask:
+        fwd.append((wm & fwd[-1].unsqueeze(0)).any(dim=1) | bm)
+    # backward: which neurons reach an output
+    bwd = [None] * (depth + 1)
+    bwd[depth] = torch.ones(mask[-1][0].shape[0], dtype=torch.bool, device=dev)
+    for l in range(depth - 1, -1, -1):
+        wm = mask[l][0]
+        bwd[l] = (wm & bwd[l + 1].unsqueeze(1)).any(dim=0)
+    eff, total = 0, 0
+    dead = 0
+    for l, (wm, bm) in enumerate(mask):
+        ew = wm & fwd[l].unsqueeze(0) & bwd[l + 1].unsqueeze(1)
+        eb = bm & bwd[l + 1]
+        eff += int(ew.sum()) + int(eb.sum())
+        total += wm.numel() + bm.numel()
+        if l < depth - 1:
+            dead += int((~(fwd[l + 1] & bwd[l + 1])).sum())
+    collapse = any(int(wm.sum()) == 0 for wm, _ in mask)
+    return {"effective_density": eff / total if total else 0.0, "dead_neurons": dead, "layer_collapse": bool(collapse)}
+
+
+def mask_metrics(mask: Mask, net) -> dict:
+    """Density, per-layer densities (found and ticket), recovery and connectivity of a mask."""
+    n_w = sum(wm.numel() for wm, _ in mask)
+    n_all = n_w + sum(bm.numel() for _, bm in mask)
+    k_w = sum(int(wm.sum()) for wm, _ in mask)
+    k_all = k_w + sum(int(bm.sum()) for _, bm in mask)
+    out: dict[str, Any] = {"density": k_all / n_all, "weight_density": k_w / n_w,
+                           "ticket_density": float(net.ticket_density)}
+    tmask = [(wm.to(mask[0][0].device), bm.to(mask[0][0].device)) for wm, bm in net.ticket_mask]
+    for l, ((wm, _), (twm, _)) in enumerate(zip(mask, tmask)):
+        out[f"layer_density_{l}"] = int(wm.sum()) / wm.numel()
+        out[f"ticket_layer_density_{l}"] = int(twm.sum()) / twm.numel()
+    out.update(_recovery_metrics(mask, tmask))
+    out.update(_connectivity(mask))
+    return out
+
+
+def output_metrics(task, run: _protocols.Run, scaled: bool) -> dict:
+    """test_loss/test_accuracy (fitted scale under strong), test_loss_planted_scale, test_loss_rescaled."""
+    W = [w.unsqueeze(0) for w in run.weights]
+    B = [b.unsqueeze(0) for b in run.biases]
+    data = run.data
+    out_test = _train.evaluate_outputs(W, B, data.x_test.unsqueeze(0))[0]
+    m: dict[str, Any] = {}
+    regression = task.kind != "classification"
+    if scaled:
+        out_train = _train.evaluate_outputs(W, B, data.x_train.unsqueeze(0))[0]
+        if regression:
+            c = _protocols.fit_regression_scale(out_train, data.y_train)
+            fitted = out_test * c
+            divisors = [(1.0 / v) if v != 0 else float("nan") for v in c.tolist()]
+            m["output_scale_fitted"] = divisors[0] if len(divisors) == 1 else float(sum(divisors) / len(divisors))
+            if len(divisors) > 1:
+                for k, v in enumerate(divisors):
+                    m[f"output_scale_fitted_{k}"] = v
+        else:
+            t = _protocols.fit_temperature(out_train, data.y_train)
+            fitted = out_test * t
+            m["output_scale_fitted"] = (1.0 / t) if t > 0 else float("nan")
+        ev = task.evaluate(fitted, data.y_test)
+        m["test_loss"] = ev["loss"]
+        if "accuracy" in ev:
+            m["test_accuracy"] = ev["accuracy"]
+        planted = task.evaluate(out_test / float(run.net.output_scale), data.y_test)
+        m["test_loss_planted_scale"] = planted["loss"]
+    else:
+        ev = task.evaluate(out_test, data.y_test)
+        m["test_loss"] = ev["loss"]
+        if "accuracy" in ev:
+            m["test_accuracy"] = ev["accuracy"]
+    if regression:
+        c = _protocols.fit_regression_scale(out_test, data.y_test)
+        m["test_loss_rescaled"] = task.evaluate(out_test * c, data.y_test)["loss"]
+    return m
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+def _label(cfg: dict) -> str:
+    return (f"{cfg['task']} depth={cfg['depth']} width={cfg['width']} {cfg['pruner']} density={cfg['density']} "
+            f"{cfg['protocol']} seed={cfg['seed']}")
+
+
+def _make_run(cfg: dict, device: torch.device, dtype: torch.dtype):
+    net_cpu = _planted(cfg)
+    data_cpu = _data(cfg)
+    ticket = _ticket_metrics(cfg, net_cpu, data_cpu)
+    net = net_cpu.to(device, dtype)
+    data = data_cpu.to(device, dtype)
+    if cfg["density"] == "ticket":
+        density = float(net.ticket_density if cfg["prune_bias"] else net.ticket_weight_density)
+    else:
+        density = float(cfg["density"])
+    run = _protocols.Run(
+        label=_label(cfg), net=net, data=data, pruner=cfg["pruner_obj"], density=density, scope=cfg["scope"],
+        prune_bias=cfg["prune_bias"],
+        prune_generator=torch.Generator(device=device).manual_seed(derive_seed(cfg["seed"], "prune")),
+        train_generator=torch.Generator(device=device).manual_seed(derive_seed(cfg["seed"], "train")),
+    )
+    return run, ticket
+
+
+def _run_group(cfgs: list[dict]) -> list[SeekResult | BaseException]:
+    """Run configurations that share GROUP_KEYS together."""
+    c0 = cfgs[0]
+    device, dtype = resolve_device(c0["device"]), resolve_dtype(c0["dtype"])
+    task = _tasks.get(c0["task"])
+    proto = _protocols.get(c0["protocol"])
+    settings = _protocols.Settings(
+        task=task, epochs=c0["epochs"], batch_size=c0["batch_size"], lr=c0["lr"], optimizer=c0["optimizer"],
+        rounds=c0["rounds"], round_epochs=c0["round_epochs"], impl=c0["impl"],
+        progress=any(c["progress"] for c in cfgs),
+    )
+    results: list[SeekResult | BaseException | None] = [None] * len(cfgs)
+    runs: list[_protocols.Run | None] = [None] * len(cfgs)
+    tickets: list[dict | None] = [None] * len(cfgs)
+    for i, cfg in enumerate(cfgs):
+        try:
+            t0 = time.perf_counter()
+            runs[i], tickets[i] = _make_run(cfg, device, dtype)
+            runs[i].time_s += time.perf_counter() - t0
+        except Exception as exc:  # noqa: BLE001
+            results[i] = exc
+    # dense baselines not yet cached: one per distinct key, trained in the same batch where the protocol can
+    dense_runs: dict[tuple, _protocols.Run] = {}
+    for i, cfg in enumerate(cfgs):
+        if runs[i] is None or not cfg["dense_baseline"]:
+            continue
+        key = _dense_key(cfg)
+        if key in _DENSE or key in dense_runs:
+            continue
+        r = runs[i]
+        dense_runs[key] = _protocols.Run(
+            label=f"dense host of {_label(cfg)}", net=r.net, data=r.data,
+            train_generator=torch.Generator(device=device).manual_seed(derive_seed(cfg["seed"], "train")),
+        )
+    live = [r for r in runs if r is not None]
+    proto.run(live, list(dense_runs.values()), settings)
+    for key, d in dense_runs.items():
+        if d.ok and d.weights is not None:
+            W = [w.unsqueeze(0) for w in d.weights]
+            B = [b.unsqueeze(0) for b in d.biases]
+            out = _train.evaluate_outputs(W, B, d.data.x_test.unsqueeze(0))[0]
+            ev = task.evaluate(out, d.data.y_test)
+            _DENSE[key] = {"dense_test_loss": ev["loss"], **({"dense_test_accuracy": ev["accuracy"]} if "accuracy" in ev else {})}
+        else:  # a diverging dense baseline is reported as NaN, it does not fail the run
+            _DENSE[key] = {"dense_test_loss": float("nan"), **({"dense_test_accuracy": float("nan")} if task.kind == "classification" else {})}
+    for i, cfg in enumerate(cfgs):
+        r = runs[i]
+        if r is None:
+            continue
+        if not r.ok:
+            results[i] = r.error
+            continue
+        try:
+            t0 = time.perf_counter()
+            m: dict[str, Any] = {}
+            m.update(output_metrics(task, r, proto.scaled))
+            m.update(tickets[i])
+            if cfg["dense_baseline"]:
+                m.update(_DENSE.get(_dense_key(cfg), {}))
+            m["requested_density"] = r.density
+            m.update(mask_metrics(r.mask, r.net))
+            m["hiding_median_percentile"] = float(r.net.hiding.get("median_percentile", float("nan")))
+            if "train_loss" in r.extra:
+                m["train_loss"] = r.extra["train_loss"]
+            m["output_scale"] = float(r.net.output_scale)
+            r.time_s += time.perf_counter() - t0
+            m["train_time_s"] = r.time_s
+            results[i] = SeekResult(metrics=m, masks=r.mask, config=public_config(cfg), weights=r.weights, biases=r.biases)
+        except Exception as exc:  # noqa: BLE001
+            results[i] = exc
+    return results  # type: ignore[return-value]
+
+
+def _threads_context(cfgs: list[dict]):
+    """Tiny batched problems run faster on one thread (OpenMP start-up costs more than the work, badly so on a
+    shared machine); `PLANTSEEK_TRAIN_THREADS` overrides."""
+    import contextlib
+    import os
+
+    env = os.environ.get("PLANTSEEK_TRAIN_THREADS", "").strip()
+    c0 = cfgs[0]
+    if env:
+        n = int(env)
+    elif c0["device"] == "cpu":
+        task = _tasks.get(c0["task"])
+        widths = c0["width"] if isinstance(c0["width"], list) else [c0["width"]] * (c0["depth"] - 1)
+        full = [task.input_dim] + list(widths) + [task.output_dim]
+        work = len(cfgs) * 2 * c0["batch_size"] * sum(a * b for a, b in zip(full[:-1], full[1:]))
+        n = 1 if work < 1e8 else 0
+    else:
+        n = 0
+
+    @contextlib.contextmanager
+    def ctx():
+        if n <= 0:
+            yield
+            return
+        old = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old)
+
+    return ctx()
+
+
+def seek_batch(kwargs_list: Sequence[dict]) -> list[SeekResult | BaseException]:
+    """Run many configurations; runs sharing task/shape/protocol/training settings train together.
+
+    Returns one entry per input in the same order: a `SeekResult`, or the exception that run raised (bad
+    arguments, a pruner error, a diverging loss). One run's failure never loses the others; if a whole group
+    fails unexpectedly (e.g. out of memory), its runs are retried one by one.
+    """
+    results: list[SeekResult | BaseException | None] = [None] * len(kwargs_list)
+    cfgs: list[dict | None] = [None] * len(kwargs_list)
+    for i, kw in enumerate(kwargs_list):
+        try:
+            cfgs[i] = normalize(dict(kw))
+        except Exception as exc:  # noqa: BLE001
+            results[i] = exc
+    groups: dict[tuple, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        if cfg is None:
+            continue
+        key = tuple(_width_key(cfg[k]) for k in GROUP_KEYS)
+        groups.setdefault(key, []).append(i)
+    for idx in groups.values():
+        group = [cfgs[i] for i in idx]
+        try:
+            with _threads_context(group):
+                out = _run_group(group)
+        except Exception as exc:  # noqa: BLE001 - retry one by one so that one bad run loses nothing else
+            if len(idx) == 1:
+                out = [exc]
+            else:
+                out = []
+                for cfg in group:
+                    try:
+                        with _threads_context([cfg]):
+                            out.append(_run_group([cfg])[0])
+                    except Exception as exc1:  # noqa: BLE001
+                        out.append(exc1)
+        for i, res in zip(idx, out):
+            results[i] = res
+    return results  # type: ignore[return-value]
+
+
+def seek(**kwargs) -> SeekResult:
+    """Plant, prune, train (or not: strong) and measure one configuration; raises on failure.
+
+    Arguments (defaults = the paper's): task="circle", depth=4, width=100, pruner="synflow" (a name or a
+    configured pruner from `plantseek.pruners.get`), density=0.1 (a float in (0, 1] or "ticket"),
+    protocol="singleshot" | "multishot" | "strong", epochs=10, seed=0, device="auto", dtype="float32",
+    lr=1e-3, batch_size=32, optimizer="adam", rounds=10, round_epochs=5, scope=None (the pruner's default;
+    "global" or "layer"), prune_bias=True, n_samples=10000, noise=0.01, pruning_samples=40 (for pruners that
+    score on data), init="he-scaled", dense_baseline=True, progress=True, impl="auto" ("dense", "sparse"),
+    pruner_options=None (with a pruner name).
+    """
+    res = seek_batch([kwargs])[0]
+    if isinstance(res, BaseException):
+        raise res
+    return res

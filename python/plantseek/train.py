@@ -1,0 +1,382 @@
+"""Training of M masked MLPs of one shape together, as one batched computation.
+
+Every network of a batch has the same layer shapes but its own weights, mask, data and shuffling generator:
+weights are stacked as ``(M, out, in)``, biases as ``(M, out)``, inputs as ``(M, N, in)``. The loss that is
+differentiated is the sum of the M per-network mean losses, so each network receives exactly the gradient of
+its own loss, and the optimisers (Adam, SGD with momentum and weight decay) are elementwise: training M
+networks together gives what training each alone gives (float64: equal to ~1e-12), and ``M = 1`` is the
+single run.
+
+Masks: pruned weights and biases are set to zero before training and their gradients are masked after every
+backward pass, so they stay exactly zero (Adam's moments stay zero there; SGD's weight decay of a zero is
+zero). The forward pass then needs no mask multiplication on the dense path. Below
+``plantseek.nn.crossover_density()`` a layer goes through ``plantseek.nn.masked_linear`` (the native sparse
+path) when that module exists.
+
+The loop runs over pre-shuffled, pre-batched tensors (one ``randperm`` per run and epoch from the run's own
+generator, one gather, then slices); no Dataset indexing. A non-finite loss in some epoch marks that run as
+failed with a `TrainingDiverged` error naming the epoch; the other runs of the batch carry on.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+LayerMasks = list[tuple[Tensor, Tensor]]  # per layer: (M, out, in) bool, (M, out) bool
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite; `epoch` (1-based) says when."""
+
+    def __init__(self, message: str, epoch: int, run: int | None = None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.run = run
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser and loop settings (the paper's weak-ticket defaults: Adam, lr 1e-3, batch 32, 10 epochs)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"  # "adam" or "sgd"
+    momentum: float = 0.0  # sgd only
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: str = "constant"  # or "cosine" (per epoch, as torch's CosineAnnealingLR with T_max = epochs)
+    impl: str = "auto"  # "auto" (sparse native path below the crossover when available), "dense", "sparse"
+
+    def __post_init__(self) -> None:
+        if int(self.epochs) < 0:
+            raise ValueError(f"epochs must be >= 0 (got {self.epochs})")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1 (got {self.batch_size})")
+        if not (math.isfinite(float(self.lr)) and float(self.lr) > 0):
+            raise ValueError(f"lr must be a positive number (got {self.lr})")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; available: adam, sgd")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; available: constant, cosine")
+        if self.impl not in ("auto", "dense", "sparse"):
+            raise ValueError(f"unknown impl {self.impl!r}; available: auto, dense, sparse")
+        self.epochs, self.batch_size, self.lr = int(self.epochs), int(self.batch_size), float(self.lr)
+
+
+@dataclass
+class TrainResult:
+    """Trained stacked parameters (zero where pruned) and, per run, None or the error that stopped it."""
+
+    weights: list[Tensor]
+    biases: list[Tensor]
+    failed: list[Exception | None]
+    train_loss: list[float]  # last completed epoch's mean loss per run (nan if none)
+    time_s: float = 0.0
+    history: list[list[float]] = field(default_factory=list)  # per epoch, per run mean training loss
+
+
+# ------------------------------------------------------------------------------------------------ stacking
+
+def stack_params(nets: Sequence[tuple[Sequence[Tensor], Sequence[Tensor]]]) -> tuple[list[Tensor], list[Tensor]]:
+    """[(weights, biases) per network] -> (per layer (M, out, in), per layer (M, out))."""
+    if not nets:
+        raise ValueError("stack_params needs at least one network")
+    depth = len(nets[0][0])
+    for k, (ws, bs) in enumerate(nets):
+        if len(ws) != depth or len(bs) != depth:
+            raise ValueError(f"network {k} has {len(ws)} layers, network 0 has {depth}")
+    weights = [torch.stack([n[0][l] for n in nets]) for l in range(depth)]
+    biases = [torch.stack([n[1][l] for n in nets]) for l in range(depth)]
+    return weights, biases
+
+
+def stack_masks(masks: Sequence[Sequence[tuple[Tensor, Tensor]]]) -> LayerMasks:
+    """[mask per network] -> per layer ((M, out, in), (M, out)) bool."""
+    if not masks:
+        raise ValueError("stack_masks needs at least one mask")
+    depth = len(masks[0])
+    for k, m in enumerate(masks):
+        if len(m) != depth:
+            raise ValueError(f"mask {k} has {len(m)} layers, mask 0 has {depth}")
+    return [(torch.stack([m[l][0] for m in masks]), torch.stack([m[l][1] for m in masks])) for l in range(depth)]
+
+
+def unstack(weights: Sequence[Tensor], biases: Sequence[Tensor], k: int) -> tuple[list[Tensor], list[Tensor]]:
+    """Network k's own (weights, biases) from stacked parameters."""
+    return [w[k] for w in weights], [b[k] for b in biases]
+
+
+def check_stacked(weights: Sequence[Tensor], biases: Sequence[Tensor], masks: LayerMasks | None) -> int:
+    """Validate stacked shapes (and masks) and return M."""
+    if len(weights) == 0 or len(weights) != len(biases):
+        raise ValueError(f"need one bias per weight and at least one layer (got {len(weights)} and {len(biases)})")
+    M = weights[0].shape[0]
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        if w.dim() != 3 or b.dim() != 2 or w.shape[0] != M or b.shape != (M, w.shape[1]):
+            raise ValueError(f"layer {l}: stacked weight {tuple(w.shape)} / bias {tuple(b.shape)} are not (M, out, in) / (M, out)")
+        if l > 0 and w.shape[2] != weights[l - 1].shape[1]:
+            raise ValueError(f"layer {l} takes {w.shape[2]} inputs but layer {l - 1} has {weights[l - 1].shape[1]} outputs")
+    if masks is not None:
+        if len(masks) != len(weights):
+            raise ValueError(f"masks have {len(masks)} layers, the networks have {len(weights)}")
+        for l, ((wm, bm), w, b) in enumerate(zip(masks, weights, biases)):
+            if wm.shape != w.shape or bm.shape != b.shape:
+                raise ValueError(
+                    f"mask layer {l}: shapes {tuple(wm.shape)}/{tuple(bm.shape)} do not match the parameters' "
+                    f"{tuple(w.shape)}/{tuple(b.shape)}"
+                )
+            if wm.dtype != torch.bool or bm.dtype != torch.bool:
+                raise ValueError(f"mask layer {l}: masks must be bool tensors, got {wm.dtype}/{bm.dtype}")
+    return M
+
+
+# ------------------------------------------------------------------------------------------------ forward
+
+def _native_nn():
+    try:
+        from . import nn as pnn  # the native colleague's module; optional
+    except ImportError:
+        return None
+    return pnn if hasattr(pnn, "masked_linear") else None
+
+
+def _crossover(pnn) -> float:
+    try:
+        return float(pnn.crossover_density())
+    except Exception:  # not measured / not available: never switch automatically
+        return 0.0
+
+
+def layer_impls(masks: LayerMasks | None, impl: str = "auto") -> list[str]:
+    """Per layer "dense" or "sparse" for the given stacked masks and the requested implementation."""
+    depth = len(masks) if masks is not None else 0
+    if impl == "dense" or masks is None:
+        return ["dense"] * depth
+    pnn = _native_nn()
+    if impl == "sparse":
+        if pnn is None:
+            raise ValueError("impl='sparse' needs plantseek.nn.masked_linear, which is not available here")
+        return ["sparse"] * depth
+    if pnn is None:
+        return ["dense"] * depth
+    cross = _crossover(pnn)
+    out = []
+    for wm, _ in masks:
+        dens = float(wm.sum()) / max(1, wm.numel())
+        out.append("sparse" if dens < cross else "dense")
+    return out
+
+
+def forward(weights: Sequence[Tensor], biases: Sequence[Tensor], x: Tensor, masks: LayerMasks | None = None,
+            impls: Sequence[str] | None = None) -> Tensor:
+    """Outputs (M, N, out) of the stacked MLPs for inputs (M, N, in); ReLU after every layer but the last.
+
+    With `masks`, pruned parameters count as zero (dense layers multiply, sparse layers use the native path);
+    without, the parameters are used as they are (training keeps them zero where pruned).
+    """
+    h = x
+    depth = len(weights)
+    pnn = None
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        mode = impls[l] if impls is not None else "dense"
+        if mode == "sparse":
+            pnn = pnn or _native_nn()
+            wm, bm = masks[l] if masks is not None else (None, None)
+            h = pnn.masked_linear(h, w, wm, b, bm, impl="auto")
+        else:
+            if masks is not None:
+                w = w * masks[l][0]
+                b = b * masks[l][1]
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        if l < depth - 1:
+            h = torch.relu(h)
+    return h
+
+
+def per_network_loss(outputs: Tensor, targets: Tensor, kind: str) -> Tensor:
+    """(M,) mean loss of each network: MSE over samples and outputs, or cross-entropy over samples."""
+    M, B = outputs.shape[0], outputs.shape[1]
+    if kind == "classification":
+        return F.cross_entropy(outputs.reshape(M * B, -1), targets.reshape(M * B), reduction="none").view(M, B).mean(dim=1)
+    diff = outputs - targets
+    return (diff * diff).mean(dim=(1, 2))
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+def train(
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor],
+    masks: LayerMasks,
+    x: Tensor,
+    y: Tensor,
+    *,
+    kind: str,
+    generators: Sequence[torch.Generator],
+    config: TrainConfig | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    progress: bool = False,
+    desc: str = "train",
+    labels: Sequence[str] | None = None,
+) -> TrainResult:
+    """Train M masked MLPs together; returns new stacked parameters (inputs are not modified).
+
+    weights/biases: per layer (M, out, in) / (M, out); masks: per layer bool pairs of those shapes;
+    x: (M, N, in); y: (M, N, out) float targets (regression) or (M, N) int64 labels (classification);
+    generators: one per run, on the run's device, used for the per-epoch shuffle; loss_fn(outputs, targets)
+    may replace the built-in loss and must return the (M,) per-network losses.
+    `labels` name the runs in error messages.
+    """
+    cfg = config or TrainConfig()
+    M = check_stacked(weights, biases, masks)
+    if x.dim() != 3 or x.shape[0] != M or x.shape[2] != weights[0].shape[2]:
+        raise ValueError(f"inputs must be (M={M}, N, {weights[0].shape[2]}), got {tuple(x.shape)}")
+    if y.shape[0] != M or y.shape[1] != x.shape[1]:
+        raise ValueError(f"targets must have shape (M={M}, N={x.shape[1]}, ...), got {tuple(y.shape)}")
+    if len(generators) != M:
+        raise ValueError(f"need one generator per run: {M} runs, {len(generators)} generators")
+    device, dtype = weights[0].device, weights[0].dtype
+    N = x.shape[1]
+    if N == 0:
+        raise ValueError("no training samples")
+    loss_of = loss_fn or (lambda out, tgt: per_network_loss(out, tgt, kind))
+    labels = list(labels) if labels is not None else [f"run {k}" for k in range(M)]
+
+    start = time.perf_counter()
+    fmasks_w = [wm.to(dtype) for wm, _ in masks]
+    fmasks_b = [bm.to(dtype) for _, bm in masks]
+    params: list[Tensor] = []
+    grad_masks: list[Tensor] = []
+    for w, b, fw, fb in zip(weights, biases, fmasks_w, fmasks_b):
+        params.append((w.detach() * fw).requires_grad_(True))
+        params.append((b.detach() * fb).requires_grad_(True))
+        grad_masks += [fw, fb]
+    impls = layer_impls(masks, cfg.impl)
+    # the sparse path needs the masks in the forward pass; the dense path relies on zeros at pruned positions
+    fwd_masks = masks if any(m == "sparse" for m in impls) else None
+    if fwd_masks is not None:
+        fwd_masks = [(wm, bm) if impls[l] == "sparse" else (None, None) for l, (wm, bm) in enumerate(masks)]
+
+    def fwd(xb: Tensor) -> Tensor:
+        h = xb
+        for l in range(len(weights)):
+            w, b = params[2 * l], params[2 * l + 1]
+            if impls[l] == "sparse":
+                h = _native_nn().masked_linear(h, w, masks[l][0], b, masks[l][1], impl="auto")
+            else:
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if l < len(weights) - 1:
+                h = torch.relu(h)
+        return h
+
+    # optimiser state
+    with torch.no_grad():
+        exp_avg = [torch.zeros_like(p) for p in params]
+        exp_avg_sq = [torch.zeros_like(p) for p in params] if cfg.optimizer == "adam" else []
+    beta1, beta2 = cfg.betas
+    step = 0
+    alive = torch.ones(M, dtype=torch.bool, device=device)
+    alive_host = [True] * M
+    failed: list[Exception | None] = [None] * M
+    last_loss = [float("nan")] * M
+    history: list[list[float]] = []
+    batches = [(s, min(s + cfg.batch_size, N)) for s in range(0, N, cfg.batch_size)]
+    idx_m = torch.arange(M, device=device).unsqueeze(1)
+
+    bar = None
+    if progress and cfg.epochs > 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs * len(batches), desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            if cfg.schedule == "cosine":
+                lr = 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+            else:
+                lr = cfg.lr
+            perm = torch.stack([torch.randperm(N, generator=g, device=device) for g in generators])
+            xs = x[idx_m, perm]
+            ys = y[idx_m, perm]
+            epoch_sum = torch.zeros(M, dtype=dtype, device=device)
+            for s, e in batches:
+                out = fwd(xs[:, s:e])
+                losses = loss_of(out, ys[:, s:e])
+                with torch.no_grad():
+                    epoch_sum += losses.detach() * (e - s)
+                total = torch.where(alive, losses, torch.zeros_like(losses)).sum()
+                grads = list(torch.autograd.grad(total, params))
+                with torch.no_grad():
+                    torch._foreach_mul_(grads, grad_masks)
+                    step += 1
+                    if cfg.optimizer == "adam":
+                        if cfg.weight_decay:
+                            torch._foreach_add_(grads, params, alpha=cfg.weight_decay)
+                        torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+                        torch._foreach_mul_(exp_avg_sq, beta2)
+                        torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1 - beta2)
+                        bc1 = 1 - beta1 ** step
+                        bc2 = 1 - beta2 ** step
+                        denom = torch._foreach_sqrt(exp_avg_sq)
+                        torch._foreach_div_(denom, math.sqrt(bc2))
+                        torch._foreach_add_(denom, cfg.eps)
+                        torch._foreach_addcdiv_(params, exp_avg, denom, -lr / bc1)
+                    else:
+                        if cfg.weight_decay:
+                            torch._foreach_add_(grads, params, alpha=cfg.weight_decay)
+                        if cfg.momentum:
+                            if step == 1:
+                                torch._foreach_copy_(exp_avg, grads)
+                            else:
+                                torch._foreach_mul_(exp_avg, cfg.momentum)
+                                torch._foreach_add_(exp_avg, grads)
+                            torch._foreach_add_(params, exp_avg, alpha=-lr)
+                        else:
+                            torch._foreach_add_(params, grads, alpha=-lr)
+            if bar is not None:
+                bar.update(len(batches))
+            mean = (epoch_sum / N).tolist()
+            history.append(mean)
+            for k in range(M):
+                if not alive_host[k]:
+                    continue
+                if not math.isfinite(mean[k]):
+                    alive_host[k] = False
+                    failed[k] = TrainingDiverged(
+                        f"training diverged: the loss became {mean[k]} in epoch {epoch} of {cfg.epochs} "
+                        f"({labels[k]}; lr={cfg.lr}, optimizer={cfg.optimizer})", epoch, k)
+                else:
+                    last_loss[k] = mean[k]
+            if not all(alive_host):
+                alive = torch.tensor(alive_host, dtype=torch.bool, device=device)
+                if not any(alive_host):
+                    break
+            if bar is not None:
+                bar.set_postfix(loss=f"{_nanmean([last_loss[k] for k in range(M) if alive_host[k]]):.3g}")
+    finally:
+        if bar is not None:
+            bar.close()
+    out_w = [params[2 * l].detach() for l in range(len(weights))]
+    out_b = [params[2 * l + 1].detach() for l in range(len(weights))]
+    return TrainResult(out_w, out_b, failed, last_loss, time.perf_counter() - start, history)
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    vals = [v for v in values if math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def evaluate_outputs(weights: Sequence[Tensor], biases: Sequence[Tensor], x: Tensor, masks: LayerMasks | None = None,
+                     chunk: int = 65536) -> Tensor:
+    """No-grad outputs (M, N, out) in chunks of samples (parameters used as they are unless `masks`)."""
+    with torch.no_grad():
+        if x.shape[1] <= chunk:
+            return forward(weights, biases, x, masks)
+        return torch.cat([forward(weights, biases, x[:, s:s + chunk], masks) for s in range(0, x.shape[1], chunk)], dim=1)
