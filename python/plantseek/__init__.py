@@ -6,5 +6,6 @@ __version__ = "0.1.0"
 from . import native, tasks, tickets
 from .tickets import Ticket
 from .planting import PlantedNetwork, load, plant
+from .seek import SeekResult, seek, seek_batch  # noqa: E402  (the attribute `seek` is the function)
 
-__all__ = ["__version__", "native", "tasks", "tickets", "Ticket", "PlantedNetwork", "plant", "load"]
+__all__ = ["__version__", "native", "tasks", "tickets", "Ticket", "PlantedNetwork", "plant", "load", "seek", "seek_batch", "SeekResult"]
