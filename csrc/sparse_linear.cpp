@@ -1,6 +1,8 @@
 #include "sparse_linear.h"
 
 #include <algorithm>
+#include <cstring>
+#include <memory>
 #include <vector>
 
 #include "common.h"
@@ -9,58 +11,110 @@ namespace plantseek {
 
 namespace {
 
-constexpr int64_t kChunk = 64;  // batch elements handled per accumulator block
-constexpr int64_t kLanes = 16;  // independent partial sums in the SDDMM dot products
+constexpr int64_t kPrefetch = 4;  // kept weights ahead whose input rows are prefetched
 
-// xt[m, c, r] = x[m, r, c] for r < R, 0 for R <= r < Rp.
+// xt[m, c, r] = x[m, r, c] for r < R, 0 for R <= r < Rp. Works on 16 x 16 tiles that are read row by
+// row (whole cache lines) into a local buffer and written out column by column; reading a column
+// directly would touch 16 lines 4 KiB apart, which alias in L1 when the row length is a power of two.
 template <class T>
 void transpose_pad(const T* x, int64_t M, int64_t R, int64_t C, T* xt, int64_t Rp, int threads) {
-    constexpr int64_t tile = 32;
+    constexpr int64_t tile = 16;
     const int64_t col_tiles = (C + tile - 1) / tile;
-    const int64_t items = M * col_tiles;
+    const int64_t row_tiles = (Rp + tile - 1) / tile;
+    const int64_t items = M * row_tiles;
 #pragma omp parallel for schedule(static) num_threads(threads) if (M * R * C > 32768)
     for (int64_t item = 0; item < items; ++item) {
-        const int64_t m = item / col_tiles;
-        const int64_t c0 = (item % col_tiles) * tile;
-        const int64_t c1 = std::min(C, c0 + tile);
+        const int64_t m = item / row_tiles;
+        const int64_t r0 = (item % row_tiles) * tile;
+        const int64_t nr = std::max<int64_t>(0, std::min(R, r0 + tile) - r0);
+        const int64_t width = std::min(tile, Rp - r0);
         const T* src = x + m * R * C;
         T* dst = xt + m * C * Rp;
-        for (int64_t r0 = 0; r0 < R; r0 += tile) {
-            const int64_t r1 = std::min(R, r0 + tile);
-            for (int64_t c = c0; c < c1; ++c) {
-                T* out = dst + c * Rp;
-                for (int64_t r = r0; r < r1; ++r) out[r] = src[r * C + c];
+        alignas(64) T buf[tile][tile];
+        for (int64_t ct = 0; ct < col_tiles; ++ct) {
+            const int64_t c0 = ct * tile;
+            const int64_t nc = std::min(C, c0 + tile) - c0;
+            for (int64_t r = 0; r < nr; ++r) {
+                const T* row = src + (r0 + r) * C + c0;
+                for (int64_t c = 0; c < nc; ++c) buf[c][r] = row[c];
             }
-        }
-        for (int64_t c = c0; c < c1; ++c) {
-            T* out = dst + c * Rp;
-            for (int64_t r = R; r < Rp; ++r) out[r] = T(0);
+            for (int64_t c = 0; c < nc; ++c)
+                for (int64_t r = nr; r < tile; ++r) buf[c][r] = T(0);
+            if (width == tile) {
+                for (int64_t c = 0; c < nc; ++c) std::memcpy(dst + (c0 + c) * Rp + r0, buf[c], sizeof(T) * tile);
+            } else {
+                for (int64_t c = 0; c < nc; ++c) std::memcpy(dst + (c0 + c) * Rp + r0, buf[c], sizeof(T) * width);
+            }
         }
     }
 }
 
-// One block of output rows [j0, j1) of one network for batch chunk [b0, b0 + W): acc = bias + sum_e
-// v_e * xt[col_e, b0 : b0 + W], written back into the row-major output y (B, n_rows).
-template <class T, int W>
+// 64-byte vectors (GCC/Clang vector extension: one AVX-512 register, or several narrower ones).
+template <class T>
+struct Simd {
+    typedef T vec __attribute__((vector_size(64)));
+    static constexpr int lanes = 64 / sizeof(T);
+    static vec load(const T* p) {
+        vec v;
+        std::memcpy(&v, p, sizeof v);
+        return v;
+    }
+    static void store(T* p, const vec& v) { std::memcpy(p, &v, sizeof v); }
+    static vec splat(T x) {
+        vec v;
+        for (int i = 0; i < lanes; ++i) v[i] = x;
+        return v;
+    }
+};
+
+// One block of output rows [j0, j1) of one network for batch chunk [b0, b0 + NV * lanes): acc = bias +
+// sum_e v_e * xt[col_e, b0 : ...], written back into the row-major output y (B, n_rows).
+template <class T, int NV>
 void spmm_block(const int64_t* indptr, const int64_t* cols, const T* vals, const T* xt, int64_t Bp,
                 const T* bias, int64_t j0, int64_t j1, int64_t b0, int64_t B, T* y, int64_t n_rows) {
+    using S = Simd<T>;
+    using V = typename S::vec;
+    constexpr int W = NV * S::lanes;
     constexpr int64_t JB = 64 / sizeof(T);
-    T tile[JB][W];
+    alignas(64) T tile[JB][W];
     for (int64_t j = j0; j < j1; ++j) {
-        T acc[W];
-        const T init = bias ? bias[j] : T(0);
-        for (int t = 0; t < W; ++t) acc[t] = init;
-        for (int64_t e = indptr[j]; e < indptr[j + 1]; ++e) {
-            const T v = vals[e];
-            const T* src = xt + cols[e] * Bp + b0;
-            for (int t = 0; t < W; ++t) acc[t] += v * src[t];
+        V acc[NV];
+        const V init = S::splat(bias ? bias[j] : T(0));
+#pragma GCC unroll 16
+        for (int q = 0; q < NV; ++q) acc[q] = init;
+        const T* base = xt + b0;
+        const int64_t e_end = indptr[j + 1];
+        for (int64_t e = indptr[j]; e < e_end; ++e) {
+            if (e + kPrefetch < e_end) {
+                const T* ahead = base + cols[e + kPrefetch] * Bp;
+#pragma GCC unroll 16
+                for (int q = 0; q < NV; ++q) __builtin_prefetch(ahead + q * S::lanes);
+            }
+            const V v = S::splat(vals[e]);
+            const T* src = base + cols[e] * Bp;
+#pragma GCC unroll 16
+            for (int q = 0; q < NV; ++q) acc[q] += v * S::load(src + q * S::lanes);
         }
-        for (int t = 0; t < W; ++t) tile[j - j0][t] = acc[t];
+#pragma GCC unroll 16
+        for (int q = 0; q < NV; ++q) S::store(&tile[j - j0][q * S::lanes], acc[q]);
     }
     const int64_t valid = std::min<int64_t>(W, B - b0);
     for (int64_t t = 0; t < valid; ++t) {
         T* out = y + (b0 + t) * n_rows;
         for (int64_t j = j0; j < j1; ++j) out[j] = tile[j - j0][t];
+    }
+}
+
+// spmm_block with NV chosen at run time (1 <= nv <= MaxNV).
+template <class T, int MaxNV>
+void dispatch_block(int64_t nv, const int64_t* indptr, const int64_t* cols, const T* vals, const T* xt, int64_t Bp,
+                    const T* bias, int64_t j0, int64_t j1, int64_t b0, int64_t B, T* y, int64_t n_rows) {
+    if constexpr (MaxNV == 1) {
+        (void)nv;
+        spmm_block<T, 1>(indptr, cols, vals, xt, Bp, bias, j0, j1, b0, B, y, n_rows);
+    } else {
+        if (nv == MaxNV) spmm_block<T, MaxNV>(indptr, cols, vals, xt, Bp, bias, j0, j1, b0, B, y, n_rows);
+        else dispatch_block<T, MaxNV - 1>(nv, indptr, cols, vals, xt, Bp, bias, j0, j1, b0, B, y, n_rows);
     }
 }
 
@@ -71,11 +125,12 @@ void spmm_rows(const CsrView& csr, const T* vals, const T* xt, int64_t M, int64_
     constexpr int64_t JB = 64 / sizeof(T);
     const int64_t n_rows = csr.n_rows;
     const int64_t groups = (n_rows + JB - 1) / JB;
-    const int64_t chunks = (Bp + kChunk - 1) / kChunk;
+    const int64_t chunk = 16 * Simd<T>::lanes;  // batch elements per block: 16 vector accumulators
+    const int64_t chunks = (Bp + chunk - 1) / chunk;
     const int64_t items = M * chunks * groups;
     const int64_t nnz = csr.indptr[M * n_rows];
     const bool parallel = (nnz + M * n_rows) * Bp > 65536;
-#pragma omp parallel for schedule(dynamic, 4) num_threads(threads) if (parallel)
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
     for (int64_t item = 0; item < items; ++item) {
         const int64_t m = item / (chunks * groups);
         const int64_t rest = item % (chunks * groups);
@@ -83,18 +138,13 @@ void spmm_rows(const CsrView& csr, const T* vals, const T* xt, int64_t M, int64_
         const int64_t g = rest % groups;
         const int64_t j0 = g * JB;
         const int64_t j1 = std::min(n_rows, j0 + JB);
-        const int64_t b0 = c * kChunk;
-        const int64_t width = std::min<int64_t>(kChunk, Bp - b0);
+        const int64_t b0 = c * chunk;
+        const int64_t width = std::min<int64_t>(chunk, Bp - b0);
         const int64_t* indptr = csr.indptr + m * n_rows;
         const T* xm = xt + m * csr.n_cols * Bp;
         const T* bm = bias ? bias + m * n_rows : nullptr;
         T* ym = y + m * B * n_rows;
-        switch (width) {
-            case 16: spmm_block<T, 16>(indptr, csr.cols, vals, xm, Bp, bm, j0, j1, b0, B, ym, n_rows); break;
-            case 32: spmm_block<T, 32>(indptr, csr.cols, vals, xm, Bp, bm, j0, j1, b0, B, ym, n_rows); break;
-            case 48: spmm_block<T, 48>(indptr, csr.cols, vals, xm, Bp, bm, j0, j1, b0, B, ym, n_rows); break;
-            default: spmm_block<T, 64>(indptr, csr.cols, vals, xm, Bp, bm, j0, j1, b0, B, ym, n_rows); break;
-        }
+        dispatch_block<T, 16>(width / Simd<T>::lanes, indptr, csr.cols, vals, xm, Bp, bm, j0, j1, b0, B, ym, n_rows);
     }
 }
 
@@ -111,13 +161,19 @@ void sddmm(const CsrView& csr, const T* gyt, const T* xt, int64_t M, int64_t Bp,
         const T* xm = xt + m * csr.n_cols * Bp;
         for (int64_t e = csr.indptr[r]; e < csr.indptr[r + 1]; ++e) {
             const T* xr = xm + csr.cols[e] * Bp;
-            T acc[kLanes];
-            for (int t = 0; t < kLanes; ++t) acc[t] = T(0);
-            for (int64_t b = 0; b < Bp; b += kLanes) {
-                for (int t = 0; t < kLanes; ++t) acc[t] += g[b + t] * xr[b + t];
+            using S = Simd<T>;
+            using V = typename S::vec;
+            V acc0 = S::splat(T(0));
+            V acc1 = S::splat(T(0));
+            int64_t b = 0;
+            for (; b + 2 * S::lanes <= Bp; b += 2 * S::lanes) {
+                acc0 += S::load(g + b) * S::load(xr + b);
+                acc1 += S::load(g + b + S::lanes) * S::load(xr + b + S::lanes);
             }
+            for (; b + S::lanes <= Bp; b += S::lanes) acc0 += S::load(g + b) * S::load(xr + b);
+            acc0 += acc1;
             T total = T(0);
-            for (int t = 0; t < kLanes; ++t) total += acc[t];
+            for (int t = 0; t < S::lanes; ++t) total += acc0[t];
             gvals[e] = total;
         }
     }
@@ -142,18 +198,20 @@ void sparse_linear_backward(const T* gy, const T* xt, int64_t M, int64_t B, cons
     const int threads = resolve_threads(n_threads);
     const int64_t Bp = padded_batch(B);
     const int64_t nnz = csr.indptr[M * csr.n_rows];
-    std::vector<T> gyt(static_cast<size_t>(M * csr.n_rows * Bp));
-    transpose_pad(gy, M, B, csr.n_rows, gyt.data(), Bp, threads);
+    // Scratch for the padded transpose of grad_y; every entry is written, so no zero-initialisation.
+    std::unique_ptr<T[]> gyt_buffer(new T[static_cast<size_t>(std::max<int64_t>(1, M * csr.n_rows * Bp))]);
+    T* gyt = gyt_buffer.get();
+    transpose_pad(gy, M, B, csr.n_rows, gyt, Bp, threads);
     if (gx != nullptr) {
-        std::vector<T> vals_csc(static_cast<size_t>(nnz));
+        std::unique_ptr<T[]> vals_csc(new T[static_cast<size_t>(std::max<int64_t>(1, nnz))]);
         for (int64_t e = 0; e < nnz; ++e) vals_csc[e] = vals[csc_perm[e]];
-        if (B > 0) spmm_rows(csc, vals_csc.data(), gyt.data(), M, B, Bp, static_cast<const T*>(nullptr), gx, threads);
+        if (B > 0) spmm_rows(csc, vals_csc.get(), gyt, M, B, Bp, static_cast<const T*>(nullptr), gx, threads);
     }
     if (gvals != nullptr) {
         if (Bp == 0) {
             std::fill(gvals, gvals + nnz, T(0));
         } else {
-            sddmm(csr, gyt.data(), xt, M, Bp, gvals, threads);
+            sddmm(csr, gyt, xt, M, Bp, gvals, threads);
         }
     }
 }

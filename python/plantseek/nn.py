@@ -258,7 +258,7 @@ class _SparseMaskedLinear(torch.autograd.Function):
     def forward(ctx, x, weight, structure):
         x = x.contiguous()
         weight_c = weight.detach().contiguous()
-        vals = weight_c.reshape(-1)[structure.pos]
+        vals = weight_c.reshape(-1).index_select(0, structure.pos)
         M, B, _ = x.shape
         if x.device.type == "cuda":
             from . import kernels  # CUDA launch helpers live next to the other kernel wrappers
