@@ -34,9 +34,8 @@ def test_full_scale_is_the_papers_grid():
     assert (ss.epochs, ss.options["lr"], ss.options["batch_size"]) == (10, 1e-3, 32)
     ms = by_protocol["multishot"][0]
     assert (ms.epochs, ms.options["rounds"], ms.options["round_epochs"]) == (10, 10, 5)
-    st = by_protocol["strong"][0]
-    assert (st.options["optimizer"], st.options["lr"], st.options["momentum"], st.options["weight_decay"],
-            st.options["schedule"]) == ("sgd", 0.1, 0.9, 5e-4, "cosine")
+    assert {r.epochs for r in by_protocol["strong"]} == {10}
+    assert {r.options["n_samples"] for r in main} == {10_000} and {r.options["pruning_samples"] for r in main} == {40}
     # extras: wide circle, SynFlow with 100 rounds, noise levels
     assert any(r.width == 1000 and r.depth == 5 and r.task == "circle" for r in sweep.runs)
     assert any(r.pruner_options.get("iterations") == 100 for r in sweep.runs)

@@ -124,11 +124,12 @@ def test_ticket_drawing_of_every_task(tmp_path):
     from plantseek import tasks
     from plantseek.report.figures import ticket_figure
 
-    for name in tasks.available():
+    names = ["relu", "circle", "helix"]
+    for name in names:
         task = tasks.get(name)
         fig = ticket_figure(task.ticket(task.min_depth + 2), name)
         fig.savefig(tmp_path / f"{name}.png")
-    assert len(list(tmp_path.glob("*.png"))) == len(tasks.available())
+    assert len(list(tmp_path.glob("*.png"))) == len(names)
 
 
 def test_store_and_report_never_import_training_code():

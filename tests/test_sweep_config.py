@@ -26,8 +26,9 @@ def test_issue_example_expands_to_the_product():
     sweep = parse_sweep(ISSUE_EXAMPLE)
     assert len(sweep) == 2 * 3 * 1 * 3 * 2
     first = sweep.runs[0].to_dict()
-    assert first == {"task": "circle", "pruner": "random", "protocol": "singleshot", "density": 0.1, "seed": 0,
-                     "depth": 3, "width": 30, "epochs": 1}
+    assert {k: first[k] for k in ("task", "pruner", "protocol", "density", "seed", "depth", "width", "epochs")} == \
+        {"task": "circle", "pruner": "random", "protocol": "singleshot", "density": 0.1, "seed": 0,
+         "depth": 3, "width": 30, "epochs": 1}
     keys = [r.key for r in sweep.runs]
     assert len(set(keys)) == len(keys)
     assert {r.density for r in sweep.runs} == {0.1, 0.01, "ticket"}
@@ -124,6 +125,20 @@ def test_uneven_width_and_training_options_in_the_grid():
     assert all(r.options["batch_size"] == 32 for r in sweep.runs)
     kw = sweep.runs[0].seek_kwargs(device="cpu")
     assert kw["device"] == "cpu" and kw["lr"] == 1e-3 and kw["width"] == [40, 20]
+
+
+def test_defaults_of_seek_complete_the_key():
+    from plantseek.sweep.config import seek_defaults
+
+    defaults = seek_defaults()
+    if defaults is None:
+        pytest.skip("plantseek.seek not importable")
+    a = parse_sweep(ISSUE_EXAMPLE).runs[0]
+    b = parse_sweep(ISSUE_EXAMPLE + f"lr = {defaults['lr']!r}\nbatch_size = {defaults['batch_size']}\n").runs[0]
+    assert a.key == b.key and a.options["lr"] == defaults["lr"]
+    c = parse_sweep(ISSUE_EXAMPLE + "lr = 0.123\n").runs[0]
+    assert c.key != a.key
+    assert "device" not in a.to_dict() and "progress" not in a.to_dict()
 
 
 def test_duplicates_are_dropped():

@@ -83,7 +83,7 @@ def test_local_sweep_writes_every_run_and_resumes(tmp_path):
         rec = by_key[run.key]
         assert rec["status"] == "ok" and rec["config"] == run.to_dict()
         assert rec["metrics"] == pytest.approx(fake_metrics(run.seek_kwargs()))
-        assert rec["batch_size"] == 18 and rec["version"] == plantseek.__version__
+        assert rec["batch_runs"] == 18 and rec["version"] == plantseek.__version__
     # rerun: nothing left to do
     rep2 = run_sweep(_sweep_file(tmp_path), db, batch_fn=f.batch, single_fn=f, progress=False, log=lambda m: None)
     assert (rep2.skipped, rep2.ran) == (36, 0) and len(f.batches) == 2

@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at REAL,
     finished_at REAL,
     duration_s REAL,
-    batch_size INTEGER,
+    batch_runs INTEGER,
     attempts INTEGER NOT NULL DEFAULT 1,
     version TEXT NOT NULL,
     device TEXT,
@@ -89,7 +89,7 @@ class RunRecord:
     started_at: float | None = None
     finished_at: float | None = None
     duration_s: float | None = None
-    batch_size: int | None = None
+    batch_runs: int | None = None
     version: str = ""
     device: str | None = None
     host: str | None = None
@@ -263,7 +263,7 @@ class ResultStore:
                 r.key,
                 json.dumps(_jsonable(r.config), sort_keys=True),
                 None if r.metrics is None else json.dumps(_jsonable(r.metrics), sort_keys=True),
-                r.status, r.error, r.started_at, r.finished_at, r.duration_s, r.batch_size, r.version,
+                r.status, r.error, r.started_at, r.finished_at, r.duration_s, r.batch_runs, r.version,
                 r.device, r.host or socket.gethostname(), r.sweep,
             ))
         if not rows:
@@ -274,13 +274,13 @@ class ResultStore:
                 c.executemany(
                     """
                     INSERT INTO runs (key, config, metrics, status, error, started_at, finished_at, duration_s,
-                                      batch_size, version, device, host, sweep)
+                                      batch_runs, version, device, host, sweep)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (key) DO UPDATE SET
                         config = excluded.config, metrics = excluded.metrics, status = excluded.status,
                         error = excluded.error, started_at = excluded.started_at,
                         finished_at = excluded.finished_at, duration_s = excluded.duration_s,
-                        batch_size = excluded.batch_size, version = excluded.version,
+                        batch_runs = excluded.batch_runs, version = excluded.version,
                         device = excluded.device, host = excluded.host, sweep = excluded.sweep,
                         attempts = runs.attempts + 1
                     WHERE runs.status = 'failed' OR excluded.status = 'ok'
@@ -324,7 +324,7 @@ class ResultStore:
     def records(self) -> list[dict[str, Any]]:
         """All rows, with config and metrics decoded, in insertion order."""
         rows = self._read(
-            "SELECT key, config, metrics, status, error, started_at, finished_at, duration_s, batch_size, "
+            "SELECT key, config, metrics, status, error, started_at, finished_at, duration_s, batch_runs, "
             "attempts, version, device, host, sweep FROM runs ORDER BY rowid"
         )
         out = []
@@ -333,7 +333,7 @@ class ResultStore:
             out.append({
                 "key": key, "config": json.loads(config), "metrics": json.loads(metrics) if metrics else {},
                 "status": status, "error": error, "started_at": started, "finished_at": finished,
-                "duration_s": duration, "batch_size": batch, "attempts": attempts, "version": version,
+                "duration_s": duration, "batch_runs": batch, "attempts": attempts, "version": version,
                 "device": device, "host": host, "sweep": sweep,
             })
         return out
@@ -366,31 +366,53 @@ def to_dataframe(records: Iterable[Mapping[str, Any]]):
     ``_measured``), then status, error and bookkeeping. Lists (uneven widths, pruner options) become JSON."""
     import pandas as pd
 
+    records = list(records)
+    config_keys: dict[str, None] = {}
+    for rec in records:
+        config_keys.update(dict.fromkeys(rec["config"]))
+    ordered = [k for k in CONFIG_COLUMNS if k in config_keys] + [k for k in config_keys if k not in CONFIG_COLUMNS]
+    taken = set(ordered) | set(CONFIG_COLUMNS)
+    bookkeeping = {k: ("run_" + k if k in taken else k) for k in BOOKKEEPING}
+    taken |= set(bookkeeping.values())
     rows = []
-    config_keys: dict[str, None] = {k: None for k in CONFIG_COLUMNS}
     metric_keys: dict[str, None] = {}
     for rec in records:
-        cfg = {k: _cell(v) for k, v in rec["config"].items()}
-        config_keys.update(dict.fromkeys(cfg))
-        row = dict(cfg)
-        metrics = {}
+        row = {k: _cell(v) for k, v in rec["config"].items()}
         for k, v in (rec.get("metrics") or {}).items():
-            name = k + COLLISION_SUFFIX if k in cfg or k in CONFIG_COLUMNS else k
-            metrics[name] = _cell(v)
-        metric_keys.update(dict.fromkeys(metrics))
-        row.update(metrics)
-        for k in ("status", "error", "key", "version", "device", "duration_s", "batch_size", "attempts",
-                  "started_at", "finished_at"):
-            row[k] = rec.get(k)
+            name = k + COLLISION_SUFFIX if k in taken else k
+            metric_keys.setdefault(name, None)
+            row[name] = _cell(v)
+        for k, col in bookkeeping.items():
+            row[col] = rec.get(k)
         rows.append(row)
-    bookkeeping = ["status", "error", "key", "version", "device", "duration_s", "batch_size", "attempts",
-                   "started_at", "finished_at"]
-    present_config = [k for k in config_keys if any(k in r for r in rows)] if rows else list(CONFIG_COLUMNS)
-    columns = present_config + [k for k in metric_keys if k not in config_keys] + bookkeeping
+    if not records:
+        ordered = list(CONFIG_COLUMNS)
+    metrics = sorted(metric_keys, key=_metric_order)
+    columns = ordered + metrics + list(bookkeeping.values())
     df = pd.DataFrame(rows, columns=columns)
     for col in ("started_at", "finished_at"):
-        df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+        df[bookkeeping[col]] = pd.to_datetime(df[bookkeeping[col]], unit="s", utc=True)
     return df
+
+
+BOOKKEEPING = ("status", "error", "key", "version", "device", "duration_s", "batch_runs", "attempts",
+               "started_at", "finished_at")
+# metrics a reader looks for first; the rest follow alphabetically, per-layer ones in layer order
+_FIRST_METRICS = ("density_measured", "requested_density", "weight_density", "effective_density", "ticket_density",
+                  "test_accuracy", "test_loss", "test_loss_rescaled", "test_loss_planted_scale",
+                  "output_scale_fitted", "ticket_test_accuracy", "ticket_test_loss", "dense_test_accuracy",
+                  "dense_test_loss", "recall", "precision", "f1", "jaccard", "ticket_survived", "layer_collapse")
+
+
+def _metric_order(name: str):
+    import re
+
+    if name in _FIRST_METRICS:
+        return (0, _FIRST_METRICS.index(name), "", 0)
+    m = re.match(r"^(.*?)(\d+)$", name)
+    if m:
+        return (1, 0, m.group(1), int(m.group(2)))
+    return (1, 0, name, -1)
 
 
 def _arrow_safe(df):

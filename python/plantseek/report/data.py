@@ -15,7 +15,7 @@ import pandas as pd
 PROTOCOL_ORDER = ("singleshot", "multishot", "strong")
 # configuration columns that are the axes of a figure rather than what separates figures
 AXIS_COLUMNS = ("task", "pruner", "pruner_options", "protocol", "density", "seed")
-BOOKKEEPING = ("status", "error", "key", "version", "device", "duration_s", "batch_size", "attempts",
+BOOKKEEPING = ("status", "error", "key", "version", "device", "duration_s", "batch_runs", "attempts",
                "started_at", "finished_at")
 LAYER_RE = re.compile(r"^layer_density_(\d+)$")
 TICKET_LAYER_RE = re.compile(r"^ticket_layer_density_(\d+)$")
@@ -42,6 +42,11 @@ class Setting:
     task: str
     values: dict  # column -> value (depth, width, epochs, ...)
     frame: pd.DataFrame
+    panel_notes: dict = None  # protocol -> "epochs 10, rounds 10" (settings that differ between protocols)
+
+    def panel_title(self, protocol: str) -> str:
+        note = (self.panel_notes or {}).get(protocol)
+        return f"{protocol} ({note})" if note else protocol
 
     @property
     def title(self) -> str:
@@ -111,18 +116,42 @@ def settings(df: pd.DataFrame, config_cols: Iterable[str] | None = None) -> list
     config_cols = [c for c in config_cols if c in ok.columns and c not in AXIS_COLUMNS]
     out = []
     for task, frame in ok.groupby("task", sort=True):
-        varying = [c for c in config_cols if frame[c].astype(str).nunique(dropna=False) > 1]
+        # a setting varies within a protocol (depth, width, noise, ...); what only differs between protocols
+        # (their epochs, rounds, optimiser) labels the protocol's panel instead of splitting the figure
+        varying = [c for c in config_cols
+                   if any(sub[c].astype(str).nunique(dropna=False) > 1 for _, sub in frame.groupby("protocol"))]
         shown = [c for c in ("depth", "width") if c in config_cols]
         shown += [c for c in varying if c not in shown]
         if not varying:
-            out.append(Setting(task, {c: _scalar(frame[c].iloc[0]) for c in shown}, frame))
-            continue
-        keyed = frame.assign(_k=frame[varying].astype(str).agg("|".join, axis=1))
-        for _, sub in keyed.groupby("_k", sort=False):
-            sub = sub.drop(columns="_k")
-            out.append(Setting(task, {c: _scalar(sub[c].iloc[0]) for c in shown}, sub))
+            parts = [(None, frame)]
+        else:
+            keyed = frame.assign(_k=frame[varying].astype(str).agg("|".join, axis=1))
+            parts = [(k, sub.drop(columns="_k")) for k, sub in keyed.groupby("_k", sort=False)]
+        for _, sub in parts:
+            setting = Setting(task, {c: _scalar(sub[c].iloc[0]) for c in shown}, sub)
+            setting.panel_notes = _panel_notes(sub, [c for c in config_cols if c not in shown])
+            out.append(setting)
     out.sort(key=lambda s: (s.task, tuple(_sort_key(v) for v in s.values.values())))
     return out
+
+
+_PANEL_NOTE_COLUMNS = ("epochs", "rounds", "round_epochs", "optimizer", "lr", "batch_size")
+
+
+def _panel_notes(frame: pd.DataFrame, columns: list[str]) -> dict:
+    """Per protocol, the settings that differ between the protocols of one figure (e.g. their epochs)."""
+    protos = list(dict.fromkeys(frame["protocol"]))
+    if len(protos) < 2:
+        return {}
+    notes = {p: [] for p in protos}
+    for c in columns:
+        values = {p: frame.loc[frame["protocol"] == p, c].iloc[0] for p in protos}
+        if len({str(v) for v in values.values()}) > 1 and c in _PANEL_NOTE_COLUMNS:
+            for p in protos:
+                if c in ("rounds", "round_epochs") and p != "multishot":
+                    continue
+                notes[p].append(f"{c} {values[p]}")
+    return {p: ", ".join(v) for p, v in notes.items() if v}
 
 
 def _sort_key(v):

@@ -90,7 +90,7 @@ def performance_figure(setting: Setting, colors: dict) -> Figure | None:
         else:
             ax.set_ylim(0.0, 1.02)
         ax.set_ylabel(ylabel)
-        ax.set_title(protocol)
+        ax.set_title(setting.panel_title(protocol), fontsize=10)
     for ax in list(axes.flat)[len(protocols):]:
         ax.axis("off")
     _legend(fig, axes)
@@ -132,7 +132,7 @@ def recall_figure(setting: Setting, colors: dict) -> Figure | None:
         _style_x(ax, xs)
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("ticket recall")
-        ax.set_title(protocol)
+        ax.set_title(setting.panel_title(protocol), fontsize=10)
     for ax in list(axes.flat)[len(protocols):]:
         ax.axis("off")
     _legend(fig, axes)

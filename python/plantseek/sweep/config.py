@@ -26,7 +26,6 @@ version. The execution device is not part of the key (it is an execution setting
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
 import json
 import math
@@ -71,13 +70,12 @@ FALLBACK_PRUNERS = (
 )
 # training options of plantseek.seek, used when seek's signature cannot be read
 FALLBACK_OPTIONS = (
-    "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "rounds", "round_epochs",
-    "scope", "prune_bias", "pruning_samples", "samples", "noise", "train_fraction", "init", "dense_baseline",
-    "progress",
+    "lr", "batch_size", "optimizer", "rounds", "round_epochs", "scope", "prune_bias", "n_samples", "noise",
+    "pruning_samples", "init", "dense_baseline", "impl",
 )
 # seek parameters that the sweep sets itself (or that are not run settings)
 _SEEK_RESERVED = {"task", "pruner", "density", "protocol", "epochs", "seed", "depth", "width", "dtype",
-                  "device", "progress", "self"}
+                  "device", "progress", "self", "pruner_options"}
 
 
 class SweepConfigError(ValueError):
@@ -193,6 +191,9 @@ class RunConfig:
         """Runs with equal group keys share task, shape, protocol, epochs, dtype and training options and
         can be trained together as one batched computation."""
         d = self.to_dict()
+        keys = seek_group_keys()
+        if keys is not None:
+            return canonical_json({k: d.get(k) for k in keys if k != "device"})
         for k in ("pruner", "pruner_options", "density", "seed"):
             d.pop(k, None)
         return canonical_json(d)
@@ -209,9 +210,7 @@ class RunConfig:
             "seed": self.seed,
         }
         if self.pruner_options:
-            from plantseek import pruners  # the configured pruner: seek accepts it like a name
-
-            kw["pruner"] = pruners.get(self.pruner, **self.pruner_options)
+            kw["pruner_options"] = dict(self.pruner_options)
         if self.epochs is not None:
             kw["epochs"] = self.epochs
         if self.dtype is not None:
@@ -271,41 +270,36 @@ def _available_pruners() -> tuple[str, ...]:
         return FALLBACK_PRUNERS
 
 
+def _seek_module():
+    import importlib
+
+    try:
+        return importlib.import_module("plantseek.seek")
+    except Exception:
+        return None
+
+
+def seek_defaults() -> dict[str, Any] | None:
+    """``plantseek.seek``'s defaults (every option it takes), or None when seeking is not importable."""
+    mod = _seek_module()
+    defaults = getattr(mod, "DEFAULTS", None) if mod is not None else None
+    return dict(defaults) if isinstance(defaults, Mapping) else None
+
+
+def seek_group_keys() -> tuple[str, ...] | None:
+    """The settings that ``seek_batch`` needs equal to train runs together, when it says so."""
+    mod = _seek_module()
+    keys = getattr(mod, "GROUP_KEYS", None) if mod is not None else None
+    return tuple(keys) if keys else None
+
+
 def seek_options() -> tuple[tuple[str, ...], bool]:
-    """Training options that ``plantseek.seek`` takes by name, and whether it also takes arbitrary ones."""
-    try:
-        import plantseek
-
-        seek = plantseek.seek
-    except Exception:
+    """Training options a sweep file may set (the options of ``plantseek.seek``), and whether ``seek`` is
+    unknown here (then any option is passed through unchecked)."""
+    defaults = seek_defaults()
+    if defaults is None:
         return FALLBACK_OPTIONS, False
-    names: list[str] = []
-    var_kw = False
-    for target in _signature_targets(seek):
-        try:
-            sig = inspect.signature(target)
-        except (TypeError, ValueError):
-            return FALLBACK_OPTIONS, True
-        for p in sig.parameters.values():
-            if p.kind is p.VAR_KEYWORD:
-                var_kw = True
-            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _SEEK_RESERVED:
-                names.append(p.name)
-    # a seek that forwards **options to a documented options dataclass lists those fields
-    try:
-        from plantseek import train  # noqa: F401
-
-        opts_cls = getattr(train, "TrainOptions", None) or getattr(train, "TrainingOptions", None)
-        if opts_cls is not None and hasattr(opts_cls, "__dataclass_fields__"):
-            names.extend(n for n in opts_cls.__dataclass_fields__ if n not in _SEEK_RESERVED)
-            var_kw = False
-    except Exception:
-        pass
-    return tuple(dict.fromkeys(names)), var_kw
-
-
-def _signature_targets(fn):
-    yield fn
+    return tuple(k for k in defaults if k not in _SEEK_RESERVED), False
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -451,13 +445,14 @@ def _expand_table(table: Mapping[str, Any], where: str) -> Iterable[RunConfig]:
                     _normalise(v)
                 except SweepConfigError as exc:
                     raise SweepConfigError(f"{where}: key {key!r}: {exc}") from None
+    defaults = seek_defaults()
     keys = list(grid) + list(options)
     lists = [grid[k] for k in grid] + [options[k] for k in options]
     for combo in itertools.product(*lists):
         d = dict(zip(keys, combo))
         pruner = d.pop("pruner")
         opts = {k: d.pop(k) for k in list(options)}
-        yield RunConfig(
+        yield _with_defaults(RunConfig(
             task=d["task"],
             pruner=pruner[0],
             pruner_options=dict(pruner[1]),
@@ -469,7 +464,27 @@ def _expand_table(table: Mapping[str, Any], where: str) -> Iterable[RunConfig]:
             epochs=d.get("epochs"),
             dtype=d.get("dtype"),
             options=_normalise(opts),
-        )
+        ), defaults)
+
+
+def _with_defaults(run: RunConfig, defaults: Mapping[str, Any] | None) -> RunConfig:
+    """Complete a run with seek's defaults, so that its key covers the full configuration: a file that
+    spells out a default and one that leaves it out give the same key, and changing a default changes it."""
+    if not defaults:
+        return run
+    if run.epochs is None and "epochs" in defaults:
+        run.epochs = int(defaults["epochs"])
+    if run.dtype is None and "dtype" in defaults:
+        run.dtype = str(defaults["dtype"])
+    for k, v in defaults.items():
+        if k in _SEEK_RESERVED or k in run.options:
+            continue
+        try:
+            run.options[k] = _normalise(v)
+        except SweepConfigError:
+            continue
+    run.options = dict(sorted(run.options.items()))
+    return run
 
 
 def _validate_grid(canon: str, key: str, value: Any, where: str) -> list:

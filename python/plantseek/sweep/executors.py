@@ -85,19 +85,21 @@ def make_chunks(runs: Sequence[RunConfig], max_batch: int | None = None) -> list
     return chunks
 
 
-def _default_batch_fn() -> BatchFn | None:
-    import plantseek
+def _seek_module():
+    import importlib
 
-    return getattr(plantseek, "seek_batch", None)
+    try:
+        return importlib.import_module("plantseek.seek")
+    except ImportError as exc:
+        raise RuntimeError(f"plantseek's seeking code cannot be imported here: {exc}") from None
+
+
+def _default_batch_fn() -> BatchFn | None:
+    return getattr(_seek_module(), "seek_batch", None)
 
 
 def _default_single_fn() -> SingleFn:
-    import plantseek
-
-    try:
-        return plantseek.seek
-    except AttributeError:
-        raise RuntimeError("plantseek.seek is not available in this installation") from None
+    return _seek_module().seek
 
 
 def _metrics_of(result: Any) -> dict:
@@ -146,7 +148,7 @@ def run_chunk(
     def record(i: int, status: str, metrics=None, error=None, started=0.0, finished=0.0, batch=1) -> None:
         records[i] = RunRecord(
             key=keys[i], config=dict(configs[i]), status=status, metrics=metrics, error=error,
-            started_at=started, finished_at=finished, duration_s=finished - started, batch_size=batch,
+            started_at=started, finished_at=finished, duration_s=finished - started, batch_runs=batch,
             version=version, device=device, host=host, sweep=sweep,
         )
 
