@@ -368,10 +368,11 @@ py::tuple py_sparse_linear_backward(py::object gy, py::object xt, py::object ind
 // ------------------------------------------------------------------------------------------------ scores
 
 template <class T>
-py::list topk_typed(const py::sequence& outer, const std::vector<int64_t>& group, const std::vector<int64_t>& k,
-                    int n_threads) {
+py::list topk_typed(const py::sequence& outer, const py::object& eligible_obj, const std::vector<int64_t>& group,
+                    const std::vector<int64_t>& k, int n_threads) {
     const int64_t M = static_cast<int64_t>(outer.size());
     const int64_t S = static_cast<int64_t>(group.size());
+    const int64_t G = static_cast<int64_t>(k.size());
     std::vector<py::array_t<T>> keep_alive;
     std::vector<const T*> values;
     std::vector<int64_t> sizes(S, 0);
@@ -396,6 +397,37 @@ py::list topk_typed(const py::sequence& outer, const std::vector<int64_t>& group
             keep_alive.push_back(a);
         }
     }
+    std::vector<py::array_t<bool>> eligible_alive;
+    std::vector<const uint8_t*> eligible;
+    if (!eligible_obj.is_none()) {
+        std::vector<int64_t> el_sizes;
+        auto lists = mask_lists(eligible_obj, "eligible", &el_sizes);
+        if (static_cast<int64_t>(lists.size()) != M || el_sizes != sizes)
+            throw py::value_error("eligible must have the structure of scores");
+        std::vector<int64_t> count(static_cast<size_t>(M * G), 0);
+        for (int64_t m = 0; m < M; ++m)
+            for (int64_t s = 0; s < S; ++s) {
+                const uint8_t* p = reinterpret_cast<const uint8_t*>(lists[m][s].data());
+                eligible.push_back(p);
+                eligible_alive.push_back(lists[m][s]);
+                if (group[s] >= 0)
+                    for (int64_t i = 0; i < sizes[s]; ++i) count[m * G + group[s]] += p[i];
+            }
+        for (int64_t m = 0; m < M; ++m)
+            for (int64_t g = 0; g < G; ++g)
+                if (k[g] > count[m * G + g])
+                    throw py::value_error("cannot keep " + std::to_string(k[g]) + " parameters in group " +
+                                          std::to_string(g) + " of network " + std::to_string(m) + ": only " +
+                                          std::to_string(count[m * G + g]) + " are eligible");
+    } else {
+        std::vector<int64_t> total(static_cast<size_t>(G), 0);
+        for (int64_t s = 0; s < S; ++s)
+            if (group[s] >= 0) total[group[s]] += sizes[s];
+        for (int64_t g = 0; g < G; ++g)
+            if (k[g] > total[g])
+                throw py::value_error("cannot keep " + std::to_string(k[g]) + " parameters in group " +
+                                      std::to_string(g) + ": it has only " + std::to_string(total[g]));
+    }
     py::list result;
     std::vector<uint8_t*> masks;
     for (int64_t m = 0; m < M; ++m) {
@@ -409,12 +441,13 @@ py::list topk_typed(const py::sequence& outer, const std::vector<int64_t>& group
     }
     {
         py::gil_scoped_release release;
-        topk_masks<T>(values, sizes, group, k, M, masks, n_threads);
+        topk_masks<T>(values, eligible, sizes, group, k, M, masks, n_threads);
     }
     return result;
 }
 
-py::list py_topk_masks(py::object scores_obj, std::vector<int64_t> group, std::vector<int64_t> k, int n_threads) {
+py::list py_topk_masks(py::object scores_obj, std::vector<int64_t> group, std::vector<int64_t> k, py::object eligible,
+                       int n_threads) {
     expect_nonnegative_threads(n_threads);
     if (!py::isinstance<py::sequence>(scores_obj)) throw py::type_error("scores must be a list of lists of arrays");
     auto outer = py::reinterpret_borrow<py::sequence>(scores_obj);
@@ -426,15 +459,19 @@ py::list py_topk_masks(py::object scores_obj, std::vector<int64_t> group, std::v
     for (int64_t g = 0; g < G; ++g)
         if (k[g] < 0) throw py::value_error("k[" + std::to_string(g) + "] must be >= 0");
     py::object first_inner = outer[0];
-    if (!py::isinstance<py::sequence>(first_inner) || py::len(first_inner) == 0) {
-        if (group.empty()) { py::list r; for (size_t m = 0; m < outer.size(); ++m) r.append(py::list()); return r; }
-        throw py::type_error("scores[0] must be a non-empty list of arrays");
+    if (!py::isinstance<py::sequence>(first_inner))
+        throw py::type_error("scores[0] must be a list of arrays");
+    if (py::len(first_inner) == 0) {
+        if (!group.empty()) throw py::value_error("scores[0] is empty but group has entries");
+        py::list r;
+        for (size_t m = 0; m < outer.size(); ++m) r.append(py::list());
+        return r;
     }
     py::object first = py::reinterpret_borrow<py::sequence>(first_inner)[0];
     if (!py::isinstance<py::array>(first)) throw py::type_error("scores[0][0] must be a numpy array");
     auto dt = py::reinterpret_borrow<py::array>(first).dtype();
-    if (dt.is(py::dtype::of<float>())) return topk_typed<float>(outer, group, k, n_threads);
-    if (dt.is(py::dtype::of<double>())) return topk_typed<double>(outer, group, k, n_threads);
+    if (dt.is(py::dtype::of<float>())) return topk_typed<float>(outer, eligible, group, k, n_threads);
+    if (dt.is(py::dtype::of<double>())) return topk_typed<double>(outer, eligible, group, k, n_threads);
     throw py::type_error("scores must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
 }
 
@@ -559,7 +596,8 @@ PYBIND11_MODULE(_C, m) {
           py::arg("cols"), py::arg("vals"), py::arg("csc_indptr"), py::arg("csc_rows"), py::arg("csc_perm"),
           py::arg("n_in"), py::arg("need_x") = true, py::arg("need_w") = true, py::arg("n_threads") = 0,
           "Returns (grad_x (M, B, n_in) or None, grad_vals (nnz,) or None).");
-    m.def("topk_masks", &py_topk_masks, py::arg("scores"), py::arg("group"), py::arg("k"), py::arg("n_threads") = 0,
+    m.def("topk_masks", &py_topk_masks, py::arg("scores"), py::arg("group"), py::arg("k"), py::arg("eligible") = py::none(),
+          py::arg("n_threads") = 0,
           "Exact top-k masks per group for M networks (ties to the lowest index in segment order).");
     m.def("synflow", &py_synflow, py::arg("weights"), py::arg("biases"), py::arg("weight_masks"),
           py::arg("bias_masks"), py::arg("group"), py::arg("rounds"), py::arg("keep"), py::arg("n_threads") = 0,

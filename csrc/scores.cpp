@@ -84,45 +84,63 @@ Threshold select_threshold(const uint64_t* keys, int64_t n, int64_t k) {
 }
 
 template <class T>
-void topk_masks(const std::vector<const T*>& values, const std::vector<int64_t>& sizes,
-                const std::vector<int64_t>& group, const std::vector<int64_t>& k, int64_t M,
-                const std::vector<uint8_t*>& masks, int n_threads) {
+void topk_masks(const std::vector<const T*>& values, const std::vector<const uint8_t*>& eligible,
+                const std::vector<int64_t>& sizes, const std::vector<int64_t>& group, const std::vector<int64_t>& k,
+                int64_t M, const std::vector<uint8_t*>& masks, int n_threads) {
     const int64_t S = static_cast<int64_t>(sizes.size());
     const int64_t G = static_cast<int64_t>(k.size());
     const int threads = resolve_threads(n_threads);
     const int64_t items = M * G;
-    // Segments outside every group are kept entirely.
+    // Segments outside every group keep their eligibility (everything when no eligibility is given).
     for (int64_t m = 0; m < M; ++m)
         for (int64_t s = 0; s < S; ++s)
-            if (group[s] < 0) std::memset(masks[m * S + s], 1, static_cast<size_t>(sizes[s]));
+            if (group[s] < 0) {
+                const uint8_t* el = eligible.empty() ? nullptr : eligible[m * S + s];
+                if (el) std::memcpy(masks[m * S + s], el, static_cast<size_t>(sizes[s]));
+                else std::memset(masks[m * S + s], 1, static_cast<size_t>(sizes[s]));
+            }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (items > 1)
     for (int64_t item = 0; item < items; ++item) {
         const int64_t m = item / G;
         const int64_t g = item % G;
+        auto eligible_of = [&](int64_t s) { return eligible.empty() ? nullptr : eligible[m * S + s]; };
         int64_t n = 0;
-        for (int64_t s = 0; s < S; ++s)
-            if (group[s] == g) n += sizes[s];
+        for (int64_t s = 0; s < S; ++s) {
+            if (group[s] != g) continue;
+            const uint8_t* el = eligible_of(s);
+            if (!el) {
+                n += sizes[s];
+            } else {
+                for (int64_t i = 0; i < sizes[s]; ++i) n += el[i];
+            }
+        }
         auto visit = [&](auto&& f) {
             for (int64_t s = 0; s < S; ++s) {
                 if (group[s] != g) continue;
                 const T* v = values[m * S + s];
-                for (int64_t i = 0; i < sizes[s]; ++i) f(order_key(static_cast<double>(v[i])));
+                const uint8_t* el = eligible_of(s);
+                for (int64_t i = 0; i < sizes[s]; ++i)
+                    if (!el || el[i]) f(order_key(static_cast<double>(v[i])));
             }
         };
         Keeper keep(threshold_of(visit, n, k[g]));
         for (int64_t s = 0; s < S; ++s) {
             if (group[s] != g) continue;
             const T* v = values[m * S + s];
+            const uint8_t* el = eligible_of(s);
             uint8_t* out = masks[m * S + s];
-            for (int64_t i = 0; i < sizes[s]; ++i) out[i] = keep(order_key(static_cast<double>(v[i])));
+            for (int64_t i = 0; i < sizes[s]; ++i)
+                out[i] = (!el || el[i]) ? keep(order_key(static_cast<double>(v[i]))) : 0;
         }
     }
 }
 
-template void topk_masks<float>(const std::vector<const float*>&, const std::vector<int64_t>&,
+template void topk_masks<float>(const std::vector<const float*>&, const std::vector<const uint8_t*>&,
+                                const std::vector<int64_t>&,
                                 const std::vector<int64_t>&, const std::vector<int64_t>&, int64_t,
                                 const std::vector<uint8_t*>&, int);
-template void topk_masks<double>(const std::vector<const double*>&, const std::vector<int64_t>&,
+template void topk_masks<double>(const std::vector<const double*>&, const std::vector<const uint8_t*>&,
+                                 const std::vector<int64_t>&,
                                  const std::vector<int64_t>&, const std::vector<int64_t>&, int64_t,
                                  const std::vector<uint8_t*>&, int);
 

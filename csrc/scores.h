@@ -26,9 +26,13 @@ Threshold select_threshold(const uint64_t* keys, int64_t n, int64_t k);
 // Top-k masks for M networks whose scores come in S segments each (segment s of network m starts at
 // values[m * S + s] and has sizes[s] elements). Segments with group[s] >= 0 compete within their group
 // (k[group] kept, the largest scores, ties to the lowest index in segment order); segments with
-// group[s] < 0 are kept entirely. masks[m * S + s] receives 0/1 bytes.
+// group[s] < 0 are kept entirely. eligible (empty, or M * S pointers that may be null) restricts the
+// candidates: an ineligible element is never kept and not counted (the caller ensures k <= eligible count;
+// otherwise every eligible element is kept); a segment outside every group keeps its eligibility.
+// masks[m * S + s] receives 0/1 bytes.
 template <class T>
-void topk_masks(const std::vector<const T*>& values, const std::vector<int64_t>& sizes,
+void topk_masks(const std::vector<const T*>& values, const std::vector<const uint8_t*>& eligible,
+                const std::vector<int64_t>& sizes,
                 const std::vector<int64_t>& group, const std::vector<int64_t>& k, int64_t M,
                 const std::vector<uint8_t*>& masks, int n_threads);
 
