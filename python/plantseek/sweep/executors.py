@@ -125,6 +125,7 @@ def run_chunk(
     torch_threads: int | None = None,
     version: str | None = None,
     sweep: str | None = None,
+    progress: bool | None = None,
 ) -> list[RunRecord]:
     """Train one chunk of runs together; never raises for a failing run (it comes back as ``failed``).
 
@@ -154,9 +155,15 @@ def run_chunk(
 
     # build the seek arguments; a run whose arguments cannot be built fails alone
     kwargs: list[dict | None] = []
+    from .config import seek_defaults
+
+    pass_progress = progress is not None and batch_fn is None and single_fn is None \
+        and "progress" in (seek_defaults() or {})
     for i, run in enumerate(runs):
         try:
             kwargs.append(run.seek_kwargs(device))
+            if pass_progress:
+                kwargs[-1]["progress"] = bool(progress)
         except Exception as exc:  # e.g. bad pruner options
             now = time.time()
             record(i, "failed", error=_error_text(exc), started=now, finished=now)
@@ -259,6 +266,7 @@ class LocalExecutor(Executor):
                 records = run_chunk(
                     [r.to_dict() for r in chunk], chunk_keys, device=plan.device, batch_fn=plan.batch_fn,
                     single_fn=plan.single_fn, imports=(), version=plan.version, sweep=plan.sweep,
+                    progress=plan.progress,
                 )
                 on_records(records)
                 failed += sum(r.status == "failed" for r in records)
@@ -314,7 +322,7 @@ class DaskExecutor(Executor):
                 fut = client.submit(
                     run_chunk, configs, chunk_keys, device=plan.device, batch_fn=plan.batch_fn,
                     single_fn=plan.single_fn, imports=list(plan.imports), torch_threads=torch_threads,
-                    version=plan.version, sweep=plan.sweep, pure=False,
+                    version=plan.version, sweep=plan.sweep, progress=False, pure=False,
                     key=f"plantseek-chunk-{n}-{chunk_keys[0][:12]}",
                 )
                 futures[fut] = (configs, chunk_keys)

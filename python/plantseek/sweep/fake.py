@@ -18,7 +18,7 @@ CLASSIFICATION = {"circle": 4, "image": 10}
 
 
 def _rng(kw: dict) -> random.Random:
-    payload = json.dumps({k: str(v) for k, v in sorted(kw.items()) if k != "device"}, sort_keys=True)
+    payload = json.dumps({k: str(v) for k, v in sorted(kw.items()) if k not in ("device", "progress")}, sort_keys=True)
     return random.Random(int(hashlib.sha256(payload.encode()).hexdigest()[:16], 16))
 
 
