@@ -1,0 +1,236 @@
+"""Mask metrics: recovery of the planted ticket and connectivity (effective density, dead neurons, collapse).
+
+Every function accepts one mask (a list of ``(weight_mask, bias_mask)`` bool pairs, see `plantseek.masks`),
+a list of masks, or a stacked mask (tensors with a leading network dimension M); for more than one mask it
+returns a list with one result per mask. CPU masks use the native kernels of `plantseek._C` (bit-packed
+popcounts, reachability); CUDA masks use `plantseek._C_cuda` when it is built, and the PyTorch references
+otherwise. ``PLANTSEEK_NATIVE=0`` forces the references.
+
+Definitions
+-----------
+Recovery of a found mask F against the ticket mask T, per layer (weights and biases together) and overall:
+``precision = |F & T| / |F|`` (0 when F keeps nothing), ``recall = |F & T| / |T|`` (1 when T is empty),
+``f1 = 2 p r / (p + r)`` (0 when p + r = 0), ``jaccard = |F & T| / |F | T|`` (1 when both are empty).
+The ``weight_*`` entries count weights only. ``ticket_survived`` is True when every ticket parameter is kept.
+
+Connectivity: inputs are sources, and so is every neuron whose bias is kept. A neuron is *forward-live*
+when a source reaches it through kept weights and *backward-live* when it reaches an output through kept
+weights (outputs are backward-live). A kept weight (j, i) is *effective* when input i is forward-live and
+neuron j backward-live; a kept bias is effective when its neuron is backward-live.
+``effective_density = effective parameters / all parameters`` (weights and biases). A hidden neuron is
+*dead* when it is not both forward- and backward-live. ``layer_collapse`` is True when some layer keeps no
+weight at all.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import masks as masks_mod
+from . import native
+
+Mask = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+# --------------------------------------------------------------------------------------------- input forms
+
+
+def _is_single(obj) -> bool:
+    return len(obj) > 0 and isinstance(obj[0], (tuple, list)) and len(obj[0]) == 2 and isinstance(obj[0][0], torch.Tensor)
+
+
+def _as_mask_list(obj, name: str) -> tuple[list[Mask], bool]:
+    """(list of masks, whether the caller gave several)."""
+    if isinstance(obj, (tuple, list)) and len(obj) == 0:
+        raise ValueError(f"{name} is empty")
+    if _is_single(obj):
+        wm0 = obj[0][0]
+        if wm0.dim() == 3:  # stacked
+            M = int(wm0.shape[0])
+            return [[(wm[m], bm[m]) for wm, bm in obj] for m in range(M)], True
+        return [list(obj)], False
+    out = []
+    for i, m in enumerate(obj):
+        if not _is_single(m):
+            raise TypeError(f"{name}[{i}] is not a mask (a list of (weight_mask, bias_mask) pairs)")
+        out.append(list(m))
+    return out, True
+
+
+def _check_structure(masks: Sequence[Mask], name: str) -> list[int]:
+    """Validate bool dtype and chained shapes; return the widths."""
+    first = masks[0]
+    widths = [int(first[0][0].shape[1])]
+    for l, (wm, bm) in enumerate(first):
+        if wm.dim() != 2 or bm.dim() != 1:
+            raise ValueError(f"{name} layer {l}: expected (out, in) and (out,) masks, got {tuple(wm.shape)}, {tuple(bm.shape)}")
+        if wm.shape[1] != widths[-1] or bm.shape[0] != wm.shape[0]:
+            raise ValueError(f"{name} layer {l}: shapes {tuple(wm.shape)}/{tuple(bm.shape)} do not chain with width {widths[-1]}")
+        widths.append(int(wm.shape[0]))
+    for i, m in enumerate(masks):
+        if len(m) != len(first):
+            raise ValueError(f"{name}[{i}] has {len(m)} layers, the first has {len(first)}")
+        for l, ((wm, bm), (w0, b0)) in enumerate(zip(m, first)):
+            if wm.dtype != torch.bool or bm.dtype != torch.bool:
+                raise TypeError(f"{name}[{i}] layer {l}: masks must be bool tensors, got {wm.dtype}/{bm.dtype}")
+            if wm.shape != w0.shape or bm.shape != b0.shape:
+                raise ValueError(f"{name}[{i}] layer {l}: shapes differ from the first mask's")
+            if wm.device != w0.device or bm.device != w0.device:
+                raise ValueError(f"{name}[{i}] layer {l}: all masks must be on one device")
+    return widths
+
+
+# --------------------------------------------------------------------------------------------- recovery
+
+
+def _ratio(num: int, den: int, empty: float) -> float:
+    return float(num) / float(den) if den else empty
+
+
+def _scores(inter: int, found: int, ticket: int) -> dict:
+    p = _ratio(inter, found, 0.0)
+    r = _ratio(inter, ticket, 1.0)
+    f1 = 2 * p * r / (p + r) if (p + r) > 0 else 0.0
+    union = found + ticket - inter
+    return {"precision": p, "recall": r, "f1": f1, "jaccard": _ratio(inter, union, 1.0),
+            "kept": int(found), "ticket": int(ticket), "intersection": int(inter)}
+
+
+def recovery(found_masks, ticket_mask: Mask):
+    """Precision, recall, F1 and Jaccard of found mask(s) against the ticket mask (see the module docstring).
+
+    Returns a dict (one mask) or a list of dicts: overall ``precision``, ``recall``, ``f1``, ``jaccard``,
+    ``kept``, ``ticket``, ``intersection``; the same for weights only as ``weight_precision`` ...
+    ``weight_jaccard``; ``ticket_survived``; and ``layers``: one dict per layer (weights and biases).
+    """
+    found, many = _as_mask_list(found_masks, "found_masks")
+    _check_structure(found, "found_masks")
+    _check_structure([list(ticket_mask)], "ticket_mask")
+    if len(ticket_mask) != len(found[0]):
+        raise ValueError(f"ticket_mask has {len(ticket_mask)} layers, found masks have {len(found[0])}")
+    for l, ((wm, bm), (tw, tb)) in enumerate(zip(found[0], ticket_mask)):
+        if wm.shape != tw.shape or bm.shape != tb.shape:
+            raise ValueError(f"layer {l}: found shapes {tuple(wm.shape)}/{tuple(bm.shape)} differ from the ticket's "
+                             f"{tuple(tw.shape)}/{tuple(tb.shape)}")
+    inter, kept, ref = _overlap(found, list(ticket_mask))
+    L = len(ticket_mask)
+    results = []
+    for m in range(len(found)):
+        layers = []
+        for l in range(L):
+            layers.append(_scores(int(inter[m, 2 * l] + inter[m, 2 * l + 1]), int(kept[m, 2 * l] + kept[m, 2 * l + 1]),
+                                  int(ref[2 * l] + ref[2 * l + 1])))
+        overall = _scores(int(inter[m].sum()), int(kept[m].sum()), int(ref.sum()))
+        w = _scores(int(inter[m, 0::2].sum()), int(kept[m, 0::2].sum()), int(ref[0::2].sum()))
+        res = dict(overall)
+        for key in ("precision", "recall", "f1", "jaccard"):
+            res["weight_" + key] = w[key]
+        res["ticket_survived"] = overall["intersection"] == overall["ticket"]
+        res["layers"] = layers
+        results.append(res)
+    return results if many else results[0]
+
+
+def _overlap(found: list[Mask], ticket: Mask):
+    device = ticket[0][0].device
+    if device.type == "cuda" and native.cuda_module() is not None:
+        from . import kernels
+
+        return kernels.cuda_overlap_counts(found, ticket)
+    inter, kept, ref = masks_mod.overlap_counts(found, ticket)
+    return inter, kept, ref
+
+
+# --------------------------------------------------------------------------------------------- connectivity
+
+
+def reachability_counts(masks_list: list[Mask]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(kept (M, 2L), effective (M, 2L), dead (M, L-1)) int64 counts; segments weight 0, bias 0, ...
+
+    Native on CPU (and CUDA when built), PyTorch reference otherwise."""
+    widths = _check_structure(masks_list, "masks")
+    device = masks_list[0][0][0].device
+    if device.type == "cuda":
+        if native.cuda_module() is not None:
+            from . import kernels
+
+            return kernels.cuda_reachability(masks_list, widths)
+        return reachability_counts_reference(masks_list)
+    ext = native.cpu_module()
+    if ext is None:
+        return reachability_counts_reference(masks_list)
+    arrays = [[t.detach().contiguous().numpy() for pair in m for t in pair] for m in masks_list]
+    kept, eff, dead = ext.reachability(arrays, widths, max(1, torch.get_num_threads()))
+    return torch.from_numpy(np.asarray(kept)), torch.from_numpy(np.asarray(eff)), torch.from_numpy(np.asarray(dead))
+
+
+def reachability_counts_reference(masks_list: list[Mask]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PyTorch reference of `reachability_counts` (float64 matrix-vector products on the masks' device)."""
+    widths = _check_structure(masks_list, "masks")
+    L = len(widths) - 1
+    M = len(masks_list)
+    kept = torch.zeros(M, 2 * L, dtype=torch.int64)
+    eff = torch.zeros(M, 2 * L, dtype=torch.int64)
+    dead = torch.zeros(M, max(L - 1, 0), dtype=torch.int64)
+    for m, mask in enumerate(masks_list):
+        dev = mask[0][0].device
+        fwd = [torch.ones(widths[0], dtype=torch.bool, device=dev)]
+        for l, (wm, bm) in enumerate(mask):
+            kept[m, 2 * l] = int(wm.sum())
+            kept[m, 2 * l + 1] = int(bm.sum())
+            fwd.append(bm | ((wm.double() @ fwd[-1].double()) > 0))
+        bwd = torch.ones(widths[L], dtype=torch.bool, device=dev)
+        for l in range(L - 1, -1, -1):
+            wm, bm = mask[l]
+            eff[m, 2 * l] = int((wm & bwd[:, None] & fwd[l][None, :]).sum())
+            eff[m, 2 * l + 1] = int((bm & bwd).sum())
+            bwd_in = (wm.double().t() @ bwd.double()) > 0
+            if l >= 1:
+                dead[m, l - 1] = int((~(fwd[l] & bwd_in)).sum())
+            bwd = bwd_in
+    return kept, eff, dead
+
+
+def connectivity(masks) -> dict | list[dict]:
+    """Everything about reachability in one pass: ``effective_density``, ``effective`` (count), ``total``,
+    ``layer_effective`` (per layer, weights + biases), ``dead_neurons`` (total), ``layer_dead`` (per hidden
+    layer), ``layer_collapse``, ``kept``."""
+    ms, many = _as_mask_list(masks, "masks")
+    kept, eff, dead = reachability_counts(ms)
+    total = sum(wm.numel() + bm.numel() for wm, bm in ms[0])
+    out = []
+    for m in range(len(ms)):
+        L = kept.shape[1] // 2
+        out.append({
+            "effective_density": float(eff[m].sum()) / total if total else 0.0,
+            "effective": int(eff[m].sum()),
+            "kept": int(kept[m].sum()),
+            "total": int(total),
+            "layer_effective": [int(eff[m, 2 * l] + eff[m, 2 * l + 1]) for l in range(L)],
+            "dead_neurons": int(dead[m].sum()),
+            "layer_dead": [int(v) for v in dead[m].tolist()],
+            "layer_collapse": bool((kept[m, 0::2] == 0).any()),
+        })
+    return out if many else out[0]
+
+
+def effective_density(masks):
+    """Fraction of all parameters (weights and biases) that lie on some input-to-output path."""
+    res = connectivity(masks)
+    return [r["effective_density"] for r in res] if isinstance(res, list) else res["effective_density"]
+
+
+def dead_neurons(masks):
+    """Number of hidden neurons not on any input-to-output path (a kept bias makes a neuron a source)."""
+    res = connectivity(masks)
+    return [r["dead_neurons"] for r in res] if isinstance(res, list) else res["dead_neurons"]
+
+
+def layer_collapse(masks):
+    """True when some layer keeps no weight (the network output is then constant in its input)."""
+    ms, many = _as_mask_list(masks, "masks")
+    _check_structure(ms, "masks")
+    out = [any(not bool(wm.any()) for wm, _ in m) for m in ms]
+    return out if many else out[0]

@@ -1,0 +1,113 @@
+"""plantseek.metrics: recovery and connectivity, native against the PyTorch references."""
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from plantseek import metrics, native
+
+FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _mask(gen, widths, density):
+    return [(torch.rand(widths[i + 1], widths[i], generator=gen) < density, torch.rand(widths[i + 1], generator=gen) < density)
+            for i in range(len(widths) - 1)]
+
+
+def test_recovery_values_by_hand():
+    ticket = [(torch.tensor([[True, False], [False, False]]), torch.tensor([True, False]))]
+    found = [(torch.tensor([[True, True], [False, False]]), torch.tensor([False, False]))]
+    r = metrics.recovery(found, ticket)
+    assert r["intersection"] == 1 and r["kept"] == 2 and r["ticket"] == 2
+    assert r["precision"] == 0.5 and r["recall"] == 0.5 and r["f1"] == 0.5 and r["jaccard"] == 1 / 3
+    assert r["weight_precision"] == 0.5 and r["weight_recall"] == 1.0
+    assert r["ticket_survived"] is False
+    assert len(r["layers"]) == 1 and r["layers"][0]["recall"] == 0.5
+    empty = [(torch.zeros(2, 2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool))]
+    r0 = metrics.recovery(empty, ticket)
+    assert r0["precision"] == 0.0 and r0["recall"] == 0.0 and r0["f1"] == 0.0
+    r1 = metrics.recovery(ticket, ticket)
+    assert r1["ticket_survived"] and r1["f1"] == 1.0 and r1["jaccard"] == 1.0
+
+
+@FAST
+@given(widths=st.lists(st.integers(1, 40), min_size=2, max_size=5), M=st.integers(1, 5),
+       density=st.sampled_from([0.0, 0.1, 0.5, 1.0]), seed=st.integers(0, 1000))
+def test_recovery_many_equals_single(widths, M, density, seed):
+    gen = torch.Generator().manual_seed(seed)
+    ticket = _mask(gen, widths, 0.2)
+    found = [_mask(gen, widths, density) for _ in range(M)]
+    many = metrics.recovery(found, ticket)
+    assert isinstance(many, list) and len(many) == M
+    for f, r in zip(found, many):
+        single = metrics.recovery(f, ticket)
+        assert single == r
+        inter = sum(int((a & b).sum()) for p, q in zip(f, ticket) for a, b in zip(p, q))
+        assert r["intersection"] == inter
+    stacked = [(torch.stack([f[l][0] for f in found]), torch.stack([f[l][1] for f in found])) for l in range(len(ticket))]
+    assert metrics.recovery(stacked, ticket) == many
+
+
+@FAST
+@given(widths=st.lists(st.integers(1, 30), min_size=2, max_size=6), M=st.integers(1, 4),
+       density=st.sampled_from([0.0, 0.03, 0.2, 0.6, 1.0]), seed=st.integers(0, 1000))
+def test_reachability_native_matches_reference(widths, M, density, seed):
+    gen = torch.Generator().manual_seed(seed)
+    ms = [_mask(gen, widths, density) for _ in range(M)]
+    got = metrics.reachability_counts(ms)
+    want = metrics.reachability_counts_reference(ms)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
+def test_connectivity_by_hand():
+    # 2 -> 2 -> 1: input 0 feeds hidden 0; hidden 1 has a kept bias but no outgoing weight.
+    w1 = torch.tensor([[True, False], [False, False]])
+    b1 = torch.tensor([False, True])
+    w2 = torch.tensor([[True, False]])
+    b2 = torch.tensor([True])
+    mask = [(w1, b1), (w2, b2)]
+    c = metrics.connectivity(mask)
+    assert c["kept"] == 4 and c["effective"] == 3  # w1[0,0], w2[0,0], b2; b1[1] is a dead end
+    assert c["effective_density"] == 3 / 9
+    assert c["dead_neurons"] == 1 and c["layer_dead"] == [1]
+    assert c["layer_collapse"] is False
+    assert metrics.effective_density([mask, mask]) == [3 / 9, 3 / 9]
+    assert metrics.dead_neurons(mask) == 1
+    collapsed = [(w1, b1), (torch.zeros(1, 2, dtype=torch.bool), b2)]
+    assert metrics.layer_collapse(collapsed) is True
+    assert metrics.layer_collapse([mask, collapsed]) == [False, True]
+
+
+def test_bias_source_counts():
+    # hidden neuron reached only through its kept bias; its outgoing weight is effective
+    w1 = torch.zeros(1, 3, dtype=torch.bool)
+    b1 = torch.tensor([True])
+    w2 = torch.tensor([[True]])
+    b2 = torch.tensor([False])
+    c = metrics.connectivity([(w1, b1), (w2, b2)])
+    assert c["effective"] == 2 and c["dead_neurons"] == 0
+
+
+def test_errors():
+    good = [(torch.ones(2, 3, dtype=torch.bool), torch.ones(2, dtype=torch.bool))]
+    with pytest.raises(TypeError, match="bool"):
+        metrics.effective_density([(torch.ones(2, 3), torch.ones(2))])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.recovery([], good)
+    with pytest.raises(ValueError, match="differ"):
+        metrics.recovery([(torch.ones(2, 4, dtype=torch.bool), torch.ones(2, dtype=torch.bool))], good)
+
+
+@pytest.mark.skipif(native.cpu_module() is None, reason="native core not built")
+def test_native_reachability_validation():
+    import numpy as np
+    ext = native.cpu_module()
+    with pytest.raises(ValueError, match="widths"):
+        ext.reachability([[np.zeros((2, 3), bool), np.zeros(2, bool)]], [3])
+    with pytest.raises(ValueError, match="weight mask"):
+        ext.reachability([[np.zeros((2, 4), bool), np.zeros(2, bool)]], [3, 2])
+    with pytest.raises(ValueError, match="2 \\* layers"):
+        ext.reachability([[np.zeros((2, 3), bool)]], [3, 2])
+    with pytest.raises(TypeError, match="bool"):
+        ext.reachability([[np.zeros((2, 3), np.uint8), np.zeros(2, bool)]], [3, 2])
