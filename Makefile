@@ -34,8 +34,11 @@ dev: $(PY)
 	$(PIP) install -q "scikit-build-core>=0.8" "pybind11>=2.11" "cmake>=3.18" ninja
 	$(PIP) install -q --no-build-isolation -Ceditable.rebuild=true -e ".[test,distributed,parquet]"
 
+# the paper's benchmark at small scale: plants the tickets, runs every pruner over densities and seeds,
+# writes report/index.html (rerunning resumes from report/paper_small.db)
 demo: install
-	$(VENV)/bin/plantseek demo
+	$(VENV)/bin/plantseek tasks --depth 4
+	$(VENV)/bin/plantseek reproduce paper --scale small --out report
 
 test: install
 	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
