@@ -7,5 +7,6 @@ from . import native, tasks, tickets
 from .tickets import Ticket
 from .planting import PlantedNetwork, load, plant
 from .seek import SeekResult, seek, seek_batch  # noqa: E402  (the attribute `seek` is the function)
+from .image.planting import PlantedModule, plant_state_dict  # noqa: F401  (image task: conv tickets)
 
 __all__ = ["__version__", "native", "tasks", "tickets", "Ticket", "PlantedNetwork", "plant", "load", "seek", "seek_batch", "SeekResult"]

@@ -26,7 +26,7 @@ from .selection import SCOPES, kept_count
 
 __all__ = [
     "Pruner", "ScorePruner", "register", "get", "available", "descriptions", "check_density",
-    "effective_parameters", "forward", "default_loss", "pruning_set", "device_generator", "kept_count",
+    "effective_parameters", "forward", "network_forward", "default_loss", "pruning_set", "device_generator", "kept_count",
 ]
 
 
@@ -90,6 +90,14 @@ def forward(params: Sequence[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor
         if i < last:
             h = torch.relu(h)
     return h
+
+
+def network_forward(net, params: Sequence[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
+    """``params`` applied to ``x`` by ``net``'s own layer sequence when it defines ``forward_params(params, x)``
+    (convolutional networks, `plantseek.image`), else by the MLP `forward`: the hook that lets every pruner
+    score Conv2d layers too (their masks are 4-D bool tensors in the same (weight_mask, bias_mask) pairs)."""
+    fn = getattr(net, "forward_params", None)
+    return fn(params, x) if callable(fn) else forward(params, x)
 
 
 def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

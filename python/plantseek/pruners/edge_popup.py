@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from ..masks import Mask
 from . import selection
-from .base import Pruner, check_density, check_reachable, check_scope, current_mask, device_generator, register
+from .base import (Pruner, check_density, check_reachable, check_scope, current_mask, device_generator,
+                   network_forward, register)
 
 
 def scale_free_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -84,7 +85,7 @@ class EdgePopupPruner(Pruner):
         out = []
         for w, b in zip(net.weights, net.biases):
             if self.score_init == "kaiming":
-                bound = 1.0 / math.sqrt(max(1, w.shape[1]))
+                bound = 1.0 / math.sqrt(max(1, w[0].numel()))  # fan_in (in x kh x kw for Conv2d)
                 ws = (torch.rand(w.shape, generator=gen, device=w.device, dtype=w.dtype) * 2 - 1) * bound
                 bs = (torch.rand(b.shape, generator=gen, device=b.device, dtype=b.dtype) * 2 - 1) * bound
             else:
@@ -154,15 +155,14 @@ class EdgePopupPruner(Pruner):
             xs, ys = x[perm], y[perm]
             for s, e in batches:
                 keep = self._step_masks(scores, current, d_e, scope, prune_bias)
-                h = xs[s:e]
+                eff = []
                 for i, (w, b) in enumerate(zip(weights, biases)):
                     ws, bs = scores[i]
                     wsa, bsa = ws.abs(), bs.abs()
                     mw = keep[i][0].to(dt) + (wsa - wsa.detach())  # straight-through top-k
                     mb = keep[i][1].to(dt) + (bsa - bsa.detach()) if prune_bias else keep[i][1].to(dt)
-                    h = F.linear(h, w * mw, b * mb)
-                    if i < last:
-                        h = torch.relu(h)
+                    eff.append((w * mw, b * mb))
+                h = network_forward(net, eff, xs[s:e])  # MLP, or the net's own layers (Conv2d)
                 loss = scale_free_loss(h, ys[s:e])
                 if not torch.isfinite(loss):
                     raise ValueError(f"pruner {self.name!r}: the loss became {float(loss)} in epoch {epoch} of {self.epochs}")

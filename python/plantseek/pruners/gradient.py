@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from .base import ScorePruner, default_loss, effective_parameters, forward, pruning_set, register
+from .base import ScorePruner, default_loss, effective_parameters, forward, network_forward, pruning_set, register
 
 
 class DataScorePruner(ScorePruner):
@@ -49,7 +49,7 @@ class SnipPruner(DataScorePruner):
         params = self._leaves(net, mask)
         flat = [t for pair in params for t in pair]
         with torch.enable_grad():
-            loss = self._loss()(forward(params, x), y)
+            loss = self._loss()(network_forward(net, params, x), y)
             grads = torch.autograd.grad(loss, flat, allow_unused=True)
         out = []
         for i in range(len(params)):
@@ -90,7 +90,7 @@ class GraspPruner(DataScorePruner):
         params = self._leaves(net, mask)
         flat = [t for pair in params for t in pair]
         with torch.enable_grad():
-            loss = self._loss()(forward(params, x) / self.temperature, y)
+            loss = self._loss()(network_forward(net, params, x) / self.temperature, y)
             grads = torch.autograd.grad(loss, flat, create_graph=True, allow_unused=True)
             used = [(g, p) for g, p in zip(grads, flat) if g is not None]
             z = sum((g.detach() * g).sum() for g, _ in used)

@@ -30,6 +30,25 @@ def synflow_scores_reference(params: list[tuple[torch.Tensor, torch.Tensor]]) ->
     return out
 
 
+def synflow_scores_network(net, params: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """SynFlow scores by autograd through ``net.forward_params`` (networks with their own layer sequence, e.g.
+    the convolutional networks of `plantseek.image`): R = sum of the outputs of the network with |W|, |b| on an
+    all-ones input of shape ``(1, *net.input_shape)``; scores |dR/dtheta * theta|. Computed in float64 (R is a
+    product over all layers and overflows float32 in deep conv nets), returned in float64."""
+    leaves = [(w.abs().double().requires_grad_(True), b.abs().double().requires_grad_(True)) for w, b in params]
+    flat = [t for pair in leaves for t in pair]
+    x = torch.ones((1, *net.input_shape), dtype=torch.float64, device=flat[0].device)
+    with torch.enable_grad():
+        r = net.forward_params(leaves, x).sum()
+        grads = torch.autograd.grad(r, flat, allow_unused=True)
+    out = []
+    for i, (w, b) in enumerate(leaves):
+        gw, gb = grads[2 * i], grads[2 * i + 1]
+        out.append(((w * gw).detach() if gw is not None else torch.zeros_like(w).detach(),
+                    (b * gb).detach() if gb is not None else torch.zeros_like(b).detach()))
+    return out
+
+
 def _native_synflow():
     try:
         from .. import kernels
@@ -56,6 +75,8 @@ class SynFlowPruner(ScorePruner):
 
     def scores(self, net, data, generator, mask):
         params = [(w.detach() * wm, b.detach() * bm) for w, b, (wm, bm) in zip(net.weights, net.biases, mask)]
+        if callable(getattr(net, "forward_params", None)):  # conv networks: autograd through their layers
+            return synflow_scores_network(net, params)
         fn = _native_synflow()
         if fn is not None:
             return fn(params)
