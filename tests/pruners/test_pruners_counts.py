@@ -130,6 +130,8 @@ def test_counts_and_ties_are_exact_and_deterministic(small_circle, seed, density
                 elig += cur[i][j].reshape(-1).tolist()
                 got += m[i][j].reshape(-1).tolist()
         assert got == _reference_select(flat, kept_count(density, len(flat)), elig)
+    ref = pruners.selection.select_reference(table, density, cur, scope=scope, prune_bias=prune_bias)
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(m, ref))
     if not prune_bias:
         assert all(torch.equal(bm, cb) for (_, bm), (_, cb) in zip(m, cur))
     if current is not None:  # pruned parameters never come back
@@ -206,3 +208,16 @@ def test_native_global_topk_agrees_with_the_reference_when_present():
         elig = torch.rand(n, generator=g) < 0.8
         for k in {0, 1, int(elig.sum()) // 2, int(elig.sum())}:
             assert torch.equal(fn(s, k, elig), topk_keep(s, k, elig))
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("prune_bias", [True, False])
+def test_synflow_native_rounds_equal_the_generic_rounds(small_circle, scope, prune_bias):
+    """SynFlowPruner.prune (all rounds in one plantseek.kernels call) = the ScorePruner loop over `scores`."""
+    net, data = small_circle
+    p = pruners.get("synflow", iterations=7)
+    start = pruners.get("random").prune(net, data, 0.8, scope=scope, prune_bias=prune_bias)
+    for mask in (None, start):
+        fast = p.prune(net, data, 0.03, scope=scope, prune_bias=prune_bias, mask=mask)
+        slow = pruners.ScorePruner.prune(p, net, data, 0.03, scope=scope, prune_bias=prune_bias, mask=mask)
+        assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(fast, slow))

@@ -80,7 +80,7 @@ def test_snip_scores_equal_autograd(task, width, depth, masked):
 
 @pytest.mark.parametrize("task,width,depth", TINY)
 @pytest.mark.parametrize("masked", [False, True])
-def test_grasp_scores_equal_forward_over_reverse_hvp(task, width, depth, masked):
+def test_grasp_scores_equal_full_hessian_times_gradient(task, width, depth, masked):
     net = planted(task, width, depth)
     data = task_data(task)
     kind = "classification" if task == "circle" else "regression"
@@ -100,7 +100,7 @@ def test_grasp_scores_equal_forward_over_reverse_hvp(task, width, depth, masked)
 
     theta = torch.cat([params[k].reshape(-1) for k in names])
     g = torch.autograd.functional.jacobian(f, theta)
-    H = torch.autograd.functional.hessian(f, theta)  # the full Hessian: tiny networks only
+    H = torch.autograd.functional.hessian(f, theta, vectorize=True)  # the full Hessian: tiny networks only
     hg = H @ g
     score = theta * hg
     # GraSP removes the highest -theta * Hg; plantseek keeps the highest scores, hence +theta * Hg

@@ -13,7 +13,7 @@ from .base import (
     Pruner, ScorePruner, available, check_density, default_loss, descriptions, device_generator,
     effective_parameters, forward, get, kept_count, pruning_set, register,
 )
-from .selection import select, topk_keep
+from .selection import select, select_reference, topk_keep
 from . import basic, gradient, synflow  # noqa: F401  (registration)
 
 _BUILTIN = {"base", "selection", "basic", "gradient", "synflow"}
@@ -22,7 +22,7 @@ for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = [
-    "Pruner", "ScorePruner", "register", "get", "available", "descriptions", "kept_count", "select",
+    "Pruner", "ScorePruner", "register", "get", "available", "descriptions", "kept_count", "select", "select_reference",
     "topk_keep", "check_density", "default_loss", "device_generator", "effective_parameters", "forward",
     "pruning_set",
 ]

@@ -152,16 +152,7 @@ def device_generator(generator: torch.Generator | None, device: torch.device) ->
 
 def check_reachable(current: Mask, density: float, scope: str, prune_bias: bool) -> None:
     """ValueError unless the current mask still keeps at least the parameters that ``density`` asks for."""
-    groups = [current] if scope == "global" else [[pair] for pair in current]
-    for i, g in enumerate(groups):
-        kept, total = selection.prunable_count(g, prune_bias)
-        k = kept_count(density, total)
-        if k > kept:
-            where = "in total" if scope == "global" else f"in layer {i}"
-            raise ValueError(
-                f"density {density:g} asks to keep {k} of {total} prunable parameters {where}, but the current "
-                f"mask keeps only {kept}; pruned parameters never come back (lower the density)"
-            )
+    selection._check_counts(current, density, scope, prune_bias)
 
 
 class Pruner:

@@ -8,8 +8,9 @@ Rules (DESIGN.md, "Seeking: pruners"):
 - ties are broken deterministically: among equal scores the lowest flat index wins, where the flat order is
   weight 0, bias 0, weight 1, bias 1, ... (each tensor row-major).
 
-The selection itself goes through `plantseek.kernels.global_topk` when the kernels module provides it (native
-threshold search); the pure-PyTorch `topk_keep` below is the fallback and follows the same tie rule.
+The selection itself goes through `plantseek.kernels.global_topk` (native threshold search on the CPU, its
+PyTorch reference elsewhere) when the kernels module provides it; the pure-PyTorch `topk_keep` below is the
+fallback (and the tests' second opinion) and follows the same tie rule.
 """
 from __future__ import annotations
 
@@ -57,13 +58,18 @@ def topk_keep(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None
     return above | (at & (at_rank <= need))
 
 
-def _native_topk():
-    """`plantseek.kernels.global_topk` when the kernels module defines it, else None."""
+def _kernels():
+    """`plantseek.kernels` when it is importable (it holds the native selection), else None."""
     try:
-        from .. import kernels  # noqa: WPS433 (optional: written by the native-core work)
+        from .. import kernels  # the native-core wrappers (python/plantseek/kernels.py)
     except ImportError:
         return None
-    return getattr(kernels, "global_topk", None)
+    return kernels
+
+
+def _native_topk():
+    """`plantseek.kernels.global_topk` when the kernels module defines it, else None."""
+    return getattr(_kernels(), "global_topk", None)
 
 
 def select_flat(scores: torch.Tensor, k: int, eligible: torch.Tensor) -> torch.Tensor:
@@ -89,6 +95,26 @@ def select(
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(map(repr, SCOPES))}, got {scope!r}")
+    fn = _native_topk()
+    if fn is None:
+        return select_reference(scores, density, current, scope=scope, prune_bias=prune_bias)
+    # one call for all scopes (native on the CPU); same counts, tie rule and eligibility as select_reference
+    _check_counts(current, density, scope, prune_bias)
+    pairs = [(ws, bs if prune_bias else None) for ws, bs in scores]
+    return [(wm, bm) for wm, bm in fn(pairs, density=density, eligible=current, scope=scope)]
+
+
+def select_reference(
+    scores: Scores,
+    density: float,
+    current: Mask,
+    *,
+    scope: str = "global",
+    prune_bias: bool = True,
+) -> Mask:
+    """Pure-PyTorch `select` (one `topk_keep` per scope group), used when `plantseek.kernels` is missing."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(map(repr, SCOPES))}, got {scope!r}")
     n_layers = len(current)
     groups_layers = [list(range(n_layers))] if scope == "global" else [[i] for i in range(n_layers)]
     result: list[list] = [[None, None] for _ in current]
@@ -108,12 +134,8 @@ def select(
         k = kept_count(density, n)
         n_eligible = int(flat_elig.sum())
         if k > n_eligible:
-            where = "in total" if scope == "global" else f"in layer {layers[0]}"
-            raise ValueError(
-                f"density {density:g} asks to keep {k} of {n} prunable parameters {where}, but the current mask "
-                f"keeps only {n_eligible}; pruned parameters never come back (lower the density)"
-            )
-        kept = select_flat(flat_scores, k, flat_elig)
+            _check_counts(current, density, scope, prune_bias)
+        kept = topk_keep(flat_scores, k, flat_elig)
         offset = 0
         for (i, j, shape) in seg_ref:
             size = math.prod(shape)
@@ -125,6 +147,20 @@ def select(
             bm = current[i][1].clone()
         out.append((wm, bm))
     return out
+
+
+def _check_counts(current: Mask, density: float, scope: str, prune_bias: bool) -> None:
+    """ValueError unless the current mask still keeps at least what ``density`` asks for in every scope."""
+    groups = [current] if scope == "global" else [[pair] for pair in current]
+    for i, g in enumerate(groups):
+        kept, total = prunable_count(g, prune_bias)
+        k = kept_count(density, total)
+        if k > kept:
+            where = "in total" if scope == "global" else f"in layer {i}"
+            raise ValueError(
+                f"density {density:g} asks to keep {k} of {total} prunable parameters {where}, but the current "
+                f"mask keeps only {kept}; pruned parameters never come back (lower the density)"
+            )
 
 
 def prunable_count(current: Mask, prune_bias: bool = True) -> tuple[int, int]:

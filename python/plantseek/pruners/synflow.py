@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import ScorePruner, register
+from .base import ScorePruner, check_density, check_reachable, check_scope, current_mask, register
 
 
 def synflow_scores_reference(params: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -49,12 +49,20 @@ def synflow_scores_network(net, params: list[tuple[torch.Tensor, torch.Tensor]])
     return out
 
 
-def _native_synflow():
+def _kernels():
     try:
-        from .. import kernels
+        from .. import kernels  # the native-core wrappers (python/plantseek/kernels.py)
     except ImportError:
         return None
-    return getattr(kernels, "synflow_scores", None)
+    return kernels
+
+
+def _native_synflow():
+    return getattr(_kernels(), "synflow_scores", None)
+
+
+def _native_synflow_prune():
+    return getattr(_kernels(), "synflow_prune", None)
 
 
 @register("synflow")
@@ -68,10 +76,25 @@ class SynFlowPruner(ScorePruner):
     (absolute weights and biases, pruned ones zero) on an all-ones input; biases are scored too. Data-free.
     Option ``iterations`` (default 100, as in SynFlow's paper; the Plant 'n' Seek paper's main runs use 1):
     rounds with the exponential density schedule density^(r/R), rescoring the masked network each round.
-    Runs in the network's dtype; uses `plantseek.kernels.synflow_scores` when the kernels module provides it.
+    All R rounds run in one call of `plantseek.kernels.synflow_prune` when the kernels module provides it
+    (native on the CPU, PyTorch on other devices; scores in float64 there, which keeps the product of layer
+    norms of deep, wide networks finite); otherwise the generic `ScorePruner` rounds with `scores` below.
+    Both give the same masks (same schedule, counts and tie rule).
     """
 
     default_iterations = 100
+
+    def prune(self, net, data, density, *, scope="global", prune_bias=True, generator=None, mask=None):
+        fn = _native_synflow_prune()
+        if fn is None or callable(getattr(net, "forward_params", None)):  # conv networks: autograd `scores`
+            return super().prune(net, data, density, scope=scope, prune_bias=prune_bias, generator=generator, mask=mask)
+        density = check_density(density, net)
+        check_scope(scope)
+        current = current_mask(net, mask)
+        check_reachable(current, density, scope, bool(prune_bias))
+        out = fn(net.weights, net.biases, density, rounds=self.iterations, masks=current, scope=scope,
+                 prune_bias=bool(prune_bias))
+        return [(wm.to(net.device), bm.to(net.device)) for wm, bm in out]
 
     def scores(self, net, data, generator, mask):
         params = [(w.detach() * wm, b.detach() * bm) for w, b, (wm, bm) in zip(net.weights, net.biases, mask)]
