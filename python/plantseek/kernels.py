@@ -521,3 +521,143 @@ def global_topk_reference(scores, k=None, eligible=None, *, density: float | Non
             per.append(None)
         result.append(per)
     return _fill_bias(result, scores, eligible)
+
+
+# --------------------------------------------------------------------------------------------- CUDA launches
+# Thin launchers of plantseek._C_cuda: tensors are checked here (device, dtype, contiguity) and handed over as
+# device pointers with the current stream of their device.
+
+
+def _cuda_ext():
+    ext = native.cuda_module()
+    if ext is None:
+        raise RuntimeError("the CUDA kernels are not available (plantseek._C_cuda did not load or PLANTSEEK_NATIVE=0)")
+    return ext
+
+
+def _stream(device) -> int:
+    return int(torch.cuda.current_stream(device).cuda_stream)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    if dtype == torch.float32:
+        return "float32"
+    if dtype == torch.float64:
+        return "float64"
+    raise TypeError(f"CUDA sparse kernels support float32 and float64, got {dtype}")
+
+
+def _require_cuda(t: torch.Tensor, name: str, device, dtype=None) -> torch.Tensor:
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device}, expected {device}")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {t.dtype}")
+    return t.contiguous()
+
+
+def _cuda_sparse_forward(x: torch.Tensor, vals: torch.Tensor, s) -> torch.Tensor:
+    """y (M, B, out) = x W^T on the GPU for the CSR structure `s` (plantseek.nn.CsrStructure)."""
+    ext = _cuda_ext()
+    dev = x.device
+    x = _require_cuda(x, "x", dev)
+    vals = _require_cuda(vals, "vals", dev, x.dtype)
+    M, B, n_in = x.shape
+    y = torch.empty(M, B, s.n_out, dtype=x.dtype, device=dev)
+    with torch.cuda.device(dev):
+        ext.spmm(x.data_ptr(), s.indptr.data_ptr(), s.cols.data_ptr(), vals.data_ptr(), 0, y.data_ptr(), M, B,
+                 s.n_out, n_in, _dtype_name(x.dtype), _stream(dev))
+    return y
+
+
+def _cuda_sparse_backward(gy: torch.Tensor, x: torch.Tensor, vals: torch.Tensor, s, need_x: bool, need_w: bool):
+    """(grad_x or None, grad_vals or None) on the GPU: SpMM through the CSC structure, SDDMM at kept entries."""
+    ext = _cuda_ext()
+    dev = gy.device
+    gy = _require_cuda(gy, "grad_y", dev)
+    x = _require_cuda(x, "x", dev, gy.dtype)
+    M, B, n_out = gy.shape
+    n_in = x.shape[2]
+    name = _dtype_name(gy.dtype)
+    gx = gvals = None
+    with torch.cuda.device(dev):
+        stream = _stream(dev)
+        if need_x:
+            vals_csc = torch.empty_like(vals)
+            if vals.numel():
+                ext.gather(vals.data_ptr(), s.csc_perm.data_ptr(), vals_csc.data_ptr(), vals.numel(), name, stream)
+            gx = torch.empty(M, B, n_in, dtype=gy.dtype, device=dev)
+            ext.spmm(gy.data_ptr(), s.csc_indptr.data_ptr(), s.csc_rows.data_ptr(), vals_csc.data_ptr(), 0,
+                     gx.data_ptr(), M, B, n_in, n_out, name, stream)
+        if need_w:
+            gvals = torch.empty_like(vals)
+            ext.sddmm(gy.data_ptr(), x.data_ptr(), s.rows.data_ptr(), s.cols.data_ptr(), gvals.data_ptr(),
+                      vals.numel(), B, n_out, n_in, name, stream)
+    return gx, gvals
+
+
+def _pointer_table(tensors, device) -> torch.Tensor:
+    return torch.tensor([t.data_ptr() for t in tensors], dtype=torch.int64, device=device)
+
+
+def cuda_overlap_counts(found: Sequence[Pairs], reference: Pairs):
+    """`plantseek.masks.overlap_counts` for masks on a CUDA device: (inter (M, S), kept (M, S), ref_kept (S,)),
+    int64 CPU tensors, segments weight 0, bias 0, ... One kernel launch for all masks and segments."""
+    ext = _cuda_ext()
+    dev = reference[0][0].device
+    ref_segs = [t.reshape(-1).contiguous() for pair in reference for t in pair]
+    segs = []
+    for m, mask in enumerate(found):
+        mine = [t.reshape(-1).contiguous() for pair in mask for t in pair]
+        if len(mine) != len(ref_segs) or any(a.numel() != b.numel() for a, b in zip(mine, ref_segs)):
+            raise ValueError(f"found mask {m} does not have the reference's structure")
+        for t in mine:
+            _require_cuda(t, f"found mask {m}", dev, torch.bool)
+        segs.extend(mine)
+    for t in ref_segs:
+        _require_cuda(t, "reference mask", dev, torch.bool)
+    M, S = len(found), len(ref_segs)
+    sizes = [t.numel() for t in ref_segs]
+    inter = torch.zeros(M, S, dtype=torch.int64, device=dev)
+    kept = torch.zeros(M, S, dtype=torch.int64, device=dev)
+    # empty segments may have a null pointer; the kernel never reads them
+    with torch.cuda.device(dev):
+        found_tab = _pointer_table(segs, dev)
+        ref_tab = _pointer_table(ref_segs, dev)
+        size_tab = torch.tensor(sizes, dtype=torch.int64, device=dev)
+        ext.overlap_bytes(found_tab.data_ptr(), ref_tab.data_ptr(), size_tab.data_ptr(), max(sizes) if sizes else 0,
+                          M, S, inter.data_ptr(), kept.data_ptr(), _stream(dev))
+        ref_kept = torch.stack([t.sum() for t in ref_segs]) if S else torch.zeros(0, dtype=torch.int64, device=dev)
+    return inter.cpu(), kept.cpu(), ref_kept.to(torch.int64).cpu()
+
+
+def cuda_reachability(masks_list: Sequence[Pairs], widths: Sequence[int]):
+    """Reachability counts (kept, effective, dead) for masks on a CUDA device; see
+    `plantseek.metrics.reachability_counts`. One launch per layer and pass for all masks."""
+    ext = _cuda_ext()
+    dev = masks_list[0][0][0].device
+    M, L = len(masks_list), len(widths) - 1
+    wsegs = [[m[l][0].contiguous() for m in masks_list] for l in range(L)]
+    bsegs = [[m[l][1].contiguous() for m in masks_list] for l in range(L)]
+    for l in range(L):
+        for t in wsegs[l] + bsegs[l]:
+            _require_cuda(t, f"mask layer {l}", dev, torch.bool)
+    kept = torch.zeros(M, 2 * L, dtype=torch.int64, device=dev)
+    eff = torch.zeros(M, 2 * L, dtype=torch.int64, device=dev)
+    dead = torch.zeros(M, max(L - 1, 0), dtype=torch.int64, device=dev)
+    with torch.cuda.device(dev):
+        stream = _stream(dev)
+        wtab = [_pointer_table(wsegs[l], dev) for l in range(L)]
+        btab = [_pointer_table(bsegs[l], dev) for l in range(L)]
+        fwd = [torch.ones(M, widths[0], dtype=torch.uint8, device=dev)]
+        for l in range(L):
+            fwd.append(torch.empty(M, widths[l + 1], dtype=torch.uint8, device=dev))
+            ext.reach_forward(wtab[l].data_ptr(), btab[l].data_ptr(), fwd[l].data_ptr(), fwd[l + 1].data_ptr(), M,
+                              widths[l], widths[l + 1], kept.data_ptr(), L, l, stream)
+        bout = torch.ones(M, widths[L], dtype=torch.uint8, device=dev)
+        for l in range(L - 1, -1, -1):
+            bin_ = torch.empty(M, widths[l], dtype=torch.uint8, device=dev)
+            ext.reach_backward(wtab[l].data_ptr(), btab[l].data_ptr(), fwd[l].data_ptr(), bout.data_ptr(),
+                               bin_.data_ptr(), M, widths[l], widths[l + 1], eff.data_ptr(),
+                               dead.data_ptr() if l >= 1 else 0, L, l, stream)
+            bout = bin_
+    return kept.cpu(), eff.cpu(), dead.cpu()
