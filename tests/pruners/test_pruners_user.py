@@ -41,3 +41,16 @@ def test_scores_without_mask_argument(small_circle):
     ours = NoMaskArg().prune(net, data, 0.2)
     ref = pruners.get("magnitude").prune(net, data, 0.2)
     assert all(torch.equal(a, c) for (a, _), (c, _) in zip(ours, ref))
+
+
+def test_subclass_with_own_scores_is_not_bypassed_by_the_native_synflow(small_circle):
+    net, data = small_circle
+    from plantseek.pruners.synflow import SynFlowPruner
+
+    class MagnitudeInDisguise(SynFlowPruner):
+        def scores(self, net, data, generator, mask):
+            return [(w.abs(), b.abs()) for w, b in zip(net.weights, net.biases)]
+
+    ours = MagnitudeInDisguise(iterations=1).prune(net, data, 0.2)
+    ref = pruners.get("magnitude").prune(net, data, 0.2)
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(ours, ref))
