@@ -1,0 +1,229 @@
+// Plain C++ tests of the CPU kernels (no Python). Build with -DPLANTSEEK_BUILD_TESTS=ON, and with
+// -DPLANTSEEK_ASAN=ON to run them under AddressSanitizer (see docs/native.md).
+#include <cassert>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "masks.h"
+#include "planting.h"
+#include "scores.h"
+#include "sparse_linear.h"
+
+using namespace plantseek;
+
+namespace {
+
+std::mt19937 rng(1234);
+
+double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng); }
+
+std::vector<uint8_t> random_bytes(int64_t n, double p) {
+    std::vector<uint8_t> v(static_cast<size_t>(n));
+    for (auto& x : v) x = uniform() < p;
+    return v;
+}
+
+void test_pack_and_overlap() {
+    for (int64_t n : {0, 1, 63, 64, 65, 200, 1000}) {
+        auto a = random_bytes(n, 0.3);
+        auto r = random_bytes(n, 0.5);
+        const int64_t words = (n + 63) / 64;
+        std::vector<int64_t> offsets = {0, words};
+        std::vector<int64_t> sizes = {n};
+        std::vector<uint64_t> pa(static_cast<size_t>(std::max<int64_t>(words, 1))), pr(pa.size());
+        const uint8_t* sa[] = {a.data()};
+        const uint8_t* sr[] = {r.data()};
+        pack_bits(sa, sizes.data(), 1, offsets.data(), pa.data());
+        pack_bits(sr, sizes.data(), 1, offsets.data(), pr.data());
+        for (int64_t i = 0; i < n; ++i) assert(((pa[i / 64] >> (i % 64)) & 1) == a[i]);
+        int64_t inter = 0, kept = 0;
+        overlap_counts(pa.data(), 1, words, pr.data(), offsets.data(), 1, &inter, &kept, 2);
+        int64_t want_inter = 0, want_kept = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            want_inter += a[i] & r[i];
+            want_kept += a[i];
+        }
+        assert(inter == want_inter && kept == want_kept);
+    }
+}
+
+void test_reachability() {
+    // 2 -> 2 -> 1; input 0 -> hidden 0 -> output; hidden 1 has a bias and no outgoing weight.
+    std::vector<uint8_t> w1 = {1, 0, 0, 0}, b1 = {0, 1}, w2 = {1, 0}, b2 = {1};
+    LayeredMask mask;
+    mask.weight = {w1.data(), w2.data()};
+    mask.bias = {b1.data(), b2.data()};
+    std::vector<int64_t> widths = {2, 2, 1};
+    int64_t kept[4], eff[4], dead[1];
+    reachability(mask, widths, kept, eff, dead);
+    assert(kept[0] == 1 && kept[1] == 1 && kept[2] == 1 && kept[3] == 1);
+    assert(eff[0] == 1 && eff[1] == 0 && eff[2] == 1 && eff[3] == 1);
+    assert(dead[0] == 1);
+}
+
+void test_plant_search() {
+    // Two host neurons; the second matches the signs of the target.
+    std::vector<double> hw = {-1.0, 2.0, 1.0, 2.0};  // (2, 2)
+    std::vector<double> hb = {0.5, 0.5};
+    std::vector<int64_t> indptr = {0, 2};
+    std::vector<int64_t> cols = {0, 1};
+    std::vector<double> vals = {2.0, 4.0};
+    std::vector<double> bias_vals = {0.0};
+    std::vector<uint8_t> has_bias = {0};
+    std::vector<uint8_t> used = {0, 0};
+    PlantSearchInput in{hw.data(), hb.data(), 2, 2, indptr.data(), cols.data(), vals.data(), bias_vals.data(),
+                        has_bias.data(), 1};
+    int64_t chosen = -1;
+    double scale = 0;
+    uint8_t matched = 0;
+    assert(plant_search(in, used.data(), &chosen, &scale, &matched, 2));
+    assert(chosen == 1 && matched == 1 && std::fabs(scale - 0.5) < 1e-15 && used[1] == 1);
+    std::vector<uint8_t> all_used = {1, 1};
+    assert(!plant_search(in, all_used.data(), &chosen, &scale, &matched, 1));
+}
+
+template <class T>
+void test_sparse_linear(int64_t M, int64_t B, int64_t n_in, int64_t n_out, double density) {
+    std::vector<T> W(static_cast<size_t>(M * n_out * n_in));
+    std::vector<uint8_t> mask = random_bytes(M * n_out * n_in, density);
+    for (auto& w : W) w = static_cast<T>(uniform() - 0.5);
+    std::vector<int64_t> indptr(static_cast<size_t>(M * n_out + 1), 0), cols;
+    std::vector<T> vals;
+    for (int64_t r = 0; r < M * n_out; ++r) {
+        for (int64_t i = 0; i < n_in; ++i)
+            if (mask[r * n_in + i]) {
+                cols.push_back(i);
+                vals.push_back(W[r * n_in + i]);
+            }
+        indptr[r + 1] = static_cast<int64_t>(cols.size());
+    }
+    const int64_t nnz = static_cast<int64_t>(cols.size());
+    // CSC: rows c = m * n_in + i
+    std::vector<int64_t> csc_indptr(static_cast<size_t>(M * n_in + 1), 0), csc_rows, csc_perm;
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t i = 0; i < n_in; ++i) {
+            for (int64_t j = 0; j < n_out; ++j) {
+                const int64_t r = m * n_out + j;
+                for (int64_t e = indptr[r]; e < indptr[r + 1]; ++e)
+                    if (cols[e] == i) {
+                        csc_rows.push_back(j);
+                        csc_perm.push_back(e);
+                    }
+            }
+            csc_indptr[m * n_in + i + 1] = static_cast<int64_t>(csc_rows.size());
+        }
+    std::vector<T> x(static_cast<size_t>(M * B * n_in)), bias(static_cast<size_t>(M * n_out));
+    for (auto& v : x) v = static_cast<T>(uniform() - 0.5);
+    for (auto& v : bias) v = static_cast<T>(uniform() - 0.5);
+    const int64_t Bp = padded_batch(B);
+    std::vector<T> y(static_cast<size_t>(M * B * n_out) + 1), xt(static_cast<size_t>(M * n_in * Bp) + 1);
+    CsrView csr{indptr.data(), cols.data(), n_out, n_in};
+    sparse_linear_forward<T>(x.data(), M, B, csr, vals.data(), bias.data(), y.data(), xt.data(), 2);
+    const double tol = sizeof(T) == 4 ? 1e-4 : 1e-12;
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t j = 0; j < n_out; ++j) {
+                double want = bias[m * n_out + j];
+                for (int64_t i = 0; i < n_in; ++i)
+                    if (mask[(m * n_out + j) * n_in + i]) want += double(W[(m * n_out + j) * n_in + i]) * x[(m * B + b) * n_in + i];
+                assert(std::fabs(double(y[(m * B + b) * n_out + j]) - want) < tol * (1 + n_in));
+            }
+    std::vector<T> gy(static_cast<size_t>(M * B * n_out));
+    for (auto& v : gy) v = static_cast<T>(uniform() - 0.5);
+    std::vector<T> gx(static_cast<size_t>(M * B * n_in) + 1), gvals(static_cast<size_t>(nnz) + 1);
+    CsrView csc{csc_indptr.data(), csc_rows.data(), n_in, n_out};
+    sparse_linear_backward<T>(gy.data(), xt.data(), M, B, csr, vals.data(), csc, csc_perm.data(), gx.data(),
+                              gvals.data(), 2);
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t i = 0; i < n_in; ++i) {
+                double want = 0;
+                for (int64_t j = 0; j < n_out; ++j)
+                    if (mask[(m * n_out + j) * n_in + i]) want += double(W[(m * n_out + j) * n_in + i]) * gy[(m * B + b) * n_out + j];
+                assert(std::fabs(double(gx[(m * B + b) * n_in + i]) - want) < tol * (1 + n_out));
+            }
+    for (int64_t r = 0; r < M * n_out; ++r) {
+        const int64_t m = r / n_out, j = r % n_out;
+        for (int64_t e = indptr[r]; e < indptr[r + 1]; ++e) {
+            double want = 0;
+            for (int64_t b = 0; b < B; ++b) want += double(gy[(m * B + b) * n_out + j]) * x[(m * B + b) * n_in + cols[e]];
+            assert(std::fabs(double(gvals[e]) - want) < tol * (1 + B));
+        }
+    }
+}
+
+void test_topk() {
+    // ties: keep the lowest indices
+    std::vector<double> a = {1, 3, 3, 2, 3};
+    std::vector<uint8_t> out(5);
+    topk_masks<double>({a.data()}, {}, {5}, {0}, {2}, 1, {out.data()}, 1);
+    assert(out == (std::vector<uint8_t>{0, 1, 1, 0, 0}));
+    std::vector<uint8_t> eligible = {1, 0, 1, 1, 1};
+    topk_masks<double>({a.data()}, {eligible.data()}, {5}, {0}, {3}, 1, {out.data()}, 1);
+    assert(out == (std::vector<uint8_t>{0, 0, 1, 1, 1}));
+    // order keys
+    assert(order_key(-1.0) < order_key(-0.5) && order_key(-0.0) == order_key(0.0) && order_key(0.0) < order_key(1e-300));
+    // random against sorting
+    for (int trial = 0; trial < 20; ++trial) {
+        const int64_t n = 1 + static_cast<int64_t>(uniform() * 3000);
+        std::vector<float> v(static_cast<size_t>(n));
+        for (auto& x : v) x = static_cast<float>(std::floor(uniform() * 20) - 10);
+        const int64_t k = static_cast<int64_t>(uniform() * n);
+        std::vector<uint8_t> m(static_cast<size_t>(n));
+        topk_masks<float>({v.data()}, {}, {n}, {0}, {k}, 1, {m.data()}, 2);
+        int64_t kept = 0;
+        for (auto x : m) kept += x;
+        assert(kept == k);
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t j = 0; j < n; ++j)
+                if (m[i] && !m[j]) assert(v[i] > v[j] || (v[i] == v[j] && i < j));
+    }
+}
+
+void test_synflow_scores() {
+    // one layer: score(w) = |w| (all-ones input, R = sum of outputs), score(b) = |b|
+    std::vector<double> W = {-2.0, 3.0}, b = {-1.5};
+    std::vector<uint8_t> wm = {1, 1}, bm = {1};
+    std::vector<double> ws(2), bs(1);
+    SynflowProblem p;
+    p.M = 1;
+    p.widths = {2, 1};
+    p.weights = {W.data()};
+    p.biases = {b.data()};
+    p.init_weight_masks = {wm.data()};
+    p.init_bias_masks = {bm.data()};
+    p.group = {0, 0};
+    p.n_groups = 1;
+    p.rounds = 0;
+    p.weight_scores = {ws.data()};
+    p.bias_scores = {bs.data()};
+    synflow(p, 1);
+    assert(ws[0] == 2.0 && ws[1] == 3.0 && bs[0] == 1.5);
+    // two rounds keeping 2 then 1 of the 3 parameters: the largest (|3|) survives
+    std::vector<uint8_t> ow(2), ob(1);
+    p.rounds = 2;
+    p.keep = {2, 1};
+    p.out_weight_masks = {ow.data()};
+    p.out_bias_masks = {ob.data()};
+    synflow(p, 1);
+    assert(ow[0] == 0 && ow[1] == 1 && ob[0] == 0);
+}
+
+}  // namespace
+
+int main() {
+    test_pack_and_overlap();
+    test_reachability();
+    test_plant_search();
+    test_sparse_linear<float>(1, 5, 7, 3, 0.5);
+    test_sparse_linear<double>(2, 33, 20, 17, 0.3);
+    test_sparse_linear<float>(3, 70, 9, 40, 0.1);
+    test_sparse_linear<double>(1, 0, 4, 4, 0.5);
+    test_sparse_linear<float>(2, 8, 6, 5, 0.0);
+    test_topk();
+    test_synflow_scores();
+    std::printf("plantseek C++ tests passed\n");
+    return 0;
+}
