@@ -272,39 +272,52 @@ def fit_regression_scale(outputs: Tensor, targets: Tensor) -> Tensor:
     return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
 
 
-def fit_temperature(logits: Tensor, labels: Tensor, iterations: int = 200) -> float:
+def fit_temperature(logits: Tensor, labels: Tensor, iterations: int = 100) -> float:
     """The positive factor t minimising the mean cross-entropy of ``t * logits`` (a 1-D convex problem).
 
-    The derivative in t, mean(E_softmax(t z)[z] - z_label), is increasing; its root is bracketed by doubling
-    and found by bisection in log t. Returns 0 when even tiny t does not help (the logits carry no
-    information: derivative >= 0 at t = 0) and the upper bracket (1e12 / max|z|) when the training data are
-    separated by the logits so that the loss keeps falling as t grows.
+    f(t) = CE(t z) is convex with f'(t) = mean(E_p[z] - z_label) and f''(t) = mean(Var_p[z]) (p = softmax(t z));
+    the root of f' is found by Newton steps kept inside a bracket (bisection in log t when a step leaves it).
+    Returns 0 when even a tiny t does not help (f'(0) >= 0: the logits carry no information) and the cap
+    1e12 / max|z| when the logits separate the training data so that the loss keeps falling as t grows.
     """
     z = logits.detach()
-    lab = labels.reshape(-1, 1)
-    z_lab = z.gather(1, lab).squeeze(1)
+    z_lab = z.gather(1, labels.reshape(-1, 1)).squeeze(1)
 
-    def deriv(t: float) -> float:
+    def derivs(t: float) -> tuple[float, float]:
         p = torch.softmax(z * t, dim=1)
-        return float(((p * z).sum(dim=1) - z_lab).mean())
+        ez = (p * z).sum(dim=1)
+        d1 = (ez - z_lab).mean()
+        d2 = ((p * z * z).sum(dim=1) - ez * ez).mean()
+        return float(d1), float(d2)
 
-    if deriv(0.0) >= 0:
+    if derivs(0.0)[0] >= 0:
         return 0.0
     zmax = float(z.abs().max())
     if not math.isfinite(zmax) or zmax == 0:
         return 0.0
-    lo, hi = 0.0, 1.0 / zmax
     limit = 1e12 / zmax
-    while deriv(hi) < 0:
-        lo, hi = hi, hi * 2.0
-        if hi > limit:
-            return limit
+    lo, hi = 0.0, math.inf
+    t = 1.0 / zmax
     for _ in range(iterations):
-        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2.0
-        if deriv(mid) < 0:
-            lo = mid
+        d1, d2 = derivs(t)
+        if d1 < 0:
+            lo = t
         else:
-            hi = mid
-        if hi - lo <= 1e-15 * hi:
-            break
-    return 0.5 * (lo + hi)
+            hi = t
+        if d1 == 0:
+            return t
+        step = t - d1 / d2 if d2 > 0 else math.nan
+        if math.isfinite(step) and lo < step < hi:
+            new = step
+        elif math.isinf(hi):
+            new = t * 4.0
+        else:
+            new = math.sqrt(lo * hi) if lo > 0 else hi / 2.0
+        if new >= limit:
+            if derivs(limit)[0] < 0:
+                return limit
+            new = math.sqrt(lo * limit) if lo > 0 else limit / 2.0
+        if abs(new - t) <= 1e-13 * t:
+            return new
+        t = new
+    return t

@@ -1,0 +1,210 @@
+"""seek / seek_batch: metrics, batching equals one by one, failures stay per run, bad input, CLI.
+
+Slow checks (the paper-scale must-shows) run only with PLANTSEEK_SLOW=1.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import plantseek
+from plantseek import pruners
+from plantseek import seek as seek_module  # noqa: F401  (the module; plantseek.seek is the function)
+from plantseek.pruners import ScorePruner
+from plantseek.seek import SeekResult, seek, seek_batch
+
+slow = pytest.mark.skipif(os.environ.get("PLANTSEEK_SLOW") != "1", reason="slow check: set PLANTSEEK_SLOW=1")
+
+FAST = dict(task="circle", depth=3, width=20, n_samples=800, epochs=1, rounds=2, round_epochs=1, progress=False,
+            device="cpu")
+
+
+def _mod():
+    import sys
+    return sys.modules["plantseek.seek"]
+
+
+def test_metrics_keys_and_values():
+    r = seek(pruner="synflow", density=0.2, **FAST)
+    assert isinstance(r, SeekResult)
+    m = r.metrics
+    for key in ["test_loss", "test_accuracy", "ticket_test_loss", "ticket_test_accuracy", "dense_test_loss",
+                "dense_test_accuracy", "density", "weight_density", "ticket_density", "requested_density",
+                "effective_density", "dead_neurons", "layer_collapse", "recall", "precision", "f1", "jaccard",
+                "ticket_survived", "train_time_s", "hiding_median_percentile"]:
+        assert key in m, key
+    for l in range(3):
+        for key in ["recall_layer", "precision_layer", "f1_layer", "jaccard_layer", "layer_density", "ticket_layer_density"]:
+            assert f"{key}_{l}" in m
+    total = sum(wm.numel() + bm.numel() for wm, bm in r.masks)
+    assert m["density"] == round(0.2 * total) / total
+    assert m["requested_density"] == 0.2
+    assert 0 <= m["effective_density"] <= m["density"]
+    assert r.config["pruner"] == "synflow" and r.config["density"] == 0.2
+    json.dumps({k: v for k, v in r.config.items()})  # the config is JSON-friendly
+
+
+def test_regression_reports_rescaled_loss():
+    m = seek(**{**FAST, "task": "relu"}, pruner="magnitude", density=0.5).metrics
+    assert "test_loss_rescaled" in m and "test_accuracy" not in m
+    assert m["test_loss_rescaled"] <= m["test_loss"] + 1e-12
+
+
+def test_same_seed_same_result_and_seeds_differ():
+    a = seek(pruner="random", density=0.3, seed=3, dense_baseline=False, **FAST).metrics
+    b = seek(pruner="random", density=0.3, seed=3, dense_baseline=False, **FAST).metrics
+    c = seek(pruner="random", density=0.3, seed=4, dense_baseline=False, **FAST).metrics
+    drop = ("train_time_s",)
+    assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    assert a["test_loss"] != c["test_loss"]
+
+
+@pytest.mark.parametrize("protocol", ["singleshot", "multishot", "strong"])
+def test_batch_equals_one_by_one_float64(protocol):
+    kws = [dict(FAST, pruner=p, density=d, seed=s, protocol=protocol, dtype="float64")
+           for p, d, s in [("synflow", 0.2, 0), ("magnitude", 0.3, 1), ("random", 0.1, 0), ("ticket", "ticket", 2)]]
+    _mod().clear_caches()
+    batched = seek_batch(kws)
+    _mod().clear_caches()
+    single = [seek(**kw) for kw in kws]
+    for rb, rs in zip(batched, single):
+        assert isinstance(rb, SeekResult)
+        for k, v in rs.metrics.items():
+            if k == "train_time_s":
+                continue
+            if isinstance(v, float) and math.isfinite(v):
+                assert rb.metrics[k] == pytest.approx(v, rel=1e-10, abs=1e-12), k
+            else:
+                assert rb.metrics[k] == v or (v != v and rb.metrics[k] != rb.metrics[k]), k
+        for (a, b), (c, d) in zip(rb.masks, rs.masks):
+            assert torch.equal(a, c) and torch.equal(b, d)
+        for wb, ws in zip(rb.weights, rs.weights):
+            assert torch.allclose(wb, ws, rtol=0, atol=1e-10)
+
+
+class _Picky(ScorePruner):
+    """test pruner that fails for one seed's network"""
+
+    def scores(self, net, data, generator, mask):
+        if net.config.get("seed") == 1:
+            raise RuntimeError("picky pruner refuses seed 1")
+        return [(w.abs(), b.abs()) for w, b in zip(net.weights, net.biases)]
+
+
+def test_batch_failures_stay_with_their_run():
+    kws = [dict(FAST, pruner="magnitude", density=0.2, seed=0),
+           dict(FAST, pruner="magnitude", density=1.5, seed=0),  # bad argument
+           dict(FAST, pruner=_Picky(), density=0.2, seed=1),  # pruner error
+           dict(FAST, pruner="no-such-pruner", density=0.2, seed=0),
+           dict(FAST, pruner=_Picky(), density=0.2, seed=2)]
+    res = seek_batch(kws)
+    assert isinstance(res[0], SeekResult) and isinstance(res[4], SeekResult)
+    assert isinstance(res[1], ValueError) and "(0, 1]" in str(res[1])
+    assert isinstance(res[2], RuntimeError) and "seed 1" in str(res[2])
+    assert isinstance(res[3], ValueError) and "available" in str(res[3])
+    alone = seek(**kws[4])
+    assert res[4].metrics["test_loss"] == pytest.approx(alone.metrics["test_loss"], rel=1e-5)
+
+
+def test_divergence_is_a_clear_error_naming_the_epoch():
+    with pytest.raises(ValueError, match=r"diverged.*epoch 1 of 2"):
+        seek(**{**FAST, "task": "relu", "epochs": 2}, pruner="magnitude", density=0.5, lr=1e30, dense_baseline=False)
+
+
+@pytest.mark.parametrize("density", [0, -0.1, 1.5, float("nan"), "half", True])
+def test_bad_density(density):
+    with pytest.raises(ValueError, match="density"):
+        seek(pruner="random", density=density, **FAST)
+
+
+def test_bad_names_and_devices():
+    with pytest.raises(ValueError, match=r"unknown pruner 'nope'; available: .*synflow"):
+        seek(pruner="nope", density=0.1, **FAST)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        seek(pruner="random", density=0.1, **{**FAST, "protocol": "weak"})
+    with pytest.raises(ValueError, match="unknown task"):
+        seek(pruner="random", density=0.1, **{**FAST, "task": "spiral"})
+    with pytest.raises(TypeError, match="unknown argument"):
+        seek(pruner="random", density=0.1, wdith=3, **FAST)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            seek(pruner="random", density=0.1, **{**FAST, "device": "cuda"})
+
+
+class _WrongShape(ScorePruner):
+    def prune(self, net, data, density, **kw):
+        return [(torch.ones(3, 3, dtype=torch.bool), torch.ones(3, dtype=torch.bool))] * net.depth
+
+
+def test_wrong_mask_shapes_from_a_pruner():
+    with pytest.raises(ValueError, match="do not match"):
+        seek(pruner=_WrongShape(), density=0.1, dense_baseline=False, **FAST)
+
+
+def test_density_one_and_ticket_and_pruner_objects():
+    full = seek(pruner="synflow", density=1.0, dense_baseline=False, **FAST).metrics
+    assert full["density"] == 1.0 and full["recall"] == 1.0
+    t = seek(pruner="magnitude", density="ticket", dense_baseline=False, **FAST)
+    assert t.metrics["density"] == pytest.approx(t.metrics["ticket_density"], abs=1e-3)
+    assert t.metrics["requested_density"] == t.metrics["ticket_density"]
+    obj = seek(pruner=pruners.get("synflow", iterations=1), density=0.1, dense_baseline=False, **FAST)
+    assert obj.config["pruner"] == "synflow" and obj.config["pruner_options"] == {"iterations": 1}
+    named = seek(pruner="synflow", pruner_options={"iterations": 1}, density=0.1, dense_baseline=False, **FAST)
+    assert named.metrics["test_loss"] == obj.metrics["test_loss"]
+
+
+def test_dense_baseline_is_cached_and_switchable():
+    mod = _mod()
+    mod.clear_caches()
+    a = seek(pruner="random", density=0.3, **FAST).metrics
+    assert len(mod._DENSE) == 1
+    b = seek(pruner="magnitude", density=0.1, **FAST).metrics
+    assert len(mod._DENSE) == 1 and a["dense_test_loss"] == b["dense_test_loss"]
+    c = seek(pruner="magnitude", density=0.1, dense_baseline=False, **FAST).metrics
+    assert "dense_test_loss" not in c
+
+
+def test_package_exports():
+    assert plantseek.seek is seek and plantseek.seek_batch is seek_batch
+
+
+def test_cli_seek_and_pruners(tmp_path, capsys):
+    from plantseek.cli import main
+
+    out = tmp_path / "r.json"
+    code = main(["seek", "--task", "relu", "--depth", "3", "--width", "12", "--pruner", "synflow", "--density", "0.2",
+                 "--epochs", "1", "--n-samples", "500", "--device", "cpu", "--no-progress", "--no-dense",
+                 "--pruner-option", "iterations=1", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "test_loss" in text and "recall_layer" in text
+    data = json.loads(out.read_text())
+    assert data["config"]["pruner_options"] == {"iterations": 1} and "test_loss" in data["metrics"]
+    assert main(["pruners"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines if line.strip()]
+    assert {"edge-popup", "edge-popup-annealed", "synflow", "ticket"} <= set(names)
+    assert main(["seek", "--pruner", "nope", "--device", "cpu", "--no-progress"]) == 2
+    assert "available" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ slow checks
+
+@slow
+def test_slow_multishot_synflow_circle_reaches_the_ticket():
+    kws = [dict(task="circle", depth=4, width=100, pruner="synflow", density=0.02, protocol="multishot", seed=s,
+                progress=False, device="cpu", dense_baseline=False) for s in range(5)]
+    res = seek_batch(kws)
+    close = [r.metrics["ticket_test_accuracy"] - r.metrics["test_accuracy"] <= 0.03 for r in res]
+    assert sum(close) >= 3, [(r.metrics["test_accuracy"], r.metrics["ticket_test_accuracy"]) for r in res]
+
+
+@slow
+def test_slow_singleshot_ticket_relu_paper_size():
+    m = seek(task="relu", depth=4, width=100, pruner="ticket", density="ticket", progress=False, device="cpu",
+             dense_baseline=False).metrics
+    assert m["test_loss"] <= 1.05 * m["ticket_test_loss"] and m["test_loss"] < 2e-4

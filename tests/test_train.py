@@ -1,0 +1,149 @@
+"""Batched masked training: batched equals one by one, equals torch.optim, masks hold, divergence is reported."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from plantseek import train as T
+
+F64 = torch.float64
+
+
+def _problem(M=3, N=150, din=2, H=12, dout=4, density=0.5, seed=0, classification=True):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(H, din), (H, H), (dout, H)]
+    ws = [torch.randn((M,) + s, generator=g, dtype=F64) * 0.5 for s in shapes]
+    bs = [torch.randn((M, s[0]), generator=g, dtype=F64) * 0.1 for s in shapes]
+    masks = [(torch.rand(w.shape, generator=g) < density, torch.rand(b.shape, generator=g) < density) for w, b in zip(ws, bs)]
+    x = torch.randn(M, N, din, generator=g, dtype=F64)
+    y = torch.randint(0, dout, (M, N), generator=g) if classification else torch.randn(M, N, dout, generator=g, dtype=F64)
+    return ws, bs, masks, x, y
+
+
+def _slice(ws, bs, masks, x, y, k):
+    return ([w[k:k + 1] for w in ws], [b[k:k + 1] for b in bs], [(a[k:k + 1], c[k:k + 1]) for a, c in masks],
+            x[k:k + 1], y[k:k + 1])
+
+
+def _gens(seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_batched_equals_one_by_one(kind, optimizer):
+    ws, bs, masks, x, y = _problem(classification=kind == "classification")
+    cfg = T.TrainConfig(epochs=3, batch_size=16, optimizer=optimizer, lr=1e-2,
+                        momentum=0.9 if optimizer == "sgd" else 0.0, weight_decay=1e-3 if optimizer == "sgd" else 0.0)
+    res = T.train(ws, bs, masks, x, y, kind=kind, generators=_gens([5, 6, 7]), config=cfg)
+    assert res.failed == [None, None, None]
+    for k in range(3):
+        one = T.train(*_slice(ws, bs, masks, x, y, k)[:3], *_slice(ws, bs, masks, x, y, k)[3:], kind=kind,
+                      generators=_gens([5 + k]), config=cfg)
+        for a, b in zip(res.weights + res.biases, one.weights + one.biases):
+            assert torch.allclose(a[k], b[0], rtol=0, atol=1e-12)
+
+
+def test_single_run_matches_torch_adam():
+    ws, bs, _, x, y = _problem(M=1, density=1.0)
+    full = [(torch.ones(w.shape, dtype=torch.bool), torch.ones(b.shape, dtype=torch.bool)) for w, b in zip(ws, bs)]
+    res = T.train(ws, bs, full, x, y, kind="classification", generators=_gens([3]),
+                  config=T.TrainConfig(epochs=2, batch_size=32))
+    net = torch.nn.Sequential(torch.nn.Linear(2, 12), torch.nn.ReLU(), torch.nn.Linear(12, 12), torch.nn.ReLU(),
+                              torch.nn.Linear(12, 4)).double()
+    lins = [net[0], net[2], net[4]]
+    with torch.no_grad():
+        for l, lin in enumerate(lins):
+            lin.weight.copy_(ws[l][0])
+            lin.bias.copy_(bs[l][0])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(2):
+        perm = torch.randperm(x.shape[1], generator=g)
+        for s in range(0, x.shape[1], 32):
+            idx = perm[s:s + 32]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[0, idx]), y[0, idx]).backward()
+            opt.step()
+    for l, lin in enumerate(lins):
+        assert torch.allclose(res.weights[l][0], lin.weight.detach(), rtol=0, atol=1e-12)
+        assert torch.allclose(res.biases[l][0], lin.bias.detach(), rtol=0, atol=1e-12)
+
+
+def test_pruned_parameters_stay_zero_and_kept_ones_move():
+    ws, bs, masks, x, y = _problem(M=2, density=0.3)
+    res = T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([0, 1]), config=T.TrainConfig(epochs=1))
+    for (wm, bm), w, b, w0 in zip(masks, res.weights, res.biases, ws):
+        assert torch.all(w[~wm] == 0) and torch.all(b[~bm] == 0)
+        assert bool((w[wm] != w0[wm]).any())
+    # the inputs were not modified
+    assert not torch.all(ws[0][~masks[0][0]] == 0)
+
+
+def test_divergence_names_the_epoch_and_spares_the_others():
+    ws, bs, masks, x, y = _problem(M=3, classification=False)
+    ws = [w.clone() for w in ws]
+    ws[0][1] *= 1e200  # run 1 overflows in its first epoch
+    cfg = T.TrainConfig(epochs=2, batch_size=16)
+    res = T.train(ws, bs, masks, x, y, kind="regression", generators=_gens([1, 2, 3]), config=cfg,
+                  labels=["a", "b", "c"])
+    assert res.failed[0] is None and res.failed[2] is None
+    err = res.failed[1]
+    assert isinstance(err, T.TrainingDiverged) and err.epoch == 1
+    assert "epoch 1 of 2" in str(err) and "b" in str(err)
+    one = T.train(*_slice(ws, bs, masks, x, y, 2)[:3], *_slice(ws, bs, masks, x, y, 2)[3:], kind="regression",
+                  generators=_gens([3]), config=cfg)
+    assert torch.allclose(res.weights[0][2], one.weights[0][0], rtol=0, atol=1e-12)
+
+
+def test_bad_shapes_and_settings():
+    ws, bs, masks, x, y = _problem(M=2)
+    bad = [(m[:, :-1], bm) for m, bm in masks]
+    with pytest.raises(ValueError, match="mask layer 0"):
+        T.train(ws, bs, bad, x, y, kind="classification", generators=_gens([0, 1]))
+    with pytest.raises(ValueError, match="one generator per run"):
+        T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([0]))
+    with pytest.raises(ValueError, match="inputs must be"):
+        T.train(ws, bs, masks, x[:, :, :1], y, kind="classification", generators=_gens([0, 1]))
+    with pytest.raises(ValueError, match="bool"):
+        T.train(ws, bs, [(m.double(), bm) for m, bm in masks], x, y, kind="classification", generators=_gens([0, 1]))
+    with pytest.raises(ValueError, match="lr"):
+        T.TrainConfig(lr=float("nan"))
+    with pytest.raises(ValueError, match="optimizer"):
+        T.TrainConfig(optimizer="lbfgs")
+
+
+def test_progress_bar_and_history(capsys):
+    ws, bs, masks, x, y = _problem(M=1)
+    res = T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([0]),
+                  config=T.TrainConfig(epochs=2), progress=True)
+    assert len(res.history) == 2 and math.isfinite(res.train_loss[0])
+
+
+def test_sparse_path_equals_dense():
+    pytest.importorskip("plantseek.nn")
+    from plantseek import nn as pnn
+    if not hasattr(pnn, "masked_linear"):
+        pytest.skip("plantseek.nn.masked_linear not available")
+    ws, bs, masks, x, y = _problem(M=2, density=0.05, H=16)
+    cfg = dict(epochs=2, batch_size=16)
+    dense = T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([0, 1]),
+                    config=T.TrainConfig(impl="dense", **cfg))
+    sparse = T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([0, 1]),
+                     config=T.TrainConfig(impl="sparse", **cfg))
+    for a, b in zip(dense.weights + dense.biases, sparse.weights + sparse.biases):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+
+
+def test_forward_with_masks_matches_per_network():
+    ws, bs, masks, x, _ = _problem(M=2)
+    out = T.evaluate_outputs(ws, bs, x, masks)
+    for k in range(2):
+        h = x[k]
+        for l, (w, b) in enumerate(zip(ws, bs)):
+            h = torch.nn.functional.linear(h, w[k] * masks[l][0][k], b[k] * masks[l][1][k])
+            if l < 2:
+                h = torch.relu(h)
+        assert torch.allclose(out[k], h, rtol=0, atol=1e-12)
