@@ -86,7 +86,8 @@ class SynFlowPruner(ScorePruner):
 
     def prune(self, net, data, density, *, scope="global", prune_bias=True, generator=None, mask=None):
         fn = _native_synflow_prune()
-        if fn is None or callable(getattr(net, "forward_params", None)):  # conv networks: autograd `scores`
+        if (fn is None or callable(getattr(net, "forward_params", None))  # conv networks: autograd `scores`
+                or type(self).scores is not SynFlowPruner.scores):  # a subclass with scores of its own
             return super().prune(net, data, density, scope=scope, prune_bias=prune_bias, generator=generator, mask=mask)
         density = check_density(density, net)
         check_scope(scope)
