@@ -140,3 +140,24 @@ def test_training_sparse_equals_dense(dtype, tol):
     assert abs(ls - ld) <= tol * max(1.0, abs(ld))
     for a, b in zip(ps, pd):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@needs_native
+def test_sparse_linear_values_form():
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(2, 6, 9, generator=gen, dtype=torch.float64)
+    m = torch.rand(2, 6, 9, generator=gen) < 0.3
+    s = pnn.mask_structure(m)
+    vals = w.reshape(-1)[s.pos].clone().requires_grad_(True)
+    x = torch.randn(2, 4, 9, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = pnn.sparse_linear(x, vals, s, b)
+    wd = w.clone().requires_grad_(True)
+    yd = pnn.masked_linear_reference(x, wd, m, b)
+    torch.testing.assert_close(y, yd)
+    g = torch.randn_like(y)
+    gv, = torch.autograd.grad(y, vals, g)
+    gw, = torch.autograd.grad(yd, wd, g)
+    torch.testing.assert_close(gv, gw.reshape(-1)[s.pos])
+    with pytest.raises(ValueError, match="values"):
+        pnn.sparse_linear(x, vals[:-1], s)

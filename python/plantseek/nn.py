@@ -238,42 +238,56 @@ def masked_linear(x, weight, weight_mask, bias=None, bias_mask=None, impl: str =
         b2 = None if bias is None else bias.unsqueeze(0)
         bm2 = None if bias_mask is None else bias_mask.unsqueeze(0)
     structure = mask_structure(m3)
-    if b2 is None:
-        y = _SparseMaskedLinear.apply(x3, w3, structure)
-    else:
-        y = _SparseMaskedLinear.apply(x3, w3, structure) + (b2 if bm2 is None else b2 * bm2).unsqueeze(1)
+    # Gathering the kept values through autograd gives the dense weight its gradient (zero where masked).
+    vals = w3.reshape(-1).index_select(0, structure.pos)
+    y = _SparseLinear.apply(x3, vals, structure)
+    if b2 is not None:
+        y = y + (b2 if bm2 is None else b2 * bm2).unsqueeze(1)
     if batched:
         return y
     return y.reshape(*lead, weight.shape[0])
+
+
+def sparse_linear(x: torch.Tensor, values: torch.Tensor, structure: CsrStructure, bias: torch.Tensor | None = None):
+    """y = x W^T (+ bias) with W given by its kept ``values`` in the CSR order of ``structure``
+    (`mask_structure(mask)`); differentiable in x, values and bias. For trainers that keep only the kept
+    weights as parameters: no dense weight, no dense gradient. Shapes: x (M, B, in), values (nnz,),
+    bias (M, out) -> (M, B, out). Needs the native module of x's device."""
+    if native.module_for(x.device) is None:
+        raise RuntimeError("sparse_linear needs the native core (plantseek._C / _C_cuda); use masked_linear instead")
+    if x.dim() != 3 or x.shape[0] != structure.M or x.shape[2] != structure.n_in:
+        raise ValueError(f"x must have shape ({structure.M}, B, {structure.n_in}), got {tuple(x.shape)}")
+    if values.shape != (structure.nnz,) or values.dtype != x.dtype or values.device != x.device:
+        raise ValueError(f"values must be a ({structure.nnz},) {x.dtype} tensor on {x.device}")
+    y = _SparseLinear.apply(x, values, structure)
+    if bias is not None:
+        y = y + bias.unsqueeze(1)
+    return y
 
 
 def _np(t: torch.Tensor):
     return t.detach().contiguous().numpy()
 
 
-class _SparseMaskedLinear(torch.autograd.Function):
-    """y = x W_masked^T on the native kernels; x (M, B, in), weight (M, out, in)."""
+class _SparseLinear(torch.autograd.Function):
+    """y = x W^T on the native kernels; x (M, B, in), vals (nnz,) the kept weights in CSR order."""
 
     @staticmethod
-    def forward(ctx, x, weight, structure):
-        x = x.contiguous()
-        weight_c = weight.detach().contiguous()
-        vals = weight_c.reshape(-1).index_select(0, structure.pos)
-        M, B, _ = x.shape
+    def forward(ctx, x, vals, structure):
+        x = x.detach().contiguous()
+        vals = vals.detach().contiguous()
         if x.device.type == "cuda":
             from . import kernels  # CUDA launch helpers live next to the other kernel wrappers
 
-            y = kernels._cuda_sparse_forward(x.detach(), vals, structure)
-            ctx.save_for_backward(x.detach(), vals)
+            y = kernels._cuda_sparse_forward(x, vals, structure)
+            ctx.save_for_backward(x, vals)
         else:
             ext = native.cpu_module()
-            y_np, xt_np = ext.sparse_linear_forward(_np(x), _np(structure.indptr), _np(structure.cols), _np(vals),
+            y_np, xt_np = ext.sparse_linear_forward(x.numpy(), _np(structure.indptr), _np(structure.cols), vals.numpy(),
                                                     None, structure.n_out, torch.get_num_threads())
             y = torch.from_numpy(y_np)
             ctx.save_for_backward(torch.from_numpy(xt_np), vals)
         ctx.structure = structure
-        ctx.B = B
-        ctx.weight_shape = weight.shape
         return y
 
     @staticmethod
@@ -281,7 +295,6 @@ class _SparseMaskedLinear(torch.autograd.Function):
         saved, vals = ctx.saved_tensors
         s = ctx.structure
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x = grad_w = None
         if not (need_x or need_w):
             return None, None, None
         grad_y = grad_y.contiguous()
@@ -292,17 +305,11 @@ class _SparseMaskedLinear(torch.autograd.Function):
         else:
             ext = native.cpu_module()
             gx_np, gv_np = ext.sparse_linear_backward(
-                _np(grad_y), saved.numpy(), _np(s.indptr), _np(s.cols), _np(vals), _np(s.csc_indptr),
+                grad_y.numpy(), saved.numpy(), _np(s.indptr), _np(s.cols), vals.numpy(), _np(s.csc_indptr),
                 _np(s.csc_rows), _np(s.csc_perm), s.n_in, need_x, need_w, torch.get_num_threads())
             gx = None if gx_np is None else torch.from_numpy(gx_np)
             gvals = None if gv_np is None else torch.from_numpy(gv_np)
-        if need_x:
-            grad_x = gx
-        if need_w:
-            grad_w = torch.zeros(math.prod(ctx.weight_shape), dtype=vals.dtype, device=vals.device)
-            grad_w.index_copy_(0, s.pos, gvals)
-            grad_w = grad_w.reshape(ctx.weight_shape)
-        return grad_x, grad_w, None
+        return (gx if need_x else None), (gvals if need_w else None), None
 
 
 # --------------------------------------------------------------------------------------------- module
