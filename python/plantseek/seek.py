@@ -537,37 +537,13 @@ def _run_group(cfgs: list[dict]) -> list[SeekResult | BaseException]:
 
 
 def _threads_context(cfgs: list[dict]):
-    """Tiny batched problems run faster on one thread (OpenMP start-up costs more than the work, badly so on a
-    shared machine); `PLANTSEEK_TRAIN_THREADS` overrides."""
-    import contextlib
-    import os
-
-    env = os.environ.get("PLANTSEEK_TRAIN_THREADS", "").strip()
+    """One CPU thread for small groups (see `plantseek.train.cpu_threads_for`)."""
     c0 = cfgs[0]
-    if env:
-        n = int(env)
-    elif c0["device"] == "cpu":
-        task = _tasks.get(c0["task"])
-        widths = c0["width"] if isinstance(c0["width"], list) else [c0["width"]] * (c0["depth"] - 1)
-        full = [task.input_dim] + list(widths) + [task.output_dim]
-        work = len(cfgs) * 2 * c0["batch_size"] * sum(a * b for a, b in zip(full[:-1], full[1:]))
-        n = 1 if work < 1e8 else 0
-    else:
-        n = 0
-
-    @contextlib.contextmanager
-    def ctx():
-        if n <= 0:
-            yield
-            return
-        old = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
-
-    return ctx()
+    task = _tasks.get(c0["task"])
+    widths = c0["width"] if isinstance(c0["width"], list) else [c0["width"]] * (c0["depth"] - 1)
+    full = [task.input_dim] + list(widths) + [task.output_dim]
+    work = 2 * len(cfgs) * c0["batch_size"] * sum(a * b for a, b in zip(full[:-1], full[1:]))
+    return _train.cpu_threads_for(work, c0["device"])
 
 
 def seek_batch(kwargs_list: Sequence[dict]) -> list[SeekResult | BaseException]:

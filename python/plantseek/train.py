@@ -19,7 +19,9 @@ failed with a `TrainingDiverged` error naming the epoch; the other runs of the b
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -138,6 +140,41 @@ def check_stacked(weights: Sequence[Tensor], biases: Sequence[Tensor], masks: La
     return M
 
 
+# ------------------------------------------------------------------------------------------------ threads
+
+# Per-step work (multiply-adds) below which a CPU loop runs on one thread: for the paper's small networks the
+# OpenMP start-up of every tiny op costs more than the op, and on a machine whose cores are shared it is
+# catastrophic (measured here, 2 busy cores: one epoch of 16 width-100 networks 1.5 s on 1 thread, 32 s on 2).
+SMALL_WORK = 5e7
+
+
+@contextlib.contextmanager
+def cpu_threads_for(work: float, device: torch.device | str = "cpu"):
+    """Run the block on one CPU thread when `work` (multiply-adds per step) is small; `PLANTSEEK_TRAIN_THREADS`
+    (a number) forces a thread count. Restores the previous setting afterwards. No effect off the CPU."""
+    env = os.environ.get("PLANTSEEK_TRAIN_THREADS", "").strip()
+    if env:
+        n = int(env)
+    elif torch.device(device).type == "cpu" and work < SMALL_WORK:
+        n = 1
+    else:
+        n = 0
+    if n <= 0 or n == torch.get_num_threads():
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def step_work(weights: Sequence[Tensor], batch: int) -> float:
+    """Multiply-adds of one forward step of stacked (M, out, in) weights on `batch` samples."""
+    return float(batch) * float(sum(w.numel() for w in weights))
+
+
 # ------------------------------------------------------------------------------------------------ forward
 
 def _native_nn():
@@ -223,7 +260,23 @@ def per_network_loss(outputs: Tensor, targets: Tensor, kind: str) -> Tensor:
 
 # ------------------------------------------------------------------------------------------------ training
 
-def train(
+def train(weights, biases, masks, x, y, *, kind, generators, config=None, loss_fn=None, progress=False,
+          desc="train", labels=None) -> "TrainResult":
+    """Train M masked MLPs together; returns new stacked parameters (inputs are not modified).
+
+    weights/biases: per layer (M, out, in) / (M, out); masks: per layer bool pairs of those shapes;
+    x: (M, N, in); y: (M, N, out) float targets (regression) or (M, N) int64 labels (classification);
+    generators: one per run, on the run's device, used for the per-epoch shuffle; loss_fn(outputs, targets)
+    may replace the built-in loss and must return the (M,) per-network losses.
+    `labels` name the runs in error messages. Small problems run on one CPU thread (`cpu_threads_for`).
+    """
+    cfg = config or TrainConfig()
+    with cpu_threads_for(step_work(weights, cfg.batch_size), weights[0].device if len(weights) else "cpu"):
+        return _train_impl(weights, biases, masks, x, y, kind=kind, generators=generators, config=cfg,
+                           loss_fn=loss_fn, progress=progress, desc=desc, labels=labels)
+
+
+def _train_impl(
     weights: Sequence[Tensor],
     biases: Sequence[Tensor],
     masks: LayerMasks,

@@ -126,6 +126,14 @@ class EdgePopupPruner(Pruner):
 
     # -- search
     def prune(self, net, data, density, *, scope="layer", prune_bias=True, generator=None, mask=None) -> Mask:
+        """Train the scores on ``data.x_train`` and keep the top ones (exact count, deterministic ties)."""
+        from ..train import cpu_threads_for
+
+        work = float(self.batch_size) * float(sum(w.numel() for w in net.weights))
+        with cpu_threads_for(work, net.device):
+            return self._prune(net, data, density, scope=scope, prune_bias=prune_bias, generator=generator, mask=mask)
+
+    def _prune(self, net, data, density, *, scope, prune_bias, generator, mask) -> Mask:
         density = check_density(density, net)
         check_scope(scope)
         current = current_mask(net, mask)

@@ -1,0 +1,131 @@
+"""edge-popup and edge-popup-annealed: registration, exact counts, bias scores learn, scale-free loss, schedule."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import plantseek
+from plantseek import pruners, tasks
+from plantseek.pruners import edge_popup
+
+slow = pytest.mark.skipif(os.environ.get("PLANTSEEK_SLOW") != "1", reason="slow check: set PLANTSEEK_SLOW=1")
+
+QUICK = dict(epochs=2, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def relu_setup():
+    net = plantseek.plant("relu", width=16, depth=3, seed=0)
+    data = tasks.get("relu").data(600, 0.01, 0)
+    return net, data
+
+
+def _count(mask, bias=True):
+    return sum(int(wm.sum()) + (int(bm.sum()) if bias else 0) for wm, bm in mask)
+
+
+def test_registered_with_docstrings():
+    assert {"edge-popup", "edge-popup-annealed"} <= set(pruners.available())
+    d = pruners.descriptions()
+    assert "Ramanujan" in d["edge-popup"] and "density^(e/E)" in d["edge-popup-annealed"]
+    with pytest.raises(ValueError, match="edge-popup"):
+        pruners.get("edge-popup", lr=-1)
+    with pytest.raises(ValueError, match="score_init"):
+        pruners.get("edge-popup", score_init="zeros")
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+@pytest.mark.parametrize("name", ["edge-popup", "edge-popup-annealed"])
+def test_exact_counts(relu_setup, name, scope):
+    net, data = relu_setup
+    p = pruners.get(name, **QUICK)
+    mask = p.prune(net, data, 0.1, scope=scope, generator=torch.Generator().manual_seed(0))
+    if scope == "global":
+        total = sum(wm.numel() + bm.numel() for wm, bm in mask)
+        assert _count(mask) == round(0.1 * total)
+    else:
+        for wm, bm in mask:
+            assert int(wm.sum()) + int(bm.sum()) == round(0.1 * (wm.numel() + bm.numel()))
+
+
+def test_prune_bias_false_keeps_every_bias_and_density_one_keeps_all(relu_setup):
+    net, data = relu_setup
+    p = pruners.get("edge-popup", **QUICK)
+    mask = p.prune(net, data, 0.2, prune_bias=False)
+    assert all(bool(bm.all()) for _, bm in mask)
+    full = p.prune(net, data, 1.0)
+    assert all(bool(wm.all()) and bool(bm.all()) for wm, bm in full)
+
+
+def test_nested_within_a_given_mask(relu_setup):
+    net, data = relu_setup
+    p = pruners.get("edge-popup", **QUICK)
+    outer = p.prune(net, data, 0.5, scope="global")
+    inner = p.prune(net, data, 0.2, scope="global", mask=outer)
+    assert all(bool((wm & ~ow).sum() == 0) and bool((bm & ~ob).sum() == 0)
+               for (wm, bm), (ow, ob) in zip(inner, outer))
+    with pytest.raises(ValueError, match="never come back"):
+        p.prune(net, data, 0.8, scope="global", mask=outer)
+
+
+def test_bias_scores_start_nonzero_and_learn(relu_setup, monkeypatch):
+    net, data = relu_setup
+    captured = {}
+    orig = edge_popup.EdgePopupPruner._init_scores
+
+    def spy(self, net_, gen):
+        scores = orig(self, net_, gen)
+        captured["initial"] = [(w.clone(), b.clone()) for w, b in scores]
+        captured["live"] = scores
+        return scores
+
+    monkeypatch.setattr(edge_popup.EdgePopupPruner, "_init_scores", spy)
+    pruners.get("edge-popup", **QUICK).prune(net, data, 0.3, scope="global")
+    for (w0, b0), (w1, b1) in zip(captured["initial"], captured["live"]):
+        assert bool((b0 != 0).all()) and bool((w0 != 0).all())
+        assert not torch.equal(b0, b1.detach())  # bias scores moved
+        assert not torch.equal(w0, w1.detach())
+
+
+def test_deterministic_given_the_generator(relu_setup):
+    net, data = relu_setup
+    p = pruners.get("edge-popup-annealed", **QUICK)
+    a = p.prune(net, data, 0.1, generator=torch.Generator().manual_seed(5))
+    b = p.prune(net, data, 0.1, generator=torch.Generator().manual_seed(5))
+    assert all(torch.equal(x, y) and torch.equal(u, v) for (x, u), (y, v) in zip(a, b))
+
+
+def test_scale_free_loss():
+    g = torch.Generator().manual_seed(0)
+    o = torch.randn(32, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(32, 3, generator=g, dtype=torch.float64)
+    loss = edge_popup.scale_free_loss(o, y)
+    # invariant to a positive (or any nonzero) per-output rescaling of the outputs: no softmax, no fixed scale
+    assert float(edge_popup.scale_free_loss(o * torch.tensor([1e-3, 5.0, 2.0], dtype=torch.float64), y)) == pytest.approx(float(loss), rel=1e-10)
+    c = (o * y).sum(0) / (o * o).sum(0)
+    assert float(loss) == pytest.approx(float(((o * c - y) ** 2).mean()), rel=1e-12)
+    labels = torch.randint(0, 3, (32,), generator=g)
+    assert float(edge_popup.scale_free_loss(o, labels)) == pytest.approx(float(torch.nn.functional.cross_entropy(o, labels)))
+
+
+def test_annealed_schedule():
+    p = pruners.get("edge-popup-annealed", epochs=4)
+    assert [p.density_at(0.01, e) for e in range(1, 5)] == pytest.approx([0.01 ** 0.25, 0.01 ** 0.5, 0.01 ** 0.75, 0.01])
+    q = pruners.get("edge-popup", epochs=4)
+    assert all(q.density_at(0.01, e) == 0.01 for e in range(1, 5))
+
+
+def test_strong_search_finds_a_good_relu_mask():
+    m = plantseek.seek(task="relu", depth=4, width=50, pruner=pruners.get("edge-popup-annealed", epochs=5),
+                       density=0.05, protocol="strong", scope="global", n_samples=3000, progress=False,
+                       device="cpu", dense_baseline=False).metrics
+    assert m["test_loss"] < 0.01
+
+
+@slow
+def test_slow_annealed_global_relu_paper_size():
+    m = plantseek.seek(task="relu", depth=4, width=100, pruner="edge-popup-annealed", density=0.05,
+                       protocol="strong", scope="global", progress=False, device="cpu", dense_baseline=False).metrics
+    assert m["test_loss"] <= 0.01
