@@ -12,6 +12,9 @@ namespace plantseek {
 namespace {
 
 constexpr int64_t kPrefetch = 4;  // kept weights ahead whose input rows are prefetched
+// Below this many element operations a kernel runs on the calling thread: an OpenMP fork/join costs more
+// than it saves (and far more when the machine is oversubscribed).
+constexpr int64_t kParallelWork = int64_t(1) << 20;
 
 // xt[m, c, r] = x[m, r, c] for r < R, 0 for R <= r < Rp. Works on 16 x 16 tiles that are read row by
 // row (whole cache lines) into a local buffer and written out column by column; reading a column
@@ -22,7 +25,7 @@ void transpose_pad(const T* x, int64_t M, int64_t R, int64_t C, T* xt, int64_t R
     const int64_t col_tiles = (C + tile - 1) / tile;
     const int64_t row_tiles = (Rp + tile - 1) / tile;
     const int64_t items = M * row_tiles;
-#pragma omp parallel for schedule(static) num_threads(threads) if (M * R * C > 32768)
+#pragma omp parallel for schedule(static) num_threads(threads) if (M * R * C > kParallelWork)
     for (int64_t item = 0; item < items; ++item) {
         const int64_t m = item / row_tiles;
         const int64_t r0 = (item % row_tiles) * tile;
@@ -129,7 +132,7 @@ void spmm_rows(const CsrView& csr, const T* vals, const T* xt, int64_t M, int64_
     const int64_t chunks = (Bp + chunk - 1) / chunk;
     const int64_t items = M * chunks * groups;
     const int64_t nnz = csr.indptr[M * n_rows];
-    const bool parallel = (nnz + M * n_rows) * Bp > 65536;
+    const bool parallel = (nnz + M * n_rows) * Bp > kParallelWork;
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
     for (int64_t item = 0; item < items; ++item) {
         const int64_t m = item / (chunks * groups);
@@ -153,7 +156,7 @@ template <class T>
 void sddmm(const CsrView& csr, const T* gyt, const T* xt, int64_t M, int64_t Bp, T* gvals, int threads) {
     const int64_t rows = M * csr.n_rows;
     const int64_t nnz = csr.indptr[rows];
-    const bool parallel = nnz * Bp > 65536;
+    const bool parallel = nnz * Bp > kParallelWork;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads) if (parallel)
     for (int64_t r = 0; r < rows; ++r) {
         const int64_t m = r / csr.n_rows;

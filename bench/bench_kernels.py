@@ -1,0 +1,440 @@
+"""Benchmarks of the native core against PyTorch, measured in the same run.
+
+``python bench/bench_kernels.py`` measures everything and rewrites the "Native kernels" section of
+bench/RESULTS.md (``--quick`` for a shorter run that still writes the table). ``pytest bench/bench_kernels.py``
+runs a small pytest-benchmark subset.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+
+from results import machine, write_section  # noqa: E402
+
+from plantseek import kernels, masks, metrics, native  # noqa: E402
+from plantseek import nn as pnn  # noqa: E402
+
+BATCH = 256
+
+
+def best(fn, repeat=5, warmup=1):
+    for _ in range(warmup):
+        fn()
+    t = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        t = min(t, time.perf_counter() - t0)
+    return t
+
+
+def cpu_ghz() -> float:
+    """Nominal clock from /proc/cpuinfo (cpu MHz, else BogoMIPS / 2)."""
+    mhz = bogo = None
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("cpu MHz") and mhz is None:
+                mhz = float(line.split(":")[1])
+            if line.lower().startswith("bogomips") and bogo is None:
+                bogo = float(line.split(":")[1])
+    except OSError:
+        pass
+    if mhz:
+        return mhz / 1000
+    return (bogo or 5000.0) / 2000
+
+
+def peak_fma_per_s() -> tuple[float, str]:
+    """Assumed FP32 FMA peak: cores x clock x 16 (two 256-bit FMA pipes per core, as on Zen 4 / most AVX2+ cores;
+    AVX-512 on Zen 4 runs as two 256-bit halves, so 16 lanes per cycle either way)."""
+    cores = torch.get_num_threads()
+    ghz = cpu_ghz()
+    return cores * ghz * 1e9 * 16, f"{cores} cores x {ghz:.2f} GHz x 16 FP32 FMA/cycle"
+
+
+# --------------------------------------------------------------------------------------------- sparse linear
+
+
+def _linear_case(n, density, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(BATCH, n, generator=gen, requires_grad=True)
+    w = torch.randn(n, n, generator=gen, requires_grad=True)
+    m = torch.rand(n, n, generator=gen) < density
+    g = torch.randn(BATCH, n, generator=gen)
+    return x, w, m, g
+
+
+def time_dense(x, w, m, g, repeat):
+    def step():
+        y = x @ (w * m).T
+        y.backward(g)
+        x.grad = None
+        w.grad = None
+    return best(step, repeat)
+
+
+def time_masked(x, w, m, g, repeat, impl="sparse"):
+    def step():
+        y = pnn.masked_linear(x, w, m, impl=impl)
+        y.backward(g)
+        x.grad = None
+        w.grad = None
+    return best(step, repeat)
+
+
+def time_values(x, w, m, g, repeat):
+    s = pnn.mask_structure(m)
+    vals = w.detach().reshape(-1)[s.pos].clone().requires_grad_(True)
+    x3 = x.detach().unsqueeze(0).requires_grad_(True)
+    g3 = g.unsqueeze(0)
+
+    def step():
+        y = pnn.sparse_linear(x3, vals, s)
+        y.backward(g3)
+        x3.grad = None
+        vals.grad = None
+    return best(step, repeat), s.nnz
+
+
+def time_torch_csr(x, w, m, g, repeat):
+    csr = (w.detach() * m).to_sparse_csr()
+    crow, col = csr.crow_indices(), csr.col_indices()
+    vals = csr.values().clone().requires_grad_(True)
+    n = w.shape[0]
+
+    def step():
+        ws = torch.sparse_csr_tensor(crow, col, vals, size=(n, n))
+        y = torch.sparse.mm(ws, x.t()).t()
+        y.backward(g)
+        x.grad = None
+        vals.grad = None
+    return best(step, repeat)
+
+
+def bench_linear(quick=False):
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*Sparse.*")
+    rows = []
+    peak, peak_note = peak_fma_per_s()
+    widths = [1024, 4096]
+    densities = [0.1, 0.01, 0.001, 0.0001]
+    for n in widths:
+        for d in densities:
+            x, w, m, g = _linear_case(n, d)
+            rep = 2 if (n >= 4096 or quick) else 4
+            t_dense = time_dense(x, w, m, g, rep)
+            t_masked = time_masked(x, w, m, g, 3 if quick else 5)
+            t_values, nnz = time_values(x, w, m, g, 3 if quick else 7)
+            try:
+                t_csr = time_torch_csr(x, w, m, g, rep)
+            except RuntimeError:
+                t_csr = float("nan")
+            fma = 3 * nnz * BATCH / t_values
+            rows.append(dict(n=n, d=d, nnz=nnz, dense=t_dense, csr=t_csr, masked=t_masked, values=t_values, fma=fma,
+                             peak=fma / peak))
+            print(f"linear n={n} d={d}: dense {t_dense*1e3:.1f} ms, torch CSR {t_csr*1e3:.2f} ms, "
+                  f"masked {t_masked*1e3:.2f} ms, values {t_values*1e3:.2f} ms, {fma/1e9:.1f} GFMA/s", flush=True)
+    return rows, peak_note
+
+
+def crossover(quick=False):
+    """Density where the sparse masked path (dense weight gradient) becomes slower than the dense one."""
+    out = {}
+    for n in (1024, 4096):
+        found = None
+        for d in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5):
+            x, w, m, g = _linear_case(n, d, seed=1)
+            rep = 2 if n >= 4096 else 3
+            td = time_dense(x, w, m, g, rep)
+            ts = time_masked(x, w, m, g, rep)
+            print(f"crossover n={n} d={d}: dense {td*1e3:.1f} ms sparse {ts*1e3:.1f} ms", flush=True)
+            if ts > td:
+                found = d
+                break
+        out[n] = found
+        if quick:
+            break
+    return out
+
+
+# --------------------------------------------------------------------------------------------- SynFlow
+
+
+def _synflow_nets(M, width, depth, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ws = [torch.randn(M, width, width, generator=gen, dtype=torch.float64) * math.sqrt(2 / width) for _ in range(depth)]
+    bs = [torch.randn(M, width, generator=gen, dtype=torch.float64) * 0.01 for _ in range(depth)]
+    return ws, bs
+
+
+def synflow_loop_reference(ws, bs, density, rounds):
+    """The straightforward PyTorch loop (autograd scores, global kthvalue threshold as in SynFlow's code)."""
+    masks_ = [(torch.ones_like(w, dtype=torch.bool), torch.ones_like(b, dtype=torch.bool)) for w, b in zip(ws, bs)]
+    total = sum(w.numel() + b.numel() for w, b in zip(ws, bs))
+    for r in range(1, rounds + 1):
+        scores = kernels.synflow_scores_reference(ws, bs, masks_)
+        flat = torch.cat([t.reshape(-1) for pair in scores for t in pair])
+        k = kernels.kept_count(density ** (r / rounds), total)
+        thr = torch.kthvalue(flat, total - k).values if k < total else flat.min() - 1
+        masks_ = [(sw > thr, sb > thr) for sw, sb in scores]
+    return masks_
+
+
+def bench_synflow(quick=False):
+    M, width, depth, rounds, density = (32, 1000, 6, 100, 0.001)
+    if quick:
+        M, rounds = 4, 20
+    ws, bs = _synflow_nets(M, width, depth)
+    t0 = time.perf_counter()
+    kernels.synflow_prune(ws, bs, density, rounds=rounds)
+    t_native = time.perf_counter() - t0
+    ref_nets = 1
+    t0 = time.perf_counter()
+    synflow_loop_reference([w[0] for w in ws[:]], [b[0] for b in bs], density, rounds)
+    t_ref_one = time.perf_counter() - t0
+    t_ref = t_ref_one * M / ref_nets
+    print(f"synflow: native {t_native:.2f} s for {M} nets; reference {t_ref_one:.2f} s for {ref_nets} net", flush=True)
+    return dict(M=M, width=width, depth=depth, rounds=rounds, density=density, native=t_native, ref=t_ref,
+                ref_nets=ref_nets)
+
+
+# --------------------------------------------------------------------------------------------- masks
+
+
+def bench_masks(quick=False):
+    widths = [1024, 2048, 2048, 2048, 2048, 10]  # 14.7 M weights: about VGG16's parameter count
+    n_masks, distinct = (256, 16) if not quick else (32, 4)
+    gen = torch.Generator().manual_seed(0)
+    base = []
+    for i in range(distinct):
+        d = [0.5, 0.1, 0.01, 0.001][i % 4]
+        base.append([(torch.rand(widths[l + 1], widths[l], generator=gen) < d, torch.rand(widths[l + 1], generator=gen) < d)
+                     for l in range(len(widths) - 1)])
+    found = [base[i % distinct] for i in range(n_masks)]
+    ticket = [(torch.rand(widths[l + 1], widths[l], generator=gen) < 0.005, torch.rand(widths[l + 1], generator=gen) < 0.05)
+              for l in range(len(widths) - 1)]
+    n_params = masks.size(ticket)
+    t_overlap = best(lambda: masks.overlap_counts(found, ticket), repeat=2, warmup=0)
+    ref_n = 64 if not quick else 8
+    t_overlap_ref = best(lambda: masks.overlap_counts_reference(found[:ref_n], ticket), repeat=1, warmup=0) * n_masks / ref_n
+    t_eff = best(lambda: metrics.reachability_counts(found), repeat=2, warmup=0)
+    ref_e = 16 if not quick else 4
+    t_eff_ref = best(lambda: metrics.reachability_counts_reference(found[:ref_e]), repeat=1, warmup=0) * n_masks / ref_e
+    print(f"masks: overlap {t_overlap:.2f} s vs {t_overlap_ref:.2f} s; effective {t_eff:.2f} s vs {t_eff_ref:.2f} s", flush=True)
+    return dict(n_masks=n_masks, n_params=n_params, overlap=t_overlap, overlap_ref=t_overlap_ref, ref_n=ref_n,
+                eff=t_eff, eff_ref=t_eff_ref, ref_e=ref_e)
+
+
+# --------------------------------------------------------------------------------------------- end to end
+
+
+def bench_training(quick=False):
+    """Training phase of a singleshot run: circle, depth 5, width 1000, density 0.001, Adam, batch 32."""
+    from plantseek import tasks
+
+    depth, width, density, epochs, batch = 5, 1000, 0.001, (10 if not quick else 1), 32
+    data = tasks.get("circle").data(n=10_000, noise=0.01, seed=0)
+    x_all = data.x_train.to(torch.float32)
+    y_all = data.y_train
+    widths = [x_all.shape[1]] + [width] * (depth - 1) + [4]
+    gen = torch.Generator().manual_seed(0)
+    init_w = [torch.randn(widths[l + 1], widths[l], generator=gen) * math.sqrt(2 / widths[l]) for l in range(depth)]
+    init_b = [torch.zeros(widths[l + 1]) for l in range(depth)]
+    wms = [torch.rand(widths[l + 1], widths[l], generator=gen) < max(density, 2 / widths[l]) for l in range(depth)]
+    bms = [torch.rand(widths[l + 1], generator=gen) < density for l in range(depth)]
+
+    def run(mode):
+        torch.manual_seed(0)
+        if mode == "values":
+            structs = [pnn.mask_structure(wm) for wm in wms]
+            params = [w.reshape(-1)[s.pos].clone().requires_grad_(True) for w, s in zip(init_w, structs)]
+            biases = [(b * bm).clone().requires_grad_(True) for b, bm in zip(init_b, bms)]
+        else:
+            layers = []
+            for l in range(depth):
+                layer = pnn.MaskedLinear(widths[l], widths[l + 1], impl=mode)
+                with torch.no_grad():
+                    layer.weight.copy_(init_w[l])
+                    layer.bias.copy_(init_b[l])
+                layer.set_mask(wms[l], bms[l])
+                layers.append(layer)
+            params = [p for layer in layers for p in layer.parameters()]
+            biases = []
+        opt = torch.optim.Adam(params + biases, lr=1e-3)
+        order_gen = torch.Generator().manual_seed(1)
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            perm = torch.randperm(x_all.shape[0], generator=order_gen)
+            for i in range(0, x_all.shape[0], batch):
+                idx = perm[i:i + batch]
+                h = x_all[idx]
+                if mode == "values":
+                    h = h.unsqueeze(0)
+                    for l in range(depth):
+                        h = pnn.sparse_linear(h, params[l], structs[l], (biases[l] * bms[l]).unsqueeze(0))
+                        if l < depth - 1:
+                            h = torch.relu(h)
+                    out = h[0]
+                else:
+                    for l, layer in enumerate(layers):
+                        h = layer(h)
+                        if l < depth - 1:
+                            h = torch.relu(h)
+                    out = h
+                loss = torch.nn.functional.cross_entropy(out, y_all[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return time.perf_counter() - t0
+
+    t_dense = run("dense")
+    t_sparse = run("sparse")
+    t_values = run("values")
+    print(f"training: dense {t_dense:.1f} s, sparse masked {t_sparse:.1f} s, sparse values {t_values:.1f} s", flush=True)
+    return dict(epochs=epochs, dense=t_dense, sparse=t_sparse, values=t_values)
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def fmt_ms(t):
+    return "n/a" if t != t else (f"{t*1e3:.2f}" if t < 1 else f"{t*1e3:.0f}")
+
+
+def write_results(lin, peak_note, cross, syn, mk, tr, quick):
+    lines = []
+    lines.append(f"Machine: {machine()}; native core: {native.available()}, CUDA core: {native.cuda_available()}."
+                 f"{' QUICK RUN (reduced sizes).' if quick else ''}")
+    lines.append("")
+    lines.append(f"Sparse masked linear, forward + backward, batch {BATCH}, square layers, float32. *dense*: "
+                 "`x @ (W*M).T` with autograd; *torch CSR*: `torch.sparse.mm` on a CSR weight whose values require "
+                 "grad; *plantseek masked*: `plantseek.nn.masked_linear` (dense weight, dense zero-filled weight "
+                 "gradient); *plantseek values*: `plantseek.nn.sparse_linear` (kept values only, like torch CSR). "
+                 f"GFMA/s = 3 x nnz x batch / time of the values path; peak assumed {peak_note}.")
+    lines.append("")
+    lines.append("| width | density | nnz | dense (ms) | torch CSR (ms) | plantseek masked (ms) | plantseek values (ms) "
+                 "| dense / masked | CSR / values | GFMA/s | % peak |")
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in lin:
+        lines.append(f"| {r['n']} | {r['d']:g} | {r['nnz']} | {fmt_ms(r['dense'])} | {fmt_ms(r['csr'])} | "
+                     f"{fmt_ms(r['masked'])} | {fmt_ms(r['values'])} | {r['dense']/r['masked']:.1f}x | "
+                     f"{r['csr']/r['values']:.1f}x | {r['fma']/1e9:.1f} | {100*r['peak']:.0f}% |")
+    lines.append("")
+    lines.append("Crossover (first density at which the sparse masked path is slower than the dense one, same "
+                 "shapes): " + ", ".join(f"width {n}: {d if d is not None else '> 0.5'}" for n, d in cross.items())
+                 + f". `plantseek.nn.crossover_density()` = {pnn.SPARSE_CROSSOVER_DENSITY} (override with "
+                 "PLANTSEEK_SPARSE_CROSSOVER).")
+    lines.append("")
+    lines.append(f"SynFlow, {syn['rounds']} rounds (density {syn['density']:g}^(r/R)), depth {syn['depth']}, width "
+                 f"{syn['width']}, {syn['M']} networks: native batched call {syn['native']:.1f} s; PyTorch autograd "
+                 f"loop (kthvalue threshold) {syn['ref']:.1f} s (measured on {syn['ref_nets']} network, times "
+                 f"{syn['M']}): **{syn['ref']/syn['native']:.0f}x**.")
+    lines.append("")
+    per_o = mk['overlap'] / mk['n_masks'] * 1e3
+    per_e = mk['eff'] / mk['n_masks'] * 1e3
+    lines.append(f"Masks, {mk['n_masks']} masks of {mk['n_params']/1e6:.1f} M parameters (MLP 1024-2048x4-10), bool "
+                 "tensors in memory: overlap counts (native packing + popcount) "
+                 f"{mk['overlap']:.2f} s = {per_o:.1f} ms/mask vs boolean PyTorch {mk['overlap_ref']:.2f} s "
+                 f"(**{mk['overlap_ref']/mk['overlap']:.0f}x**, reference measured on {mk['ref_n']} masks and scaled); "
+                 f"effective density (reachability) {mk['eff']:.2f} s = {per_e:.1f} ms/mask vs PyTorch "
+                 f"{mk['eff_ref']:.2f} s (**{mk['eff_ref']/mk['eff']:.0f}x**, reference on {mk['ref_e']} masks, scaled).")
+    lines.append("")
+    lines.append(f"Training phase of a singleshot run (circle, depth 5, width 1000, density 0.001, Adam, batch 32, "
+                 f"{tr['epochs']} epochs, plantseek.nn layers): dense masked {tr['dense']:.1f} s, sparse masked "
+                 f"(dense parameters + Adam over them) {tr['sparse']:.1f} s (**{tr['dense']/tr['sparse']:.1f}x**), "
+                 f"sparse on kept values (Adam over kept values) {tr['values']:.1f} s "
+                 f"(**{tr['dense']/tr['values']:.1f}x**).")
+    write_section("Native kernels", "\n".join(lines))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (still writes the table)")
+    ap.add_argument("--only", choices=["linear", "synflow", "masks", "training", "crossover"], default=None)
+    args = ap.parse_args()
+    if not native.available():
+        print("the native core is not built; install plantseek first", file=sys.stderr)
+        sys.exit(1)
+    if args.only == "linear":
+        print(bench_linear(args.quick))
+        return
+    if args.only == "synflow":
+        print(bench_synflow(args.quick))
+        return
+    if args.only == "masks":
+        print(bench_masks(args.quick))
+        return
+    if args.only == "training":
+        print(bench_training(args.quick))
+        return
+    if args.only == "crossover":
+        print(crossover(args.quick))
+        return
+    lin, note = bench_linear(args.quick)
+    cross = crossover(args.quick)
+    mk = bench_masks(args.quick)
+    syn = bench_synflow(args.quick)
+    tr = bench_training(args.quick)
+    write_results(lin, note, cross, syn, mk, tr, args.quick)
+
+
+# --------------------------------------------------------------------------------------------- pytest-benchmark
+
+
+def _needs_native():
+    import pytest
+
+    if not native.available():
+        pytest.skip("native core not built")
+
+
+def test_bench_masked_linear_sparse(benchmark):
+    _needs_native()
+    x, w, m, g = _linear_case(1024, 0.01)
+
+    def step():
+        y = pnn.masked_linear(x, w, m, impl="sparse")
+        y.backward(g)
+        x.grad = None
+        w.grad = None
+    benchmark(step)
+
+
+def test_bench_masked_linear_dense(benchmark):
+    x, w, m, g = _linear_case(1024, 0.01)
+
+    def step():
+        y = x @ (w * m).T
+        y.backward(g)
+        x.grad = None
+        w.grad = None
+    benchmark(step)
+
+
+def test_bench_synflow_native(benchmark):
+    _needs_native()
+    ws, bs = _synflow_nets(4, 200, 4)
+    benchmark(lambda: kernels.synflow_prune(ws, bs, 0.01, rounds=20))
+
+
+def test_bench_overlap_native(benchmark):
+    _needs_native()
+    gen = torch.Generator().manual_seed(0)
+    widths = [256, 512, 512, 10]
+    ms = [[(torch.rand(widths[l + 1], widths[l], generator=gen) < 0.1, torch.rand(widths[l + 1], generator=gen) < 0.1)
+           for l in range(3)] for _ in range(16)]
+    benchmark(lambda: masks.overlap_counts(ms, ms[0]))
+
+
+if __name__ == "__main__":
+    main()
