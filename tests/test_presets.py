@@ -72,3 +72,11 @@ def test_reproduce_small_with_a_fake_seeker(tmp_path):
         assert f"{task} (depth 4, width 100)" in page
     again = reproduce_paper("small", out=tmp_path, batch_fn=f.batch, single_fn=f, progress=False, report=False)
     assert again["sweep_report"].ran == 0 and again["sweep_report"].skipped == n
+
+
+def test_example_file_is_the_small_preset():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "paper_small.toml"
+    assert example.read_text() == paper_sweep_toml("small"), \
+        "examples/paper_small.toml is out of date: rewrite it from plantseek.presets.paper_sweep_toml('small')"

@@ -227,3 +227,58 @@ def test_cli_dry_run_and_bad_device(tmp_path, capsys):
     assert "tpu" in capsys.readouterr().err
     assert main(["sweep", str(f), "--db", str(tmp_path / "r.db"), "--workers", "2"]) == 2
     assert "--workers only applies" in capsys.readouterr().err
+
+
+TINY = """
+[sweep]
+tasks = ["relu", "circle"]
+pruners = ["random", "magnitude", "ticket"]
+protocols = ["singleshot", "strong"]
+densities = [0.5, "ticket"]
+seeds = [0, 1]
+depth = 3
+width = 12
+epochs = 1
+n_samples = 300
+dtype = "float64"
+"""
+
+
+def test_end_to_end_with_the_real_seeker(tmp_path, capsys):
+    """`plantseek sweep` with plantseek.seek_batch, then results, export and report; batched runs equal
+    the same runs one by one (float64), and a Dask LocalCluster gives the same rows."""
+    seek_mod = pytest.importorskip("plantseek.seek")
+    from plantseek.cli import main
+
+    f = _sweep_file(tmp_path, TINY)
+    db = tmp_path / "r.db"
+    assert main(["sweep", str(f), "--db", str(db), "--no-progress"]) == 0
+    assert "24 runs in the sweep: 0 already in the database, 24 run now (24 ok, 0 failed)" in capsys.readouterr().out
+    with ResultStore(db) as store:
+        recs = {r["key"]: r for r in store.records()}
+    assert all(r["batch_runs"] > 1 for r in recs.values())
+    ticket = [r for r in recs.values() if r["config"]["pruner"] == "ticket"]
+    assert all(r["metrics"]["recall"] == 1.0 for r in ticket)
+    # one by one (plantseek.seek) gives the same metrics as the batched sweep
+    run = load_sweep(f).runs[3]
+    alone = seek_mod.seek(**run.seek_kwargs(), progress=False).metrics
+    batched = recs[run.key]["metrics"]
+    for k, v in alone.items():
+        if isinstance(v, float) and k not in ("train_time_s",):
+            assert batched[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+    assert main(["sweep", str(f), "--db", str(db), "--no-progress"]) == 0
+    assert "24 already in the database, 0 run now" in capsys.readouterr().out
+    assert main(["export", str(db), "--out", str(tmp_path / "r.csv")]) == 0
+    assert main(["report", str(db), "--out", str(tmp_path / "rep"), "--no-progress", "--no-svg"]) == 0
+    assert (tmp_path / "rep" / "index.html").exists()
+    pytest.importorskip("distributed")
+    rep = run_sweep(f, tmp_path / "d.db", executor="dask-local", workers=2, processes=False, progress=False,
+                    log=lambda m: None)
+    assert rep.ok == 24
+    with ResultStore(tmp_path / "d.db") as store:
+        drecs = {r["key"]: r for r in store.records()}
+    assert drecs.keys() == recs.keys()
+    for k in recs:
+        a = {m: v for m, v in recs[k]["metrics"].items() if m != "train_time_s"}
+        b = {m: v for m, v in drecs[k]["metrics"].items() if m != "train_time_s"}
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12)

@@ -168,7 +168,9 @@ h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margi
 h3{margin-bottom:.3em}
 table{border-collapse:collapse;font-size:.85em;margin:.8em 0} th,td{border:1px solid #ccc;padding:.25em .6em;
 text-align:right} th{background:#f2f2f2} td.l,th.l{text-align:left}
-tr.ok td{background:#eef8ee} tr.ref td{background:#f7f7f7;color:#555}
+tr.ok td,td.ok{background:#dff3df} tr.ref td{background:#f7f7f7;color:#555} td.miss{color:#777}
+caption{text-align:left;font-weight:600;padding:.3em 0;font-size:1.05em}
+.pivots{display:flex;flex-wrap:wrap;gap:0 2em}
 figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555;max-width:1100px}
 .meta{color:#555;font-size:.9em} .note{background:#fff7e0;border-left:4px solid #f0c040;padding:.5em 1em}
@@ -186,15 +188,52 @@ def _fmt(v: Any) -> str:
 
 def _table_html(table: pd.DataFrame, highlight=None) -> str:
     cols = list(table.columns)
-    head = "".join(f"<th class='l'>{html.escape(str(c))}</th>" if table[c].dtype == object else
+    text = {c: not pd.api.types.is_numeric_dtype(table[c]) for c in cols}
+    head = "".join(f"<th class='l'>{html.escape(str(c))}</th>" if text[c] else
                    f"<th>{html.escape(str(c))}</th>" for c in cols)
     body = []
     for _, row in table.iterrows():
         cls = highlight(row) if highlight else ""
-        cells = "".join(f"<td class='l'>{_fmt(row[c])}</td>" if table[c].dtype == object and not
-                        isinstance(row[c], float) else f"<td>{_fmt(row[c])}</td>" for c in cols)
+        cells = "".join(f"<td class='l'>{_fmt(row[c])}</td>" if text[c] and not isinstance(row[c], float)
+                        else f"<td>{_fmt(row[c])}</td>" for c in cols)
         body.append(f"<tr class='{cls}'>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _pivot_html(table: pd.DataFrame) -> str:
+    """One compact table per setting: pruners down, protocols across."""
+    out = []
+    order = {p: i for i, p in enumerate(_data.PROTOCOL_ORDER)}
+    for setting, sub in table.groupby("setting", sort=False):
+        protos = sorted(dict.fromkeys(sub["protocol"]), key=lambda p: (order.get(p, 99), p))
+        pruners = sorted(dict.fromkeys(sub["pruner"]), key=lambda p: (p == "ticket", p))
+        first = sub.iloc[0]
+        metric = first["metric"]
+        head = "".join(f"<th>{html.escape(p)}</th>" for p in protos)
+        rows = []
+        for pr in pruners:
+            cells = []
+            for proto in protos:
+                r = sub[(sub["pruner"] == pr) & (sub["protocol"] == proto)]
+                if r.empty:
+                    cells.append("<td></td>")
+                    continue
+                r = r.iloc[0]
+                d, x = r["sparsest matching density"], r["x ticket density"]
+                if d is not None and not pd.isna(d):
+                    ratio = f" ({x:.3g}×)" if x is not None and not pd.isna(x) else ""
+                    cls = "ok" if (x is not None and not pd.isna(x) and x <= 2 and pr != "ticket") else ""
+                    cells.append(f"<td class='{cls}'>{d:.3g}{ratio}</td>")
+                else:
+                    cells.append(f"<td class='miss'>— <span class='meta'>(best {_fmt(r['best'])} at "
+                                 f"{_fmt(r['best at density'])})</span></td>")
+            cls = " class='ref'" if pr == "ticket" else ""
+            rows.append(f"<tr{cls}><td class='l'>{html.escape(pr)}</td>{''.join(cells)}</tr>")
+        caption = (f"{html.escape(setting)}: planted ticket {metric} {_fmt(first['ticket'])} at density "
+                   f"{_fmt(first['ticket density'])}")
+        out.append(f"<table><caption>{caption}</caption><thead><tr><th class='l'>pruner</th>{head}</tr></thead>"
+                   f"<tbody>{''.join(rows)}</tbody></table>")
+    return "<div class='pivots'>" + "".join(out) + "</div>"
 
 
 def _findings(table: pd.DataFrame) -> list[str]:
@@ -211,12 +250,16 @@ def _findings(table: pd.DataFrame) -> list[str]:
             out.append(f"<b>{html.escape(setting)}, {protocol}</b>: no pruner matches the planted ticket's "
                        f"performance at any density tried.")
             continue
-        best = matched.sort_values("sparsest matching density").iloc[0]
+        best_d = matched["sparsest matching density"].min()
+        tied = matched[matched["sparsest matching density"] <= best_d * (1 + 1e-9)]
+        best = tied.iloc[0]
         ratio = best["x ticket density"]
         ratio_txt = f" ({ratio:.3g}× the ticket's density)" if ratio is not None and not pd.isna(ratio) else ""
         never = sorted(set(sub["pruner"]) - set(matched["pruner"]))
-        s = (f"<b>{html.escape(setting)}, {protocol}</b>: {html.escape(best['pruner'])} matches the ticket down to "
-             f"density {best['sparsest matching density']:.3g}{ratio_txt}")
+        who = ", ".join(sorted(tied["pruner"]))
+        verb = "matches" if len(tied) == 1 else "match"
+        s = (f"<b>{html.escape(setting)}, {protocol}</b>: {html.escape(who)} {verb} the ticket down to "
+             f"density {best_d:.3g}{ratio_txt}")
         if never:
             s += f"; never within tolerance: {html.escape(', '.join(never))}"
         out.append(s + ".")
@@ -258,18 +301,11 @@ def _html(db, df, figs, table, sweeps, notes, acc_tol, loss_factor, title, forma
         parts.append(
             f"<h3>Sparsest density at which each pruner still matches the planted ticket</h3>"
             f"<p class='meta'>Matches: mean test accuracy over seeds ≥ the ticket's − {acc_tol:g} (classification), "
-            f"or mean test loss ≤ {loss_factor:g} × the ticket's (regression). “x ticket density” is how many times "
-            f"denser than the planted ticket that is (1 = the ticket's own density). Green rows reach the ticket's "
-            f"density within a factor 2.</p>")
-        shown = table.drop(columns=["task"])
-
-        def hl(row):
-            if row["pruner"] == "ticket":
-                return "ref"
-            r = row["x ticket density"]
-            return "ok" if r is not None and not pd.isna(r) and r <= 2 else ""
-
-        parts.append(_table_html(shown, hl))
+            f"or mean test loss ≤ {loss_factor:g} × the ticket's (regression). Each cell gives that density and, in "
+            f"brackets, how many times the planted ticket's density it is (1× = the ticket's own); — means no "
+            f"density tried matched, with the pruner's best result. Green cells are within 2× of the ticket's "
+            f"density. The full table is in <code>sparsest_match.csv</code>.</p>")
+        parts.append(_pivot_html(table))
         findings = _findings(table)
         if findings:
             parts.append("<h3>What the runs show</h3><ul>" + "".join(f"<li>{f}</li>" for f in findings) + "</ul>")
