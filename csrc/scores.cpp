@@ -162,13 +162,23 @@ void synflow_one(const SynflowProblem& p, int64_t m) {
         const double* W = p.weights[m * L + l];
         const uint8_t* wm = p.init_weight_masks[m * L + l];
         KeptSegment& ws = seg[2 * l];
-        for (int64_t j = 0; j < n_out; ++j)
+        int64_t count = 0;
+        for (int64_t e = 0; e < n_out * n_in; ++e) count += wm[e] != 0;
+        ws.row.resize(static_cast<size_t>(count));
+        ws.col.resize(static_cast<size_t>(count));
+        ws.a.resize(static_cast<size_t>(count));
+        size_t pos = 0;
+        for (int64_t j = 0; j < n_out; ++j) {
+            const uint8_t* mrow = wm + j * n_in;
+            const double* wrow = W + j * n_in;
             for (int64_t i = 0; i < n_in; ++i)
-                if (wm[j * n_in + i]) {
-                    ws.row.push_back(static_cast<int32_t>(j));
-                    ws.col.push_back(static_cast<int32_t>(i));
-                    ws.a.push_back(std::fabs(W[j * n_in + i]));
+                if (mrow[i]) {
+                    ws.row[pos] = static_cast<int32_t>(j);
+                    ws.col[pos] = static_cast<int32_t>(i);
+                    ws.a[pos] = std::fabs(wrow[i]);
+                    ++pos;
                 }
+        }
         const double* b = p.biases[m * L + l];
         const uint8_t* bm = p.init_bias_masks[m * L + l];
         KeptSegment& bs = seg[2 * l + 1];

@@ -225,16 +225,25 @@ def _groups(widths, scope, prune_bias):
     return group, (1 if scope == "global" else L)
 
 
-def _schedule_counts(masks, widths, density, rounds, scope, prune_bias, stacked, M):
+def _mask_counts(masks, stacked, M):
+    """Kept (weights, biases) per network and layer: counts[m][l] = (kw, kb)."""
+    per_layer = []
+    for wm, bm in masks:
+        if stacked:
+            kw = wm.reshape(M, -1).count_nonzero(dim=1).tolist()
+            kb = bm.reshape(M, -1).count_nonzero(dim=1).tolist()
+        else:
+            kw, kb = [int(wm.count_nonzero())], [int(bm.count_nonzero())]
+        per_layer.append((kw, kb))
+    return [[(per_layer[l][0][m], per_layer[l][1][m]) for l in range(len(masks))] for m in range(M)]
+
+
+def _schedule_counts(counts0, widths, density, rounds, scope, prune_bias):
     """keep counts (rounds x groups) per the pruners' schedule, from network 0's starting density."""
     L = len(widths) - 1
     sizes = [(widths[l + 1] * widths[l], widths[l + 1]) for l in range(L)]
-    kept0 = total = 0
-    for l, (wm, bm) in enumerate(masks):
-        first_w = wm[0] if stacked else wm
-        first_b = bm[0] if stacked else bm
-        kept0 += int(first_w.sum()) + (int(first_b.sum()) if prune_bias else 0)
-        total += sizes[l][0] + (sizes[l][1] if prune_bias else 0)
+    kept0 = sum(kw + (kb if prune_bias else 0) for kw, kb in counts0)
+    total = sum(nw + (nb if prune_bias else 0) for nw, nb in sizes)
     d0 = kept0 / total if total else 1.0
     dens = density_schedule(d0, density, rounds)
     if scope == "global":
@@ -266,8 +275,9 @@ def synflow_prune(weights, biases, density: float, rounds: int = 100, masks=None
     ws, bs = _split_params(weights, biases)
     stacked, M, widths = _check_network(ws, bs)
     masks = _check_masks(masks, ws, bs)
-    keep = _schedule_counts(masks, widths, density, int(rounds), scope, prune_bias, stacked, M)
-    _check_reachable(masks, keep[-1], widths, scope, prune_bias, stacked, M)
+    counts = _mask_counts(masks, stacked, M)
+    keep = _schedule_counts(counts[0], widths, density, int(rounds), scope, prune_bias)
+    _check_reachable(counts, keep[-1], scope, prune_bias)
     ext = _native_for(ws)
     if ext is None:
         return synflow_prune_reference(ws, bs, density, rounds, masks, scope, prune_bias)
@@ -288,15 +298,10 @@ def synflow_prune(weights, biases, density: float, rounds: int = 100, masks=None
     return result
 
 
-def _check_reachable(masks, final_keep, widths, scope, prune_bias, stacked, M):
-    L = len(widths) - 1
-    for m in range(M):
-        counts = []
-        for l, (wm, bm) in enumerate(masks):
-            w = wm[m] if stacked else wm
-            b = bm[m] if stacked else bm
-            counts.append(int(w.sum()) + (int(b.sum()) if prune_bias else 0))
-        have = [sum(counts)] if scope == "global" else counts
+def _check_reachable(counts, final_keep, scope, prune_bias):
+    for m, per_layer in enumerate(counts):
+        have_layers = [kw + (kb if prune_bias else 0) for kw, kb in per_layer]
+        have = [sum(have_layers)] if scope == "global" else have_layers
         for g, (k, h) in enumerate(zip(final_keep, have)):
             if k > h:
                 where = "in total" if scope == "global" else f"in layer {g}"
@@ -312,7 +317,7 @@ def synflow_prune_reference(weights, biases, density: float, rounds: int = 100, 
     ws, bs = _split_params(weights, biases)
     stacked, M, widths = _check_network(ws, bs)
     masks = _check_masks(masks, ws, bs)
-    keep = _schedule_counts(masks, widths, density, int(rounds), scope, prune_bias, stacked, M)
+    keep = _schedule_counts(_mask_counts(masks, stacked, M)[0], widths, density, int(rounds), scope, prune_bias)
     per_net = []
     for m in range(M):
         w_m = [_per_network(w, stacked, M)[m] for w in ws]
