@@ -162,7 +162,13 @@ void sddmm(const CsrView& csr, const T* gyt, const T* xt, int64_t M, int64_t Bp,
         const int64_t m = r / csr.n_rows;
         const T* g = gyt + r * Bp;
         const T* xm = xt + m * csr.n_cols * Bp;
-        for (int64_t e = csr.indptr[r]; e < csr.indptr[r + 1]; ++e) {
+        const int64_t e_end = csr.indptr[r + 1];
+        for (int64_t e = csr.indptr[r]; e < e_end; ++e) {
+            if (e + kPrefetch < e_end) {
+                const T* ahead = xm + csr.cols[e + kPrefetch] * Bp;
+                for (int64_t b = 0; b < Bp && b < 256; b += 64 / static_cast<int64_t>(sizeof(T)))
+                    __builtin_prefetch(ahead + b);
+            }
             const T* xr = xm + csr.cols[e] * Bp;
             using S = Simd<T>;
             using V = typename S::vec;
