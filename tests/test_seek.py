@@ -128,8 +128,10 @@ def test_bad_names_and_devices():
         seek(pruner="random", density=0.1, **{**FAST, "protocol": "weak"})
     with pytest.raises(ValueError, match="unknown task"):
         seek(pruner="random", density=0.1, **{**FAST, "task": "spiral"})
-    with pytest.raises(TypeError, match="unknown argument"):
+    with pytest.raises(TypeError, match="wdith"):
         seek(pruner="random", density=0.1, wdith=3, **FAST)
+    res = seek_batch([dict(FAST, pruner="random", density=0.1, wdith=3)])
+    assert isinstance(res[0], TypeError) and "unknown argument" in str(res[0])
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             seek(pruner="random", density=0.1, **{**FAST, "device": "cuda"})
@@ -166,6 +168,16 @@ def test_dense_baseline_is_cached_and_switchable():
     assert len(mod._DENSE) == 1 and a["dense_test_loss"] == b["dense_test_loss"]
     c = seek(pruner="magnitude", density=0.1, dense_baseline=False, **FAST).metrics
     assert "dense_test_loss" not in c
+
+
+def test_signature_defaults_are_the_documented_ones():
+    import inspect
+
+    params = inspect.signature(seek).parameters
+    assert {k: p.default for k, p in params.items()} == _mod().DEFAULTS
+    assert _mod().DEFAULTS["lr"] == 1e-3 and _mod().DEFAULTS["batch_size"] == 32 and _mod().DEFAULTS["epochs"] == 10
+    assert _mod().DEFAULTS["rounds"] == 10 and _mod().DEFAULTS["round_epochs"] == 5
+    assert _mod().DEFAULTS["n_samples"] == 10_000 and _mod().DEFAULTS["pruning_samples"] == 40
 
 
 def test_package_exports():

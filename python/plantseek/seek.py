@@ -332,24 +332,17 @@ def _flatten_recovery(rec: Any, depth: int) -> dict | None:
 
 
 def _connectivity(mask: Mask) -> dict:
-    """effective_density, dead_neurons and layer_collapse (native metrics when present, else inline)."""
+    """effective_density, dead_neurons and layer_collapse (`plantseek.metrics.connectivity` when present)."""
     try:
         from . import metrics as _metrics
     except ImportError:
         _metrics = None
-    out: dict[str, Any] = {}
-    if _metrics is not None and hasattr(_metrics, "effective_density"):
-        out["effective_density"] = float(_metrics.effective_density(mask))
-        if hasattr(_metrics, "dead_neurons"):
-            out["dead_neurons"] = int(_metrics.dead_neurons(mask))
-        if hasattr(_metrics, "layer_collapse"):
-            out["layer_collapse"] = bool(_metrics.layer_collapse(mask))
-        if len(out) == 3:
-            return out
-    inline = connectivity_reference(mask)
-    for k, v in inline.items():
-        out.setdefault(k, v)
-    return out
+    if _metrics is not None and hasattr(_metrics, "connectivity"):
+        c = _metrics.connectivity(mask)
+        if isinstance(c, dict) and {"effective_density", "dead_neurons", "layer_collapse"} <= set(c):
+            return {"effective_density": float(c["effective_density"]), "dead_neurons": int(c["dead_neurons"]),
+                    "layer_collapse": bool(c["layer_collapse"])}
+    return connectivity_reference(mask)
 
 
 def connectivity_reference(mask: Mask) -> dict:
@@ -542,7 +535,7 @@ def _threads_context(cfgs: list[dict]):
     task = _tasks.get(c0["task"])
     widths = c0["width"] if isinstance(c0["width"], list) else [c0["width"]] * (c0["depth"] - 1)
     full = [task.input_dim] + list(widths) + [task.output_dim]
-    work = 2 * len(cfgs) * c0["batch_size"] * sum(a * b for a, b in zip(full[:-1], full[1:]))
+    work = len(cfgs) * c0["batch_size"] * sum(a * b for a, b in zip(full[:-1], full[1:]))
     return _train.cpu_threads_for(work, c0["device"])
 
 
@@ -587,7 +580,34 @@ def seek_batch(kwargs_list: Sequence[dict]) -> list[SeekResult | BaseException]:
     return results  # type: ignore[return-value]
 
 
-def seek(**kwargs) -> SeekResult:
+def seek(
+    *,
+    task: str = "circle",
+    depth: int = 4,
+    width: int | Sequence[int] = 100,
+    pruner: Any = "synflow",
+    density: float | str = 0.1,
+    protocol: str = "singleshot",
+    epochs: int = 10,
+    seed: int = 0,
+    device: str = "auto",
+    dtype: str = "float32",
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    optimizer: str = "adam",
+    rounds: int = 10,
+    round_epochs: int = 5,
+    scope: str | None = None,
+    prune_bias: bool = True,
+    n_samples: int = 10_000,
+    noise: float = 0.01,
+    pruning_samples: int = 40,
+    init: str = "he-scaled",
+    dense_baseline: bool = True,
+    progress: bool = True,
+    impl: str = "auto",
+    pruner_options: dict | None = None,
+) -> SeekResult:
     """Plant, prune, train (or not: strong) and measure one configuration; raises on failure.
 
     Arguments (defaults = the paper's): task="circle", depth=4, width=100, pruner="synflow" (a name or a
@@ -598,6 +618,7 @@ def seek(**kwargs) -> SeekResult:
     score on data), init="he-scaled", dense_baseline=True, progress=True, impl="auto" ("dense", "sparse"),
     pruner_options=None (with a pruner name).
     """
+    kwargs = dict(locals())
     res = seek_batch([kwargs])[0]
     if isinstance(res, BaseException):
         raise res

@@ -24,7 +24,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -185,6 +185,15 @@ def _native_nn():
     return pnn if hasattr(pnn, "masked_linear") else None
 
 
+def _native_serves(device: torch.device) -> bool:
+    """Whether a compiled native module serves tensors on `device` (and PLANTSEEK_NATIVE is not 0)."""
+    try:
+        from . import native
+        return native.module_for(device) is not None
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _crossover(pnn) -> float:
     try:
         return float(pnn.crossover_density())
@@ -315,23 +324,39 @@ def _train_impl(
     labels = list(labels) if labels is not None else [f"run {k}" for k in range(M)]
 
     start = time.perf_counter()
-    fmasks_w = [wm.to(dtype) for wm, _ in masks]
-    fmasks_b = [bm.to(dtype) for _, bm in masks]
-    params: list[Tensor] = []
-    grad_masks: list[Tensor] = []
-    for w, b, fw, fb in zip(weights, biases, fmasks_w, fmasks_b):
-        params.append((w.detach() * fw).requires_grad_(True))
-        params.append((b.detach() * fb).requires_grad_(True))
-        grad_masks += [fw, fb]
-    # the sparse path takes the masks in the forward pass; the dense path relies on zeros at pruned positions
+    # Layers on the native sparse path keep only their kept weights as parameters (`nn.sparse_linear`: no dense
+    # weight, no dense gradient, optimiser state in proportion to the kept weights); the other layers keep
+    # dense (M, out, in) weights that are zero where pruned and whose gradients are masked after each step.
     impls = layer_impls(masks, cfg.impl)
     pnn = _native_nn() if "sparse" in impls else None
+    values_path = (pnn is not None and hasattr(pnn, "sparse_linear") and hasattr(pnn, "mask_structure")
+                   and _native_serves(device))
+    structures: dict[int, Any] = {}
+    params: list[Tensor] = []
+    grad_masks: list[Tensor] = []
+    masked_idx: list[int] = []
+    for l, (w, b, (wm, bm)) in enumerate(zip(weights, biases, masks)):
+        if impls[l] == "sparse" and values_path:
+            st = pnn.mask_structure(wm)
+            structures[l] = st
+            params.append(w.detach().reshape(-1)[st.pos].clone().requires_grad_(True))
+        else:
+            fw = wm.to(dtype)
+            params.append((w.detach() * fw).requires_grad_(True))
+            grad_masks.append(fw)
+            masked_idx.append(len(params) - 1)
+        fb = bm.to(dtype)
+        params.append((b.detach() * fb).requires_grad_(True))
+        grad_masks.append(fb)
+        masked_idx.append(len(params) - 1)
 
     def fwd(xb: Tensor) -> Tensor:
         h = xb
         for l in range(len(weights)):
             w, b = params[2 * l], params[2 * l + 1]
-            if impls[l] == "sparse":
+            if l in structures:
+                h = pnn.sparse_linear(h, w, structures[l], b)
+            elif impls[l] == "sparse":
                 h = pnn.masked_linear(h, w, masks[l][0], b, masks[l][1], impl="auto")
             else:
                 h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
@@ -376,7 +401,7 @@ def _train_impl(
                 total = torch.where(alive, losses, torch.zeros_like(losses)).sum()
                 grads = list(torch.autograd.grad(total, params))
                 with torch.no_grad():
-                    torch._foreach_mul_(grads, grad_masks)
+                    torch._foreach_mul_([grads[i] for i in masked_idx], grad_masks)
                     step += 1
                     if cfg.optimizer == "adam":
                         if cfg.weight_decay:
@@ -425,7 +450,14 @@ def _train_impl(
     finally:
         if bar is not None:
             bar.close()
-    out_w = [params[2 * l].detach() for l in range(len(weights))]
+    out_w = []
+    for l in range(len(weights)):
+        p = params[2 * l].detach()
+        if l in structures:  # scatter the kept values back into a dense (M, out, in) weight
+            dense = torch.zeros(weights[l].shape, dtype=dtype, device=device)
+            dense.view(-1)[structures[l].pos] = p
+            p = dense
+        out_w.append(p)
     out_b = [params[2 * l + 1].detach() for l in range(len(weights))]
     return TrainResult(out_w, out_b, failed, last_loss, time.perf_counter() - start, history)
 
