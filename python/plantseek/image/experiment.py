@@ -19,6 +19,7 @@ derived from ``seed``. Data, the small network's initialisation, the host and th
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import time
@@ -73,10 +74,11 @@ class ImageTicketConfig:
     n_train: int | None = None  # subsample of the training images (CIFAR-10 smoke runs)
     n_test: int | None = None
     progress: bool = True
+    threads: int | None = None  # CPU threads for torch during the run (None: leave torch's setting)
 
     def public(self) -> dict:
         d = asdict(self)
-        for k in ("device", "progress", "data_dir"):
+        for k in ("device", "progress", "data_dir", "threads"):
             d.pop(k)
         d["densities"] = None if self.densities is None else list(self.densities)
         return d
@@ -265,11 +267,23 @@ def density_grid(ticket_density: float, densities: Sequence[float | str] | None)
 
 def run_image_ticket(config: ImageTicketConfig | None = None, *, db: str | None = None, **overrides) -> ImageTicketResult:
     """Run the image-ticket experiment; with ``db`` every row is written to that results database."""
-    cfg = config or ImageTicketConfig()
+    cfg = copy.deepcopy(config) if config is not None else ImageTicketConfig()
     for k, v in overrides.items():
         if not hasattr(cfg, k):
             raise ValueError(f"unknown image-ticket option {k!r}")
         setattr(cfg, k, v)
+    before = torch.get_num_threads()
+    if cfg.threads is not None:
+        if int(cfg.threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {cfg.threads!r}")
+        torch.set_num_threads(int(cfg.threads))
+    try:
+        return _run(cfg, db)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(cfg: ImageTicketConfig, db: str | None) -> ImageTicketResult:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     device = resolve_device(cfg.device)

@@ -183,7 +183,7 @@ def fold_batch_norm_state(state: Mapping[str, torch.Tensor], eps: float = 1e-5) 
 def fold_batch_norm(module: nn.Module, eps: float | None = None) -> nn.Sequential:
     """A BatchNorm-free copy of a sequential module (evaluation semantics): every BatchNorm is folded into the
     Conv2d/Linear before it (which gains a bias if it had none); other leaves are kept in order."""
-    leaves = [m for m in module.modules() if len(list(m.children())) == 0]
+    leaves = [m for m in copy.deepcopy(module).modules() if len(list(m.children())) == 0]  # never the original
     out: list[nn.Module] = []
     for m in leaves:
         if isinstance(m, _BATCHNORM):
@@ -202,8 +202,8 @@ def fold_batch_norm(module: nn.Module, eps: float | None = None) -> nn.Sequentia
                 else:
                     prev.bias.copy_(new_b)
             continue
-        out.append(copy.deepcopy(m) if not isinstance(m, (nn.Conv2d, nn.Linear)) else m)
-    return nn.Sequential(*[copy.deepcopy(m) for m in out])
+        out.append(m)
+    return nn.Sequential(*out)
 
 
 # ------------------------------------------------------------------------------------------------ the networks
