@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
@@ -74,7 +75,7 @@ class ImageTicketConfig:
     n_train: int | None = None  # subsample of the training images (CIFAR-10 smoke runs)
     n_test: int | None = None
     progress: bool = True
-    threads: int | None = None  # CPU threads for torch during the run (None: leave torch's setting)
+    threads: int | None = None  # CPU threads during the run; None: PLANTSEEK_TRAIN_THREADS, else 1 on the CPU
 
     def public(self) -> dict:
         d = asdict(self)
@@ -273,10 +274,17 @@ def run_image_ticket(config: ImageTicketConfig | None = None, *, db: str | None 
             raise ValueError(f"unknown image-ticket option {k!r}")
         setattr(cfg, k, v)
     before = torch.get_num_threads()
-    if cfg.threads is not None:
-        if int(cfg.threads) < 1:
-            raise ValueError(f"threads must be >= 1, got {cfg.threads!r}")
-        torch.set_num_threads(int(cfg.threads))
+    threads = cfg.threads
+    if threads is None and resolve_device(cfg.device).type == "cpu":
+        # measured on the 2-core development machine while other jobs ran: one epoch of the small digits net took
+        # 0.9 s on one thread and 5 to 44 s on two (OpenMP threads waiting on busy cores); batches of 32 small
+        # images are too little work to split anyway
+        env = os.environ.get("PLANTSEEK_TRAIN_THREADS", "").strip()
+        threads = int(env) if env else 1
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads!r}")
+        torch.set_num_threads(int(threads))
     try:
         return _run(cfg, db)
     finally:
