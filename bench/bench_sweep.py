@@ -30,6 +30,8 @@ def compare(a: dict, b: dict) -> float:
     """Largest relative difference over the numeric metrics both have."""
     worst = 0.0
     for k, va in a.items():
+        if k.endswith("_time_s") or k == "time_s":
+            continue  # wall times differ by design
         vb = b.get(k)
         if isinstance(va, bool) or not isinstance(va, (int, float)) or not isinstance(vb, (int, float)):
             continue
@@ -49,6 +51,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import json
+    import os
 
     import torch
 
@@ -59,6 +62,7 @@ def main() -> None:
         k, v = item.split("=", 1)
         extra[k] = json.loads(v)
     kws = runs(args.epochs, args.dtype, extra)
+    load = os.getloadavg()
     print(f"{len(kws)} runs, torch threads {torch.get_num_threads()}", flush=True)
 
     t0 = time.perf_counter()
@@ -91,7 +95,8 @@ pruners {", ".join(PRUNERS)} x densities {", ".join(map(str, DENSITIES))} x seed
 together with `plantseek.seek_batch` (what the local sweep executor calls per group) against the same runs one by
 one with `plantseek.seek`.
 
-Machine: {machine()}
+Machine: {machine()}; load average at the start {load[0]:.1f} (other jobs shared the 2 cores);
+PLANTSEEK_TRAIN_THREADS={os.environ.get("PLANTSEEK_TRAIN_THREADS", "unset")}.
 
 | | wall time (s) | runs/hour |
 |---|---:|---:|

@@ -333,7 +333,8 @@ def _html(db, df, figs, table, sweeps, notes, acc_tol, loss_factor, title, forma
         parts.append(_table_html(rows))
     if sweeps:
         parts.append("<h2>Sweep files</h2>")
-        for s in sweeps[-5:]:
+        unique = list({(s["name"], s["source"]): s for s in sweeps}.values())
+        for s in unique[-5:]:
             parts.append(f"<details><summary>{html.escape(s['name'])} ({s['n_runs']} runs)</summary>"
                          f"<pre>{html.escape(s['source'] or '')}</pre></details>")
     parts.append("</body></html>")
