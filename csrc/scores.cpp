@@ -9,13 +9,6 @@
 
 namespace plantseek {
 
-uint64_t order_key(double x) {
-    if (x == 0.0) x = 0.0;  // fold -0.0 into +0.0
-    uint64_t bits;
-    std::memcpy(&bits, &x, sizeof bits);
-    return (bits >> 63) ? ~bits : (bits | (1ULL << 63));
-}
-
 namespace {
 
 constexpr int kRadixBits = 16;
@@ -202,8 +195,27 @@ void synflow_one(const SynflowProblem& p, int64_t m) {
             const KeptSegment& bs = seg[2 * l + 1];
             double* out = h[l + 1].data();
             const double* in = h[l].data();
-            for (size_t e = 0; e < ws.size(); ++e) out[ws.row[e]] += ws.a[e] * in[ws.col[e]];
-            for (size_t e = 0; e < bs.size(); ++e) out[bs.row[e]] += bs.a[e];
+            // Entries are sorted by row: sum each row's run with four independent partial sums (a single
+            // running sum would make every addition wait for the previous one).
+            const size_t n = ws.size();
+            size_t e = 0;
+            while (e < n) {
+                const int32_t row = ws.row[e];
+                size_t end = e;
+                while (end < n && ws.row[end] == row) ++end;
+                double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+                size_t q = e;
+                for (; q + 4 <= end; q += 4) {
+                    s0 += ws.a[q] * in[ws.col[q]];
+                    s1 += ws.a[q + 1] * in[ws.col[q + 1]];
+                    s2 += ws.a[q + 2] * in[ws.col[q + 2]];
+                    s3 += ws.a[q + 3] * in[ws.col[q + 3]];
+                }
+                for (; q < end; ++q) s0 += ws.a[q] * in[ws.col[q]];
+                out[row] += (s0 + s1) + (s2 + s3);
+                e = end;
+            }
+            for (size_t b = 0; b < bs.size(); ++b) out[bs.row[b]] += bs.a[b];
         }
         // Backward: g[l] = dR/d(input of layer l).
         g[L].assign(p.widths[L], 1.0);
@@ -214,15 +226,17 @@ void synflow_one(const SynflowProblem& p, int64_t m) {
             const double* gout = g[l + 1].data();
             for (size_t e = 0; e < ws.size(); ++e) gin[ws.col[e]] += ws.a[e] * gout[ws.row[e]];
         }
-        for (int64_t l = 0; l < L; ++l) {
-            const KeptSegment& ws = seg[2 * l];
-            const KeptSegment& bs = seg[2 * l + 1];
-            score[2 * l].resize(ws.size());
-            score[2 * l + 1].resize(bs.size());
-            const double* gout = g[l + 1].data();
-            const double* in = h[l].data();
-            for (size_t e = 0; e < ws.size(); ++e) score[2 * l][e] = (gout[ws.row[e]] * in[ws.col[e]]) * ws.a[e];
-            for (size_t e = 0; e < bs.size(); ++e) score[2 * l + 1][e] = gout[bs.row[e]] * bs.a[e];
+        if (p.rounds == 0) {
+            for (int64_t l = 0; l < L; ++l) {
+                const KeptSegment& ws = seg[2 * l];
+                const KeptSegment& bs = seg[2 * l + 1];
+                score[2 * l].resize(ws.size());
+                score[2 * l + 1].resize(bs.size());
+                const double* gout = g[l + 1].data();
+                const double* in = h[l].data();
+                for (size_t e = 0; e < ws.size(); ++e) score[2 * l][e] = (gout[ws.row[e]] * in[ws.col[e]]) * ws.a[e];
+                for (size_t e = 0; e < bs.size(); ++e) score[2 * l + 1][e] = gout[bs.row[e]] * bs.a[e];
+            }
         }
         if (p.rounds == 0) {
             for (int64_t l = 0; l < L; ++l) {
@@ -239,14 +253,28 @@ void synflow_one(const SynflowProblem& p, int64_t m) {
             }
             return;
         }
-        // Prune each group to its count for this round; candidates are the parameters still kept.
+        // Prune each group to its count for this round; candidates are the parameters still kept. The
+        // scores go straight into order keys (scores are >= 0, so the key keeps their order).
         for (int64_t grp = 0; grp < p.n_groups; ++grp) {
             keys.clear();
-            for (int64_t s = 0; s < 2 * L; ++s)
-                if (p.group[s] == grp)
-                    for (double v : score[s]) keys.push_back(order_key(v));
+            for (int64_t s = 0; s < 2 * L; ++s) {
+                if (p.group[s] != grp) continue;
+                const int64_t l = s / 2;
+                const KeptSegment& ks = seg[s];
+                const double* gout = g[l + 1].data();
+                const size_t base = keys.size();
+                keys.resize(base + ks.size());
+                uint64_t* kp = keys.data() + base;
+                if (s % 2 == 0) {
+                    const double* in = h[l].data();
+                    for (size_t e = 0; e < ks.size(); ++e) kp[e] = order_key((gout[ks.row[e]] * in[ks.col[e]]) * ks.a[e]);
+                } else {
+                    for (size_t e = 0; e < ks.size(); ++e) kp[e] = order_key(gout[ks.row[e]] * ks.a[e]);
+                }
+            }
             Keeper keep(select_threshold(keys.data(), static_cast<int64_t>(keys.size()),
                                          p.keep[r * p.n_groups + grp]));
+            if (keep.t.keep_all) continue;
             size_t pos = 0;
             for (int64_t s = 0; s < 2 * L; ++s) {
                 if (p.group[s] != grp) continue;

@@ -3,13 +3,19 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace plantseek {
 
 // Order-preserving map from a finite float/double to an unsigned key (a < b  <=>  key(a) < key(b);
 // -0.0 and +0.0 map to the same key).
-uint64_t order_key(double x);
+inline uint64_t order_key(double x) {
+    if (x == 0.0) x = 0.0;  // fold -0.0 into +0.0
+    uint64_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    return (bits >> 63) ? ~bits : (bits | (1ULL << 63));
+}
 
 // Threshold of an exact top-k: an element with key > key is kept; among elements whose key equals `key`,
 // the first `need` in index order are kept. keep_all / keep_none short-circuit.

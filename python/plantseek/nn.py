@@ -34,12 +34,10 @@ from torch import nn
 
 from . import native
 
-# Density below which impl="auto" uses the sparse kernels. Measured with `python bench/bench_kernels.py`
-# on the development machine (2-core AMD EPYC Zen 4, torch 2.13 CPU, float32, batch 256, square layers
-# 1024 and 4096, forward + backward): the sparse path is faster than the dense masked path up to a
-# density of about 0.3 at width 1024 and 0.35 at width 4096 (dense time grows with the dense size; the
-# sparse path also pays one dense zero-filled weight gradient). We take the conservative 0.25 so
-# that "auto" never picks the slower path by much on other machines.
+# Density below which impl="auto" uses the sparse kernels. Measured with `python bench/bench_kernels.py
+# --threads 1` on the development machine (AMD EPYC Zen 4, torch 2.13 CPU, float32, batch 256, square
+# layers, forward + backward with the dense weight gradient): the sparse path became slower than the dense
+# one between densities 0.3 and 0.4 at width 1024 and between 0.2 and 0.3 at width 4096 (bench/RESULTS.md).
 SPARSE_CROSSOVER_DENSITY = 0.25
 
 _IMPLS = ("auto", "sparse", "dense")
