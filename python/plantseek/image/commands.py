@@ -52,7 +52,7 @@ class ImageTicketCommand:
         p.add_argument("--batch-size", type=int, default=d.batch_size)
         p.add_argument("--seeker", default=d.seeker, help="pruner that seeks the ticket in the host (default: edge-popup-annealed)")
         p.add_argument("--seeker-options", default=None,
-                       help="JSON options of the seeker (default: '{\"epochs\": 20, \"score_init\": \"uniform\"}')")
+                       help="JSON options of the seeker (default: '{\"epochs\": 20}')")
         p.add_argument("--seeker-scope", default=d.seeker_scope, choices=["global", "layer"])
         p.add_argument("--densities", default=None,
                        help="comma-separated seeker densities, 'ticket' allowed (default: ticket plus 0.01,0.05,0.1,0.5 above it)")

@@ -63,8 +63,8 @@ class ImageTicketConfig:
     lr: float = 1e-3
     batch_size: int = 32
     seeker: str = "edge-popup-annealed"
-    seeker_options: dict = field(default_factory=lambda: {"epochs": 20, "score_init": "uniform"})
-    seeker_scope: str = "global"
+    seeker_options: dict = field(default_factory=lambda: {"epochs": 20})
+    seeker_scope: str = "layer"  # edge-popup's own (per layer, as in its paper); measured better than global here
     densities: Sequence[float | str] | None = None  # None: "ticket" + DEFAULT_GRID above the ticket's density
     oracle: bool = True  # also store the `ticket` oracle row
     dense_baseline: bool = True  # train the dense host for train_epochs (dense_test_*)
