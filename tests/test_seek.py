@@ -86,6 +86,26 @@ def test_batch_equals_one_by_one_float64(protocol):
             assert torch.allclose(wb, ws, rtol=0, atol=1e-10)
 
 
+def test_strong_edge_popup_searches_together_and_equals_one_by_one():
+    kws = [dict(FAST, protocol="strong", dtype="float64", pruner=pruners.get("edge-popup-annealed", epochs=2),
+                density=d, seed=s, scope="global") for d, s in [(0.1, 0), (0.2, 1), (0.1, 2)]]
+    calls = []
+    orig = type(kws[0]["pruner"]).prune_many
+
+    def spy(self, nets, *a, **k):
+        calls.append(len(nets))
+        return orig(self, nets, *a, **k)
+
+    import unittest.mock
+    with unittest.mock.patch.object(type(kws[0]["pruner"]), "prune_many", spy):
+        batched = seek_batch(kws)
+    assert calls == [3]
+    for kw, rb in zip(kws, batched):
+        rs = seek(**kw)
+        assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(rb.masks, rs.masks))
+        assert rb.metrics["test_loss"] == pytest.approx(rs.metrics["test_loss"], rel=1e-10)
+
+
 class _Picky(ScorePruner):
     """test pruner that fails for one seed's network"""
 

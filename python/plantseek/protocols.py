@@ -85,12 +85,14 @@ def prune_run(run: Run, density: float, mask: Mask | None = None) -> Mask:
     if mask is not None:
         kwargs["mask"] = mask
     new = run.pruner.prune(run.net, run.data, density, **kwargs)
+    return _checked(run, new, mask)
+
+
+def _checked(run: Run, new, mask: Mask | None) -> Mask:
+    """A pruner's answer as a validated mask on the run's device, nested in `mask` when given."""
     new = [tuple(p) for p in new]
     name = getattr(run.pruner, "name", type(run.pruner).__name__)
-    try:
-        check_mask(new, run.net.weights, run.net.biases, name=f"the mask of pruner {name!r}")
-    except ValueError as exc:
-        raise ValueError(f"{exc}") from None
+    check_mask(new, run.net.weights, run.net.biases, name=f"the mask of pruner {name!r}")
     dev = run.net.device
     new = [(wm.to(dev), bm.to(dev)) for wm, bm in new]
     if mask is not None:  # nested, whatever the pruner did
@@ -128,16 +130,55 @@ def train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: i
             r.extra["train_loss"] = res.train_loss[k]
 
 
+def _batch_key(r: Run):
+    """Runs whose pruners can search together (a `prune_many` method, same class, options, scope, bias option)."""
+    many = getattr(r.pruner, "prune_many", None)
+    if not callable(many) or not all(w.dim() == 2 for w in r.net.weights):
+        return None
+    opts = tuple(sorted((k, repr(v)) for k, v in dict(getattr(r.pruner, "options", {}) or {}).items()))
+    return (type(r.pruner), opts, r.scope, r.prune_bias)
+
+
 def _pruned(runs: list[Run], density_of: Callable[[Run], float], masks: dict[int, Mask] | None = None) -> None:
+    """Prune every live run; pruners with `prune_many` (edge-popup) search together in one batched call."""
+    groups: dict[Any, list[int]] = {}
     for k, r in enumerate(runs):
-        if not r.ok:
-            continue
-        t0 = time.perf_counter()
-        try:
-            r.mask = prune_run(r, density_of(r), None if masks is None else masks[k])
-        except Exception as exc:  # noqa: BLE001 - a failing run must not stop the group
-            r.error = exc
-        r.time_s += time.perf_counter() - t0
+        if r.ok:
+            groups.setdefault(_batch_key(r) or ("single", k), []).append(k)
+    for key, idx in groups.items():
+        if key[0] != "single" and len(idx) > 1:
+            members = [runs[k] for k in idx]
+            t0 = time.perf_counter()
+            kwargs: dict[str, Any] = {"prune_bias": members[0].prune_bias,
+                                      "generators": [r.prune_generator for r in members],
+                                      "masks": [None if masks is None else masks[k] for k in idx]}
+            if members[0].scope is not None:
+                kwargs["scope"] = members[0].scope
+            try:
+                found = members[0].pruner.prune_many([r.net for r in members], [r.data for r in members],
+                                                     [density_of(r) for r in members], **kwargs)
+            except Exception as exc:  # noqa: BLE001 - fall back to one by one
+                found = None
+            share = (time.perf_counter() - t0) / len(members)
+            if found is not None:
+                for k, r, m in zip(idx, members, found):
+                    r.time_s += share
+                    if isinstance(m, BaseException):
+                        r.error = m
+                        continue
+                    try:
+                        r.mask = _checked(r, m, None if masks is None else masks[k])
+                    except Exception as exc:  # noqa: BLE001
+                        r.error = exc
+                continue
+        for k in idx:
+            r = runs[k]
+            t0 = time.perf_counter()
+            try:
+                r.mask = prune_run(r, density_of(r), None if masks is None else masks[k])
+            except Exception as exc:  # noqa: BLE001 - a failing run must not stop the group
+                r.error = exc
+            r.time_s += time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------------------------------------ registry

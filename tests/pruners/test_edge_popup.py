@@ -73,20 +73,37 @@ def test_nested_within_a_given_mask(relu_setup):
 def test_bias_scores_start_nonzero_and_learn(relu_setup, monkeypatch):
     net, data = relu_setup
     captured = {}
-    orig = edge_popup.EdgePopupPruner._init_scores
+    orig_init = edge_popup.EdgePopupPruner._init_scores
+    orig_select = edge_popup.selection.select
 
-    def spy(self, net_, gen):
-        scores = orig(self, net_, gen)
+    def spy_init(self, net_, gen):
+        scores = orig_init(self, net_, gen)
         captured["initial"] = [(w.clone(), b.clone()) for w, b in scores]
-        captured["live"] = scores
         return scores
 
-    monkeypatch.setattr(edge_popup.EdgePopupPruner, "_init_scores", spy)
+    def spy_select(scores, *a, **k):
+        captured["final"] = [(w.clone(), b.clone()) for w, b in scores]  # |final scores|
+        return orig_select(scores, *a, **k)
+
+    monkeypatch.setattr(edge_popup.EdgePopupPruner, "_init_scores", spy_init)
+    monkeypatch.setattr(edge_popup.selection, "select", spy_select)
     pruners.get("edge-popup", **QUICK).prune(net, data, 0.3, scope="global")
-    for (w0, b0), (w1, b1) in zip(captured["initial"], captured["live"]):
+    for (w0, b0), (w1, b1) in zip(captured["initial"], captured["final"]):
         assert bool((b0 != 0).all()) and bool((w0 != 0).all())
-        assert not torch.equal(b0, b1.detach())  # bias scores moved
-        assert not torch.equal(w0, w1.detach())
+        assert not torch.equal(b0.abs(), b1)  # bias scores moved
+        assert not torch.equal(w0.abs(), w1)
+
+
+@pytest.mark.parametrize("task", ["relu", "circle"])
+def test_batched_search_equals_one_by_one(task):
+    nets = [plantseek.plant(task, width=20, depth=3, seed=s).to("cpu", "float64") for s in (0, 1, 2)]
+    datas = [tasks.get(task).data(300, 0.01, s).to("cpu", torch.float64) for s in (0, 1, 2)]
+    dens = [0.1, 0.3, 0.2]
+    p = pruners.get("edge-popup-annealed", epochs=2, batch_size=32)
+    many = p.prune_many(nets, datas, dens, scope="global", generators=[torch.Generator().manual_seed(s) for s in (5, 6, 7)])
+    for k in range(3):
+        one = p.prune(nets[k], datas[k], dens[k], scope="global", generator=torch.Generator().manual_seed(5 + k))
+        assert all(torch.equal(a, b) and torch.equal(c, d) for (a, c), (b, d) in zip(many[k], one))
 
 
 def test_deterministic_given_the_generator(relu_setup):

@@ -43,6 +43,25 @@ def scale_free_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return (diff * diff).mean()
 
 
+def _is_mlp(net) -> bool:
+    """A plain MLP host (2-D weights, no layer sequence of its own): the batched search applies."""
+    return not callable(getattr(net, "forward_params", None)) and all(w.dim() == 2 for w in net.weights)
+
+
+def _scale_free_losses(outputs: torch.Tensor, targets: torch.Tensor, regression: bool) -> torch.Tensor:
+    """(M,) per-network `scale_free_loss` of outputs (M, B, K) against targets (M, B, K) or labels (M, B)."""
+    M, Bn = outputs.shape[0], outputs.shape[1]
+    if not regression:
+        return F.cross_entropy(outputs.reshape(M * Bn, -1), targets.reshape(M * Bn), reduction="none").view(M, Bn).mean(1)
+    y = targets.to(outputs.dtype)
+    with torch.no_grad():
+        num = (outputs * y).sum(dim=1)
+        den = (outputs * outputs).sum(dim=1)
+        c = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+    diff = outputs * c.unsqueeze(1) - y
+    return (diff * diff).mean(dim=(1, 2))
+
+
 @register("edge-popup")
 class EdgePopupPruner(Pruner):
     """Edge-popup: train a score per weight and bias through a straight-through top-k (Ramanujan et al., CVPR 2020).
@@ -131,7 +150,160 @@ class EdgePopupPruner(Pruner):
 
         work = float(self.batch_size) * float(sum(w.numel() for w in net.weights))
         with cpu_threads_for(work, net.device):
+            if _is_mlp(net):  # the batched search with M = 1: one code path for one run and for many
+                out = self._prune_many([net], [data], [density], scope=scope, prune_bias=prune_bias,
+                                       generators=[generator], masks=[mask])[0]
+                if isinstance(out, BaseException):
+                    raise out
+                return out
             return self._prune(net, data, density, scope=scope, prune_bias=prune_bias, generator=generator, mask=mask)
+
+    def prune_many(self, nets, datas, densities, *, scope="layer", prune_bias=True, generators=None, masks=None):
+        """Edge-popup for M MLPs of one shape in one batched search (stacked scores, per-run data, shuffles,
+        densities and thresholds; SGD is elementwise, so each run gets what `prune` alone gives it).
+
+        Returns one entry per run: its mask, or the exception that stopped it (a diverging loss)."""
+        from ..train import cpu_threads_for
+
+        M = len(nets)
+        generators = list(generators) if generators is not None else [None] * M
+        masks = list(masks) if masks is not None else [None] * M
+        if not (len(datas) == len(densities) == len(generators) == len(masks) == M):
+            raise ValueError("prune_many needs one data, density, generator and mask per network")
+        work = float(self.batch_size) * M * float(sum(w.numel() for w in nets[0].weights))
+        with cpu_threads_for(work, nets[0].device):
+            return self._prune_many(nets, datas, densities, scope=scope, prune_bias=prune_bias,
+                                    generators=generators, masks=masks)
+
+    def _prune_many(self, nets, datas, densities, *, scope, prune_bias, generators, masks):
+        check_scope(scope)
+        prune_bias = bool(prune_bias)
+        M = len(nets)
+        net0 = nets[0]
+        dev, dt = net0.device, net0.dtype
+        shapes = [(tuple(w.shape), tuple(b.shape)) for w, b in zip(net0.weights, net0.biases)]
+        dens, currents, gens, xs_all, ys_all = [], [], [], [], []
+        for k, (net, data) in enumerate(zip(nets, datas)):
+            if [(tuple(w.shape), tuple(b.shape)) for w, b in zip(net.weights, net.biases)] != shapes:
+                raise ValueError(f"prune_many: network {k} does not have the shape of network 0")
+            if net.device != dev or net.dtype != dt:
+                raise ValueError(f"prune_many: network {k} is on {net.device}/{net.dtype}, network 0 on {dev}/{dt}")
+            d = check_density(densities[k], net)
+            cur = current_mask(net, masks[k])
+            check_reachable(cur, d, scope, prune_bias)
+            if data is None:
+                raise ValueError(f"pruner {self.name!r} trains scores on data: pass the task data (a TaskData)")
+            x = data.x_train.to(device=dev, dtype=dt)
+            y = data.y_train.to(device=dev, dtype=dt) if data.y_train.is_floating_point() else data.y_train.to(device=dev)
+            if self.samples is not None:
+                x, y = x[: self.samples], y[: self.samples]
+            dens.append(d)
+            currents.append(cur)
+            gens.append(device_generator(generators[k], dev))
+            xs_all.append(x)
+            ys_all.append(y)
+        n = xs_all[0].shape[0]
+        if any(x.shape[0] != n for x in xs_all):
+            raise ValueError("prune_many: every run needs the same number of training samples")
+        x, y = torch.stack(xs_all), torch.stack(ys_all)
+        regression = y.is_floating_point()
+        if regression and y.dim() == 2:
+            y = y.unsqueeze(2)
+        L = len(shapes)
+        W = [torch.stack([net.weights[l].detach() for net in nets]) for l in range(L)]
+        B = [torch.stack([net.biases[l].detach() for net in nets]) for l in range(L)]
+        cur = [(torch.stack([c[l][0] for c in currents]), torch.stack([c[l][1] for c in currents])) for l in range(L)]
+        per_run = [self._init_scores(net, g) for net, g in zip(nets, gens)]  # each run draws from its own generator
+        scores = [(torch.stack([p[l][0] for p in per_run]), torch.stack([p[l][1] for p in per_run])) for l in range(L)]
+        params = [t.requires_grad_(True) for pair in scores for t in pair]
+        bufs = [torch.zeros_like(p) for p in params]
+        groups = self._groups(L, scope)
+        totals = [sum(shapes[i][0][0] * shapes[i][0][1] + (shapes[i][1][0] if prune_bias else 0) for i in g) for g in groups]
+        batches = [(s0, min(s0 + self.batch_size, n)) for s0 in range(0, n, self.batch_size)]
+        idx_m = torch.arange(M, device=dev).unsqueeze(1)
+        alive = [True] * M
+        alive_t = torch.ones(M, dtype=torch.bool, device=dev)
+        failed: list = [None] * M
+        step = 0
+        for epoch in range(1, self.epochs + 1):
+            lr = 0.5 * self.lr * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
+            ks = [[max(1, selection.kept_count(self.density_at(d, epoch), t)) for d in dens] for t in totals]
+            perm = torch.stack([torch.randperm(n, generator=g, device=dev) for g in gens])
+            xs, ys = x[idx_m, perm], y[idx_m, perm]
+            for s0, e0 in batches:
+                keep = self._step_masks_many(scores, cur, ks, groups, prune_bias)
+                h = xs[:, s0:e0]
+                for i in range(L):
+                    ws, bs = scores[i]
+                    wsa, bsa = ws.abs(), bs.abs()
+                    mw = keep[i][0].to(dt) + (wsa - wsa.detach())  # straight-through top-k
+                    mb = keep[i][1].to(dt) + (bsa - bsa.detach()) if prune_bias else keep[i][1].to(dt)
+                    h = torch.baddbmm((B[i] * mb).unsqueeze(1), h, (W[i] * mw).transpose(1, 2))
+                    if i < L - 1:
+                        h = torch.relu(h)
+                losses = _scale_free_losses(h, ys[:, s0:e0], regression)
+                finite = torch.isfinite(losses)
+                if not bool(finite[alive_t].all()):
+                    for k, ok in enumerate(finite.tolist()):
+                        if alive[k] and not ok:
+                            alive[k] = False
+                            failed[k] = ValueError(f"pruner {self.name!r}: the loss became {float(losses[k])} in "
+                                                   f"epoch {epoch} of {self.epochs}")
+                    alive_t = torch.tensor(alive, dtype=torch.bool, device=dev)
+                    if not any(alive):
+                        return failed
+                total = torch.where(alive_t, losses, torch.zeros_like(losses)).sum()
+                grads = torch.autograd.grad(total, params, allow_unused=True)
+                grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+                step += 1
+                with torch.no_grad():
+                    if self.weight_decay:
+                        torch._foreach_add_(grads, params, alpha=self.weight_decay)
+                    if self.momentum:
+                        if step == 1:
+                            torch._foreach_copy_(bufs, grads)
+                        else:
+                            torch._foreach_mul_(bufs, self.momentum)
+                            torch._foreach_add_(bufs, grads)
+                        torch._foreach_add_(params, bufs, alpha=-lr)
+                    else:
+                        torch._foreach_add_(params, grads, alpha=-lr)
+        out: list = []
+        for k in range(M):
+            if failed[k] is not None:
+                out.append(failed[k])
+                continue
+            final = [(ws[k].detach().abs(), bs[k].detach().abs()) for ws, bs in scores]
+            out.append(selection.select(final, dens[k], currents[k], scope=scope, prune_bias=prune_bias))
+        return out
+
+    @staticmethod
+    def _step_masks_many(scores, cur, ks, groups, prune_bias):
+        """Per run top-k masks of |scores| in each scope group: threshold = the k-th largest eligible score of
+        the run (ties at the threshold may keep a few more during the search; the final mask is exact)."""
+        M = scores[0][0].shape[0]
+        masks = [[None, None] for _ in scores]
+        with torch.no_grad():
+            for g, layers in enumerate(groups):
+                vals = []
+                for i in layers:
+                    ws, bs = scores[i]
+                    vals.append(torch.where(cur[i][0], ws.abs(), torch.full_like(ws, -math.inf)).reshape(M, -1))
+                    if prune_bias:
+                        vals.append(torch.where(cur[i][1], bs.abs(), torch.full_like(bs, -math.inf)).reshape(M, -1))
+                flat = torch.cat(vals, dim=1) if len(vals) > 1 else vals[0]
+                k = [min(v, flat.shape[1]) for v in ks[g]]
+                kmax = max(k)
+                top = torch.topk(flat, kmax, dim=1, sorted=True).values
+                if min(k) == kmax:
+                    thr = top[:, kmax - 1]
+                else:
+                    thr = top.gather(1, torch.tensor(k, device=flat.device).sub_(1).unsqueeze(1)).squeeze(1)
+                for i in layers:
+                    ws, bs = scores[i]
+                    masks[i][0] = (ws.abs() >= thr.view(M, 1, 1)) & cur[i][0]
+                    masks[i][1] = ((bs.abs() >= thr.view(M, 1)) & cur[i][1]) if prune_bias else cur[i][1]
+        return masks
 
     def _prune(self, net, data, density, *, scope, prune_bias, generator, mask) -> Mask:
         density = check_density(density, net)
