@@ -317,6 +317,10 @@ def fmt_ms(t):
 
 
 def write_results(lin, peak_note, cross, syn, mk, tr, quick, threads):
+    write_section("Native kernels", "\n".join(result_lines(lin, peak_note, cross, syn, mk, tr, quick, threads)))
+
+
+def result_lines(lin, peak_note, cross, syn, mk, tr, quick, threads):
     lines = []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines.append(f"Machine: {machine()}; native core: {native.available()}, CUDA core: {native.cuda_available()}; "
@@ -362,13 +366,52 @@ def write_results(lin, peak_note, cross, syn, mk, tr, quick, threads):
                  f"(dense parameters + Adam over them) {tr['sparse']:.1f} s (**{tr['dense']/tr['sparse']:.1f}x**), "
                  f"sparse on kept values (Adam over kept values) {tr['values']:.1f} s "
                  f"(**{tr['dense']/tr['values']:.1f}x**).")
-    write_section("Native kernels", "\n".join(lines))
+    lines.append("")
+    lines.extend(goal_lines(lin, syn, mk, tr))
+    return lines
+
+
+def goal_lines(lin, syn, mk, tr):
+    """The issue's goals against this run's numbers."""
+    def row(n, d):
+        return next((r for r in lin if r["n"] == n and r["d"] == d), None)
+
+    def ok(flag):
+        return "met" if flag else "**missed**"
+
+    out = ["| goal (issue 4) | measured | status |", "|---|---|---|"]
+    for d, target in ((0.01, 10), (0.001, 50)):
+        r = row(4096, d)
+        if r:
+            a, b = r["dense"] / r["masked"], r["dense"] / r["values"]
+            out.append(f"| >= {target}x dense masked, width 4096, density {d:g} | masked path {a:.1f}x, values path "
+                       f"{b:.1f}x | masked {ok(a >= target)}, values {ok(b >= target)} |")
+    worst_v = min(r["csr"] / r["values"] for r in lin if r["csr"] == r["csr"])
+    worst_m = min(r["csr"] / r["masked"] for r in lin if r["csr"] == r["csr"])
+    out.append(f"| not slower than torch.sparse CSR anywhere | worst ratio: values {worst_v:.1f}x, masked {worst_m:.1f}x "
+               f"| values {ok(worst_v >= 1)}, masked {ok(worst_m >= 1)} |")
+    best_peak = max(r["peak"] for r in lin if r["d"] == 0.01)
+    out.append(f"| kept-weight work >= 25% of peak FMA at density 0.01 | {100*best_peak:.0f}% (values path) | "
+               f"{ok(best_peak >= 0.25)} |")
+    sr = syn["ref"] / syn["native"]
+    out.append(f"| SynFlow 100 rounds, depth 6, width 1000, 32 networks >= 20x | {sr:.0f}x | {ok(sr >= 20)} |")
+    o, e = mk["overlap_ref"] / mk["overlap"], mk["eff_ref"] / mk["eff"]
+    po, pe = mk["overlap"] / mk["n_masks"] * 1e3, mk["eff"] / mk["n_masks"] * 1e3
+    out.append(f"| overlap, 256 masks of ~15 M: >= 20x and < 10 ms/mask | {o:.0f}x, {po:.1f} ms/mask | "
+               f"{ok(o >= 20 and po < 10)} |")
+    out.append(f"| effective density, same masks: >= 20x and < 10 ms/mask | {e:.0f}x, {pe:.1f} ms/mask | "
+               f"{ok(e >= 20 and pe < 10)} |")
+    a, b = tr["dense"] / tr["sparse"], tr["dense"] / tr["values"]
+    out.append(f"| end-to-end training, sparse vs dense masked >= 5x | masked path {a:.1f}x, values path {b:.1f}x | "
+               f"masked {ok(a >= 5)}, values {ok(b >= 5)} |")
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller sizes (still writes the table)")
     ap.add_argument("--only", choices=["linear", "synflow", "masks", "training", "crossover"], default=None)
+    ap.add_argument("--rewrite", action="store_true", help="rewrite the table from the last run's raw numbers")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch (and so plantseek) threads; default: torch's default")
     args = ap.parse_args()
@@ -392,11 +435,29 @@ def main():
     if args.only == "crossover":
         print(crossover(args.quick))
         return
+    raw = Path(__file__).with_name(f"kernels_results_{torch.get_num_threads()}threads.json")
+    if args.rewrite:
+        import json
+
+        body = ["Written by `python bench/bench_kernels.py` (`--threads N` to pin the thread count; `--rewrite` "
+                "re-renders this section from the saved raw numbers bench/kernels_results_*threads.json). One "
+                "block per thread count; every ratio compares numbers taken in the same run."]
+        for path in sorted(Path(__file__).parent.glob("kernels_results_*threads.json")):
+            data = json.loads(path.read_text())
+            body += ["", f"### {data['threads']} thread(s)", ""]
+            body += result_lines(data["lin"], data["note"], {int(k): v for k, v in data["cross"].items()},
+                                 data["syn"], data["mk"], data["tr"], data["quick"], data["threads"])
+        write_section("Native kernels", "\n".join(body))
+        return
     lin, note = bench_linear(args.quick)
     cross = crossover(args.quick)
     mk = bench_masks(args.quick)
     syn = bench_synflow(args.quick)
     tr = bench_training(args.quick)
+    import json
+
+    raw.write_text(json.dumps(dict(lin=lin, note=note, cross=cross, syn=syn, mk=mk, tr=tr, quick=args.quick,
+                                   threads=torch.get_num_threads())))
     write_results(lin, note, cross, syn, mk, tr, args.quick, torch.get_num_threads())
 
 
