@@ -171,3 +171,12 @@ def test_hiding_statistics_match_scipy():
             assert layer["ks"] == pytest.approx(ks_2samp(mags[m].numpy(), mags[~m].numpy()).statistic, abs=1e-12)
             pct = (mags[None, :] <= mags[m][:, None]).double().mean(1)
             assert layer["median_percentile"] == pytest.approx(float(pct.median()), abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["relu", "circle", "helix"])
+def test_planted_values_stay_on_the_hosts_scale(name):
+    for depth in (2, 4, 6):
+        net = plant(tasks.get(name).ticket(depth), width=100, seed=depth)
+        for (wm, _), w in zip(net.ticket_mask, net.weights):
+            host = w[~wm].abs().max()
+            assert float(w[wm].abs().max()) <= 50 * float(host)

@@ -125,3 +125,14 @@ def test_ticket_nnz_counts_weights_and_biases():
     assert t.nnz == sum(int((w != 0).sum()) + int((b != 0).sum()) for w, b in zip(t.weights, t.biases))
     assert t.weight_nnz < t.nnz
     assert [tuple(m[0].shape) for m in t.mask()] == [tuple(w.shape) for w in t.weights]
+
+
+@pytest.mark.parametrize("name", ["relu", "circle", "helix"])
+def test_no_rounding_residue_in_tickets(name):
+    # a 1e-16 read-out weight (a linear stretch whose slope "changes" by rounding) would be planted as a
+    # real ticket weight with an absurd neuron scale
+    for depth in (2, 3, 5):
+        t = tasks.get(name).ticket(depth)
+        for w in t.weights:
+            nz = w[w != 0].abs()
+            assert float(nz.min()) > 1e-9 * float(nz.max())

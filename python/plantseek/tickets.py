@@ -141,7 +141,11 @@ def pwl_block(knots: Tensor | Sequence[float], values: Tensor) -> PWLBlock:
     U = s.numel() - 1
     signs = torch.tensor([1.0 if j % 2 == 0 else -1.0 for j in range(U)], dtype=DTYPE)
     coef = torch.empty(v.shape[0], U, dtype=DTYPE)
-    coef[:, 1:] = slopes[:, 1:] - slopes[:, :-1]
+    change = slopes[:, 1:] - slopes[:, :-1]
+    # a slope that does not change (a linear stretch) must give an exact zero, not rounding residue: a 1e-16
+    # read-out weight would be planted as a real ticket weight with an absurd neuron scale
+    tiny = 1e-12 * (slopes[:, 1:].abs() + slopes[:, :-1].abs())
+    coef[:, 1:] = torch.where(change.abs() <= tiny, torch.zeros_like(change), change)
     negative = signs < 0
     coef[:, 0] = slopes[:, 0] + coef[:, negative].sum(dim=1)
     # value at s_1: unit 0 is zero there, a negative unit j contributes coef_j * (s_j - s_1)
