@@ -274,19 +274,28 @@ def synflow_prune(weights, biases, density: float, rounds: int = 100, masks=None
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     ws, bs = _split_params(weights, biases)
     stacked, M, widths = _check_network(ws, bs)
-    masks = _check_masks(masks, ws, bs)
-    counts = _mask_counts(masks, stacked, M)
+    full = masks is None
+    if full:  # every network starts dense: no mask tensors needed, one shared all-ones array per layer
+        counts = [[(widths[l + 1] * widths[l], widths[l + 1]) for l in range(len(ws))] for _ in range(M)]
+    else:
+        masks = _check_masks(masks, ws, bs)
+        counts = _mask_counts(masks, stacked, M)
     keep = _schedule_counts(counts[0], widths, density, int(rounds), scope, prune_bias)
     _check_reachable(counts, keep[-1], scope, prune_bias)
     ext = _native_for(ws)
     if ext is None:
-        return synflow_prune_reference(ws, bs, density, rounds, masks, scope, prune_bias)
+        return synflow_prune_reference(ws, bs, density, rounds, None if full else masks, scope, prune_bias)
     L = len(ws)
     group, _ = _groups(widths, scope, prune_bias)
     W_lists = [[_np(_per_network(w, stacked, M)[m], torch.float64) for w in ws] for m in range(M)]
     B_lists = [[_np(_per_network(b, stacked, M)[m], torch.float64) for b in bs] for m in range(M)]
-    WM = [[_np(_per_network(wm, stacked, M)[m]) for wm, _ in masks] for m in range(M)]
-    BM = [[_np(_per_network(bm, stacked, M)[m]) for _, bm in masks] for m in range(M)]
+    if full:
+        ones_w = [np.ones((widths[l + 1], widths[l]), dtype=bool) for l in range(L)]
+        ones_b = [np.ones(widths[l + 1], dtype=bool) for l in range(L)]
+        WM, BM = [ones_w] * M, [ones_b] * M
+    else:
+        WM = [[_np(_per_network(wm, stacked, M)[m]) for wm, _ in masks] for m in range(M)]
+        BM = [[_np(_per_network(bm, stacked, M)[m]) for _, bm in masks] for m in range(M)]
     flat_keep = [k for row in keep for k in row]
     out_w, out_b = ext.synflow(W_lists, B_lists, WM, BM, group, int(rounds), flat_keep, _threads())
     dev = ws[0].device
