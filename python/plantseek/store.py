@@ -39,7 +39,7 @@ CONFIG_COLUMNS = ("task", "pruner", "protocol", "density", "seed", "depth", "wid
 # metric names that would collide with a configuration column get this suffix in flat tables
 COLLISION_SUFFIX = "_measured"
 
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 );

@@ -13,7 +13,6 @@ import datetime as _dt
 import html
 import io
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Sequence
 
 from .config import (RunConfig, Sweep, SweepConfigError, load_sweep, package_version, parse_sweep,
                      run_key)

@@ -20,7 +20,7 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .config import RunConfig, package_version
 from ..store import RunRecord
