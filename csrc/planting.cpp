@@ -11,6 +11,9 @@ namespace plantseek {
 
 namespace {
 
+// A sign-matching candidate fits exactly when its L1 residual is rounding noise relative to its values.
+constexpr double kExactFit = 1e-12;
+
 // np.sign, with NaN mapped to a value that equals nothing (NaN == NaN is false in NumPy).
 int sign_of(double x) {
     if (std::isnan(x)) return 2;
@@ -97,10 +100,12 @@ bool plant_search(const PlantSearchInput& in, uint8_t* used, int64_t* chosen, do
 
         Best best_match;   // among sign-matching candidates
         Best best_any;     // magnitude fallback over all free candidates
+        std::vector<std::pair<double, int64_t>> exact;  // sign-matching candidates that fit exactly (lam, k)
 #pragma omp parallel num_threads(threads) if (in.n_out * s > 20000)
         {
             Best local_match;
             Best local_any;
+            std::vector<std::pair<double, int64_t>> local_exact;
             std::vector<double> scratch(static_cast<size_t>(s));
 #pragma omp for schedule(static) nowait
             for (int64_t k = 0; k < in.n_out; ++k) {
@@ -117,8 +122,13 @@ bool plant_search(const PlantSearchInput& in, uint8_t* used, int64_t* chosen, do
                     for (int64_t i = 0; i < s; ++i) uv = uv + host_value(k, i) * v[i];
                     const double lam = uv / vv;
                     double dist = 0.0;
-                    for (int64_t i = 0; i < s; ++i) dist = dist + std::fabs(host_value(k, i) - lam * v[i]);
+                    double norm = 0.0;
+                    for (int64_t i = 0; i < s; ++i) {
+                        dist = dist + std::fabs(host_value(k, i) - lam * v[i]);
+                        norm = norm + std::fabs(host_value(k, i));
+                    }
                     if (better(dist, k, local_match)) local_match = Best{dist, lam, k};
+                    if (dist <= kExactFit * norm) local_exact.emplace_back(lam, k);
                 }
                 // Only needed when no candidate matches; cheap enough to compute alongside.
                 if (local_match.k < 0) {
@@ -132,13 +142,21 @@ bool plant_search(const PlantSearchInput& in, uint8_t* used, int64_t* chosen, do
             }
 #pragma omp critical
             {
+                exact.insert(exact.end(), local_exact.begin(), local_exact.end());
                 if (local_match.k >= 0 && better(local_match.dist, local_match.k, best_match))
                     best_match = local_match;
                 if (local_any.k >= 0 && better(local_any.dist, local_any.k, best_any)) best_any = local_any;
             }
         }
         Best pick;
-        if (best_match.k >= 0) {
+        if (exact.size() > 1) {
+            // Several candidates fit exactly (always so for a single-input neuron): take the one with the
+            // median scale, so neuron scales do not drift through identity chains.
+            std::sort(exact.begin(), exact.end());
+            const auto& mid = exact[(exact.size() - 1) / 2];
+            pick = Best{0.0, mid.first, mid.second};
+            matched[t] = 1;
+        } else if (best_match.k >= 0) {
             pick = best_match;
             matched[t] = 1;
         } else {

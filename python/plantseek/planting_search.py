@@ -5,7 +5,11 @@ for ticket neuron t (in order) the target vector v is (bias_vals[t] if has_bias[
 vals[indptr[t]:indptr[t+1]]; for an unused host neuron k, u is (host_bias[k] if has_bias[t]) followed by
 host_weight[k, cols[indptr[t]:indptr[t+1]]]. Sums run in that order.
 - Sign match: every u_i has the (nonzero) sign of v_i. Among matching k: lam = <u,v>/<v,v>,
-  dist = sum_i |u_i - lam v_i|; the smallest dist wins, ties to the lowest k.
+  dist = sum_i |u_i - lam v_i|; the smallest dist wins, ties to the lowest k. Exception: when more than one
+  matching k fits exactly (dist <= 1e-12 sum_i |u_i|, always so for a neuron with a single input), the one
+  with the median lam wins (sorted by (lam, k), index (n - 1) // 2): otherwise the lowest index would pick a
+  random scale and scales would drift apart through identity chains (measured: a deep helix's output weights
+  came out 80x larger than any host weight).
 - No k matches (typical for neurons with many inputs): over all unused k, lam = median(|u|) / median(|v|)
   (the median of an even count is the mean of the two middle values, (a + b) / 2), so the planted
   magnitudes look like the host's; dist = sum_i ||u_i| - lam |v_i||; same rule.
@@ -73,6 +77,14 @@ def plant_search_reference(host_weight, host_bias, indptr, cols, vals, bias_vals
             lam = _seq_sum(uu * vvec[None, :]) / vv
             dist = _seq_sum(np.abs(uu - lam[:, None] * vvec[None, :]))
             matched[t] = 1
+            exact = dist <= 1e-12 * _seq_sum(np.abs(uu))
+            if int(exact.sum()) > 1:
+                order = np.lexsort((cand[exact], lam[exact]))  # by lam, then k
+                mid = order[(len(order) - 1) // 2]
+                k, lam_k = int(cand[exact][mid]), float(lam[exact][mid])
+                chosen[t], scale[t] = k, (lam_k if np.isfinite(lam_k) and lam_k > 0 else 1.0)
+                used[k] = 1
+                continue
         else:
             uu, vvec, cand = np.abs(u), np.abs(v), free
             lam = np.median(uu, axis=1) / np.median(vvec)
