@@ -68,6 +68,36 @@ struct Keeper {
 
 }  // namespace
 
+// Exact top-k of keys whose top-16-bit histogram is already known.
+Threshold threshold_from_histogram(const uint64_t* keys, int64_t n, int64_t k, const std::vector<int64_t>& hist) {
+    Threshold t;
+    if (k >= n) {
+        t.keep_all = true;
+        return t;
+    }
+    if (k <= 0) {
+        t.keep_none = true;
+        return t;
+    }
+    int64_t above = 0;
+    int64_t bucket = kBuckets - 1;
+    for (; bucket >= 0; --bucket) {
+        if (above + hist[bucket] >= k) break;
+        above += hist[bucket];
+    }
+    const int64_t rank = k - above;
+    std::vector<uint64_t> in_bucket;
+    in_bucket.reserve(static_cast<size_t>(hist[bucket]));
+    for (int64_t i = 0; i < n; ++i)
+        if (static_cast<int64_t>(keys[i] >> (64 - kRadixBits)) == bucket) in_bucket.push_back(keys[i]);
+    std::nth_element(in_bucket.begin(), in_bucket.begin() + (rank - 1), in_bucket.end(), std::greater<uint64_t>());
+    t.key = in_bucket[rank - 1];
+    int64_t greater = 0;
+    for (uint64_t key : in_bucket) greater += key > t.key;
+    t.need = rank - greater;
+    return t;
+}
+
 Threshold select_threshold(const uint64_t* keys, int64_t n, int64_t k) {
     return threshold_of(
         [&](auto&& f) {
@@ -184,7 +214,9 @@ void synflow_one(const SynflowProblem& p, int64_t m) {
     }
     std::vector<std::vector<double>> h(L + 1), g(L + 1);
     std::vector<std::vector<double>> score(2 * L);
-    std::vector<uint64_t> keys;
+    std::vector<std::vector<uint64_t>> group_keys(static_cast<size_t>(p.n_groups));
+    std::vector<std::vector<int64_t>> group_hist(static_cast<size_t>(p.n_groups), std::vector<int64_t>(kBuckets));
+    std::vector<int64_t> key_offset(static_cast<size_t>(2 * L), 0);
     const int64_t rounds = std::max<int64_t>(p.rounds, 1);
     for (int64_t r = 0; r < rounds; ++r) {
         // Forward through the linearised network (all quantities are >= 0, so ReLU is the identity).
@@ -217,14 +249,54 @@ void synflow_one(const SynflowProblem& p, int64_t m) {
             }
             for (size_t b = 0; b < bs.size(); ++b) out[bs.row[b]] += bs.a[b];
         }
-        // Backward: g[l] = dR/d(input of layer l).
+        // Backward: g[l] = dR/d(input of layer l). In pruning rounds the same pass turns each kept
+        // parameter's score into its order key (scores are >= 0, so keys keep their order) and counts the
+        // keys' top bits per group, so that the threshold search needs one more pass only.
+        const bool pruning = p.rounds > 0;
+        if (pruning) {
+            for (int64_t grp = 0; grp < p.n_groups; ++grp) {
+                int64_t n = 0;
+                for (int64_t s = 0; s < 2 * L; ++s)
+                    if (p.group[s] == grp) {
+                        key_offset[s] = n;
+                        n += static_cast<int64_t>(seg[s].size());
+                    }
+                group_keys[grp].resize(static_cast<size_t>(n));
+                std::fill(group_hist[grp].begin(), group_hist[grp].end(), 0);
+            }
+        }
         g[L].assign(p.widths[L], 1.0);
         for (int64_t l = L - 1; l >= 0; --l) {
             g[l].assign(p.widths[l], 0.0);
             const KeptSegment& ws = seg[2 * l];
+            const KeptSegment& bs = seg[2 * l + 1];
             double* gin = g[l].data();
             const double* gout = g[l + 1].data();
-            for (size_t e = 0; e < ws.size(); ++e) gin[ws.col[e]] += ws.a[e] * gout[ws.row[e]];
+            const double* in = h[l].data();
+            const int64_t gw = pruning ? p.group[2 * l] : -1;
+            const int64_t gb = pruning ? p.group[2 * l + 1] : -1;
+            if (gw >= 0) {
+                uint64_t* kp = group_keys[gw].data() + key_offset[2 * l];
+                int64_t* hist = group_hist[gw].data();
+                for (size_t e = 0; e < ws.size(); ++e) {
+                    const double go = gout[ws.row[e]];
+                    gin[ws.col[e]] += ws.a[e] * go;
+                    const uint64_t key = order_key((go * in[ws.col[e]]) * ws.a[e]);
+                    kp[e] = key;
+                    ++hist[key >> (64 - kRadixBits)];
+                }
+            } else {
+                for (size_t e = 0; e < ws.size(); ++e) gin[ws.col[e]] += ws.a[e] * gout[ws.row[e]];
+            }
+            if (gb >= 0) {
+                uint64_t* kp = group_keys[gb].data() + key_offset[2 * l + 1];
+                int64_t* hist = group_hist[gb].data();
+                for (size_t e = 0; e < bs.size(); ++e) {
+                    const uint64_t key = order_key(gout[bs.row[e]] * bs.a[e]);
+                    kp[e] = key;
+                    ++hist[key >> (64 - kRadixBits)];
+                }
+            }
         }
         if (p.rounds == 0) {
             for (int64_t l = 0; l < L; ++l) {
@@ -253,27 +325,11 @@ void synflow_one(const SynflowProblem& p, int64_t m) {
             }
             return;
         }
-        // Prune each group to its count for this round; candidates are the parameters still kept. The
-        // scores go straight into order keys (scores are >= 0, so the key keeps their order).
+        // Prune each group to its count for this round; candidates are the parameters still kept.
         for (int64_t grp = 0; grp < p.n_groups; ++grp) {
-            keys.clear();
-            for (int64_t s = 0; s < 2 * L; ++s) {
-                if (p.group[s] != grp) continue;
-                const int64_t l = s / 2;
-                const KeptSegment& ks = seg[s];
-                const double* gout = g[l + 1].data();
-                const size_t base = keys.size();
-                keys.resize(base + ks.size());
-                uint64_t* kp = keys.data() + base;
-                if (s % 2 == 0) {
-                    const double* in = h[l].data();
-                    for (size_t e = 0; e < ks.size(); ++e) kp[e] = order_key((gout[ks.row[e]] * in[ks.col[e]]) * ks.a[e]);
-                } else {
-                    for (size_t e = 0; e < ks.size(); ++e) kp[e] = order_key(gout[ks.row[e]] * ks.a[e]);
-                }
-            }
-            Keeper keep(select_threshold(keys.data(), static_cast<int64_t>(keys.size()),
-                                         p.keep[r * p.n_groups + grp]));
+            const std::vector<uint64_t>& keys = group_keys[grp];
+            Keeper keep(threshold_from_histogram(keys.data(), static_cast<int64_t>(keys.size()),
+                                                 p.keep[r * p.n_groups + grp], group_hist[grp]));
             if (keep.t.keep_all) continue;
             size_t pos = 0;
             for (int64_t s = 0; s < 2 * L; ++s) {
