@@ -63,7 +63,7 @@ def test_reproduce_small_with_a_fake_seeker(tmp_path):
     from plantseek.sweep.fake import FakeSeeker
 
     f = FakeSeeker()
-    res = reproduce_paper("small", out=tmp_path, batch_fn=f.batch, single_fn=f, progress=False)
+    res = reproduce_paper("small", out=tmp_path, batch_fn=f.batch, single_fn=f, progress=False, formats=("png",))
     n = len(parse_sweep(paper_sweep_toml("small")))
     assert res["sweep_report"].ran == n and res["sweep_report"].failed == 0
     assert (tmp_path / "paper_small.toml").exists() and (tmp_path / "paper_small.db").exists()

@@ -142,14 +142,14 @@ def test_concurrent_writers_do_not_corrupt(tmp_path):
     them the same keys): every row arrives, once, and the file passes SQLite's integrity check."""
     db = str(tmp_path / "r.db")
     store_py = str(Path(plantseek.__file__).resolve().parent / "store.py")
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, store_py, db, p, "400"], stderr=subprocess.PIPE)
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, store_py, db, p, "200"], stderr=subprocess.PIPE)
              for p in ("a", "b", "c", "a")]
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err.decode()
     with ResultStore(db) as store:
         keys = store.keys("ok")
-        assert keys == {f"{p}{i}" for p in "abc" for i in range(400)}
+        assert keys == {f"{p}{i}" for p in "abc" for i in range(200)}
         assert {r["attempts"] for r in store.records() if r["key"].startswith("a")} == {2}
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -146,7 +146,7 @@ def paper_sweep_toml(scale: str = "small") -> str:
 def reproduce_paper(scale: str = "small", out: str | os.PathLike = "report", db: str | os.PathLike | None = None,
                     executor: str = "local", device: str | None = None, retry_failed: bool = False,
                     max_batch: int | None = None, progress: bool = True, report: bool = True,
-                    batch_fn=None, single_fn=None, **executor_options) -> dict[str, Any]:
+                    batch_fn=None, single_fn=None, formats=("png", "svg"), **executor_options) -> dict[str, Any]:
     """Write ``OUT/paper_SCALE.toml``, run it into ``db`` (default ``OUT/paper_SCALE.db``; resumes), and
     write the report into ``OUT``. Returns the paths and the sweep's summary."""
     from .sweep import load_sweep, run_sweep
@@ -164,7 +164,8 @@ def reproduce_paper(scale: str = "small", out: str | os.PathLike = "report", db:
     if report:
         from .report import build_report
 
-        res = build_report(db, out, progress=progress, title=f"plantseek: the paper's experiments ({scale})")
+        res = build_report(db, out, progress=progress, title=f"plantseek: the paper's experiments ({scale})",
+                           formats=formats)
         result["html"] = res.html
         result["table"] = res.table
     return result

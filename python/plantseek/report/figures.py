@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import LogLocator, NullFormatter  # noqa: E402
 
 from .data import (Setting, curves, layer_columns, performance_column, protocols_in,  # noqa: E402
                    ticket_reference)
@@ -41,8 +42,16 @@ def _new(n_panels: int, width: float = 4.8, height: float = 3.5, nrows: int = 1)
     return fig, axes
 
 
+def _log(axis) -> None:
+    """Log axis with decade labels only: labelling minor ticks costs most of a figure's drawing time."""
+    axis.set_major_locator(LogLocator(base=10, numticks=12))
+    axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0), numticks=12))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _style_x(ax, xs) -> None:
     ax.set_xscale("log")
+    _log(ax.xaxis)
     ax.set_xlabel(X_LABEL)
     ax.grid(True, which="major", alpha=0.3)
     xs = [x for x in xs if x and x > 0]
@@ -86,6 +95,7 @@ def performance_figure(setting: Setting, colors: dict) -> Figure | None:
         _style_x(ax, xs)
         if regression:
             ax.set_yscale("log")
+            _log(ax.yaxis)
         else:
             ax.set_ylim(0.0, 1.02)
         ax.set_ylabel(ylabel)
@@ -174,6 +184,7 @@ def layer_density_figure(setting: Setting, colors: dict, max_columns: int = 5) -
                 tl = np.arange(1, len(t_profile) + 1)
                 ax.plot(tl, t_profile, color="black", lw=2.2, ls="--", marker="s", ms=4, label="planted ticket")
             ax.set_yscale("log")
+            _log(ax.yaxis)
             ax.set_xticks(layers)
             title = "density ticket" if key == "ticket" else f"density {key}"
             ax.set_title(f"{protocol}, {title}", fontsize=9)
