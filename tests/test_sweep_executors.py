@@ -282,3 +282,43 @@ def test_end_to_end_with_the_real_seeker(tmp_path, capsys):
         a = {m: v for m, v in recs[k]["metrics"].items() if m != "train_time_s"}
         b = {m: v for m, v in drecs[k]["metrics"].items() if m != "train_time_s"}
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True)
+
+
+def test_a_users_pruner_runs_through_sweep_and_results(tmp_path, monkeypatch, capsys):
+    """`imports = [...]` in a sweep file loads a user's module that registers a pruner; it then runs like a
+    built-in one (and on Dask workers, which import the same modules), and gives magnitude's results."""
+    pytest.importorskip("plantseek.seek")
+    from plantseek.cli import main
+
+    (tmp_path / "my_sweep_pruners.py").write_text(textwrap.dedent('''
+        from plantseek import pruners
+
+        if "my-magnitude-sweep" not in pruners.available():
+            @pruners.register("my-magnitude-sweep")
+            class MyMagnitude(pruners.ScorePruner):
+                """Keep the largest |w| and |b|."""
+
+                def scores(self, net, data, generator, mask):
+                    return [(w.abs(), b.abs()) for w, b in zip(net.weights, net.biases)]
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    f = _sweep_file(tmp_path, TINY.replace('[sweep]', '[sweep]\nimports = ["my_sweep_pruners"]')
+                    .replace('pruners = ["random", "magnitude", "ticket"]', 'pruners = ["magnitude", "my-magnitude-sweep"]')
+                    .replace('tasks = ["relu", "circle"]', 'tasks = ["relu"]')
+                    .replace('protocols = ["singleshot", "strong"]', 'protocols = ["singleshot"]'))
+    db = tmp_path / "r.db"
+    assert main(["sweep", str(f), "--db", str(db), "--no-progress"]) == 0
+    with ResultStore(db) as store:
+        recs = store.records()
+    assert len(recs) == 8 and all(r["status"] == "ok" for r in recs)
+    by = {}
+    for r in recs:
+        c = r["config"]
+        by.setdefault((c["density"], c["seed"]), {})[c["pruner"]] = r["metrics"]
+    for pair in by.values():
+        mine, ref = pair["my-magnitude-sweep"], pair["magnitude"]
+        assert mine["test_loss"] == pytest.approx(ref["test_loss"], rel=1e-9)
+        assert mine["recall"] == ref["recall"]
+    capsys.readouterr()
+    assert main(["results", str(db)]) == 0
+    assert "my-magnitude-sweep" in capsys.readouterr().out
