@@ -177,9 +177,19 @@ struct KeptSegment {
     size_t size() const { return a.size(); }
 };
 
-void synflow_one(const SynflowProblem& p, int64_t m) {
+// Buffers of one thread, reused from network to network (fresh memory is expensive to fault in).
+struct SynflowWorkspace {
+    std::vector<KeptSegment> seg;
+    std::vector<std::vector<double>> h, g, score;
+    std::vector<std::vector<uint64_t>> group_keys;
+    std::vector<std::vector<int64_t>> group_hist;
+    std::vector<int64_t> key_offset;
+};
+
+void synflow_one(const SynflowProblem& p, int64_t m, SynflowWorkspace& work) {
     const int64_t L = static_cast<int64_t>(p.widths.size()) - 1;
-    std::vector<KeptSegment> seg(2 * L);
+    work.seg.resize(static_cast<size_t>(2 * L));
+    std::vector<KeptSegment>& seg = work.seg;
     for (int64_t l = 0; l < L; ++l) {
         const int64_t n_in = p.widths[l], n_out = p.widths[l + 1];
         const double* W = p.weights[m * L + l];
@@ -205,6 +215,9 @@ void synflow_one(const SynflowProblem& p, int64_t m) {
         const double* b = p.biases[m * L + l];
         const uint8_t* bm = p.init_bias_masks[m * L + l];
         KeptSegment& bs = seg[2 * l + 1];
+        bs.row.clear();
+        bs.col.clear();
+        bs.a.clear();
         for (int64_t j = 0; j < n_out; ++j)
             if (bm[j]) {
                 bs.row.push_back(static_cast<int32_t>(j));
@@ -212,11 +225,19 @@ void synflow_one(const SynflowProblem& p, int64_t m) {
                 bs.a.push_back(std::fabs(b[j]));
             }
     }
-    std::vector<std::vector<double>> h(L + 1), g(L + 1);
-    std::vector<std::vector<double>> score(2 * L);
-    std::vector<std::vector<uint64_t>> group_keys(static_cast<size_t>(p.n_groups));
-    std::vector<std::vector<int64_t>> group_hist(static_cast<size_t>(p.n_groups), std::vector<int64_t>(kBuckets));
-    std::vector<int64_t> key_offset(static_cast<size_t>(2 * L), 0);
+    work.h.resize(static_cast<size_t>(L + 1));
+    work.g.resize(static_cast<size_t>(L + 1));
+    work.score.resize(static_cast<size_t>(2 * L));
+    work.group_keys.resize(static_cast<size_t>(p.n_groups));
+    work.group_hist.resize(static_cast<size_t>(p.n_groups));
+    for (auto& hist : work.group_hist) hist.resize(static_cast<size_t>(kBuckets));
+    work.key_offset.assign(static_cast<size_t>(2 * L), 0);
+    auto& h = work.h;
+    auto& g = work.g;
+    auto& score = work.score;
+    auto& group_keys = work.group_keys;
+    auto& group_hist = work.group_hist;
+    auto& key_offset = work.key_offset;
     const int64_t rounds = std::max<int64_t>(p.rounds, 1);
     for (int64_t r = 0; r < rounds; ++r) {
         // Forward through the linearised network (all quantities are >= 0, so ReLU is the identity).
@@ -367,8 +388,12 @@ void synflow_one(const SynflowProblem& p, int64_t m) {
 
 void synflow(const SynflowProblem& p, int n_threads) {
     const int threads = resolve_threads(n_threads);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (p.M > 1)
-    for (int64_t m = 0; m < p.M; ++m) synflow_one(p, m);
+#pragma omp parallel num_threads(threads) if (p.M > 1)
+    {
+        SynflowWorkspace work;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t m = 0; m < p.M; ++m) synflow_one(p, m, work);
+    }
 }
 
 }  // namespace plantseek
