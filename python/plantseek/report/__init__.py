@@ -240,7 +240,10 @@ def _findings(table: pd.DataFrame) -> list[str]:
     out = []
     if table.empty:
         return out
-    for (setting, protocol), sub in table.groupby(["setting", "protocol"], sort=False):
+    order = {p: i for i, p in enumerate(_data.PROTOCOL_ORDER)}
+    groups = sorted(table.groupby(["setting", "protocol"], sort=False),
+                    key=lambda g: (list(dict.fromkeys(table["setting"])).index(g[0][0]), order.get(g[0][1], 99)))
+    for (setting, protocol), sub in groups:
         sub = sub[sub["pruner"] != "ticket"]
         if sub.empty:
             continue
