@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -319,15 +320,16 @@ def fmt_ms(t):
     return "n/a" if t != t else (f"{t*1e3:.2f}" if t < 1 else f"{t*1e3:.0f}")
 
 
-def write_results(lin, peak_note, cross, syn, mk, tr, quick, threads):
-    write_section("Native kernels", "\n".join(result_lines(lin, peak_note, cross, syn, mk, tr, quick, threads)))
+def write_results(lin, peak_note, cross, syn, mk, tr, quick, threads, load=None):
+    write_section("Native kernels", "\n".join(result_lines(lin, peak_note, cross, syn, mk, tr, quick, threads, load)))
 
 
-def result_lines(lin, peak_note, cross, syn, mk, tr, quick, threads):
+def result_lines(lin, peak_note, cross, syn, mk, tr, quick, threads, load=None):
     lines = []
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    lines.append(f"Machine: {machine()}; native core: {native.available()}, CUDA core: {native.cuda_available()}; "
-                 f"load average at the end of the run {load:.1f} (other jobs shared the machine)."
+    where = re.sub(r"\(\d+ threads\)", f"({threads} threads)", machine())
+    load_note = f"; load average at the end of the run {load:.1f} (other jobs shared the machine)" if load else ""
+    lines.append(f"Machine: {where}; native core: {native.available()}, CUDA core: {native.cuda_available()}"
+                 f"{load_note}."
                  f" All timings with {threads} thread(s) for PyTorch and plantseek alike."
                  f"{' QUICK RUN (reduced sizes).' if quick else ''}")
     lines.append("")
@@ -372,6 +374,31 @@ def result_lines(lin, peak_note, cross, syn, mk, tr, quick, threads):
     lines.append("")
     lines.extend(goal_lines(lin, syn, mk, tr))
     return lines
+
+
+NOTES = [
+    "- The machine was shared with other sessions' jobs (load average 2 to 7 on 2 cores during these runs). The "
+    "1-thread block is the reliable one. In the 2-thread block PyTorch's and OpenMP's thread pools lose whole "
+    "scheduler slices whenever one of their threads is descheduled, which inflates some timings unpredictably "
+    "(mostly PyTorch's, so the 2-thread ratios flatter plantseek; read them with care).",
+    "- Peak FMA rate (goal 25% at density 0.01): about 21% with 1 thread at width 4096 (34% at density 0.1). The "
+    "SpMM and SDDMM read, for every kept weight, one 1 KiB row of the transposed input (256 batch values); at "
+    "width 4096 that buffer is 4 MiB and lives in L3, so each kept weight waits on 16 cache lines (perf puts "
+    "the time on the loads, not the arithmetic). Software prefetching of the rows 4 kept weights ahead is in; "
+    "blocking the batch so the rows fit in L2 leaves too little work per kept weight.",
+    "- masked_linear vs sparse_linear: masked_linear must give the dense weight a dense gradient (what Adam "
+    "expects); allocating and zero-filling it (64 MiB at width 4096) costs 10 to 70 ms on this VM (page "
+    "faults), which dominates the masked path at low density. sparse_linear keeps the kept values as the "
+    "parameters and pays for the kept weights only.",
+    "- End-to-end training: with dense parameters Adam still updates all 3 M parameters each step, so the "
+    "masked path gains little (1.3x with 1 thread); training the kept values only (sparse_linear + Adam over "
+    "the values) gives about 12x. The trainer should use the values form for sparse runs.",
+    "- SynFlow (goal 20x): 16x with 1 thread in CPU time. A reference round costs about 100 ms (autograd "
+    "over 6 M parameters, then kthvalue); a native round about 6.6 ms on average, memory-bound: roughly 100 "
+    "bytes of traffic per kept parameter per round (forward; backward fused with scoring, keys and histogram; "
+    "one scan of the threshold bucket; compaction), and the exponential schedule keeps on average 14.5 % of "
+    "the parameters per round. The batched call parallelises over networks, so 2 free cores halve it.",
+]
 
 
 def goal_lines(lin, syn, mk, tr):
@@ -449,7 +476,8 @@ def main():
             data = json.loads(path.read_text())
             body += ["", f"### {data['threads']} thread(s)", ""]
             body += result_lines(data["lin"], data["note"], {int(k): v for k, v in data["cross"].items()},
-                                 data["syn"], data["mk"], data["tr"], data["quick"], data["threads"])
+                                 data["syn"], data["mk"], data["tr"], data["quick"], data["threads"], data.get("load"))
+        body += ["", "### Notes on the goals", ""] + NOTES
         write_section("Native kernels", "\n".join(body))
         return
     lin, note = bench_linear(args.quick)
@@ -459,9 +487,10 @@ def main():
     tr = bench_training(args.quick)
     import json
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     raw.write_text(json.dumps(dict(lin=lin, note=note, cross=cross, syn=syn, mk=mk, tr=tr, quick=args.quick,
-                                   threads=torch.get_num_threads())))
-    write_results(lin, note, cross, syn, mk, tr, args.quick, torch.get_num_threads())
+                                   threads=torch.get_num_threads(), load=load)))
+    write_results(lin, note, cross, syn, mk, tr, args.quick, torch.get_num_threads(), load)
 
 
 # --------------------------------------------------------------------------------------------- pytest-benchmark
