@@ -130,6 +130,19 @@ def train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: i
             r.extra["train_loss"] = res.train_loss[k]
 
 
+def train_with_dense(live: list[Run], masks: list[Mask], dense: list[Run], settings: Settings, epochs: int,
+                     desc: str) -> None:
+    """Train pruned runs and dense baselines: in one batch when they take the same path, apart when the pruned
+    runs would take the sparse path (a dense member in the stack would pull every layer onto the dense path,
+    and a wide host at density 1e-4 would then cost its dense size)."""
+    dmasks = [full_mask(r.net) for r in dense]
+    if live and dense and "sparse" in _train.layer_impls(_train.stack_masks(masks), settings.impl):
+        train_runs(live, masks, settings, epochs, desc=desc)
+        train_runs(list(dense), dmasks, settings, epochs, desc=desc + " (dense)")
+        return
+    train_runs(live + list(dense), masks + dmasks, settings, epochs, desc=desc)
+
+
 def _batch_key(r: Run):
     """Runs whose pruners can search together (a `prune_many` method, same class, options, scope, bias option)."""
     many = getattr(r.pruner, "prune_many", None)
@@ -244,9 +257,7 @@ class SingleShot(Protocol):
     def run(self, runs, dense, settings):
         _pruned(runs, lambda r: r.density)
         live = [r for r in runs if r.ok]
-        members = live + list(dense)
-        masks = [r.mask for r in live] + [full_mask(r.net) for r in dense]
-        train_runs(members, masks, settings, settings.epochs, desc="singleshot")
+        train_with_dense(live, [r.mask for r in live], dense, settings, settings.epochs, desc="singleshot")
 
 
 @register("multishot")
@@ -280,9 +291,7 @@ class MultiShot(Protocol):
                     r.weights = r.biases = None
                 r.time_s += time.perf_counter() - t0
         live = [r for r in runs if r.ok]
-        members = live + list(dense)
-        masks = [r.mask for r in live] + [full_mask(r.net) for r in dense]
-        train_runs(members, masks, settings, settings.epochs, desc="multishot final")
+        train_with_dense(live, [r.mask for r in live], dense, settings, settings.epochs, desc="multishot final")
 
 
 @register("strong")
