@@ -161,3 +161,10 @@ def test_sparse_linear_values_form():
     torch.testing.assert_close(gv, gw.reshape(-1)[s.pos])
     with pytest.raises(ValueError, match="values"):
         pnn.sparse_linear(x, vals[:-1], s)
+
+
+def test_cuda_auto_crossover_defaults_to_dense(monkeypatch):
+    monkeypatch.delenv("PLANTSEEK_SPARSE_CROSSOVER_CUDA", raising=False)
+    assert pnn.crossover_density("cuda") == 0.0
+    monkeypatch.setenv("PLANTSEEK_SPARSE_CROSSOVER_CUDA", "0.05")
+    assert pnn.crossover_density(torch.device("cuda", 0)) == 0.05

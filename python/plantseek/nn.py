@@ -14,7 +14,8 @@ wherever their mask is False. Two implementations compute it:
 ``impl="auto"`` takes the sparse path when a native module serves the device and the mask's density is
 below `crossover_density()` (measured on the development machine, see ``docs/native.md``; override with
 the environment variable ``PLANTSEEK_SPARSE_CROSSOVER``, e.g. ``0`` = always dense, ``1.01`` = always
-sparse). ``PLANTSEEK_NATIVE=0`` forces the dense path everywhere.
+sparse). On CUDA tensors "auto" stays dense unless ``PLANTSEEK_SPARSE_CROSSOVER_CUDA`` is set (no GPU crossover
+measured yet). ``PLANTSEEK_NATIVE=0`` forces the dense path everywhere.
 
 Both unbatched and batched forms are supported:
 
@@ -43,15 +44,32 @@ SPARSE_CROSSOVER_DENSITY = 0.25
 _IMPLS = ("auto", "sparse", "dense")
 
 
-def crossover_density() -> float:
-    """Density below which ``impl="auto"`` picks the sparse path (env ``PLANTSEEK_SPARSE_CROSSOVER``)."""
-    value = os.environ.get("PLANTSEEK_SPARSE_CROSSOVER")
+# On CUDA devices "auto" stays dense: the CUDA kernels are unit-tested where a GPU exists, but no crossover
+# has been measured on a GPU yet (cuBLAS makes the dense path far cheaper there). Set
+# PLANTSEEK_SPARSE_CROSSOVER_CUDA to a measured density to enable it, or pass impl="sparse".
+CUDA_SPARSE_CROSSOVER_DENSITY = 0.0
+
+
+def crossover_density(device: str | torch.device = "cpu") -> float:
+    """Density below which ``impl="auto"`` picks the sparse path on ``device``'s type.
+
+    CPU: `SPARSE_CROSSOVER_DENSITY` (env ``PLANTSEEK_SPARSE_CROSSOVER``); CUDA:
+    `CUDA_SPARSE_CROSSOVER_DENSITY` (env ``PLANTSEEK_SPARSE_CROSSOVER_CUDA``).
+    """
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    if kind == "cuda":
+        return _env_density("PLANTSEEK_SPARSE_CROSSOVER_CUDA", CUDA_SPARSE_CROSSOVER_DENSITY)
+    return _env_density("PLANTSEEK_SPARSE_CROSSOVER", SPARSE_CROSSOVER_DENSITY)
+
+
+def _env_density(name: str, default: float) -> float:
+    value = os.environ.get(name)
     if value is None or value.strip() == "":
-        return SPARSE_CROSSOVER_DENSITY
+        return default
     try:
         return float(value)
     except ValueError as exc:
-        raise ValueError(f"PLANTSEEK_SPARSE_CROSSOVER must be a number, got {value!r}") from exc
+        raise ValueError(f"{name} must be a number, got {value!r}") from exc
 
 
 # --------------------------------------------------------------------------------------------- structure
@@ -212,7 +230,7 @@ def _use_sparse(weight, weight_mask, impl) -> bool:
         return False
     if impl == "sparse":
         return True
-    return mask_density(weight_mask) < crossover_density()
+    return mask_density(weight_mask) < crossover_density(weight.device)
 
 
 def masked_linear(x, weight, weight_mask, bias=None, bias_mask=None, impl: str = "auto"):
