@@ -171,10 +171,15 @@ namespace {
 
 // The kept parameters of one segment in index order: weight entries carry (row, col), biases (row, 0);
 // a holds |theta|.
+struct KeptEntry {
+    int32_t row;
+    int32_t col;
+    double a;
+};
+
 struct KeptSegment {
-    std::vector<int32_t> row, col;
-    std::vector<double> a;
-    size_t size() const { return a.size(); }
+    std::vector<KeptEntry> e;
+    size_t size() const { return e.size(); }
 };
 
 // Buffers of one thread, reused from network to network (fresh memory is expensive to fault in).
@@ -197,32 +202,26 @@ void synflow_one(const SynflowProblem& p, int64_t m, SynflowWorkspace& work) {
         KeptSegment& ws = seg[2 * l];
         int64_t count = 0;
         for (int64_t e = 0; e < n_out * n_in; ++e) count += wm[e] != 0;
-        ws.row.resize(static_cast<size_t>(count));
-        ws.col.resize(static_cast<size_t>(count));
-        ws.a.resize(static_cast<size_t>(count));
+        ws.e.resize(static_cast<size_t>(count));
         size_t pos = 0;
         for (int64_t j = 0; j < n_out; ++j) {
             const uint8_t* mrow = wm + j * n_in;
             const double* wrow = W + j * n_in;
             for (int64_t i = 0; i < n_in; ++i)
                 if (mrow[i]) {
-                    ws.row[pos] = static_cast<int32_t>(j);
-                    ws.col[pos] = static_cast<int32_t>(i);
-                    ws.a[pos] = std::fabs(wrow[i]);
+                    ws.e[pos].row = static_cast<int32_t>(j);
+                    ws.e[pos].col = static_cast<int32_t>(i);
+                    ws.e[pos].a = std::fabs(wrow[i]);
                     ++pos;
                 }
         }
         const double* b = p.biases[m * L + l];
         const uint8_t* bm = p.init_bias_masks[m * L + l];
         KeptSegment& bs = seg[2 * l + 1];
-        bs.row.clear();
-        bs.col.clear();
-        bs.a.clear();
+        bs.e.clear();
         for (int64_t j = 0; j < n_out; ++j)
             if (bm[j]) {
-                bs.row.push_back(static_cast<int32_t>(j));
-                bs.col.push_back(0);
-                bs.a.push_back(std::fabs(b[j]));
+                bs.e.push_back(KeptEntry{static_cast<int32_t>(j), 0, std::fabs(b[j])});
             }
     }
     work.h.resize(static_cast<size_t>(L + 1));
@@ -253,22 +252,22 @@ void synflow_one(const SynflowProblem& p, int64_t m, SynflowWorkspace& work) {
             const size_t n = ws.size();
             size_t e = 0;
             while (e < n) {
-                const int32_t row = ws.row[e];
+                const int32_t row = ws.e[e].row;
                 size_t end = e;
-                while (end < n && ws.row[end] == row) ++end;
+                while (end < n && ws.e[end].row == row) ++end;
                 double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
                 size_t q = e;
                 for (; q + 4 <= end; q += 4) {
-                    s0 += ws.a[q] * in[ws.col[q]];
-                    s1 += ws.a[q + 1] * in[ws.col[q + 1]];
-                    s2 += ws.a[q + 2] * in[ws.col[q + 2]];
-                    s3 += ws.a[q + 3] * in[ws.col[q + 3]];
+                    s0 += ws.e[q].a * in[ws.e[q].col];
+                    s1 += ws.e[q + 1].a * in[ws.e[q + 1].col];
+                    s2 += ws.e[q + 2].a * in[ws.e[q + 2].col];
+                    s3 += ws.e[q + 3].a * in[ws.e[q + 3].col];
                 }
-                for (; q < end; ++q) s0 += ws.a[q] * in[ws.col[q]];
+                for (; q < end; ++q) s0 += ws.e[q].a * in[ws.e[q].col];
                 out[row] += (s0 + s1) + (s2 + s3);
                 e = end;
             }
-            for (size_t b = 0; b < bs.size(); ++b) out[bs.row[b]] += bs.a[b];
+            for (size_t b = 0; b < bs.size(); ++b) out[bs.e[b].row] += bs.e[b].a;
         }
         // Backward: g[l] = dR/d(input of layer l). In pruning rounds the same pass turns each kept
         // parameter's score into its order key (scores are >= 0, so keys keep their order) and counts the
@@ -300,20 +299,20 @@ void synflow_one(const SynflowProblem& p, int64_t m, SynflowWorkspace& work) {
                 uint64_t* kp = group_keys[gw].data() + key_offset[2 * l];
                 int64_t* hist = group_hist[gw].data();
                 for (size_t e = 0; e < ws.size(); ++e) {
-                    const double go = gout[ws.row[e]];
-                    gin[ws.col[e]] += ws.a[e] * go;
-                    const uint64_t key = order_key((go * in[ws.col[e]]) * ws.a[e]);
+                    const double go = gout[ws.e[e].row];
+                    gin[ws.e[e].col] += ws.e[e].a * go;
+                    const uint64_t key = order_key((go * in[ws.e[e].col]) * ws.e[e].a);
                     kp[e] = key;
                     ++hist[key >> (64 - kRadixBits)];
                 }
             } else {
-                for (size_t e = 0; e < ws.size(); ++e) gin[ws.col[e]] += ws.a[e] * gout[ws.row[e]];
+                for (size_t e = 0; e < ws.size(); ++e) gin[ws.e[e].col] += ws.e[e].a * gout[ws.e[e].row];
             }
             if (gb >= 0) {
                 uint64_t* kp = group_keys[gb].data() + key_offset[2 * l + 1];
                 int64_t* hist = group_hist[gb].data();
                 for (size_t e = 0; e < bs.size(); ++e) {
-                    const uint64_t key = order_key(gout[bs.row[e]] * bs.a[e]);
+                    const uint64_t key = order_key(gout[bs.e[e].row] * bs.e[e].a);
                     kp[e] = key;
                     ++hist[key >> (64 - kRadixBits)];
                 }
@@ -327,8 +326,8 @@ void synflow_one(const SynflowProblem& p, int64_t m, SynflowWorkspace& work) {
                 score[2 * l + 1].resize(bs.size());
                 const double* gout = g[l + 1].data();
                 const double* in = h[l].data();
-                for (size_t e = 0; e < ws.size(); ++e) score[2 * l][e] = (gout[ws.row[e]] * in[ws.col[e]]) * ws.a[e];
-                for (size_t e = 0; e < bs.size(); ++e) score[2 * l + 1][e] = gout[bs.row[e]] * bs.a[e];
+                for (size_t e = 0; e < ws.size(); ++e) score[2 * l][e] = (gout[ws.e[e].row] * in[ws.e[e].col]) * ws.e[e].a;
+                for (size_t e = 0; e < bs.size(); ++e) score[2 * l + 1][e] = gout[bs.e[e].row] * bs.e[e].a;
             }
         }
         if (p.rounds == 0) {
@@ -341,8 +340,8 @@ void synflow_one(const SynflowProblem& p, int64_t m, SynflowWorkspace& work) {
                 const KeptSegment& ws = seg[2 * l];
                 const KeptSegment& bs = seg[2 * l + 1];
                 for (size_t e = 0; e < ws.size(); ++e)
-                    ws_out[int64_t(ws.row[e]) * n_in + ws.col[e]] = score[2 * l][e];
-                for (size_t e = 0; e < bs.size(); ++e) bs_out[bs.row[e]] = score[2 * l + 1][e];
+                    ws_out[int64_t(ws.e[e].row) * n_in + ws.e[e].col] = score[2 * l][e];
+                for (size_t e = 0; e < bs.size(); ++e) bs_out[bs.e[e].row] = score[2 * l + 1][e];
             }
             return;
         }
@@ -359,15 +358,11 @@ void synflow_one(const SynflowProblem& p, int64_t m, SynflowWorkspace& work) {
                 size_t w = 0;
                 for (size_t e = 0; e < ks.size(); ++e) {
                     if (keep(keys[pos++])) {
-                        ks.row[w] = ks.row[e];
-                        ks.col[w] = ks.col[e];
-                        ks.a[w] = ks.a[e];
+                        ks.e[w] = ks.e[e];
                         ++w;
                     }
                 }
-                ks.row.resize(w);
-                ks.col.resize(w);
-                ks.a.resize(w);
+                ks.e.resize(w);
             }
         }
     }
@@ -379,8 +374,8 @@ void synflow_one(const SynflowProblem& p, int64_t m, SynflowWorkspace& work) {
         std::memset(bm, 0, static_cast<size_t>(n_out));
         const KeptSegment& ws = seg[2 * l];
         const KeptSegment& bs = seg[2 * l + 1];
-        for (size_t e = 0; e < ws.size(); ++e) wm[int64_t(ws.row[e]) * n_in + ws.col[e]] = 1;
-        for (size_t e = 0; e < bs.size(); ++e) bm[bs.row[e]] = 1;
+        for (size_t e = 0; e < ws.size(); ++e) wm[int64_t(ws.e[e].row) * n_in + ws.e[e].col] = 1;
+        for (size_t e = 0; e < bs.size(); ++e) bm[bs.e[e].row] = 1;
     }
 }
 
