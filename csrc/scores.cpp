@@ -358,7 +358,7 @@ void synflow_one(const SynflowProblem& p, int64_t m, SynflowWorkspace& work) {
                 size_t w = 0;
                 for (size_t e = 0; e < ks.size(); ++e) {
                     if (keep(keys[pos++])) {
-                        ks.e[w] = ks.e[e];
+                        if (w != e) ks.e[w] = ks.e[e];
                         ++w;
                     }
                 }
