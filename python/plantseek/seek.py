@@ -539,13 +539,18 @@ def _threads_context(cfgs: list[dict]):
     return _train.cpu_threads_for(work, c0["device"])
 
 
-def seek_batch(kwargs_list: Sequence[dict]) -> list[SeekResult | BaseException]:
+def seek_batch(kwargs_list: Sequence[dict], *, on_oom: str = "retry") -> list[SeekResult | BaseException]:
     """Run many configurations; runs sharing task/shape/protocol/training settings train together.
 
     Returns one entry per input in the same order: a `SeekResult`, or the exception that run raised (bad
     arguments, a pruner error, a diverging loss). One run's failure never loses the others; if a whole group
-    fails unexpectedly (e.g. out of memory), its runs are retried one by one.
+    fails unexpectedly, its runs are retried one by one. An out-of-memory error of a group of several runs is
+    retried one by one too with ``on_oom="retry"`` (the default); ``on_oom="return"`` hands the error back
+    for every run of that group instead, so that a caller who sized the group (the sweep executors,
+    `plantseek.memory`) can halve it.
     """
+    if on_oom not in ("retry", "return"):
+        raise ValueError(f"on_oom must be 'retry' or 'return', got {on_oom!r}")
     results: list[SeekResult | BaseException | None] = [None] * len(kwargs_list)
     cfgs: list[dict | None] = [None] * len(kwargs_list)
     for i, kw in enumerate(kwargs_list):
@@ -565,8 +570,13 @@ def seek_batch(kwargs_list: Sequence[dict]) -> list[SeekResult | BaseException]:
             with _threads_context(group):
                 out = _run_group(group)
         except Exception as exc:  # noqa: BLE001 - retry one by one so that one bad run loses nothing else
-            if len(idx) == 1:
-                out = [exc]
+            from .memory import is_out_of_memory, release_cached
+
+            oom = is_out_of_memory(exc)
+            if oom:
+                release_cached()
+            if len(idx) == 1 or (oom and on_oom == "return"):
+                out = [exc] * len(idx)
             else:
                 out = []
                 for cfg in group:

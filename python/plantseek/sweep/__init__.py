@@ -112,7 +112,8 @@ def run_sweep(
                     report.failed_keys.append(r.key)
 
         plan = RunPlan(device=device, max_batch=max_batch, batch_fn=batch_fn, single_fn=single_fn,
-                       imports=list(sweep.imports), progress=progress, sweep=sweep.name, version=version)
+                       imports=list(sweep.imports), progress=progress, sweep=sweep.name, version=version,
+                       log=log)
         try:
             ex.run(runs, keys, on_records, plan)
         except KeyboardInterrupt:

@@ -114,6 +114,47 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n\n{tb}"
 
 
+def _default_oom_batch_fn() -> BatchFn | None:
+    """``seek_batch`` that hands out-of-memory errors back (``on_oom="return"``) so that we can halve."""
+    import functools
+    import inspect
+
+    fn = _default_batch_fn()
+    if fn is not None and "on_oom" in inspect.signature(fn).parameters:
+        return functools.partial(fn, on_oom="return")
+    return fn
+
+
+def _is_oom(exc: BaseException | None) -> bool:
+    from ..memory import is_out_of_memory
+
+    return is_out_of_memory(exc)
+
+
+def plan_batch_size(kwargs: Sequence[Mapping[str, Any]], device: str | None = None,
+                    limit: int | None = None) -> tuple[int, str]:
+    """How many of these runs (one group) to train together: as many as fit in the device's free memory with
+    a margin (`plantseek.memory`), at most ``limit``. Returns the size and a line for the log."""
+    from .. import memory
+
+    if not kwargs:
+        return 1, "no runs"
+    dev = device or kwargs[0].get("device") or "auto"
+    try:
+        from ..device import resolve_device
+
+        dev = str(resolve_device(dev))
+    except Exception:  # noqa: BLE001 - the runs will fail with the device error themselves
+        return max(1, min(len(kwargs), limit or len(kwargs))), f"device {dev!r} not usable"
+    try:
+        per_run = max(memory.footprint_of(kw, dev).total for kw in kwargs)
+    except Exception as exc:  # noqa: BLE001 - unknown task etc.: the runs fail on their own
+        return max(1, min(len(kwargs), limit or len(kwargs))), f"no estimate ({type(exc).__name__})"
+    free = memory.free_memory(dev)
+    n = memory.group_size(per_run, free, limit=min(len(kwargs), limit or len(kwargs)))
+    return n, f"~{per_run / 2**20:.0f} MiB per run, {free / 2**30:.1f} GiB free on {dev}"
+
+
 def run_chunk(
     configs: Sequence[Mapping[str, Any]],
     keys: Sequence[str],
@@ -126,12 +167,25 @@ def run_chunk(
     version: str | None = None,
     sweep: str | None = None,
     progress: bool | None = None,
+    max_batch: int | None = None,
+    memory_aware: bool = True,
+    on_records: OnRecords | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> list[RunRecord]:
     """Train one chunk of runs together; never raises for a failing run (it comes back as ``failed``).
 
-    Plain data in, plain data out, so that it can run on a Dask worker."""
+    Memory: unless ``max_batch`` is given, the chunk is trained in batches of as many runs as fit in the
+    device's free memory (`plan_batch_size`); on an out-of-memory error (raised by the batch, or handed back
+    for its runs) the batch size is halved and the runs that did not finish are retried; a single run that
+    still does not fit is recorded as failed with its error. ``on_records`` (optional) receives the records
+    of every finished batch at once, so that no finished run waits for the rest of the chunk; ``log`` gets
+    the batch sizes chosen. Plain data in, plain data out, so that it can run on a Dask worker."""
     import importlib
+    import logging
 
+    if log is None:
+        _logger = logging.getLogger("plantseek.sweep")
+        log = _logger.info
     for m in imports:
         importlib.import_module(m)
     if torch_threads:
@@ -153,12 +207,18 @@ def run_chunk(
             version=version, device=device, host=host, sweep=sweep,
         )
 
+    def emit(idx: Sequence[int]) -> None:
+        if on_records is not None:
+            done = [records[i] for i in idx if records[i] is not None]
+            if done:
+                on_records(done)
+
     # build the seek arguments; a run whose arguments cannot be built fails alone
     kwargs: list[dict | None] = []
     from .config import seek_defaults
 
-    pass_progress = progress is not None and batch_fn is None and single_fn is None \
-        and "progress" in (seek_defaults() or {})
+    injected = batch_fn is not None or single_fn is not None
+    pass_progress = progress is not None and not injected and "progress" in (seek_defaults() or {})
     for i, run in enumerate(runs):
         try:
             kwargs.append(run.seek_kwargs(device))
@@ -168,44 +228,97 @@ def run_chunk(
             now = time.time()
             record(i, "failed", error=_error_text(exc), started=now, finished=now)
             kwargs.append(None)
+    emit([i for i, kw in enumerate(kwargs) if kw is None])
     todo = [i for i, kw in enumerate(kwargs) if kw is not None]
 
-    if batch_fn is None and single_fn is None:
-        batch_fn = _default_batch_fn()
+    if not injected:
+        batch_fn = _default_oom_batch_fn()
+    explicit_single = single_fn is not None
     if single_fn is None:
         single_fn = _default_single_fn() if batch_fn is None else (lambda **kw: batch_fn([kw])[0])
 
-    batched_ok = False
-    if batch_fn is not None and len(todo) > 1:
+    def run_single(i: int) -> None:
         started = time.time()
         try:
-            results = list(batch_fn([kwargs[i] for i in todo]))
-            if len(results) != len(todo):
-                raise RuntimeError(f"seek_batch returned {len(results)} results for {len(todo)} runs")
-            finished = time.time()
-            parsed = []
-            for res in results:
+            res = single_fn(**kwargs[i])
+            if isinstance(res, BaseException):
+                raise res
+            record(i, "ok", metrics=_metrics_of(res), started=started, finished=time.time())
+        except Exception as exc:
+            record(i, "failed", error=_error_text(exc), started=started, finished=time.time())
+
+    def run_batch(part: list[int]) -> list[int]:
+        """Run `part` together; record what finished; return the runs that ran out of memory."""
+        if batch_fn is None or len(part) == 1:
+            if batch_fn is not None and not explicit_single:  # through the batch function: OOM seen as such
+                started = time.time()
+                try:
+                    res = list(batch_fn([kwargs[part[0]]]))[0]
+                except Exception as exc:
+                    res = exc
+                finished = time.time()
                 if isinstance(res, BaseException):
-                    parsed.append(res)
+                    record(part[0], "failed", error=_error_text(res), started=started, finished=finished)
                 else:
-                    parsed.append(_metrics_of(res))
-            for i, res in zip(todo, parsed):
-                if isinstance(res, BaseException):
-                    record(i, "failed", error=_error_text(res), started=started, finished=finished,
-                           batch=len(todo))
+                    try:
+                        record(part[0], "ok", metrics=_metrics_of(res), started=started, finished=finished)
+                    except Exception as exc:
+                        record(part[0], "failed", error=_error_text(exc), started=started, finished=finished)
+            else:
+                run_single(part[0])
+            return []
+        started = time.time()
+        try:
+            results = list(batch_fn([kwargs[i] for i in part]))
+            if len(results) != len(part):
+                raise RuntimeError(f"seek_batch returned {len(results)} results for {len(part)} runs")
+            parsed = [res if isinstance(res, BaseException) else _metrics_of(res) for res in results]
+        except Exception as exc:
+            if _is_oom(exc):
+                return list(part)
+            for i in part:  # fall back to one by one: only the bad run fails
+                run_single(i)
+            return []
+        finished = time.time()
+        oom = []
+        for i, res in zip(part, parsed):
+            if isinstance(res, BaseException):
+                if _is_oom(res):
+                    oom.append(i)
                 else:
-                    record(i, "ok", metrics=res, started=started, finished=finished, batch=len(todo))
-            batched_ok = True
-        except Exception:
-            batched_ok = False  # fall back to one by one: only the bad run fails
-    if not batched_ok:
-        for i in todo:
-            started = time.time()
-            try:
-                metrics = _metrics_of(single_fn(**kwargs[i]))
-                record(i, "ok", metrics=metrics, started=started, finished=time.time())
-            except Exception as exc:
-                record(i, "failed", error=_error_text(exc), started=started, finished=time.time())
+                    record(i, "failed", error=_error_text(res), started=started, finished=finished, batch=len(part))
+            else:
+                record(i, "ok", metrics=res, started=started, finished=finished, batch=len(part))
+        return oom
+
+    if not todo:
+        return [r for r in records if r is not None]
+    label = f"{runs[todo[0]].task} depth={runs[todo[0]].depth} width={runs[todo[0]].width} {runs[todo[0]].protocol}"
+    if max_batch is not None:
+        size = max(1, min(int(max_batch), len(todo)))
+        log(f"{label}: {len(todo)} runs, {size} per batch (--max-batch)")
+    elif memory_aware and batch_fn is not None:
+        size, why = plan_batch_size([kwargs[i] for i in todo], device)
+        log(f"{label}: {len(todo)} runs, {size} per batch ({why})")
+    else:
+        size = len(todo)
+    pending = list(todo)
+    while pending:
+        part, rest = pending[:size], pending[size:]
+        oom = run_batch(part)
+        if oom:
+            from ..memory import release_cached
+
+            release_cached()
+            new = max(1, len(part) // 2)
+            log(f"{label}: out of memory with {len(part)} runs together; halving to {new} and retrying "
+                f"{len(oom)} runs")
+            size = new
+            emit([i for i in part if i not in oom])
+            pending = oom + rest
+            continue
+        emit(part)
+        pending = rest
     return [r for r in records if r is not None]
 
 
@@ -225,6 +338,7 @@ class RunPlan:
     progress: bool = True
     sweep: str | None = None
     version: str | None = None
+    log: Callable[[str], None] | None = None  # batch sizes and out-of-memory retries (tqdm.write with a bar)
 
 
 class Executor:
@@ -246,6 +360,12 @@ def _progress(total: int, plan: RunPlan, desc: str):
                 smoothing=0.1, mininterval=0.5)
 
 
+def _log_info(msg: str) -> None:
+    import logging
+
+    logging.getLogger("plantseek.sweep").info(msg)
+
+
 def _chunked(runs: Sequence[RunConfig], keys: Sequence[str], max_batch: int | None):
     key_of = {id(r): k for r, k in zip(runs, keys)}
     for chunk in make_chunks(runs, max_batch):
@@ -262,17 +382,21 @@ class LocalExecutor(Executor):
     def run(self, runs, keys, on_records, plan):
         failed = 0
         with _progress(len(runs), plan, plan.sweep or "sweep") as bar:
-            for chunk, chunk_keys in _chunked(runs, keys, plan.max_batch):
-                records = run_chunk(
-                    [r.to_dict() for r in chunk], chunk_keys, device=plan.device, batch_fn=plan.batch_fn,
-                    single_fn=plan.single_fn, imports=(), version=plan.version, sweep=plan.sweep,
-                    progress=plan.progress,
-                )
+            def finished(records) -> None:  # each batch is written as soon as it is done
+                nonlocal failed
                 on_records(records)
                 failed += sum(r.status == "failed" for r in records)
                 bar.update(len(records))
                 if failed:
                     bar.set_postfix(failed=failed, refresh=False)
+
+            log = bar.write if plan.progress else (plan.log or _log_info)
+            for chunk, chunk_keys in _chunked(runs, keys, plan.max_batch):
+                run_chunk(
+                    [r.to_dict() for r in chunk], chunk_keys, device=plan.device, batch_fn=plan.batch_fn,
+                    single_fn=plan.single_fn, imports=(), version=plan.version, sweep=plan.sweep,
+                    progress=plan.progress, max_batch=plan.max_batch, on_records=finished, log=log,
+                )
 
 
 @register("dask")
@@ -322,7 +446,7 @@ class DaskExecutor(Executor):
                 fut = client.submit(
                     run_chunk, configs, chunk_keys, device=plan.device, batch_fn=plan.batch_fn,
                     single_fn=plan.single_fn, imports=list(plan.imports), torch_threads=torch_threads,
-                    version=plan.version, sweep=plan.sweep, progress=False, pure=False,
+                    version=plan.version, sweep=plan.sweep, progress=False, max_batch=plan.max_batch, pure=False,
                     key=f"plantseek-chunk-{n}-{chunk_keys[0][:12]}",
                 )
                 futures[fut] = (configs, chunk_keys)

@@ -1,0 +1,222 @@
+"""Memory-aware batching: how many runs of one group fit in the device's free memory at once.
+
+`run_footprint` estimates the bytes one run of a group holds at its peak from its shape and density:
+
+- the planted host on the device in the training dtype, and (CPU only) its float64 drawing;
+- dense scoring at initialisation: the pruners score every parameter of the dense host (scores, order keys
+  and the mask: about three dense copies);
+- training: the parameters that train (kept weights on the sparse path, below the measured crossover
+  density; the dense host otherwise) with their gradient and optimiser state (Adam: two more copies), the
+  mask, and the trained weights scattered back into a dense tensor for the metrics;
+- activations at the batch size (forward and backward, every layer) and the evaluation of the test split;
+- the data (train split shuffled once per epoch: two copies).
+
+`free_memory(device)` reads what is free now (``torch.cuda.mem_get_info`` on CUDA; the available RAM on the
+CPU from psutil when installed, else ``/proc/meminfo``), and `group_size` keeps a safety margin and divides.
+The estimate is deliberately on the generous side: the executor halves a group on an out-of-memory error
+anyway (`is_out_of_memory`), so a low estimate costs a retry, never a run.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+__all__ = [
+    "Footprint", "run_footprint", "footprint_of", "free_memory", "group_size", "is_out_of_memory",
+    "SAFETY_FRACTION", "RESERVE_BYTES",
+]
+
+SAFETY_FRACTION = 0.7  # of the free memory, the share a group may plan to use
+RESERVE_BYTES = 256 * 2**20  # kept free besides (allocator slack, CUDA context, Python objects)
+_DTYPE_BYTES = {"float32": 4, "float64": 8, "float": 4, "double": 8}
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Bytes one run holds at its peak, by part (all on the run's device unless said otherwise)."""
+
+    host: int  # planted weights in the training dtype (+ the float64 drawing on the CPU)
+    scoring: int  # dense scores, order keys and mask while the pruner scores the host
+    training: int  # parameters that train, their gradients and optimiser state, the mask, the dense result
+    activations: int  # forward/backward activations at the batch size, the test-split evaluation
+    data: int  # train/test tensors and the per-epoch shuffled copy
+
+    @property
+    def total(self) -> int:
+        # scoring is transient and over before training starts; the peak is the larger of the two phases
+        return self.host + max(self.scoring, self.training) + self.activations + self.data
+
+    def as_dict(self) -> dict[str, int]:
+        return {"host": self.host, "scoring": self.scoring, "training": self.training,
+                "activations": self.activations, "data": self.data, "total": self.total}
+
+
+def _layer_sizes(input_dim: int, output_dim: int, depth: int, width: int | Sequence[int]) -> list[int]:
+    widths = list(width) if isinstance(width, (list, tuple)) else [int(width)] * (depth - 1)
+    return [int(input_dim)] + [int(w) for w in widths] + [int(output_dim)]
+
+
+def run_footprint(
+    *,
+    input_dim: int,
+    output_dim: int,
+    depth: int,
+    width: int | Sequence[int],
+    density: float | str = 1.0,
+    protocol: str = "singleshot",
+    batch_size: int = 32,
+    n_samples: int = 10_000,
+    dtype: str = "float32",
+    device: str = "cpu",
+    impl: str = "auto",
+    dense_baseline: bool = False,
+    crossover: float | None = None,
+) -> Footprint:
+    """The peak bytes of one run (see the module docstring for the parts). ``density="ticket"`` counts as
+    0.1 (tickets are sparse, but no sweep should plan on their density being tiny)."""
+    sizes = _layer_sizes(input_dim, output_dim, depth, width)
+    n_w = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_b = sum(sizes[1:])
+    n_p = n_w + n_b
+    e = _DTYPE_BYTES.get(str(dtype).replace("torch.", ""), 4)
+    d = 0.1 if isinstance(density, str) else float(density)
+    d = min(1.0, max(0.0, d))
+    if crossover is None:
+        try:
+            from .nn import crossover_density
+
+            crossover = float(crossover_density())
+        except Exception:  # noqa: BLE001 - no native module: dense path
+            crossover = 0.0
+    # multishot trains near-dense in its first rounds; strong searches scores over the dense host
+    train_density = 1.0 if protocol in ("multishot", "strong") else d
+    sparse = impl == "sparse" or (impl == "auto" and train_density < crossover)
+    on_cpu = str(device).startswith("cpu")
+
+    host = n_p * e + (n_p * 8 if on_cpu else 0)
+    scoring = n_p * (8 + 8 + 1)  # float64 scores, int64 order keys, bool mask
+    if protocol == "strong":
+        scoring += n_p * e * 4  # edge-popup: scores, their gradient and momentum, the straight-through mask
+    kept = int(math.ceil(train_density * n_w))
+    if sparse:
+        # values, gradient, Adam's two moments; CSR + CSC structure (int64 positions, int32 indices)
+        trainable = kept * (4 * e + 8 + 4 + 4 + 4 + 8)
+    else:
+        trainable = n_w * (4 * e + e)  # parameter, gradient, two moments, float mask
+    training = trainable + n_b * 5 * e + n_p * 1 + n_w * e  # biases, bool mask, dense scatter of the result
+    if dense_baseline:
+        training += n_p * 5 * e
+    test_n = max(1, n_samples // 10)
+    activations = 3 * batch_size * sum(sizes) * e + test_n * max(sizes) * e * 2
+    data = 2 * n_samples * (sizes[0] + sizes[-1]) * e + n_samples * 8
+    return Footprint(host=int(host), scoring=int(scoring), training=int(training),
+                     activations=int(activations), data=int(data))
+
+
+def footprint_of(kwargs: Mapping[str, Any], device: str | None = None) -> Footprint:
+    """`run_footprint` for one run's ``seek`` keyword arguments (defaults filled in from `plantseek.seek`)."""
+    from . import tasks as _tasks
+    from .seek import DEFAULTS
+
+    cfg = {**DEFAULTS, **dict(kwargs)}
+    task = _tasks.get(cfg["task"])
+    dev = device or cfg.get("device") or "cpu"
+    if dev == "auto":
+        import torch
+
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    return run_footprint(
+        input_dim=task.input_dim, output_dim=task.output_dim, depth=int(cfg["depth"]), width=cfg["width"],
+        density=cfg["density"], protocol=cfg["protocol"], batch_size=int(cfg["batch_size"]),
+        n_samples=int(cfg["n_samples"]), dtype=str(cfg["dtype"]), device=str(dev), impl=str(cfg["impl"]),
+        dense_baseline=bool(cfg["dense_baseline"]),
+    )
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def free_memory(device: Any = "cpu") -> int:
+    """Bytes free now on `device`: ``torch.cuda.mem_get_info`` on CUDA (plus what PyTorch's allocator caches
+    but does not use), the available RAM on the CPU (psutil, else /proc/meminfo; 4 GiB if neither answers)."""
+    import torch
+
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dev.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(dev)
+        cached = torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+        return int(free + max(0, cached))
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    avail = _meminfo_available()
+    return int(avail) if avail is not None else 4 * 2**30
+
+
+def group_size(per_run: int | Footprint, free: int, *, limit: int | None = None,
+               safety: float = SAFETY_FRACTION, reserve: int = RESERVE_BYTES) -> int:
+    """How many runs of `per_run` bytes fit in `free` bytes with a margin: at least 1, at most `limit`."""
+    per = per_run.total if isinstance(per_run, Footprint) else int(per_run)
+    usable = max(0.0, (free - reserve) * float(safety))
+    n = int(usable // max(1, per))
+    n = max(1, n)
+    if limit is not None:
+        n = min(n, int(limit))
+    return n
+
+
+_OOM_TEXT = ("out of memory", "cannot allocate memory", "std::bad_alloc", "defaultcpuallocator: can't allocate")
+
+
+def is_out_of_memory(exc: BaseException | None) -> bool:
+    """Whether an exception (or the exception a run came back with) is an out-of-memory error: CUDA's
+    ``torch.cuda.OutOfMemoryError``, a ``MemoryError``, or a RuntimeError saying so."""
+    if exc is None:
+        return False
+    try:
+        import torch
+
+        oom_cls = getattr(torch.cuda, "OutOfMemoryError", None) or getattr(torch, "OutOfMemoryError", None)
+        if oom_cls is not None and isinstance(exc, oom_cls):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, RuntimeError):
+        text = str(exc).lower()
+        return any(t in text for t in _OOM_TEXT)
+    return False
+
+
+def release_cached(device: Any = None) -> None:
+    """After an out-of-memory error: collect garbage and give PyTorch's cached CUDA blocks back."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def env_max_batch() -> int | None:
+    """``PLANTSEEK_MAX_BATCH`` (an integer >= 1), if set."""
+    v = os.environ.get("PLANTSEEK_MAX_BATCH", "").strip()
+    return int(v) if v else None
