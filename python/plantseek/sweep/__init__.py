@@ -82,7 +82,7 @@ def run_sweep(
         sweep = load_sweep(sweep)
     ex = get_executor(executor, **executor_options)
     device = device or sweep.device
-    if device is not None and executor == "local":
+    if device is not None and executor in ("local", "dask-local", "dask-cuda"):
         # a bad device is one clear error up front, not a failed run per run (Dask workers check their own)
         try:
             from ..device import resolve_device

@@ -21,13 +21,18 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--executor", default="local", choices=available(),
                         help="local (default): batched runs in this process; dask: a running Dask cluster "
-                             "(--scheduler); dask-local: a LocalCluster started here (--workers)")
+                             "(--scheduler); dask-local: a LocalCluster started here (--workers; with "
+                             "--device cuda one worker per visible GPU); dask-cuda: dask_cuda's "
+                             "LocalCUDACluster (pip install dask-cuda)")
     parser.add_argument("--scheduler", help="Dask scheduler address for --executor dask, e.g. tcp://host:8786")
-    parser.add_argument("--workers", type=_positive_int, help="worker processes for --executor dask-local")
+    parser.add_argument("--workers", type=_positive_int,
+                        help="worker processes for --executor dask-local (with --device cuda: at most one per "
+                             "GPU) or dask-cuda")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the sweep file's device)")
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     parser.add_argument("--max-batch", type=_positive_int,
-                        help="most runs trained together in one batched computation (default 64)")
+                        help="runs trained together in one batched computation (default: as many as fit "
+                             "in the device's free memory, at most 64)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -41,10 +46,10 @@ def execute(args: argparse.Namespace, sweep, db: str):
         options["scheduler"] = args.scheduler
     elif args.scheduler:
         raise ValueError("--scheduler only applies to --executor dask")
-    if args.executor == "dask-local":
+    if args.executor in ("dask-local", "dask-cuda"):
         options["workers"] = args.workers
     elif args.workers:
-        raise ValueError("--workers only applies to --executor dask-local")
+        raise ValueError("--workers only applies to --executor dask-local or dask-cuda")
     return run_sweep(sweep, db, executor=args.executor, device=args.device, retry_failed=args.retry_failed,
                      max_batch=args.max_batch, progress=not args.no_progress, **options)
 
@@ -131,7 +136,7 @@ class ReproduceCommand:
         options = {}
         if args.executor == "dask":
             options["scheduler"] = args.scheduler
-        if args.executor == "dask-local":
+        if args.executor in ("dask-local", "dask-cuda"):
             options["workers"] = args.workers
         result = reproduce_paper(
             scale=args.scale, out=args.out, db=args.db, executor=args.executor, device=args.device,

@@ -4,7 +4,12 @@
   and trains each group (in chunks of at most ``max_batch`` runs) with ``plantseek.seek_batch``, one
   batched computation per chunk.
 - ``dask``: sends the same chunks to the workers of a running Dask cluster (``scheduler="tcp://..."``).
-- ``dask-local``: starts a ``distributed.LocalCluster`` with ``workers`` worker processes and does the same.
+- ``dask-local``: starts a ``distributed.LocalCluster`` with ``workers`` worker processes and does the same;
+  with a CUDA device, one worker process per visible GPU, each pinned to its GPU (``CUDA_VISIBLE_DEVICES``).
+- ``dask-cuda``: ``dask_cuda.LocalCUDACluster`` (one worker per GPU), when dask-cuda is installed.
+
+Within a chunk, `run_chunk` trains as many runs together as fit in the free memory of the device it runs on
+(`plantseek.memory`) and halves the batch on an out-of-memory error.
 
 The chunks are the same whatever the executor, so results are identical; only the client (the process that
 called :func:`plantseek.sweep.run_sweep`) writes the database.
@@ -19,7 +24,7 @@ import os
 import socket
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from .config import RunConfig, package_version
@@ -35,6 +40,9 @@ __all__ = [
     "make_chunks",
     "run_chunk",
     "DEFAULT_MAX_BATCH",
+    "plan_batch_size",
+    "gpu_cluster",
+    "visible_gpus",
 ]
 
 DEFAULT_MAX_BATCH = 64
@@ -419,12 +427,20 @@ class DaskExecutor(Executor):
             return f"dask-local ({self.workers} workers)"
         return f"dask ({self.scheduler})"
 
-    def _client(self):
+    gpus: list[str] | None = None  # set by _client when each local worker is pinned to one GPU
+
+    def _client(self, device: str | None = None):
         try:
             from distributed import Client, LocalCluster
         except ImportError:
             raise ValueError("the Dask executors need dask.distributed: pip install 'plantseek[distributed]'") from None
         if self.local:
+            if _wants_cuda(device) or getattr(self, "visible_gpus", None) is not None:
+                cluster = gpu_cluster(self.workers, threads_per_worker=self.threads_per_worker,
+                                      gpus=getattr(self, "visible_gpus", None))
+                self.gpus = list(cluster.plantseek_gpus)
+                self.workers = len(self.gpus)
+                return Client(cluster), cluster
             n = self.workers or max(1, (os.cpu_count() or 1) // 2)
             cluster = LocalCluster(n_workers=n, threads_per_worker=self.threads_per_worker,
                                    processes=self.processes, dashboard_address=None)
@@ -435,7 +451,12 @@ class DaskExecutor(Executor):
     def run(self, runs, keys, on_records, plan):
         from distributed import as_completed
 
-        client, cluster = self._client()
+        client, cluster = self._client(plan.device)
+        if self.gpus:  # each worker sees only its own GPU, as its "cuda:0"
+            if _wants_cuda(plan.device):
+                plan = replace(plan, device=_pinned_device(plan.device))
+            if plan.log:
+                plan.log(f"{len(self.gpus)} Dask workers, one per GPU (CUDA_VISIBLE_DEVICES={', '.join(self.gpus)})")
         torch_threads = None
         if self.local and self.processes:
             torch_threads = max(1, (os.cpu_count() or 1) // max(1, self.workers or 1))
@@ -478,7 +499,114 @@ class DaskExecutor(Executor):
 
 @register("dask-local")
 class DaskLocalExecutor(DaskExecutor):
+    """A LocalCluster started here: ``workers`` processes; with a CUDA device, one worker per visible GPU,
+    each pinned to its GPU (``CUDA_VISIBLE_DEVICES``), at most ``workers`` of them. ``gpus`` (a list of
+    device ids) overrides the visible GPUs, e.g. for tests."""
+
     def __init__(self, workers: int | None = None, processes: bool = True, threads_per_worker: int = 1,
-                 **_ignored) -> None:
+                 gpus: Sequence[str | int] | None = None, **_ignored) -> None:
         super().__init__(scheduler=None, workers=workers, local=True, processes=processes,
                          threads_per_worker=threads_per_worker)
+        self.visible_gpus = None if gpus is None else [str(g) for g in gpus]
+
+    def describe(self) -> str:
+        if self.gpus:
+            return f"dask-local ({len(self.gpus)} GPU workers)"
+        return super().describe()
+
+
+@register("dask-cuda")
+class DaskCudaExecutor(DaskExecutor):
+    """``dask_cuda.LocalCUDACluster``: one worker per visible GPU (``workers`` limits how many), each pinned to
+    its GPU by dask-cuda. Needs ``pip install dask-cuda``."""
+
+    def __init__(self, workers: int | None = None, threads_per_worker: int = 1, **_ignored) -> None:
+        super().__init__(scheduler=None, workers=workers, local=True, threads_per_worker=threads_per_worker)
+
+    def describe(self) -> str:
+        return f"dask-cuda ({self.workers or 'all'} GPU workers)"
+
+    def _client(self, device: str | None = None):
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            raise ValueError("--executor dask-cuda needs dask-cuda (pip install dask-cuda, on a machine with "
+                             "NVIDIA GPUs); --executor dask-local --device cuda starts one worker per GPU "
+                             "without it") from None
+        from distributed import Client
+
+        if device is not None and not _wants_cuda(device):
+            raise ValueError(f"--executor dask-cuda runs on GPUs; got --device {device!r}")
+        options: dict[str, Any] = {"threads_per_worker": self.threads_per_worker, "dashboard_address": None}
+        if self.workers:
+            options["n_workers"] = self.workers
+        cluster = LocalCUDACluster(**options)
+        self.gpus = [str(i) for i in range(len(cluster.workers))]
+        self.workers = len(self.gpus)
+        return Client(cluster), cluster
+
+
+def _wants_cuda(device: str | None) -> bool:
+    if device is None:
+        return False
+    d = str(device).strip().lower()
+    if d == "auto":
+        try:
+            import torch
+
+            return torch.cuda.is_available()
+        except ImportError:  # pragma: no cover
+            return False
+    return d.startswith("cuda")
+
+
+def _pinned_device(device: str | None) -> str:
+    """A worker pinned to one GPU sees it as cuda:0, whatever index the client asked for."""
+    return "cuda"
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries (ids or UUIDs)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None and env.strip() != "":
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    except ImportError:  # pragma: no cover
+        return []
+
+
+def gpu_worker_specs(gpus: Sequence[str], threads_per_worker: int = 1) -> dict[str, dict]:
+    """`distributed.SpecCluster` worker specs: one Nanny-managed worker process per GPU whose environment
+    shows it that GPU only (``CUDA_VISIBLE_DEVICES``), so that ``cuda`` in the worker is its own GPU."""
+    from distributed import Nanny
+
+    return {
+        f"gpu-{g}": {"cls": Nanny, "options": {"nthreads": int(threads_per_worker),
+                                               "env": {"CUDA_VISIBLE_DEVICES": str(g)},
+                                               "name": f"gpu-{g}"}}
+        for g in gpus
+    }
+
+
+def gpu_cluster(workers: int | None = None, *, threads_per_worker: int = 1, gpus: Sequence[str] | None = None):
+    """A local Dask cluster with one worker per visible GPU (at most `workers`), each pinned to its GPU."""
+    from distributed import Scheduler, SpecCluster
+
+    avail = list(gpus) if gpus is not None else visible_gpus()
+    if not avail:
+        from ..device import available_devices
+
+        raise ValueError(f"--device cuda with --executor dask-local needs visible GPUs, and none is visible here "
+                         f"({available_devices()})")
+    if workers is not None and workers > len(avail):
+        raise ValueError(f"--workers {workers} with --device cuda: only {len(avail)} GPU(s) visible "
+                         f"({', '.join(avail)}); one worker per GPU")
+    use = avail[:workers] if workers else avail
+    cluster = SpecCluster(workers=gpu_worker_specs(use, threads_per_worker),
+                          scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
+                          silence_logs=40)
+    cluster.plantseek_gpus = list(use)
+    return cluster
