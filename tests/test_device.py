@@ -49,12 +49,13 @@ def _pausing(recorder, fn):
     return wrapped
 
 
-@pytest.mark.parametrize("protocol,pruner", [
-    ("singleshot", "synflow"),
-    ("multishot", "magnitude"),
-    ("strong", pruners.get("edge-popup-annealed", epochs=1, batch_size=64)),
+@pytest.mark.parametrize("protocol,pruner,impl", [
+    ("singleshot", "synflow", "auto"),
+    ("singleshot", pruners.get("synflow", iterations=1), "sparse"),  # the native sparse training path
+    ("multishot", "magnitude", "auto"),
+    ("strong", pruners.get("edge-popup-annealed", epochs=1, batch_size=64), "auto"),
 ])
-def test_everything_is_created_on_the_run_device(monkeypatch, protocol, pruner):
+def test_everything_is_created_on_the_run_device(monkeypatch, protocol, pruner, impl):
     mod = sys.modules["plantseek.seek"]
     mod.clear_caches()
     rec = DeviceRecorder()
@@ -62,7 +63,7 @@ def test_everything_is_created_on_the_run_device(monkeypatch, protocol, pruner):
         monkeypatch.setattr(mod, name, _pausing(rec, getattr(mod, name)))
     with rec:
         r = mod.seek(task="circle", depth=3, width=20, pruner=pruner, density=0.2, protocol=protocol, epochs=1,
-                     rounds=2, round_epochs=1, n_samples=400, device=DEVICE, progress=False)
+                     rounds=2, round_epochs=1, n_samples=400, device=DEVICE, progress=False, impl=impl)
     assert r.metrics["test_loss"] == r.metrics["test_loss"]
     expected = torch.device(DEVICE).type
     assert rec.seen[expected] > 100  # the recorder did see the run
@@ -76,3 +77,63 @@ def test_cuda_request_without_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="CUDA is not available"):
         plantseek.seek(task="relu", depth=2, width=4, pruner="random", density=0.5, device="cuda:0", progress=False)
+
+
+def test_sweep_device_from_the_file_and_the_cli_wins(tmp_path):
+    """The sweep file's `device` reaches every run; --device on the CLI overrides it."""
+    from plantseek.cli import main
+    from plantseek.store import ResultStore
+    from plantseek.sweep import run_sweep
+    from plantseek.sweep.fake import FakeSeeker
+
+    text = """
+[sweep]
+device = "{dev}"
+tasks = ["relu"]
+pruners = ["random", "magnitude"]
+protocols = ["singleshot"]
+densities = [0.5]
+seeds = [0]
+depth = 2
+width = 6
+epochs = 1
+n_samples = 200
+dense_baseline = false
+"""
+    seen = []
+
+    class Recording(FakeSeeker):
+        def batch(self, kwargs_list):
+            seen.extend(kw["device"] for kw in kwargs_list)
+            return super().batch(kwargs_list)
+
+    f = tmp_path / "s.toml"
+    f.write_text(text.format(dev="cpu"))
+    rec = Recording()
+    run_sweep(f, tmp_path / "a.db", batch_fn=rec.batch, single_fn=rec, progress=False, log=lambda m: None)
+    assert seen == ["cpu", "cpu"]
+    seen.clear()
+    run_sweep(f, tmp_path / "b.db", device="auto", batch_fn=rec.batch, single_fn=rec, progress=False,
+              log=lambda m: None)
+    assert seen == ["auto", "auto"]
+    # a file asking for a device this machine lacks runs with --device cpu (the real seeker)
+    other = "cpu" if torch.cuda.is_available() else "cuda:7"
+    f.write_text(text.format(dev=other))
+    if other != "cpu":
+        assert main(["sweep", str(f), "--db", str(tmp_path / "c.db"), "--no-progress"]) == 2
+    assert main(["sweep", str(f), "--db", str(tmp_path / "c.db"), "--no-progress", "--device", DEVICE]) == 0
+    with ResultStore(tmp_path / "c.db") as store:
+        recs = store.records()
+    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
+    assert {r["device"] for r in recs} == {DEVICE}
+
+
+def test_unknown_device_is_a_clear_error():
+    from plantseek.device import resolve_device
+
+    for bad in ("tpu", "gpu:0", "cuda:x"):
+        with pytest.raises(ValueError, match="available: cpu"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available here \\(available: cpu\\)"):
+            resolve_device("cuda")
