@@ -386,18 +386,20 @@ NOTES = [
     "width 4096 that buffer is 4 MiB and lives in L3, so each kept weight waits on 16 cache lines (perf puts "
     "the time on the loads, not the arithmetic). Software prefetching of the rows 4 kept weights ahead is in; "
     "blocking the batch so the rows fit in L2 leaves too little work per kept weight.",
-    "- masked_linear vs sparse_linear: masked_linear must give the dense weight a dense gradient (what Adam "
-    "expects); allocating and zero-filling it (64 MiB at width 4096) costs 10 to 70 ms on this VM (page "
-    "faults), which dominates the masked path at low density. sparse_linear keeps the kept values as the "
-    "parameters and pays for the kept weights only.",
+    "- masked_linear vs sparse_linear (the 10x / 50x goals): masked_linear must give the dense weight a dense "
+    "gradient (what Adam expects); allocating and zero-filling it (64 MiB at width 4096) costs 10 to 70 ms on "
+    "this VM (page faults; it varies from run to run: the masked path measured 28x / 62x at densities 0.01 / "
+    "0.001 in an earlier 1-thread run and 9.6x / 12.5x in this one), which dominates the masked path at low "
+    "density. sparse_linear keeps the kept values as the parameters and pays for the kept weights only: it "
+    "meets both goals.",
     "- End-to-end training: with dense parameters Adam still updates all 3 M parameters each step, so the "
-    "masked path gains little (1.3x with 1 thread); training the kept values only (sparse_linear + Adam over "
-    "the values) gives about 12x. The trainer should use the values form for sparse runs.",
-    "- SynFlow (goal 20x): 16x with 1 thread in CPU time. A reference round costs about 100 ms (autograd "
-    "over 6 M parameters, then kthvalue); a native round about 6.6 ms on average, memory-bound: roughly 100 "
-    "bytes of traffic per kept parameter per round (forward; backward fused with scoring, keys and histogram; "
-    "one scan of the threshold bucket; compaction), and the exponential schedule keeps on average 14.5 % of "
-    "the parameters per round. The batched call parallelises over networks, so 2 free cores halve it.",
+    "masked path gains only about 2x; training the kept values only (sparse_linear + Adam over the values) "
+    "gives about 10x. The trainer should use the values form for sparse runs (plantseek.seek does).",
+    "- SynFlow: a reference round costs about 100 ms (autograd over 6 M parameters, then kthvalue); a native "
+    "round about 5 ms on average, memory-bound: it streams the kept (row, col, |theta|) records a few times "
+    "per round (forward; backward fused with scoring, keys and histogram; one scan of the threshold bucket; "
+    "compaction), and the exponential schedule keeps on average 14.5 % of the parameters per round. The "
+    "batched call parallelises over networks.",
 ]
 
 
