@@ -137,3 +137,26 @@ def test_unknown_device_is_a_clear_error():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available here \\(available: cpu\\)"):
             resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("pruner,impl", [("magnitude", "auto"), (pruners.get("synflow", iterations=1), "auto"),
+                                         (pruners.get("synflow", iterations=5), "sparse"), ("ticket", "auto")])
+def test_same_seed_same_network_and_masks_on_cpu_and_cuda(pruner, impl):
+    """Deterministic pruners: the same seed gives the same planted network and, in float64, the same masks on
+    the CPU and on CUDA (and the same metrics within float64 round-off)."""
+    mod = sys.modules["plantseek.seek"]
+    kw = dict(task="circle", depth=3, width=300, pruner=pruner, density=0.01, epochs=1, n_samples=400,
+              dtype="float64", progress=False, impl=impl, dense_baseline=False)
+    a = mod.seek(device="cpu", **kw)
+    b = mod.seek(device="cuda", **kw)
+    for (wa, ba), (wb, bb) in zip(a.masks, b.masks):
+        assert torch.equal(wa, wb.cpu()) and torch.equal(ba, bb.cpu())
+    for name, v in a.metrics.items():
+        if name.endswith("time_s") or not isinstance(v, float):
+            continue
+        assert b.metrics[name] == pytest.approx(v, rel=1e-7, abs=1e-9, nan_ok=True), name
+    net_cpu = plantseek.plant("circle", width=50, depth=3, seed=3, device="cpu")
+    net_gpu = plantseek.plant("circle", width=50, depth=3, seed=3, device="cuda")
+    for wa, wb in zip(net_cpu.weights, net_gpu.weights):
+        assert torch.equal(wa, wb.cpu())
