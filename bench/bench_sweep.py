@@ -86,10 +86,11 @@ def main() -> None:
 
     steps = len(kws) * args.epochs * math.ceil(0.9 * 10_000 / 32)
     verdict = ("The goal is met." if speedup >= 8 else
-               "The goal is not met here: a width-100 network alone already spends most of its step in the "
-               "100x100 float64 matmuls, so stacking 64 of them into one batched matmul removes the per-step "
-               "Python and dispatch overhead but not the arithmetic; what is left to gain lies in training the "
-               "sparse runs (densities 0.01, 0.1 and the ticket's) on their kept weights only.")
+               "The goal is not met here. The batch trains on the kept weights only (the native sparse path: a "
+               "stack of 64 width-100 networks is large enough for it, one network alone is not), which took "
+               "the speed-up from 1.5x to 3.2x; what remains is real arithmetic: the 16 runs at density 0.5 "
+               "cost about 0.55 ms per network-step sparse and 0.74 ms dense (float64, one thread), more than "
+               "half of the batched time, and a one-by-one width-100 step is only about 1 ms.")
     if not args.no_write:
         from results import machine, write_section
 
