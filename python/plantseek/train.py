@@ -383,7 +383,6 @@ def _train_impl(
     with torch.no_grad():
         exp_avg = [torch.zeros_like(p) for p in params]
         exp_avg_sq = [torch.zeros_like(p) for p in params] if cfg.optimizer == "adam" else []
-    beta1, beta2 = cfg.betas
     step = 0
     alive = torch.ones(M, dtype=torch.bool, device=device)
     alive_host = [True] * M
@@ -417,31 +416,13 @@ def _train_impl(
                 grads = list(torch.autograd.grad(total, params))
                 with torch.no_grad():
                     torch._foreach_mul_([grads[i] for i in masked_idx], grad_masks)
-                    step += 1
-                    if cfg.optimizer == "adam":
-                        if cfg.weight_decay:
-                            torch._foreach_add_(grads, params, alpha=cfg.weight_decay)
-                        torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
-                        torch._foreach_mul_(exp_avg_sq, beta2)
-                        torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1 - beta2)
-                        bc1 = 1 - beta1 ** step
-                        bc2 = 1 - beta2 ** step
-                        denom = torch._foreach_sqrt(exp_avg_sq)
-                        torch._foreach_div_(denom, math.sqrt(bc2))
-                        torch._foreach_add_(denom, cfg.eps)
-                        torch._foreach_addcdiv_(params, exp_avg, denom, -lr / bc1)
-                    else:
-                        if cfg.weight_decay:
-                            torch._foreach_add_(grads, params, alpha=cfg.weight_decay)
-                        if cfg.momentum:
-                            if step == 1:
-                                torch._foreach_copy_(exp_avg, grads)
-                            else:
-                                torch._foreach_mul_(exp_avg, cfg.momentum)
-                                torch._foreach_add_(exp_avg, grads)
-                            torch._foreach_add_(params, exp_avg, alpha=-lr)
-                        else:
-                            torch._foreach_add_(params, grads, alpha=-lr)
+                step += 1
+                if cfg.optimizer == "adam":
+                    adam_step_(params, grads, exp_avg, exp_avg_sq, lr=lr, betas=cfg.betas, eps=cfg.eps,
+                               weight_decay=cfg.weight_decay, step=step)
+                else:
+                    sgd_step_(params, grads, exp_avg, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                              step=step)
             if bar is not None:
                 bar.update(len(batches))
             mean = (epoch_sum / N).tolist()
@@ -475,6 +456,41 @@ def _train_impl(
         out_w.append(p)
     out_b = [params[2 * l + 1].detach() for l in range(len(weights))]
     return TrainResult(out_w, out_b, failed, last_loss, time.perf_counter() - start, history)
+
+
+@torch.no_grad()
+def adam_step_(params: list[Tensor], grads: list[Tensor], exp_avg: list[Tensor], exp_avg_sq: list[Tensor], *,
+               lr: float, betas: tuple[float, float], eps: float, weight_decay: float, step: int) -> None:
+    """One Adam step in place over lists of tensors (elementwise, so M stacked networks equal M single runs)."""
+    beta1, beta2 = betas
+    if weight_decay:
+        torch._foreach_add_(grads, params, alpha=weight_decay)
+    torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sq, beta2)
+    torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1 - beta2)
+    bc1 = 1 - beta1 ** step
+    bc2 = 1 - beta2 ** step
+    denom = torch._foreach_sqrt(exp_avg_sq)
+    torch._foreach_div_(denom, math.sqrt(bc2))
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avg, denom, -lr / bc1)
+
+
+@torch.no_grad()
+def sgd_step_(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], *, lr: float, momentum: float,
+              weight_decay: float, step: int) -> None:
+    """One SGD step in place (heavy-ball momentum as torch.optim.SGD: the first step copies the gradient)."""
+    if weight_decay:
+        torch._foreach_add_(grads, params, alpha=weight_decay)
+    if momentum:
+        if step == 1:
+            torch._foreach_copy_(bufs, grads)
+        else:
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, grads)
+        torch._foreach_add_(params, bufs, alpha=-lr)
+    else:
+        torch._foreach_add_(params, grads, alpha=-lr)
 
 
 def _nanmean(values: Sequence[float]) -> float:

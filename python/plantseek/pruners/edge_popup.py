@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..masks import Mask
+from ..train import sgd_step_
 from . import selection
 from .base import (Pruner, check_density, check_reachable, check_scope, current_mask, device_generator,
                    network_forward, register)
@@ -256,18 +257,8 @@ class EdgePopupPruner(Pruner):
                 grads = torch.autograd.grad(total, params, allow_unused=True)
                 grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
                 step += 1
-                with torch.no_grad():
-                    if self.weight_decay:
-                        torch._foreach_add_(grads, params, alpha=self.weight_decay)
-                    if self.momentum:
-                        if step == 1:
-                            torch._foreach_copy_(bufs, grads)
-                        else:
-                            torch._foreach_mul_(bufs, self.momentum)
-                            torch._foreach_add_(bufs, grads)
-                        torch._foreach_add_(params, bufs, alpha=-lr)
-                    else:
-                        torch._foreach_add_(params, grads, alpha=-lr)
+                sgd_step_(params, grads, bufs, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                          step=step)
         out: list = []
         for k in range(M):
             if failed[k] is not None:
@@ -349,18 +340,8 @@ class EdgePopupPruner(Pruner):
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
                 grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
                 step += 1
-                with torch.no_grad():
-                    if self.weight_decay:
-                        torch._foreach_add_(grads, params, alpha=self.weight_decay)
-                    if self.momentum:
-                        if step == 1:
-                            torch._foreach_copy_(bufs, grads)
-                        else:
-                            torch._foreach_mul_(bufs, self.momentum)
-                            torch._foreach_add_(bufs, grads)
-                        torch._foreach_add_(params, bufs, alpha=-lr)
-                    else:
-                        torch._foreach_add_(params, grads, alpha=-lr)
+                sgd_step_(params, grads, bufs, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                          step=step)
         final = [(ws.detach().abs(), bs.detach().abs()) for ws, bs in scores]
         return selection.select(final, density, current, scope=scope, prune_bias=prune_bias)
 
