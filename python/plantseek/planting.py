@@ -23,29 +23,15 @@ from .tickets import DTYPE, Ticket
 FORMAT_VERSION = 1
 
 
-@dataclass
-class PlantedNetwork:
-    """A host network carrying a planted ticket (weights `(out, in)`, float64 unless moved with `to`)."""
+class LayerParameters:
+    """Shape facts shared by every planted network that keeps `weights` and `biases` lists."""
 
     weights: list[torch.Tensor]
     biases: list[torch.Tensor]
-    ticket_mask: Mask
-    output_scale: float
-    ticket: Ticket
-    hiding: dict = field(default_factory=dict)
-    config: dict = field(default_factory=dict)
-    neuron_map: list[list[int]] = field(default_factory=list)
-    neuron_scales: list[list[float]] = field(default_factory=list)
 
-    # -- shape
     @property
     def depth(self) -> int:
         return len(self.weights)
-
-    @property
-    def widths(self) -> list[int]:
-        """[input, hidden..., output]."""
-        return [self.weights[0].shape[1]] + [w.shape[0] for w in self.weights]
 
     @property
     def device(self) -> torch.device:
@@ -63,6 +49,27 @@ class PlantedNetwork:
     def n_params(self) -> int:
         """Prunable parameters with biases: weights plus biases."""
         return self.n_weights + int(sum(b.numel() for b in self.biases))
+
+
+@dataclass
+class PlantedNetwork(LayerParameters):
+    """A host network carrying a planted ticket (weights `(out, in)`, float64 unless moved with `to`)."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    ticket_mask: Mask
+    output_scale: float
+    ticket: Ticket
+    hiding: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    neuron_map: list[list[int]] = field(default_factory=list)
+    neuron_scales: list[list[float]] = field(default_factory=list)
+
+    # -- shape
+    @property
+    def widths(self) -> list[int]:
+        """[input, hidden..., output]."""
+        return [self.weights[0].shape[1]] + [w.shape[0] for w in self.weights]
 
     @property
     def ticket_density(self) -> float:

@@ -37,6 +37,7 @@ from torch import nn
 
 from ..device import resolve_device, resolve_dtype
 from ..masks import Mask, check_mask
+from ..planting import LayerParameters
 from ..planting_search import plant_search
 
 DTYPE = torch.float64
@@ -208,7 +209,7 @@ def fold_batch_norm(module: nn.Module, eps: float | None = None) -> nn.Sequentia
 
 # ------------------------------------------------------------------------------------------------ the networks
 
-class ConvNetwork:
+class ConvNetwork(LayerParameters):
     """A network of Conv2d / Linear layers in a fixed layer sequence, seen as the pruners see an MLP: lists of
     ``weights`` (conv (out, in, kh, kw), linear (out, in)) and ``biases``, ``forward(x, mask)``, and
     ``forward_params(params, x)`` that runs the sequence with other parameters (scores, edge-popup)."""
@@ -224,26 +225,6 @@ class ConvNetwork:
         if input_shape is None:
             input_shape = infer_input_shape(self.ops, int(self.weights[0].shape[1]), list(zip(self.weights, self.biases)))
         self.input_shape = tuple(int(s) for s in input_shape)
-
-    @property
-    def depth(self) -> int:
-        return len(self.weights)
-
-    @property
-    def device(self) -> torch.device:
-        return self.weights[0].device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.weights[0].dtype
-
-    @property
-    def n_weights(self) -> int:
-        return int(sum(w.numel() for w in self.weights))
-
-    @property
-    def n_params(self) -> int:
-        return self.n_weights + int(sum(b.numel() for b in self.biases))
 
     @property
     def widths(self) -> list[int]:
