@@ -92,6 +92,19 @@ def measure(spec: dict, timeout: float) -> dict:
     return json.loads(lines[-1])
 
 
+def best(cells) -> dict:
+    """The fastest successful measurement (the machine is shared: slower ones lost time to other jobs);
+    peak memory is the largest seen."""
+    cells = list(cells)
+    ok = [c for c in cells if c.get("ok")]
+    if not ok:
+        return cells[-1]
+    out = dict(min(ok, key=lambda c: c["wall_s"]))
+    out["peak_rss"] = max(c.get("peak_rss", 0) for c in ok)
+    out["tries"] = [round(c["wall_s"], 1) for c in ok]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ table
 
 def gb(x) -> str:
@@ -120,6 +133,8 @@ def main() -> None:
     ap.add_argument("--n-samples", type=int, help="samples per run (default: 2000 on the CPU, 10000 on CUDA)")
     ap.add_argument("--runs", help="runs per cell by width, e.g. 1000:4,4000:2,10000:1 (CPU default)")
     ap.add_argument("--dense-runs", type=int, default=1, help="runs per cell timed one by one on the dense path")
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="measure the cells of widths <= 1000 (and the dense ones) this many times, keep the best")
     ap.add_argument("--dense-widths", default="1000", help="widths also measured on the dense path")
     ap.add_argument("--widths", default=",".join(map(str, WIDTHS)))
     ap.add_argument("--densities", default=",".join(map(str, DENSITIES)))
@@ -164,11 +179,12 @@ def main() -> None:
             n = runs_by_width.get(width, 1)
             spec = dict(width=width, depth=args.depth, density=dens, epochs=args.epochs, n_samples=n_samples, runs=n,
                         batched=True, impl="auto", device=args.device)
-            c = measure(spec, args.timeout)
+            tries = args.repeat if width <= 1000 else 1
+            c = best(measure(spec, args.timeout) for _ in range(tries))
             d = None
             if width in dense_widths:
                 dspec = dict(spec, runs=args.dense_runs, batched=False, impl="dense")
-                d = measure(dspec, args.timeout)
+                d = best(measure(dspec, args.timeout) for _ in range(args.repeat))
             cells.append((c, d))
             speed = ""
             if d and d.get("ok") and c.get("ok"):
@@ -206,7 +222,7 @@ def main() -> None:
         "(`impl=\"auto\"`: the native sparse path below the measured crossover). *Dense*: the same runs one by "
         "one with `impl=\"dense\"` (masked dense training), measured where it finishes in minutes. Runs per "
         "hour = runs / wall time of the cell (planting, scoring, training, metrics); peak memory of the cell's "
-        "process.",
+        f"process. Cells of width 1 000 and the dense cells: best of {args.repeat} (the machine is shared).",
         "",
         "| width | density | runs | batched sparse: runs/h | peak RSS (GB) | peak device (GB) | dense one by one: runs/h | dense peak RSS (GB) | speed-up |",
         "|---|---|---|---|---|---|---|---|---|",
