@@ -41,10 +41,10 @@ demo: install
 	$(VENV)/bin/plantseek reproduce paper --scale small --out report
 
 test: install
-	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest tests -p no:cacheprovider $(PYTEST_ARGS)
 
 test-slow: install
-	PLANTSEEK_SLOW=1 $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+	PLANTSEEK_SLOW=1 $(PY) -m pytest tests -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m pytest bench -q --benchmark-disable-gc -p no:cacheprovider
