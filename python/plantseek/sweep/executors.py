@@ -307,6 +307,7 @@ def run_chunk(
         log(f"{label}: {len(todo)} runs, {size} per batch (--max-batch)")
     elif memory_aware and batch_fn is not None:
         size, why = plan_batch_size([kwargs[i] for i in todo], device)
+        size = math.ceil(len(todo) / math.ceil(len(todo) / size))  # near-equal batches, none larger
         log(f"{label}: {len(todo)} runs, {size} per batch ({why})")
     else:
         size = len(todo)
