@@ -13,6 +13,7 @@ The must-show runs of the issue come first, at full size (10 000 samples): width
 
     python bench/scale.py                       # CPU: must-show + grid, writes "## Scale" in bench/RESULTS.md
     python bench/scale.py --device cuda         # the same on a GPU (more runs per cell, full-size data)
+    python bench/scale.py --device cuda --impl sparse --no-must-show   # the GPU's sparse path, for its crossover
     python bench/scale.py --quick --no-write    # a smoke test (width 1000 only)
 """
 from __future__ import annotations
@@ -133,6 +134,9 @@ def main() -> None:
     ap.add_argument("--n-samples", type=int, help="samples per run (default: 2000 on the CPU, 10000 on CUDA)")
     ap.add_argument("--runs", help="runs per cell by width, e.g. 1000:4,4000:2,10000:1 (CPU default)")
     ap.add_argument("--dense-runs", type=int, default=1, help="runs per cell timed one by one on the dense path")
+    ap.add_argument("--impl", default="auto", choices=("auto", "sparse", "dense"),
+                    help="training path of the batched cells (on CUDA 'auto' stays dense until a GPU crossover "
+                         "is measured: run once with --impl sparse to measure it)")
     ap.add_argument("--repeat", type=int, default=2,
                     help="measure the cells of widths <= 1000 (and the dense ones) this many times, keep the best")
     ap.add_argument("--dense-widths", default="1000", help="widths also measured on the dense path")
@@ -178,7 +182,7 @@ def main() -> None:
         for dens in densities:
             n = runs_by_width.get(width, 1)
             spec = dict(width=width, depth=args.depth, density=dens, epochs=args.epochs, n_samples=n_samples, runs=n,
-                        batched=True, impl="auto", device=args.device)
+                        batched=True, impl=args.impl, device=args.device)
             tries = args.repeat if width <= 1000 else 1
             c = best(measure(spec, args.timeout) for _ in range(tries))
             d = None
@@ -242,7 +246,8 @@ def main() -> None:
     body = "\n".join(lines)
     print(body)
     if not args.no_write:
-        write_section("Scale" if not cuda else "Scale (CUDA)", body)
+        heading = "Scale" if not cuda else "Scale (CUDA" + (f", impl={args.impl}" if args.impl != "auto" else "") + ")"
+        write_section(heading, body)
 
 
 if __name__ == "__main__":

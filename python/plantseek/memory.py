@@ -89,7 +89,7 @@ def run_footprint(
         try:
             from .nn import crossover_density
 
-            crossover = float(crossover_density())
+            crossover = float(crossover_density(str(device)))
         except Exception:  # noqa: BLE001 - no native module: dense path
             crossover = 0.0
     # multishot trains near-dense in its first rounds; strong searches scores over the dense host

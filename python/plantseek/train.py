@@ -205,9 +205,13 @@ def _native_serves(device: torch.device) -> bool:
         return False
 
 
-def _crossover(pnn) -> float:
+def _crossover(pnn, device: torch.device | str = "cpu") -> float:
+    """The measured crossover of `device`'s type (CUDA has its own, `plantseek.nn.crossover_density`)."""
     try:
-        return float(pnn.crossover_density())
+        try:
+            return float(pnn.crossover_density(device))
+        except TypeError:  # an nn module whose crossover takes no device
+            return float(pnn.crossover_density())
     except Exception:  # not measured / not available: never switch automatically
         return 0.0
 
@@ -236,7 +240,7 @@ def layer_impls(masks: LayerMasks | None, impl: str = "auto") -> list[str]:
         return ["sparse"] * depth
     if pnn is None:
         return ["dense"] * depth
-    cross = _crossover(pnn)
+    cross = _crossover(pnn, masks[0][0].device if depth else "cpu")
     out = []
     for wm, _ in masks:
         dens = float(wm.sum()) / max(1, wm.numel())
