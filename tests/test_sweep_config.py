@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -9,17 +10,7 @@ from hypothesis import given, settings, strategies as st
 from plantseek.sweep import SweepConfigError, parse_sweep, run_key
 from plantseek.sweep.config import RunConfig, canonical_json, package_version
 
-ISSUE_EXAMPLE = """
-[sweep]
-tasks = ["circle", "relu"]
-pruners = ["random", "synflow", "ticket"]
-protocols = ["singleshot"]
-densities = [0.1, 0.01, "ticket"]
-seeds = [0, 1]
-depth = 3
-width = 30
-epochs = 1
-"""
+ISSUE_EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "issue_example.toml").read_text()  # the issue's sweep
 
 
 def test_issue_example_expands_to_the_product():

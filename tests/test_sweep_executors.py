@@ -18,17 +18,7 @@ from plantseek.sweep import load_sweep, parse_sweep, run_sweep
 from plantseek.sweep.executors import make_chunks, run_chunk
 from plantseek.sweep.fake import FakeSeeker, fake_metrics
 
-SWEEP = """
-[sweep]
-tasks = ["circle", "relu"]
-pruners = ["random", "synflow", "ticket"]
-protocols = ["singleshot"]
-densities = [0.1, 0.01, "ticket"]
-seeds = [0, 1]
-depth = 3
-width = 30
-epochs = 1
-"""
+SWEEP = (Path(__file__).resolve().parents[1] / "examples" / "issue_example.toml").read_text()  # the issue's sweep
 
 
 class Recorder(FakeSeeker):
