@@ -14,20 +14,24 @@ namespace {
 constexpr int kRadixBits = 16;
 constexpr int64_t kBuckets = int64_t(1) << kRadixBits;
 
-// Visits keys in index order: visit(callback) calls callback(key) for every element.
-template <class Visit>
-Threshold threshold_of(Visit visit, int64_t n, int64_t k) {
-    Threshold t;
+// k outside (0, n): keep everything or nothing without looking at the keys.
+bool trivial_threshold(int64_t n, int64_t k, Threshold& t) {
     if (k >= n) {
         t.keep_all = true;
-        return t;
+        return true;
     }
     if (k <= 0) {
         t.keep_none = true;
-        return t;
+        return true;
     }
-    std::vector<int64_t> hist(kBuckets, 0);
-    visit([&](uint64_t key) { ++hist[key >> (64 - kRadixBits)]; });
+    return false;
+}
+
+// The exact k-th largest key, given the histogram of the keys' top 16 bits; 0 < k < n.
+// Visits keys in index order: visit(callback) calls callback(key) for every element.
+template <class Visit>
+Threshold threshold_given_histogram(Visit visit, int64_t k, const std::vector<int64_t>& hist) {
+    Threshold t;
     int64_t above = 0;
     int64_t bucket = kBuckets - 1;
     for (; bucket >= 0; --bucket) {
@@ -47,6 +51,15 @@ Threshold threshold_of(Visit visit, int64_t n, int64_t k) {
     for (uint64_t key : in_bucket) greater += key > t.key;
     t.need = rank - greater;
     return t;
+}
+
+template <class Visit>
+Threshold threshold_of(Visit visit, int64_t n, int64_t k) {
+    Threshold t;
+    if (trivial_threshold(n, k, t)) return t;
+    std::vector<int64_t> hist(kBuckets, 0);
+    visit([&](uint64_t key) { ++hist[key >> (64 - kRadixBits)]; });
+    return threshold_given_histogram(visit, k, hist);
 }
 
 // Applies a threshold to keys in index order; `need` is consumed as equal keys are met.
@@ -71,31 +84,12 @@ struct Keeper {
 // Exact top-k of keys whose top-16-bit histogram is already known.
 Threshold threshold_from_histogram(const uint64_t* keys, int64_t n, int64_t k, const std::vector<int64_t>& hist) {
     Threshold t;
-    if (k >= n) {
-        t.keep_all = true;
-        return t;
-    }
-    if (k <= 0) {
-        t.keep_none = true;
-        return t;
-    }
-    int64_t above = 0;
-    int64_t bucket = kBuckets - 1;
-    for (; bucket >= 0; --bucket) {
-        if (above + hist[bucket] >= k) break;
-        above += hist[bucket];
-    }
-    const int64_t rank = k - above;
-    std::vector<uint64_t> in_bucket;
-    in_bucket.reserve(static_cast<size_t>(hist[bucket]));
-    for (int64_t i = 0; i < n; ++i)
-        if (static_cast<int64_t>(keys[i] >> (64 - kRadixBits)) == bucket) in_bucket.push_back(keys[i]);
-    std::nth_element(in_bucket.begin(), in_bucket.begin() + (rank - 1), in_bucket.end(), std::greater<uint64_t>());
-    t.key = in_bucket[rank - 1];
-    int64_t greater = 0;
-    for (uint64_t key : in_bucket) greater += key > t.key;
-    t.need = rank - greater;
-    return t;
+    if (trivial_threshold(n, k, t)) return t;
+    return threshold_given_histogram(
+        [&](auto&& f) {
+            for (int64_t i = 0; i < n; ++i) f(keys[i]);
+        },
+        k, hist);
 }
 
 Threshold select_threshold(const uint64_t* keys, int64_t n, int64_t k) {

@@ -43,6 +43,7 @@ from . import tasks as _tasks
 from . import train as _train
 from .device import resolve_device, resolve_dtype
 from .masks import Mask
+from .pruners.base import check_density
 
 DEFAULTS: dict[str, Any] = dict(
     task="circle", depth=4, width=100, pruner="synflow", density=0.1, protocol="singleshot", epochs=10, seed=0,
@@ -105,19 +106,10 @@ def make_pruner(pruner: Any, options: dict | None = None, pruning_samples: int |
 
 
 def _check_density(density: Any) -> float | str:
-    if isinstance(density, str):
-        if density.strip().lower() == "ticket":
-            return "ticket"
-        try:
-            density = float(density)
-        except ValueError:
-            raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}") from None
-    if isinstance(density, bool) or not isinstance(density, numbers.Real):
-        raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}")
-    d = float(density)
-    if not (math.isfinite(d) and 0.0 < d <= 1.0):
-        raise ValueError(f"density must lie in (0, 1] (the fraction of prunable parameters kept), got {density!r}")
-    return d
+    """The pruners' density check, keeping "ticket" symbolic until the planted network exists."""
+    if isinstance(density, str) and density.strip().lower() == "ticket":
+        return "ticket"
+    return check_density(density)
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
