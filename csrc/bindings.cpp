@@ -69,15 +69,21 @@ void expect_nonnegative_threads(int n_threads) {
 
 // CSR consistency: indptr (rows + 1,) starts at 0, never decreases and ends at len(cols); every column
 // index lies in [0, n_cols).
+// Row pointers (CSR indptr, segment offsets): start at 0, never decrease, end at `total`.
+void check_pointers(const int64_t* ptr, int64_t rows, int64_t total, const std::string& name,
+                    const std::string& total_name) {
+    if (ptr[0] != 0) throw py::value_error(name + "[0] must be 0");
+    for (int64_t r = 0; r < rows; ++r)
+        if (ptr[r + 1] < ptr[r])
+            throw py::value_error(name + " must be non-decreasing (entry " + std::to_string(r + 1) + ")");
+    if (ptr[rows] != total)
+        throw py::value_error(name + "[-1] = " + std::to_string(ptr[rows]) + " must equal " + total_name + " = " +
+                              std::to_string(total));
+}
+
 void check_csr(const int64_t* indptr, int64_t rows, const int64_t* cols, int64_t nnz, int64_t n_cols,
                const std::string& indptr_name, const std::string& cols_name) {
-    if (indptr[0] != 0) throw py::value_error(indptr_name + "[0] must be 0");
-    for (int64_t r = 0; r < rows; ++r)
-        if (indptr[r + 1] < indptr[r])
-            throw py::value_error(indptr_name + " must be non-decreasing (entry " + std::to_string(r + 1) + ")");
-    if (indptr[rows] != nnz)
-        throw py::value_error(indptr_name + "[-1] = " + std::to_string(indptr[rows]) + " must equal len(" +
-                              cols_name + ") = " + std::to_string(nnz));
+    check_pointers(indptr, rows, nnz, indptr_name, "len(" + cols_name + ")");
     for (int64_t e = 0; e < nnz; ++e)
         if (cols[e] < 0 || cols[e] >= n_cols)
             throw py::value_error(cols_name + "[" + std::to_string(e) + "] = " + std::to_string(cols[e]) +
@@ -132,11 +138,7 @@ py::tuple py_overlap_counts(py::object packed_obj, py::object ref_obj, py::objec
     if (offsets.shape(0) < 1) throw py::value_error("offsets must have at least one entry");
     const int64_t S = offsets.shape(0) - 1;
     const int64_t* off = offsets.data();
-    if (off[0] != 0) throw py::value_error("offsets[0] must be 0");
-    for (int64_t s = 0; s < S; ++s)
-        if (off[s + 1] < off[s]) throw py::value_error("offsets must be non-decreasing");
-    if (off[S] != W)
-        throw py::value_error("offsets[-1] = " + std::to_string(off[S]) + " must equal the word count " + std::to_string(W));
+    check_pointers(off, S, W, "offsets", "the word count");
     py::array_t<int64_t> inter({M, S});
     py::array_t<int64_t> kept({M, S});
     {
