@@ -262,7 +262,8 @@ def plant(
         neuron_map=neuron_map, neuron_scales=neuron_scales,
     )
     net.hiding = hiding_statistics(net)
-    return net if resolve_device(device).type == "cpu" and device in ("cpu", None) else net.to(device)
+    dev = resolve_device(device)
+    return net if dev.type == "cpu" else net.to(dev)
 
 
 def hiding_statistics(net: PlantedNetwork) -> dict:
