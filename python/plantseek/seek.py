@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 import torch
 
+from . import metrics as _metrics
 from . import protocols as _protocols
 from . import tasks as _tasks
 from . import train as _train
@@ -256,114 +257,24 @@ def _dense_key(cfg: dict) -> tuple:
 
 # ------------------------------------------------------------------------------------------------ metrics
 
-def _safe_div(a: float, b: float) -> float:
-    return a / b if b else 0.0
-
-
-def _recovery(mask: Mask, ticket_mask: Mask) -> dict:
-    """precision/recall/f1/jaccard overall and per layer (weights and biases together), ticket_survived."""
-    from . import masks as _masks
-
-    inter, kept, ref = _masks.overlap_counts([mask], ticket_mask)
-    inter, kept = inter[0].tolist(), kept[0].tolist()
-    ref = ref.tolist()
-    out: dict[str, Any] = {}
-
-    def scores(i: int, k: int, r: int) -> dict:
-        p, rc = _safe_div(i, k), (_safe_div(i, r) if r else 1.0)
-        f1 = _safe_div(2 * p * rc, p + rc)
-        jac = _safe_div(i, k + r - i) if (k + r - i) else 1.0
-        return {"precision": p, "recall": rc, "f1": f1, "jaccard": jac}
-
-    for key, v in scores(sum(inter), sum(kept), sum(ref)).items():
-        out[key] = v
-    for l in range(len(mask)):
-        s = scores(inter[2 * l] + inter[2 * l + 1], kept[2 * l] + kept[2 * l + 1], ref[2 * l] + ref[2 * l + 1])
-        for key, v in s.items():
-            out[f"{key}_layer_{l}"] = v
-    out["ticket_survived"] = bool(sum(inter) == sum(ref))
-    return out
+RECOVERY_KEYS = ("precision", "recall", "f1", "jaccard")
 
 
 def _recovery_metrics(mask: Mask, ticket_mask: Mask) -> dict:
-    try:
-        from . import metrics as _metrics  # the native colleague's module, when present
-    except ImportError:
-        _metrics = None
-    if _metrics is not None and hasattr(_metrics, "recovery"):
-        rec = _metrics.recovery(mask, ticket_mask)
-        flat = _flatten_recovery(rec, len(mask))
-        if flat is not None:
-            return flat
-    return _recovery(mask, ticket_mask)
-
-
-def _flatten_recovery(rec: Any, depth: int) -> dict | None:
-    """Map `metrics.recovery`'s answer onto our flat keys (None if its shape is not understood)."""
-    if not isinstance(rec, dict):
-        return None
-    out: dict[str, Any] = {}
-    for key in ("precision", "recall", "f1", "jaccard"):
-        if key not in rec:
-            return None
-        out[key] = float(rec[key])
-    layers = rec.get("layers") or rec.get("per_layer")
-    if isinstance(layers, (list, tuple)) and len(layers) == depth:
-        for l, d in enumerate(layers):
-            for key in ("precision", "recall", "f1", "jaccard"):
-                out[f"{key}_layer_{l}"] = float(d[key])
-    else:
-        for l in range(depth):
-            for key in ("precision", "recall", "f1", "jaccard"):
-                k = f"{key}_layer_{l}"
-                if k not in rec:
-                    return None
-                out[k] = float(rec[k])
-    out["ticket_survived"] = bool(rec.get("ticket_survived", out["recall"] >= 1.0))
+    """Flat recovery keys (overall and `*_layer_{l}`, weights and biases together) from `metrics.recovery`."""
+    rec = _metrics.recovery(mask, ticket_mask)
+    out: dict[str, Any] = {key: float(rec[key]) for key in RECOVERY_KEYS}
+    for l, layer in enumerate(rec["layers"]):
+        out.update({f"{key}_layer_{l}": float(layer[key]) for key in RECOVERY_KEYS})
+    out["ticket_survived"] = bool(rec["ticket_survived"])
     return out
 
 
 def _connectivity(mask: Mask) -> dict:
-    """effective_density, dead_neurons and layer_collapse (`plantseek.metrics.connectivity` when present)."""
-    try:
-        from . import metrics as _metrics
-    except ImportError:
-        _metrics = None
-    if _metrics is not None and hasattr(_metrics, "connectivity"):
-        c = _metrics.connectivity(mask)
-        if isinstance(c, dict) and {"effective_density", "dead_neurons", "layer_collapse"} <= set(c):
-            return {"effective_density": float(c["effective_density"]), "dead_neurons": int(c["dead_neurons"]),
-                    "layer_collapse": bool(c["layer_collapse"])}
-    return connectivity_reference(mask)
-
-
-def connectivity_reference(mask: Mask) -> dict:
-    """Inline structural metrics: a parameter is effective when it lies on some input-to-output path (a neuron
-    with a kept bias is a source); a hidden neuron is dead when no effective parameter touches it; a layer has
-    collapsed when it keeps no weight at all."""
-    depth = len(mask)
-    dev = mask[0][0].device
-    # forward: which neurons carry a signal (inputs always; a kept bias is a source)
-    fwd = [torch.ones(mask[0][0].shape[1], dtype=torch.bool, device=dev)]
-    for wm, bm in mask:
-        fwd.append((wm & fwd[-1].unsqueeze(0)).any(dim=1) | bm)
-    # backward: which neurons reach an output
-    bwd = [None] * (depth + 1)
-    bwd[depth] = torch.ones(mask[-1][0].shape[0], dtype=torch.bool, device=dev)
-    for l in range(depth - 1, -1, -1):
-        wm = mask[l][0]
-        bwd[l] = (wm & bwd[l + 1].unsqueeze(1)).any(dim=0)
-    eff, total = 0, 0
-    dead = 0
-    for l, (wm, bm) in enumerate(mask):
-        ew = wm & fwd[l].unsqueeze(0) & bwd[l + 1].unsqueeze(1)
-        eb = bm & bwd[l + 1]
-        eff += int(ew.sum()) + int(eb.sum())
-        total += wm.numel() + bm.numel()
-        if l < depth - 1:
-            dead += int((~(fwd[l + 1] & bwd[l + 1])).sum())
-    collapse = any(int(wm.sum()) == 0 for wm, _ in mask)
-    return {"effective_density": eff / total if total else 0.0, "dead_neurons": dead, "layer_collapse": bool(collapse)}
+    """effective_density, dead_neurons and layer_collapse from `metrics.connectivity`."""
+    c = _metrics.connectivity(mask)
+    return {"effective_density": float(c["effective_density"]), "dead_neurons": int(c["dead_neurons"]),
+            "layer_collapse": bool(c["layer_collapse"])}
 
 
 def mask_metrics(mask: Mask, net) -> dict:
