@@ -111,3 +111,18 @@ def test_native_reachability_validation():
         ext.reachability([[np.zeros((2, 3), bool)]], [3, 2])
     with pytest.raises(TypeError, match="bool"):
         ext.reachability([[np.zeros((2, 3), np.uint8), np.zeros(2, bool)]], [3, 2])
+
+
+def test_recovery_and_densities_of_conv_masks():
+    # Conv2d weight masks are (out, in, kh, kw); a flatten step means layers need not chain
+    conv = torch.zeros(2, 1, 3, 3, dtype=torch.bool)
+    conv[0, 0, 0, 0] = conv[1, 0, 1, 1] = True
+    ticket = [(conv.clone(), torch.tensor([True, False])), (torch.zeros(3, 8, dtype=torch.bool), torch.ones(3, dtype=torch.bool))]
+    found = [(torch.zeros_like(conv), torch.tensor([True, True])), (torch.ones(3, 8, dtype=torch.bool), torch.ones(3, dtype=torch.bool))]
+    found[0][0][0, 0, 0, 0] = True
+    flat = metrics.flat_recovery(found, ticket)
+    # ticket: 2 + 1 + 3 = 6 kept; found: 1 + 2 + 24 + 3 = 30; both: 1 + 1 + 3 = 5
+    assert flat["recall"] == pytest.approx(5 / 6) and flat["precision"] == pytest.approx(5 / 30)
+    assert flat["recall_layer_0"] == pytest.approx(2 / 3) and not flat["ticket_survived"]
+    d = metrics.densities(found, ticket)
+    assert d["layer_density_0"] == pytest.approx(1 / 18) and d["ticket_layer_density_1"] == 0.0

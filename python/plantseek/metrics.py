@@ -59,11 +59,18 @@ def _as_mask_list(obj, name: str) -> tuple[list[Mask], bool]:
     return out, True
 
 
-def _check_structure(masks: Sequence[Mask], name: str) -> list[int]:
-    """Validate bool dtype and chained shapes; return the widths."""
+def _check_structure(masks: Sequence[Mask], name: str, chained: bool = True) -> list[int]:
+    """Validate bool dtype and shapes; return the widths. `chained`: MLP masks whose layers feed each other
+    (reachability needs that); otherwise any (out, ...) weight mask with an (out,) bias mask (Conv2d too)."""
     first = masks[0]
     widths = [int(first[0][0].shape[1])]
     for l, (wm, bm) in enumerate(first):
+        if not chained:
+            if wm.dim() < 2 or bm.dim() != 1 or bm.shape[0] != wm.shape[0]:
+                raise ValueError(f"{name} layer {l}: expected (out, ...) and (out,) masks, got {tuple(wm.shape)}, "
+                                 f"{tuple(bm.shape)}")
+            widths.append(int(wm.shape[0]))
+            continue
         if wm.dim() != 2 or bm.dim() != 1:
             raise ValueError(f"{name} layer {l}: expected (out, in) and (out,) masks, got {tuple(wm.shape)}, {tuple(bm.shape)}")
         if wm.shape[1] != widths[-1] or bm.shape[0] != wm.shape[0]:
@@ -99,15 +106,16 @@ def _scores(inter: int, found: int, ticket: int) -> dict:
 
 
 def recovery(found_masks, ticket_mask: Mask):
-    """Precision, recall, F1 and Jaccard of found mask(s) against the ticket mask (see the module docstring).
+    """Precision, recall, F1 and Jaccard of found mask(s) against the ticket mask (see the module docstring);
+    MLP or Conv2d/Linear masks.
 
     Returns a dict (one mask) or a list of dicts: overall ``precision``, ``recall``, ``f1``, ``jaccard``,
     ``kept``, ``ticket``, ``intersection``; the same for weights only as ``weight_precision`` ...
     ``weight_jaccard``; ``ticket_survived``; and ``layers``: one dict per layer (weights and biases).
     """
     found, many = _as_mask_list(found_masks, "found_masks")
-    _check_structure(found, "found_masks")
-    _check_structure([list(ticket_mask)], "ticket_mask")
+    _check_structure(found, "found_masks", chained=False)
+    _check_structure([list(ticket_mask)], "ticket_mask", chained=False)
     if len(ticket_mask) != len(found[0]):
         raise ValueError(f"ticket_mask has {len(ticket_mask)} layers, found masks have {len(found[0])}")
     for l, ((wm, bm), (tw, tb)) in enumerate(zip(found[0], ticket_mask)):
@@ -234,3 +242,30 @@ def layer_collapse(masks):
     _check_structure(ms, "masks")
     out = [any(not bool(wm.any()) for wm, _ in m) for m in ms]
     return out if many else out[0]
+
+
+RECOVERY_KEYS = ("precision", "recall", "f1", "jaccard")
+
+
+def flat_recovery(mask: Mask, ticket_mask: Mask) -> dict:
+    """`recovery` of one mask as the flat keys of results: overall, `*_layer_{l}`, and ticket_survived."""
+    rec = recovery(mask, ticket_mask)
+    out = {key: float(rec[key]) for key in RECOVERY_KEYS}
+    for l, layer in enumerate(rec["layers"]):
+        out.update({f"{key}_layer_{l}": float(layer[key]) for key in RECOVERY_KEYS})
+    out["ticket_survived"] = bool(rec["ticket_survived"])
+    return out
+
+
+def densities(mask: Mask, ticket_mask: Mask) -> dict:
+    """Kept fractions: `density` (weights and biases), `weight_density`, and per layer `layer_density_{l}`
+    beside the ticket's `ticket_layer_density_{l}` (weights)."""
+    n_w = sum(wm.numel() for wm, _ in mask)
+    n_all = n_w + sum(bm.numel() for _, bm in mask)
+    k_w = sum(int(wm.sum()) for wm, _ in mask)
+    k_all = k_w + sum(int(bm.sum()) for _, bm in mask)
+    out = {"density": k_all / n_all, "weight_density": k_w / n_w}
+    for l, ((wm, _), (twm, _)) in enumerate(zip(mask, ticket_mask)):
+        out[f"layer_density_{l}"] = int(wm.sum()) / wm.numel()
+        out[f"ticket_layer_density_{l}"] = int(twm.sum()) / twm.numel()
+    return out

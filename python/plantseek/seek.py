@@ -257,19 +257,6 @@ def _dense_key(cfg: dict) -> tuple:
 
 # ------------------------------------------------------------------------------------------------ metrics
 
-RECOVERY_KEYS = ("precision", "recall", "f1", "jaccard")
-
-
-def _recovery_metrics(mask: Mask, ticket_mask: Mask) -> dict:
-    """Flat recovery keys (overall and `*_layer_{l}`, weights and biases together) from `metrics.recovery`."""
-    rec = _metrics.recovery(mask, ticket_mask)
-    out: dict[str, Any] = {key: float(rec[key]) for key in RECOVERY_KEYS}
-    for l, layer in enumerate(rec["layers"]):
-        out.update({f"{key}_layer_{l}": float(layer[key]) for key in RECOVERY_KEYS})
-    out["ticket_survived"] = bool(rec["ticket_survived"])
-    return out
-
-
 def _connectivity(mask: Mask) -> dict:
     """effective_density, dead_neurons and layer_collapse from `metrics.connectivity`."""
     c = _metrics.connectivity(mask)
@@ -279,17 +266,9 @@ def _connectivity(mask: Mask) -> dict:
 
 def mask_metrics(mask: Mask, net) -> dict:
     """Density, per-layer densities (found and ticket), recovery and connectivity of a mask."""
-    n_w = sum(wm.numel() for wm, _ in mask)
-    n_all = n_w + sum(bm.numel() for _, bm in mask)
-    k_w = sum(int(wm.sum()) for wm, _ in mask)
-    k_all = k_w + sum(int(bm.sum()) for _, bm in mask)
-    out: dict[str, Any] = {"density": k_all / n_all, "weight_density": k_w / n_w,
-                           "ticket_density": float(net.ticket_density)}
     tmask = [(wm.to(mask[0][0].device), bm.to(mask[0][0].device)) for wm, bm in net.ticket_mask]
-    for l, ((wm, _), (twm, _)) in enumerate(zip(mask, tmask)):
-        out[f"layer_density_{l}"] = int(wm.sum()) / wm.numel()
-        out[f"ticket_layer_density_{l}"] = int(twm.sum()) / twm.numel()
-    out.update(_recovery_metrics(mask, tmask))
+    out: dict[str, Any] = {**_metrics.densities(mask, tmask), "ticket_density": float(net.ticket_density)}
+    out.update(_metrics.flat_recovery(mask, tmask))
     out.update(_connectivity(mask))
     return out
 

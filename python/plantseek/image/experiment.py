@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .. import metrics as _metrics
 from .. import pruners as _pruners
 from .. import tasks as _tasks
 from ..device import resolve_device, resolve_dtype
@@ -184,45 +185,14 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 # ------------------------------------------------------------------------------------------------ metrics
 
-def recovery_metrics(mask: Mask, ticket_mask: Mask) -> dict:
-    """precision / recall / f1 / jaccard of ``mask`` against the ticket mask, overall and per layer (weights and
-    biases together; the same keys as `plantseek.seek`), and ticket_survived."""
-    from ..masks import overlap_counts
-
-    dev = mask[0][0].device
-    tmask = [(wm.to(dev), bm.to(dev)) for wm, bm in ticket_mask]
-    inter, kept, ref = overlap_counts([mask], tmask)
-    inter, kept, ref = inter[0].tolist(), kept[0].tolist(), ref.tolist()
-
-    def scores(i: int, k: int, r: int) -> dict:
-        p = i / k if k else 0.0
-        rc = i / r if r else 1.0
-        f1 = 2 * p * rc / (p + rc) if (p + rc) else 0.0
-        jac = i / (k + r - i) if (k + r - i) else 1.0
-        return {"precision": p, "recall": rc, "f1": f1, "jaccard": jac}
-
-    out: dict[str, Any] = dict(scores(sum(inter), sum(kept), sum(ref)))
-    for l in range(len(mask)):
-        for key, v in scores(inter[2 * l] + inter[2 * l + 1], kept[2 * l] + kept[2 * l + 1], ref[2 * l] + ref[2 * l + 1]).items():
-            out[f"{key}_layer_{l}"] = v
-    out["ticket_survived"] = bool(sum(inter) == sum(ref))
-    return out
-
-
 def mask_metrics(mask: Mask, net: PlantedModule) -> dict:
     """Achieved densities (overall with biases, weights only, per layer; the ticket's beside them), recovery,
     and layer_collapse (a layer that keeps no weight)."""
-    n_w = sum(wm.numel() for wm, _ in mask)
-    n_all = n_w + sum(bm.numel() for _, bm in mask)
-    k_w = sum(int(wm.sum()) for wm, _ in mask)
-    k_all = k_w + sum(int(bm.sum()) for _, bm in mask)
-    out: dict[str, Any] = {"density": k_all / n_all, "weight_density": k_w / n_w,
-                           "ticket_density": float(net.ticket_density),
+    dev = mask[0][0].device
+    tmask = [(wm.to(dev), bm.to(dev)) for wm, bm in net.ticket_mask]
+    out: dict[str, Any] = {**_metrics.densities(mask, tmask), "ticket_density": float(net.ticket_density),
                            "ticket_weight_density": float(net.ticket_weight_density)}
-    for l, ((wm, _), (twm, _)) in enumerate(zip(mask, net.ticket_mask)):
-        out[f"layer_density_{l}"] = int(wm.sum()) / wm.numel()
-        out[f"ticket_layer_density_{l}"] = int(twm.sum()) / twm.numel()
-    out.update(recovery_metrics(mask, net.ticket_mask))
+    out.update(_metrics.flat_recovery(mask, tmask))
     out["layer_collapse"] = bool(any(int(wm.sum()) == 0 for wm, _ in mask))
     return out
 
