@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import kernels
 from .base import ScorePruner, check_density, check_reachable, check_scope, current_mask, register
 
 
@@ -49,22 +50,6 @@ def synflow_scores_network(net, params: list[tuple[torch.Tensor, torch.Tensor]])
     return out
 
 
-def _kernels():
-    try:
-        from .. import kernels  # the native-core wrappers (python/plantseek/kernels.py)
-    except ImportError:
-        return None
-    return kernels
-
-
-def _native_synflow():
-    return getattr(_kernels(), "synflow_scores", None)
-
-
-def _native_synflow_prune():
-    return getattr(_kernels(), "synflow_prune", None)
-
-
 @register("synflow")
 class SynFlowPruner(ScorePruner):
     """SynFlow: data-free iterative synaptic flow pruning (Tanaka et al., NeurIPS 2020).
@@ -76,24 +61,23 @@ class SynFlowPruner(ScorePruner):
     (absolute weights and biases, pruned ones zero) on an all-ones input; biases are scored too. Data-free.
     Option ``iterations`` (default 100, as in SynFlow's paper; the Plant 'n' Seek paper's main runs use 1):
     rounds with the exponential density schedule density^(r/R), rescoring the masked network each round.
-    All R rounds run in one call of `plantseek.kernels.synflow_prune` when the kernels module provides it
-    (native on the CPU, PyTorch on other devices; scores in float64 there, which keeps the product of layer
-    norms of deep, wide networks finite); otherwise the generic `ScorePruner` rounds with `scores` below.
-    Both give the same masks (same schedule, counts and tie rule).
+    All R rounds run in one call of `plantseek.kernels.synflow_prune` (native on the CPU, PyTorch on other
+    devices; scores in float64, which keeps the product of layer norms of deep, wide networks finite); conv
+    networks and subclasses with scores of their own take the generic `ScorePruner` rounds, which give the
+    same masks (same schedule, counts and tie rule).
     """
 
     default_iterations = 100
 
     def prune(self, net, data, density, *, scope="global", prune_bias=True, generator=None, mask=None):
-        fn = _native_synflow_prune()
-        if (fn is None or callable(getattr(net, "forward_params", None))  # conv networks: autograd `scores`
+        if (callable(getattr(net, "forward_params", None))  # conv networks: autograd `scores`
                 or type(self).scores is not SynFlowPruner.scores):  # a subclass with scores of its own
             return super().prune(net, data, density, scope=scope, prune_bias=prune_bias, generator=generator, mask=mask)
         density = check_density(density, net)
         check_scope(scope)
         current = current_mask(net, mask)
         check_reachable(current, density, scope, bool(prune_bias))
-        out = fn(net.weights, net.biases, density, rounds=self.iterations, masks=current, scope=scope,
+        out = kernels.synflow_prune(net.weights, net.biases, density, rounds=self.iterations, masks=current, scope=scope,
                  prune_bias=bool(prune_bias))
         return [(wm.to(net.device), bm.to(net.device)) for wm, bm in out]
 
@@ -101,7 +85,4 @@ class SynFlowPruner(ScorePruner):
         params = [(w.detach() * wm, b.detach() * bm) for w, b, (wm, bm) in zip(net.weights, net.biases, mask)]
         if callable(getattr(net, "forward_params", None)):  # conv networks: autograd through their layers
             return synflow_scores_network(net, params)
-        fn = _native_synflow()
-        if fn is not None:
-            return fn(params)
-        return synflow_scores_reference(params)
+        return kernels.synflow_scores(params)
