@@ -316,10 +316,7 @@ def fit_regression_scale(outputs: Tensor, targets: Tensor) -> Tensor:
 
     outputs, targets: (N, K). Returns (K,) on the outputs' device.
     """
-    y = targets.to(outputs.dtype).reshape(outputs.shape)
-    num = (outputs * y).sum(dim=0)
-    den = (outputs * outputs).sum(dim=0)
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+    return _train.least_squares_factor(outputs, targets, dim=0)
 
 
 def fit_temperature(logits: Tensor, labels: Tensor, iterations: int = 100) -> float:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..masks import Mask
-from ..train import sgd_step_
+from ..train import least_squares_factor, sgd_step_
 from . import selection
 from .base import (Pruner, check_density, check_reachable, check_scope, current_mask, device_generator,
                    network_forward, register)
@@ -37,9 +37,7 @@ def scale_free_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
         return F.cross_entropy(outputs, targets)
     y = targets.to(outputs.dtype).reshape(outputs.shape)
     with torch.no_grad():
-        num = (outputs * y).sum(dim=0)
-        den = (outputs * outputs).sum(dim=0)
-        c = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        c = least_squares_factor(outputs, y, dim=0)
     diff = outputs * c - y
     return (diff * diff).mean()
 
@@ -56,9 +54,7 @@ def _scale_free_losses(outputs: torch.Tensor, targets: torch.Tensor, regression:
         return F.cross_entropy(outputs.reshape(M * Bn, -1), targets.reshape(M * Bn), reduction="none").view(M, Bn).mean(1)
     y = targets.to(outputs.dtype)
     with torch.no_grad():
-        num = (outputs * y).sum(dim=1)
-        den = (outputs * outputs).sum(dim=1)
-        c = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        c = least_squares_factor(outputs, y, dim=1)
     diff = outputs * c.unsqueeze(1) - y
     return (diff * diff).mean(dim=(1, 2))
 
