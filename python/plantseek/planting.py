@@ -223,34 +223,15 @@ def plant(
     prev_scale = np.ones(ticket.input_dim)
     output_scale = 1.0
     for l, (Wt, bt) in enumerate(zip(ticket.weights, ticket.biases)):
-        W, b = weights[l], biases[l]
-        Wt_np, bt_np = Wt.numpy(), bt.numpy()
-        wmask = torch.zeros(W.shape, dtype=torch.bool)
-        bmask = torch.zeros(b.shape, dtype=torch.bool)
+        Wt_np = Wt.numpy()
         rows, cols_t = np.nonzero(Wt_np)  # row-major order: CSR of the ticket layer
         host_cols = np.asarray(prev_map, dtype=np.int64)[cols_t]
         vals = Wt_np[rows, cols_t] / prev_scale[cols_t]
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=Wt.shape[0]))]).astype(np.int64)
-        has_bias = (bt_np != 0).astype(np.uint8)
-        if l < ticket.depth - 1:
-            used = np.zeros(W.shape[0], dtype=np.uint8)
-            chosen, lam, _ = plant_search(W.numpy(), b.numpy(), indptr, host_cols, vals, bt_np, has_bias, used)
-        else:
-            chosen = np.arange(Wt.shape[0], dtype=np.int64)
-            # median rule over the output weights (biases follow the same scale; DESIGN.md "Planting")
-            replaced, target = W.numpy()[rows, host_cols], vals
-            if target.size == 0:
-                replaced, target = b.numpy()[has_bias.astype(bool)], bt_np[has_bias.astype(bool)]
-            output_scale = float(np.median(np.abs(replaced)) / np.median(np.abs(target))) if target.size else 1.0
-            if not np.isfinite(output_scale) or output_scale <= 0:
-                output_scale = 1.0
-            lam = np.full(Wt.shape[0], output_scale)
-        host_rows = chosen[rows]
-        W[torch.from_numpy(host_rows), torch.from_numpy(host_cols)] = torch.from_numpy(lam[rows] * vals)
-        wmask[torch.from_numpy(host_rows), torch.from_numpy(host_cols)] = True
-        hb = has_bias.astype(bool)
-        b[torch.from_numpy(chosen[hb])] = torch.from_numpy(lam[hb] * bt_np[hb])
-        bmask[torch.from_numpy(chosen[hb])] = True
+        outputs = l == ticket.depth - 1
+        chosen, lam, wmask, bmask = plant_layer(weights[l], biases[l], rows, host_cols, vals, bt.numpy(),
+                                                outputs=outputs)
+        if outputs:
+            output_scale = float(lam[0]) if lam.size else 1.0
         masks.append((wmask, bmask))
         neuron_map.append(chosen.tolist())
         neuron_scales.append(lam.tolist())
@@ -264,6 +245,40 @@ def plant(
     net.hiding = hiding_statistics(net)
     dev = resolve_device(device)
     return net if dev.type == "cpu" else net.to(dev)
+
+
+def plant_layer(W: torch.Tensor, b: torch.Tensor, rows: np.ndarray, host_cols: np.ndarray, vals: np.ndarray,
+                bias_vals: np.ndarray, *, outputs: bool) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+    """Plant one ticket layer into a host layer in place: `W` is the host weight as a 2-D (out, columns) float64
+    view, `rows`/`host_cols`/`vals` the ticket's nonzero entries in row-major order (columns already mapped into
+    the host, values divided by the input neurons' scales), `bias_vals` the ticket biases.
+
+    Hidden layers match each ticket neuron to a host neuron (`plant_search`); the output layer keeps its order
+    and one scale by the median rule over the output weights (biases follow it; DESIGN.md "Planting").
+    Returns (chosen host neuron per ticket neuron, its scale, weight mask shaped like `W`, bias mask).
+    """
+    n_t = len(bias_vals)
+    has_bias = (bias_vals != 0).astype(np.uint8)
+    hb = has_bias.astype(bool)
+    if not outputs:
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_t))]).astype(np.int64)
+        used = np.zeros(W.shape[0], dtype=np.uint8)
+        chosen, lam, _ = plant_search(W.numpy(), b.numpy(), indptr, host_cols, vals, bias_vals, has_bias, used)
+    else:
+        chosen = np.arange(n_t, dtype=np.int64)
+        replaced, target = W.numpy()[rows, host_cols], vals
+        if target.size == 0:
+            replaced, target = b.numpy()[hb], bias_vals[hb]
+        scale = float(np.median(np.abs(replaced)) / np.median(np.abs(target))) if target.size else 1.0
+        lam = np.full(n_t, scale if np.isfinite(scale) and scale > 0 else 1.0)
+    host_rows, hc = torch.from_numpy(chosen[rows]), torch.from_numpy(host_cols)
+    wmask = torch.zeros(W.shape, dtype=torch.bool)
+    bmask = torch.zeros(b.shape, dtype=torch.bool)
+    W[host_rows, hc] = torch.from_numpy(lam[rows] * vals)
+    wmask[host_rows, hc] = True
+    b[torch.from_numpy(chosen[hb])] = torch.from_numpy(lam[hb] * bias_vals[hb])
+    bmask[torch.from_numpy(chosen[hb])] = True
+    return chosen, np.asarray(lam, dtype=np.float64), wmask, bmask
 
 
 def hiding_statistics(net: PlantedNetwork) -> dict:

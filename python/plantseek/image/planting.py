@@ -37,8 +37,7 @@ from torch import nn
 
 from ..device import resolve_device, resolve_dtype
 from ..masks import Mask, check_mask
-from ..planting import LayerParameters
-from ..planting_search import plant_search
+from ..planting import LayerParameters, plant_layer
 
 DTYPE = torch.float64
 
@@ -410,36 +409,15 @@ def plant_state_dict(
             k_area = int(np.prod(Wt.shape[2:])) if Wt.dim() == 4 else 1
             Wt2 = Wt.reshape(Wt.shape[0], -1).numpy()
             W2 = W.reshape(W.shape[0], -1)  # a view: writes go to the host
-            bt_np = bt.numpy()
             rows, cols_t = np.nonzero(Wt2)  # row-major: CSR order
             ci, r = cols_t // k_area, cols_t % k_area
             host_cols = prev_map[ci] * k_area + r
             vals = Wt2[rows, cols_t] / prev_scale[ci]
-            indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=Wt2.shape[0]))]).astype(np.int64)
-            has_bias = (bt_np != 0).astype(np.uint8)
-            if l < n_last:
-                used = np.zeros(W2.shape[0], dtype=np.uint8)
-                chosen, lam, _ = plant_search(W2.numpy(), b.numpy(), indptr, host_cols, vals, bt_np, has_bias, used)
-            else:
-                chosen = np.arange(Wt2.shape[0], dtype=np.int64)
-                replaced, target = W2.numpy()[rows, host_cols], vals
-                if target.size == 0:
-                    hb = has_bias.astype(bool)
-                    replaced, target = b.numpy()[hb], bt_np[hb]
-                output_scale = float(np.median(np.abs(replaced)) / np.median(np.abs(target))) if target.size else 1.0
-                if not np.isfinite(output_scale) or output_scale <= 0:
-                    output_scale = 1.0
-                lam = np.full(Wt2.shape[0], output_scale)
-            wmask = torch.zeros(W.shape, dtype=torch.bool)
-            bmask = torch.zeros(b.shape, dtype=torch.bool)
-            wmask2 = wmask.view(W2.shape)
-            host_rows = torch.from_numpy(chosen[rows])
-            hc = torch.from_numpy(host_cols)
-            W2[host_rows, hc] = torch.from_numpy(lam[rows] * vals)
-            wmask2[host_rows, hc] = True
-            hb = has_bias.astype(bool)
-            b[torch.from_numpy(chosen[hb])] = torch.from_numpy(lam[hb] * bt_np[hb])
-            bmask[torch.from_numpy(chosen[hb])] = True
+            outputs = l >= n_last
+            chosen, lam, wmask2, bmask = plant_layer(W2, b, rows, host_cols, vals, bt.numpy(), outputs=outputs)
+            if outputs:
+                output_scale = float(lam[0]) if lam.size else 1.0
+            wmask = wmask2.view(W.shape)
             masks.append((wmask, bmask))
             neuron_map.append(chosen.tolist())
             neuron_scales.append(np.asarray(lam, dtype=np.float64).tolist())
