@@ -259,112 +259,158 @@ py::tuple py_plant_search(py::object hw_obj, py::object hb_obj, py::object indpt
 
 // ------------------------------------------------------------------------------------------------ sparse linear
 
+// The CSR and CSC index structure of M stacked (n_out, n_in) masks, checked once at construction and copied
+// (so later changes to the arrays cannot reach the kernels); every training step then reuses it.
+class SparsePattern {
+public:
+    SparsePattern(py::object indptr_obj, py::object cols_obj, py::object csc_indptr_obj, py::object csc_rows_obj,
+                  py::object csc_perm_obj, int64_t M, int64_t n_out, int64_t n_in)
+        : M_(M), n_out_(n_out), n_in_(n_in) {
+        if (M < 0 || n_out < 0 || n_in < 0) throw py::value_error("M, n_out and n_in must be >= 0");
+        auto indptr = expect_array<int64_t>(indptr_obj, "indptr");
+        auto cols = expect_array<int64_t>(cols_obj, "cols");
+        auto csc_indptr = expect_array<int64_t>(csc_indptr_obj, "csc_indptr");
+        auto csc_rows = expect_array<int64_t>(csc_rows_obj, "csc_rows");
+        auto csc_perm = expect_array<int64_t>(csc_perm_obj, "csc_perm");
+        expect_shape(indptr, "indptr", {M * n_out + 1});
+        expect_shape(cols, "cols", {-1});
+        const int64_t nnz = cols.shape(0);
+        expect_shape(csc_indptr, "csc_indptr", {M * n_in + 1});
+        expect_shape(csc_rows, "csc_rows", {nnz});
+        expect_shape(csc_perm, "csc_perm", {nnz});
+        check_csr(indptr.data(), M * n_out, cols.data(), nnz, n_in, "indptr", "cols");
+        check_csr(csc_indptr.data(), M * n_in, csc_rows.data(), nnz, n_out, "csc_indptr", "csc_rows");
+        // csc_perm must be a bijection onto the CSR entries that maps CSC entry (m, i, j) to CSR entry (m, j, i)
+        std::vector<uint8_t> seen(static_cast<size_t>(nnz), 0);
+        for (int64_t c = 0; c < M * n_in; ++c) {
+            const int64_t m = c / std::max<int64_t>(n_in, 1), i = c % std::max<int64_t>(n_in, 1);
+            for (int64_t e = csc_indptr.data()[c]; e < csc_indptr.data()[c + 1]; ++e) {
+                const int64_t p = csc_perm.data()[e];
+                const int64_t row = m * n_out + csc_rows.data()[e];
+                if (p < 0 || p >= nnz || seen[p] || p < indptr.data()[row] || p >= indptr.data()[row + 1] ||
+                    cols.data()[p] != i)
+                    throw py::value_error("csc_perm[" + std::to_string(e) + "] = " + std::to_string(p) +
+                                          " is not the CSR entry of the CSC entry it belongs to");
+                seen[p] = 1;
+            }
+        }
+        indptr_.assign(indptr.data(), indptr.data() + M * n_out + 1);
+        cols_.assign(cols.data(), cols.data() + nnz);
+        csc_indptr_.assign(csc_indptr.data(), csc_indptr.data() + M * n_in + 1);
+        csc_rows_.assign(csc_rows.data(), csc_rows.data() + nnz);
+        csc_perm_.assign(csc_perm.data(), csc_perm.data() + nnz);
+    }
+    int64_t M() const { return M_; }
+    int64_t n_out() const { return n_out_; }
+    int64_t n_in() const { return n_in_; }
+    int64_t nnz() const { return static_cast<int64_t>(cols_.size()); }
+    CsrView csr() const { return CsrView{indptr_.data(), cols_.data(), n_out_, n_in_}; }
+    CsrView csc() const { return CsrView{csc_indptr_.data(), csc_rows_.data(), n_in_, n_out_}; }
+    const int64_t* csc_perm() const { return csc_perm_.data(); }
+
+private:
+    int64_t M_, n_out_, n_in_;
+    std::vector<int64_t> indptr_, cols_, csc_indptr_, csc_rows_, csc_perm_;
+};
+
+// Checks the batch length B against a feature-major array's padded length and returns Bp.
+int64_t expect_batch(int64_t B, const py::array& a, const std::string& name) {
+    if (B < 0) throw py::value_error("batch must be >= 0, got " + std::to_string(B));
+    const int64_t Bp = padded_batch(B);
+    if (a.ndim() != 3 || a.shape(2) != Bp)
+        throw py::value_error(name + " must have " + std::to_string(Bp) + " (padded) batch lanes for batch " +
+                              std::to_string(B) + ", got shape " + shape_string(a));
+    return Bp;
+}
+
 template <class T>
-py::tuple sparse_forward_typed(py::object x_obj, py::object indptr_obj, py::object cols_obj, py::object vals_obj,
-                               py::object bias_obj, int64_t n_out, int n_threads) {
-    auto x = expect_array<T>(x_obj, "x");
-    expect_shape(x, "x", {-1, -1, -1});
-    const int64_t M = x.shape(0), B = x.shape(1), n_in = x.shape(2);
-    auto indptr = expect_array<int64_t>(indptr_obj, "indptr");
-    auto cols = expect_array<int64_t>(cols_obj, "cols");
-    expect_shape(indptr, "indptr", {M * n_out + 1});
-    expect_shape(cols, "cols", {-1});
-    const int64_t nnz = cols.shape(0);
+py::array_t<T> sparse_forward_typed(py::object xt_obj, const SparsePattern& pat, py::object vals_obj,
+                                    py::object bias_obj, bool relu, int64_t B, int n_threads) {
+    auto xt = expect_array<T>(xt_obj, "xt");
+    expect_shape(xt, "xt", {pat.M(), pat.n_in(), -1});
+    const int64_t Bp = expect_batch(B, xt, "xt");
     auto vals = expect_array<T>(vals_obj, "vals");
-    expect_shape(vals, "vals", {nnz});
-    check_csr(indptr.data(), M * n_out, cols.data(), nnz, n_in, "indptr", "cols");
+    expect_shape(vals, "vals", {pat.nnz()});
     const T* bias = nullptr;
     py::array_t<T> bias_arr;
     if (!bias_obj.is_none()) {
         bias_arr = expect_array<T>(bias_obj, "bias");
-        expect_shape(bias_arr, "bias", {M, n_out});
+        expect_shape(bias_arr, "bias", {pat.M(), pat.n_out()});
         bias = bias_arr.data();
     }
-    const int64_t Bp = padded_batch(B);
-    py::array_t<T> y({M, B, n_out});
-    py::array_t<T> xt({M, n_in, Bp});
-    CsrView csr{indptr.data(), cols.data(), n_out, n_in};
+    py::array_t<T> yt({pat.M(), pat.n_out(), Bp});
     {
         py::gil_scoped_release release;
-        sparse_linear_forward<T>(x.data(), M, B, csr, vals.data(), bias, y.mutable_data(), xt.mutable_data(), n_threads);
+        sparse_fm_forward<T>(xt.data(), pat.M(), B, Bp, pat.csr(), vals.data(), bias, relu, yt.mutable_data(),
+                             n_threads);
     }
-    return py::make_tuple(y, xt);
+    return yt;
 }
 
-py::tuple py_sparse_linear_forward(py::object x, py::object indptr, py::object cols, py::object vals,
-                                   py::object bias, int64_t n_out, int n_threads) {
+py::array py_sparse_fm_forward(py::object xt, const SparsePattern& pattern, py::object vals, py::object bias,
+                               bool relu, int64_t batch, int n_threads) {
     expect_nonnegative_threads(n_threads);
-    if (n_out < 0) throw py::value_error("n_out must be >= 0");
-    if (!py::isinstance<py::array>(x)) throw py::type_error("x must be a numpy array");
-    auto dt = py::reinterpret_borrow<py::array>(x).dtype();
-    if (dt.is(py::dtype::of<float>())) return sparse_forward_typed<float>(x, indptr, cols, vals, bias, n_out, n_threads);
-    if (dt.is(py::dtype::of<double>())) return sparse_forward_typed<double>(x, indptr, cols, vals, bias, n_out, n_threads);
-    throw py::type_error("x must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+    if (!py::isinstance<py::array>(xt)) throw py::type_error("xt must be a numpy array");
+    auto dt = py::reinterpret_borrow<py::array>(xt).dtype();
+    if (dt.is(py::dtype::of<float>())) return sparse_forward_typed<float>(xt, pattern, vals, bias, relu, batch, n_threads);
+    if (dt.is(py::dtype::of<double>())) return sparse_forward_typed<double>(xt, pattern, vals, bias, relu, batch, n_threads);
+    throw py::type_error("xt must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
 }
 
 template <class T>
-py::tuple sparse_backward_typed(py::object gy_obj, py::object xt_obj, py::object indptr_obj, py::object cols_obj,
-                                py::object vals_obj, py::object csc_indptr_obj, py::object csc_rows_obj,
-                                py::object csc_perm_obj, int64_t n_in, bool need_x, bool need_w, int n_threads) {
-    auto gy = expect_array<T>(gy_obj, "grad_y");
-    expect_shape(gy, "grad_y", {-1, -1, -1});
-    const int64_t M = gy.shape(0), B = gy.shape(1), n_out = gy.shape(2);
-    const int64_t Bp = padded_batch(B);
+py::tuple sparse_backward_typed(py::object gyt_obj, py::object xt_obj, py::object yt_obj, const SparsePattern& pat,
+                                py::object vals_obj, int64_t B, bool need_x, bool need_w, bool need_b, int n_threads) {
+    auto gyt = expect_array<T>(gyt_obj, "grad_yt");
+    expect_shape(gyt, "grad_yt", {pat.M(), pat.n_out(), -1});
+    const int64_t Bp = expect_batch(B, gyt, "grad_yt");
     auto xt = expect_array<T>(xt_obj, "xt");
-    expect_shape(xt, "xt", {M, n_in, Bp});
-    auto indptr = expect_array<int64_t>(indptr_obj, "indptr");
-    auto cols = expect_array<int64_t>(cols_obj, "cols");
-    expect_shape(indptr, "indptr", {M * n_out + 1});
-    expect_shape(cols, "cols", {-1});
-    const int64_t nnz = cols.shape(0);
+    expect_shape(xt, "xt", {pat.M(), pat.n_in(), Bp});
+    const T* yt = nullptr;
+    py::array_t<T> yt_arr;
+    if (!yt_obj.is_none()) {
+        yt_arr = expect_array<T>(yt_obj, "yt");
+        expect_shape(yt_arr, "yt", {pat.M(), pat.n_out(), Bp});
+        yt = yt_arr.data();
+    }
     auto vals = expect_array<T>(vals_obj, "vals");
-    expect_shape(vals, "vals", {nnz});
-    check_csr(indptr.data(), M * n_out, cols.data(), nnz, n_in, "indptr", "cols");
-    auto csc_indptr = expect_array<int64_t>(csc_indptr_obj, "csc_indptr");
-    auto csc_rows = expect_array<int64_t>(csc_rows_obj, "csc_rows");
-    auto csc_perm = expect_array<int64_t>(csc_perm_obj, "csc_perm");
-    expect_shape(csc_indptr, "csc_indptr", {M * n_in + 1});
-    expect_shape(csc_rows, "csc_rows", {nnz});
-    expect_shape(csc_perm, "csc_perm", {nnz});
-    check_csr(csc_indptr.data(), M * n_in, csc_rows.data(), nnz, n_out, "csc_indptr", "csc_rows");
-    for (int64_t e = 0; e < nnz; ++e)
-        if (csc_perm.data()[e] < 0 || csc_perm.data()[e] >= nnz)
-            throw py::value_error("csc_perm[" + std::to_string(e) + "] is out of range [0, " + std::to_string(nnz) + ")");
-    py::object gx_obj = py::none();
-    py::object gv_obj = py::none();
+    expect_shape(vals, "vals", {pat.nnz()});
+    py::object gx_obj = py::none(), gv_obj = py::none(), gb_obj = py::none();
     T* gx = nullptr;
     T* gv = nullptr;
+    T* gb = nullptr;
     if (need_x) {
-        py::array_t<T> a({M, B, n_in});
+        py::array_t<T> a({pat.M(), pat.n_in(), Bp});
         gx = a.mutable_data();
         gx_obj = a;
     }
     if (need_w) {
-        py::array_t<T> a(nnz);
+        py::array_t<T> a(pat.nnz());
         gv = a.mutable_data();
         gv_obj = a;
     }
-    CsrView csr{indptr.data(), cols.data(), n_out, n_in};
-    CsrView csc{csc_indptr.data(), csc_rows.data(), n_in, n_out};
+    if (need_b) {
+        py::array_t<T> a({pat.M(), pat.n_out()});
+        gb = a.mutable_data();
+        gb_obj = a;
+    }
     {
         py::gil_scoped_release release;
-        sparse_linear_backward<T>(gy.data(), xt.data(), M, B, csr, vals.data(), csc, csc_perm.data(), gx, gv, n_threads);
+        sparse_fm_backward<T>(gyt.data(), xt.data(), yt, pat.M(), B, Bp, pat.csr(), vals.data(), pat.csc(),
+                              pat.csc_perm(), gx, gv, gb, n_threads);
     }
-    return py::make_tuple(gx_obj, gv_obj);
+    return py::make_tuple(gx_obj, gv_obj, gb_obj);
 }
 
-py::tuple py_sparse_linear_backward(py::object gy, py::object xt, py::object indptr, py::object cols, py::object vals,
-                                    py::object csc_indptr, py::object csc_rows, py::object csc_perm, int64_t n_in,
-                                    bool need_x, bool need_w, int n_threads) {
+py::tuple py_sparse_fm_backward(py::object gyt, py::object xt, py::object yt, const SparsePattern& pattern,
+                                py::object vals, int64_t batch, bool need_x, bool need_w, bool need_b, int n_threads) {
     expect_nonnegative_threads(n_threads);
-    if (n_in < 0) throw py::value_error("n_in must be >= 0");
-    if (!py::isinstance<py::array>(gy)) throw py::type_error("grad_y must be a numpy array");
-    auto dt = py::reinterpret_borrow<py::array>(gy).dtype();
+    if (!py::isinstance<py::array>(gyt)) throw py::type_error("grad_yt must be a numpy array");
+    auto dt = py::reinterpret_borrow<py::array>(gyt).dtype();
     if (dt.is(py::dtype::of<float>()))
-        return sparse_backward_typed<float>(gy, xt, indptr, cols, vals, csc_indptr, csc_rows, csc_perm, n_in, need_x, need_w, n_threads);
+        return sparse_backward_typed<float>(gyt, xt, yt, pattern, vals, batch, need_x, need_w, need_b, n_threads);
     if (dt.is(py::dtype::of<double>()))
-        return sparse_backward_typed<double>(gy, xt, indptr, cols, vals, csc_indptr, csc_rows, csc_perm, n_in, need_x, need_w, n_threads);
-    throw py::type_error("grad_y must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+        return sparse_backward_typed<double>(gyt, xt, yt, pattern, vals, batch, need_x, need_w, need_b, n_threads);
+    throw py::type_error("grad_yt must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
 }
 
 // ------------------------------------------------------------------------------------------------ scores
@@ -591,18 +637,28 @@ PYBIND11_MODULE(_C, m) {
     m.def("plant_search", &py_plant_search, py::arg("host_weight"), py::arg("host_bias"), py::arg("indptr"),
           py::arg("cols"), py::arg("vals"), py::arg("bias_vals"), py::arg("has_bias"), py::arg("used"),
           py::arg("n_threads") = 0, "Best-matching host neuron per ticket neuron (see planting_search.py).");
-    m.def("sparse_linear_forward", &py_sparse_linear_forward, py::arg("x"), py::arg("indptr"), py::arg("cols"),
-          py::arg("vals"), py::arg("bias"), py::arg("n_out"), py::arg("n_threads") = 0,
-          "y = x W^T + b for x (M, B, n_in) and CSR W; returns (y (M, B, n_out), xt (M, n_in, Bp)).");
-    m.def("sparse_linear_backward", &py_sparse_linear_backward, py::arg("grad_y"), py::arg("xt"), py::arg("indptr"),
-          py::arg("cols"), py::arg("vals"), py::arg("csc_indptr"), py::arg("csc_rows"), py::arg("csc_perm"),
-          py::arg("n_in"), py::arg("need_x") = true, py::arg("need_w") = true, py::arg("n_threads") = 0,
-          "Returns (grad_x (M, B, n_in) or None, grad_vals (nnz,) or None).");
+    py::class_<SparsePattern>(m, "SparsePattern",
+                              "CSR + CSC structure of M stacked (n_out, n_in) masks, validated once and copied.")
+        .def(py::init<py::object, py::object, py::object, py::object, py::object, int64_t, int64_t, int64_t>(),
+             py::arg("indptr"), py::arg("cols"), py::arg("csc_indptr"), py::arg("csc_rows"), py::arg("csc_perm"),
+             py::arg("M"), py::arg("n_out"), py::arg("n_in"))
+        .def_property_readonly("M", &SparsePattern::M)
+        .def_property_readonly("n_out", &SparsePattern::n_out)
+        .def_property_readonly("n_in", &SparsePattern::n_in)
+        .def_property_readonly("nnz", &SparsePattern::nnz);
+    m.def("sparse_fm_forward", &py_sparse_fm_forward, py::arg("xt"), py::arg("pattern"), py::arg("vals"),
+          py::arg("bias"), py::arg("relu"), py::arg("batch"), py::arg("n_threads") = 0,
+          "yt (M, n_out, Bp) = W xt + b (then ReLU) for feature-major xt (M, n_in, Bp); padding lanes zero.");
+    m.def("sparse_fm_backward", &py_sparse_fm_backward, py::arg("grad_yt"), py::arg("xt"), py::arg("yt"),
+          py::arg("pattern"), py::arg("vals"), py::arg("batch"), py::arg("need_x") = true, py::arg("need_w") = true,
+          py::arg("need_b") = true, py::arg("n_threads") = 0,
+          "Returns (grad_xt (M, n_in, Bp) or None, grad_vals (nnz,) or None, grad_bias (M, n_out) or None); "
+          "yt (the forward output) masks the gradient when the forward applied ReLU.");
     m.def("topk_masks", &py_topk_masks, py::arg("scores"), py::arg("group"), py::arg("k"), py::arg("eligible") = py::none(),
           py::arg("n_threads") = 0,
           "Exact top-k masks per group for M networks (ties to the lowest index in segment order).");
     m.def("synflow", &py_synflow, py::arg("weights"), py::arg("biases"), py::arg("weight_masks"),
           py::arg("bias_masks"), py::arg("group"), py::arg("rounds"), py::arg("keep"), py::arg("n_threads") = 0,
           "SynFlow scores (rounds = 0) or masks after `rounds` pruning rounds, for M networks.");
-    m.def("padded_batch", &padded_batch, py::arg("batch"), "Batch length of the transposed buffers.");
+    m.def("padded_batch", &padded_batch, py::arg("batch"), "Padded batch length (a multiple of 16) of the feature-major buffers.");
 }

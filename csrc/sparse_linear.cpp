@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
-#include <vector>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "common.h"
 
@@ -11,46 +14,11 @@ namespace plantseek {
 
 namespace {
 
-constexpr int64_t kPrefetch = 4;  // kept weights ahead whose input rows are prefetched
 // Below this many element operations a kernel runs on the calling thread: an OpenMP fork/join costs more
 // than it saves (and far more when the machine is oversubscribed).
 constexpr int64_t kParallelWork = int64_t(1) << 20;
-
-// xt[m, c, r] = x[m, r, c] for r < R, 0 for R <= r < Rp. Works on 16 x 16 tiles that are read row by
-// row (whole cache lines) into a local buffer and written out column by column; reading a column
-// directly would touch 16 lines 4 KiB apart, which alias in L1 when the row length is a power of two.
-template <class T>
-void transpose_pad(const T* x, int64_t M, int64_t R, int64_t C, T* xt, int64_t Rp, int threads) {
-    constexpr int64_t tile = 16;
-    const int64_t col_tiles = (C + tile - 1) / tile;
-    const int64_t row_tiles = (Rp + tile - 1) / tile;
-    const int64_t items = M * row_tiles;
-#pragma omp parallel for schedule(static) num_threads(threads) if (M * R * C > kParallelWork)
-    for (int64_t item = 0; item < items; ++item) {
-        const int64_t m = item / row_tiles;
-        const int64_t r0 = (item % row_tiles) * tile;
-        const int64_t nr = std::max<int64_t>(0, std::min(R, r0 + tile) - r0);
-        const int64_t width = std::min(tile, Rp - r0);
-        const T* src = x + m * R * C;
-        T* dst = xt + m * C * Rp;
-        alignas(64) T buf[tile][tile];
-        for (int64_t ct = 0; ct < col_tiles; ++ct) {
-            const int64_t c0 = ct * tile;
-            const int64_t nc = std::min(C, c0 + tile) - c0;
-            for (int64_t r = 0; r < nr; ++r) {
-                const T* row = src + (r0 + r) * C + c0;
-                for (int64_t c = 0; c < nc; ++c) buf[c][r] = row[c];
-            }
-            for (int64_t c = 0; c < nc; ++c)
-                for (int64_t r = nr; r < tile; ++r) buf[c][r] = T(0);
-            if (width == tile) {
-                for (int64_t c = 0; c < nc; ++c) std::memcpy(dst + (c0 + c) * Rp + r0, buf[c], sizeof(T) * tile);
-            } else {
-                for (int64_t c = 0; c < nc; ++c) std::memcpy(dst + (c0 + c) * Rp + r0, buf[c], sizeof(T) * width);
-            }
-        }
-    }
-}
+constexpr int kMaxVectors = 16;  // batch vectors held in registers per block
+constexpr int64_t kRowsPerItem = 16;  // output rows per parallel work item
 
 // 64-byte vectors (GCC/Clang vector extension: one AVX-512 register, or several narrower ones).
 template <class T>
@@ -63,72 +31,81 @@ struct Simd {
         return v;
     }
     static void store(T* p, const vec& v) { std::memcpy(p, &v, sizeof v); }
-    static vec splat(T x) {
-        vec v;
-        for (int i = 0; i < lanes; ++i) v[i] = x;
-        return v;
+    static vec splat(T x) { return vec{} + x; }  // scalar operands broadcast (a lane loop compiles to 8 masked broadcasts)
+    static T sum(const vec& v) {
+#ifdef __AVX512F__
+        __m512d d;
+        __m512 f;
+        if constexpr (sizeof(T) == 8) {
+            std::memcpy(&d, &v, sizeof d);
+            return static_cast<T>(_mm512_reduce_add_pd(d));
+        } else {
+            std::memcpy(&f, &v, sizeof f);
+            return static_cast<T>(_mm512_reduce_add_ps(f));
+        }
+#else
+        T total = T(0);
+        for (int i = 0; i < lanes; ++i) total += v[i];
+        return total;
+#endif
     }
 };
 
-// One block of output rows [j0, j1) of one network for batch chunk [b0, b0 + NV * lanes): acc = bias +
-// sum_e v_e * xt[col_e, b0 : ...], written back into the row-major output y (B, n_rows).
+// Rows [j0, j1) of one network times a feature-major input, for the batch vectors [b0, b0 + NV lanes):
+// dst[j] = init_j + sum_e value(e) * src[col_e], with value(e) = vals[perm ? perm[e] : e], init_j =
+// bias[j] or 0, then ReLU (x < 0 -> 0, NaN kept) when `relu`.
 template <class T, int NV>
-void spmm_block(const int64_t* indptr, const int64_t* cols, const T* vals, const T* xt, int64_t Bp,
-                const T* bias, int64_t j0, int64_t j1, int64_t b0, int64_t B, T* y, int64_t n_rows) {
+void rows_block(const int64_t* indptr, const int64_t* cols, const T* vals, const int64_t* perm, const T* src,
+                int64_t Bp, const T* bias, bool relu, int64_t j0, int64_t j1, int64_t b0, T* dst) {
     using S = Simd<T>;
     using V = typename S::vec;
-    constexpr int W = NV * S::lanes;
-    constexpr int64_t JB = 64 / sizeof(T);
-    alignas(64) T tile[JB][W];
+    const T* base = src + b0;
     for (int64_t j = j0; j < j1; ++j) {
         V acc[NV];
         const V init = S::splat(bias ? bias[j] : T(0));
 #pragma GCC unroll 16
         for (int q = 0; q < NV; ++q) acc[q] = init;
-        const T* base = xt + b0;
         const int64_t e_end = indptr[j + 1];
         for (int64_t e = indptr[j]; e < e_end; ++e) {
-            if (e + kPrefetch < e_end) {
-                const T* ahead = base + cols[e + kPrefetch] * Bp;
+            const V v = S::splat(vals[perm ? perm[e] : e]);
+            const T* x = base + cols[e] * Bp;
 #pragma GCC unroll 16
-                for (int q = 0; q < NV; ++q) __builtin_prefetch(ahead + q * S::lanes);
-            }
-            const V v = S::splat(vals[e]);
-            const T* src = base + cols[e] * Bp;
-#pragma GCC unroll 16
-            for (int q = 0; q < NV; ++q) acc[q] += v * S::load(src + q * S::lanes);
+            for (int q = 0; q < NV; ++q) acc[q] += v * S::load(x + q * S::lanes);
         }
+        T* out = dst + j * Bp + b0;
+        if (relu) {
+            const V zero = S::splat(T(0));
 #pragma GCC unroll 16
-        for (int q = 0; q < NV; ++q) S::store(&tile[j - j0][q * S::lanes], acc[q]);
-    }
-    const int64_t valid = std::min<int64_t>(W, B - b0);
-    for (int64_t t = 0; t < valid; ++t) {
-        T* out = y + (b0 + t) * n_rows;
-        for (int64_t j = j0; j < j1; ++j) out[j] = tile[j - j0][t];
+            for (int q = 0; q < NV; ++q) S::store(out + q * S::lanes, acc[q] < zero ? zero : acc[q]);
+        } else {
+#pragma GCC unroll 16
+            for (int q = 0; q < NV; ++q) S::store(out + q * S::lanes, acc[q]);
+        }
     }
 }
 
-// spmm_block with NV chosen at run time (1 <= nv <= MaxNV).
+// rows_block with NV chosen at run time (1 <= nv <= MaxNV).
 template <class T, int MaxNV>
-void dispatch_block(int64_t nv, const int64_t* indptr, const int64_t* cols, const T* vals, const T* xt, int64_t Bp,
-                    const T* bias, int64_t j0, int64_t j1, int64_t b0, int64_t B, T* y, int64_t n_rows) {
+void rows_block_n(int nv, const int64_t* indptr, const int64_t* cols, const T* vals, const int64_t* perm,
+                  const T* src, int64_t Bp, const T* bias, bool relu, int64_t j0, int64_t j1, int64_t b0, T* dst) {
     if constexpr (MaxNV == 1) {
         (void)nv;
-        spmm_block<T, 1>(indptr, cols, vals, xt, Bp, bias, j0, j1, b0, B, y, n_rows);
+        rows_block<T, 1>(indptr, cols, vals, perm, src, Bp, bias, relu, j0, j1, b0, dst);
     } else {
-        if (nv == MaxNV) spmm_block<T, MaxNV>(indptr, cols, vals, xt, Bp, bias, j0, j1, b0, B, y, n_rows);
-        else dispatch_block<T, MaxNV - 1>(nv, indptr, cols, vals, xt, Bp, bias, j0, j1, b0, B, y, n_rows);
+        if (nv == MaxNV) rows_block<T, MaxNV>(indptr, cols, vals, perm, src, Bp, bias, relu, j0, j1, b0, dst);
+        else rows_block_n<T, MaxNV - 1>(nv, indptr, cols, vals, perm, src, Bp, bias, relu, j0, j1, b0, dst);
     }
 }
 
-// y (M, B, n_rows) = rows of the CSR matrix times xt (M, n_cols, Bp), plus bias (M, n_rows) if given.
+// dst (M, csr.n_rows, Bp) = rows of the CSR matrix times src (M, csr.n_cols, Bp) (+ bias, ReLU); with
+// `perm` the values are vals[perm[e]] (the CSC walk of a CSR-ordered value array).
 template <class T>
-void spmm_rows(const CsrView& csr, const T* vals, const T* xt, int64_t M, int64_t B, int64_t Bp,
-               const T* bias, T* y, int threads) {
-    constexpr int64_t JB = 64 / sizeof(T);
+void spmm_fm(const CsrView& csr, const T* vals, const int64_t* perm, const T* src, int64_t M, int64_t Bp,
+             const T* bias, bool relu, T* dst, int threads) {
+    using S = Simd<T>;
     const int64_t n_rows = csr.n_rows;
-    const int64_t groups = (n_rows + JB - 1) / JB;
-    const int64_t chunk = 16 * Simd<T>::lanes;  // batch elements per block: 16 vector accumulators
+    const int64_t groups = (n_rows + kRowsPerItem - 1) / kRowsPerItem;
+    const int64_t chunk = kMaxVectors * S::lanes;
     const int64_t chunks = (Bp + chunk - 1) / chunk;
     const int64_t items = M * chunks * groups;
     const int64_t nnz = csr.indptr[M * n_rows];
@@ -139,100 +116,176 @@ void spmm_rows(const CsrView& csr, const T* vals, const T* xt, int64_t M, int64_
         const int64_t rest = item % (chunks * groups);
         const int64_t c = rest / groups;
         const int64_t g = rest % groups;
-        const int64_t j0 = g * JB;
-        const int64_t j1 = std::min(n_rows, j0 + JB);
+        const int64_t j0 = g * kRowsPerItem;
+        const int64_t j1 = std::min(n_rows, j0 + kRowsPerItem);
         const int64_t b0 = c * chunk;
-        const int64_t width = std::min<int64_t>(chunk, Bp - b0);
-        const int64_t* indptr = csr.indptr + m * n_rows;
-        const T* xm = xt + m * csr.n_cols * Bp;
-        const T* bm = bias ? bias + m * n_rows : nullptr;
-        T* ym = y + m * B * n_rows;
-        dispatch_block<T, 16>(width / Simd<T>::lanes, indptr, csr.cols, vals, xm, Bp, bm, j0, j1, b0, B, ym, n_rows);
+        const int nv = static_cast<int>(std::min<int64_t>(chunk, Bp - b0) / S::lanes);
+        rows_block_n<T, kMaxVectors>(nv, csr.indptr + m * n_rows, csr.cols, vals, perm, src + m * csr.n_cols * Bp,
+                                     Bp, bias ? bias + m * n_rows : nullptr, relu, j0, j1, b0,
+                                     dst + m * n_rows * Bp);
     }
 }
 
-// gvals[e] = <gyt[row(e)], xt[col(e)]> over the padded batch (padding is zero on both sides).
-template <class T>
-void sddmm(const CsrView& csr, const T* gyt, const T* xt, int64_t M, int64_t Bp, T* gvals, int threads) {
-    const int64_t rows = M * csr.n_rows;
-    const int64_t nnz = csr.indptr[rows];
-    const bool parallel = nnz * Bp > kParallelWork;
-#pragma omp parallel for schedule(dynamic, 16) num_threads(threads) if (parallel)
-    for (int64_t r = 0; r < rows; ++r) {
-        const int64_t m = r / csr.n_rows;
-        const T* g = gyt + r * Bp;
-        const T* xm = xt + m * csr.n_cols * Bp;
-        const int64_t e_end = csr.indptr[r + 1];
-        for (int64_t e = csr.indptr[r]; e < e_end; ++e) {
-            if (e + kPrefetch < e_end) {
-                const T* ahead = xm + csr.cols[e + kPrefetch] * Bp;
-                for (int64_t b = 0; b < Bp && b < 256; b += 64 / static_cast<int64_t>(sizeof(T)))
-                    __builtin_prefetch(ahead + b);
-            }
-            const T* xr = xm + csr.cols[e] * Bp;
-            using S = Simd<T>;
-            using V = typename S::vec;
-            V acc0 = S::splat(T(0));
-            V acc1 = S::splat(T(0));
-            int64_t b = 0;
-            for (; b + 2 * S::lanes <= Bp; b += 2 * S::lanes) {
-                acc0 += S::load(g + b) * S::load(xr + b);
-                acc1 += S::load(g + b + S::lanes) * S::load(xr + b + S::lanes);
-            }
-            for (; b + S::lanes <= Bp; b += S::lanes) acc0 += S::load(g + b) * S::load(xr + b);
-            acc0 += acc1;
-            T total = T(0);
-            for (int t = 0; t < S::lanes; ++t) total += acc0[t];
-            gvals[e] = total;
+// gvals[e] = <g[row(e)], xt[col(e)]> over the first `nv` vectors of each row (the rest of g is zero).
+template <class T, int NV>
+void sddmm_row(const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T* xm, int64_t Bp, bool first,
+               T* gvals) {
+    using S = Simd<T>;
+    using V = typename S::vec;
+    V gv[NV];
+#pragma GCC unroll 16
+    for (int q = 0; q < NV; ++q) gv[q] = S::load(g + q * S::lanes);
+    for (int64_t e = e0; e < e1; ++e) {
+        const T* x = xm + cols[e] * Bp;
+        // two independent chains halve the latency of the dot product
+        V acc0 = gv[0] * S::load(x);
+        V acc1 = NV > 1 ? gv[NV > 1 ? 1 : 0] * S::load(x + (NV > 1 ? S::lanes : 0)) : S::splat(T(0));
+#pragma GCC unroll 16
+        for (int q = 2; q < NV; q += 2) {
+            acc0 += gv[q] * S::load(x + q * S::lanes);
+            if (q + 1 < NV) acc1 += gv[q + 1] * S::load(x + (q + 1) * S::lanes);
         }
+        const T dot = S::sum(acc0 + acc1);
+        gvals[e] = first ? dot : gvals[e] + dot;
+    }
+}
+
+template <class T, int MaxNV>
+void sddmm_row_n(int nv, const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T* xm, int64_t Bp,
+                 bool first, T* gvals) {
+    if constexpr (MaxNV == 1) {
+        (void)nv;
+        sddmm_row<T, 1>(cols, e0, e1, g, xm, Bp, first, gvals);
+    } else {
+        if (nv == MaxNV) sddmm_row<T, MaxNV>(cols, e0, e1, g, xm, Bp, first, gvals);
+        else sddmm_row_n<T, MaxNV - 1>(nv, cols, e0, e1, g, xm, Bp, first, gvals);
+    }
+}
+
+// Network m's rows of the CSR matrix times its input src_m (n_cols, Bp) into dst_m (n_rows, Bp) (+ bias_m,
+// ReLU); with `perm` the values are vals[perm[e]] (the CSC walk of a CSR-ordered value array).
+template <class T>
+void spmm_network(const CsrView& csr, int64_t m, const T* vals, const int64_t* perm, const T* src_m, int64_t Bp,
+                  const T* bias_m, bool relu, T* dst_m, int threads) {
+    using S = Simd<T>;
+    const int64_t n_rows = csr.n_rows;
+    const int64_t* indptr = csr.indptr + m * n_rows;
+    const int64_t groups = (n_rows + kRowsPerItem - 1) / kRowsPerItem;
+    const int64_t chunk = kMaxVectors * S::lanes;
+    const int64_t chunks = (Bp + chunk - 1) / chunk;
+    const bool parallel = threads > 1 && (indptr[n_rows] - indptr[0] + n_rows) * Bp > kParallelWork;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t item = 0; item < chunks * groups; ++item) {
+        const int64_t c = item / groups;
+        const int64_t j0 = (item % groups) * kRowsPerItem;
+        const int64_t b0 = c * chunk;
+        const int nv = static_cast<int>(std::min<int64_t>(chunk, Bp - b0) / S::lanes);
+        rows_block_n<T, kMaxVectors>(nv, indptr, csr.cols, vals, perm, src_m, Bp, bias_m, relu, j0,
+                                     std::min(n_rows, j0 + kRowsPerItem), b0, dst_m);
+    }
+}
+
+// gvals[e] = <g_m[row(e)], xt_m[col(e)]> for network m's entries, over the first `used` lanes (g is zero
+// beyond them).
+template <class T>
+void sddmm_network(const CsrView& csr, int64_t m, const T* g_m, const T* xt_m, int64_t used, int64_t Bp, T* gvals,
+                   int threads) {
+    using S = Simd<T>;
+    const int64_t* indptr = csr.indptr + m * csr.n_rows;
+    if (used == 0) {
+        std::fill(gvals + indptr[0], gvals + indptr[csr.n_rows], T(0));
+        return;
+    }
+    const bool parallel = threads > 1 && (indptr[csr.n_rows] - indptr[0]) * used > kParallelWork;
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads) if (parallel)
+    for (int64_t j = 0; j < csr.n_rows; ++j) {
+        const int64_t e0 = indptr[j], e1 = indptr[j + 1];
+        if (e0 == e1) continue;
+        for (int64_t b0 = 0; b0 < used; b0 += kMaxVectors * S::lanes) {
+            const int nv = static_cast<int>(std::min<int64_t>(kMaxVectors * S::lanes, used - b0) / S::lanes);
+            sddmm_row_n<T, kMaxVectors>(nv, csr.cols, e0, e1, g_m + j * Bp + b0, xt_m + b0, Bp, b0 == 0, gvals);
+        }
+    }
+}
+
+// body(m, inner_threads) for every network: the networks in parallel when there are at least as many as
+// threads (each then runs on one thread, its data staying in its core's cache), else one after the other
+// with the threads inside.
+template <class F>
+void for_networks(int64_t M, int threads, int64_t work, F&& body) {
+    if (threads > 1 && M >= threads && work > kParallelWork) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+        for (int64_t m = 0; m < M; ++m) body(m, 1);
+    } else {
+        for (int64_t m = 0; m < M; ++m) body(m, threads);
     }
 }
 
 }  // namespace
 
 template <class T>
-void sparse_linear_forward(const T* x, int64_t M, int64_t B, const CsrView& csr, const T* vals,
-                           const T* bias, T* y, T* xt, int n_threads) {
-    const int threads = resolve_threads(n_threads);
-    const int64_t Bp = padded_batch(B);
-    transpose_pad(x, M, B, csr.n_cols, xt, Bp, threads);
-    if (B == 0) return;
-    spmm_rows(csr, vals, xt, M, B, Bp, bias, y, threads);
+void sparse_fm_forward(const T* xt, int64_t M, int64_t B, int64_t Bp, const CsrView& csr, const T* vals,
+                       const T* bias, bool relu, T* yt, int n_threads) {
+    if (M == 0 || Bp == 0 || csr.n_rows == 0) return;
+    const int64_t nnz = csr.indptr[M * csr.n_rows];
+    const int64_t n_out = csr.n_rows, n_in = csr.n_cols;
+    for_networks(M, resolve_threads(n_threads), (nnz + M * n_out) * Bp, [&](int64_t m, int threads) {
+        T* y = yt + m * n_out * Bp;
+        spmm_network<T>(csr, m, vals, nullptr, xt + m * n_in * Bp, Bp, bias ? bias + m * n_out : nullptr, relu, y,
+                        threads);
+        if (B < Bp)
+            for (int64_t j = 0; j < n_out; ++j) std::fill(y + j * Bp + B, y + (j + 1) * Bp, T(0));
+    });
 }
 
 template <class T>
-void sparse_linear_backward(const T* gy, const T* xt, int64_t M, int64_t B, const CsrView& csr,
-                            const T* vals, const CsrView& csc, const int64_t* csc_perm, T* gx, T* gvals,
-                            int n_threads) {
-    const int threads = resolve_threads(n_threads);
-    const int64_t Bp = padded_batch(B);
-    const int64_t nnz = csr.indptr[M * csr.n_rows];
-    // Scratch for the padded transpose of grad_y; every entry is written, so no zero-initialisation.
-    std::unique_ptr<T[]> gyt_buffer(new T[static_cast<size_t>(std::max<int64_t>(1, M * csr.n_rows * Bp))]);
-    T* gyt = gyt_buffer.get();
-    transpose_pad(gy, M, B, csr.n_rows, gyt, Bp, threads);
-    if (gx != nullptr) {
-        std::unique_ptr<T[]> vals_csc(new T[static_cast<size_t>(std::max<int64_t>(1, nnz))]);
-        for (int64_t e = 0; e < nnz; ++e) vals_csc[e] = vals[csc_perm[e]];
-        if (B > 0) spmm_rows(csc, vals_csc.get(), gyt, M, B, Bp, static_cast<const T*>(nullptr), gx, threads);
-    }
-    if (gvals != nullptr) {
-        if (Bp == 0) {
-            std::fill(gvals, gvals + nnz, T(0));
-        } else {
-            sddmm(csr, gyt, xt, M, Bp, gvals, threads);
+void sparse_fm_backward(const T* gyt, const T* xt, const T* yt, int64_t M, int64_t B, int64_t Bp,
+                        const CsrView& csr, const T* vals, const CsrView& csc, const int64_t* csc_perm, T* gxt,
+                        T* gvals, T* gbias, int n_threads) {
+    if (M == 0) return;
+    using S = Simd<T>;
+    const int64_t n_out = csr.n_rows, n_in = csr.n_cols;
+    const int64_t nnz = csr.indptr[M * n_out];
+    const int64_t used = std::min(Bp, (B + S::lanes - 1) / S::lanes * S::lanes);  // lanes that can be non-zero
+    for_networks(M, resolve_threads(n_threads), (3 * nnz + M * (n_out + n_in)) * Bp, [&](int64_t m, int threads) {
+        // g: the gradient that reaches W x + b (masked by the ReLU, padding lanes zero) and its batch sum
+        std::unique_ptr<T[]> g_buffer(new T[static_cast<size_t>(std::max<int64_t>(1, n_out * Bp))]);
+        T* g = g_buffer.get();
+        for (int64_t j = 0; j < n_out; ++j) {
+            const int64_t r = m * n_out + j;
+            const T* src = gyt + r * Bp;
+            T* dst = g + j * Bp;
+            T total = T(0);
+            if (yt != nullptr) {
+                const T* y = yt + r * Bp;
+                for (int64_t b = 0; b < B; ++b) {
+                    dst[b] = y[b] <= T(0) ? T(0) : src[b];
+                    total += dst[b];
+                }
+            } else {
+                for (int64_t b = 0; b < B; ++b) {
+                    dst[b] = src[b];
+                    total += dst[b];
+                }
+            }
+            std::fill(dst + B, dst + Bp, T(0));
+            if (gbias != nullptr) gbias[r] = total;
         }
-    }
+        if (gxt != nullptr && n_in > 0 && Bp > 0)
+            spmm_network<T>(csc, m, vals, csc_perm, g, Bp, nullptr, false, gxt + m * n_in * Bp, threads);
+        if (gvals != nullptr) sddmm_network<T>(csr, m, g, xt + m * n_in * Bp, used, Bp, gvals, threads);
+    });
 }
 
-template void sparse_linear_forward<float>(const float*, int64_t, int64_t, const CsrView&, const float*,
-                                           const float*, float*, float*, int);
-template void sparse_linear_forward<double>(const double*, int64_t, int64_t, const CsrView&, const double*,
-                                            const double*, double*, double*, int);
-template void sparse_linear_backward<float>(const float*, const float*, int64_t, int64_t, const CsrView&,
-                                            const float*, const CsrView&, const int64_t*, float*, float*, int);
-template void sparse_linear_backward<double>(const double*, const double*, int64_t, int64_t, const CsrView&,
-                                             const double*, const CsrView&, const int64_t*, double*, double*,
-                                             int);
+template void sparse_fm_forward<float>(const float*, int64_t, int64_t, int64_t, const CsrView&, const float*,
+                                       const float*, bool, float*, int);
+template void sparse_fm_forward<double>(const double*, int64_t, int64_t, int64_t, const CsrView&, const double*,
+                                        const double*, bool, double*, int);
+template void sparse_fm_backward<float>(const float*, const float*, const float*, int64_t, int64_t, int64_t,
+                                        const CsrView&, const float*, const CsrView&, const int64_t*, float*,
+                                        float*, float*, int);
+template void sparse_fm_backward<double>(const double*, const double*, const double*, int64_t, int64_t, int64_t,
+                                         const CsrView&, const double*, const CsrView&, const int64_t*, double*,
+                                         double*, double*, int);
 
 }  // namespace plantseek

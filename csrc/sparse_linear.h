@@ -1,16 +1,22 @@
 // Sparse masked linear layer on CSR weights, for M independent networks of one shape at once.
 //
-// Layout: x is (M, B, n_in) row-major, the weights of network m are rows m*n_out .. m*n_out+n_out-1 of one
-// CSR matrix (indptr has M*n_out + 1 entries, cols index the n_in inputs, vals hold the kept weights).
-// Internally the batch dimension is moved last ("transposed", padded to a multiple of 16 with zeros) so
-// that each kept weight multiplies one contiguous vector of batch values.
+// Layout ("feature-major"): activations are (M, n, Bp): network m, feature i, then the batch, padded to
+// Bp = a multiple of 16 (`padded_batch`). Each kept weight then multiplies one contiguous vector of batch
+// values, and a layer's output is already the next layer's input: a chain of sparse layers needs no
+// transposes. Only the first B batch lanes are meaningful; the forward pass computes the padding lanes
+// too (they never mix with the others) and the backward pass treats the gradient's padding as zero.
+//
+// Weights: network m's rows are m*n_out .. m*n_out+n_out-1 of one CSR matrix (indptr has M*n_out + 1
+// entries, cols index the n_in inputs, vals hold the kept weights in CSR order). The backward pass also
+// walks the same entries by input (the CSC structure: csc_perm[e'] is the CSR entry that CSC entry e'
+// holds). Callers validate the structure once (the binding's SparsePattern) and reuse it every step.
 #pragma once
 
 #include <cstdint>
 
 namespace plantseek {
 
-// Padded batch length used by the transposed buffers.
+// Padded batch length of the feature-major buffers.
 inline int64_t padded_batch(int64_t B) { return (B + 15) / 16 * 16; }
 
 struct CsrView {
@@ -20,17 +26,21 @@ struct CsrView {
     int64_t n_cols;         // columns per network
 };
 
-// y = x W^T + bias (bias may be null). Also writes xt (M, n_in, Bp), the padded transpose of x, which
-// the backward pass needs.
+// yt (M, n_out, Bp) = W xt (+ bias broadcast over the batch), then ReLU when `relu` (NaN stays NaN, as
+// torch.relu); the padding lanes B..Bp-1 of yt are set to zero. xt is (M, n_in, Bp); bias is (M, n_out)
+// or null.
 template <class T>
-void sparse_linear_forward(const T* x, int64_t M, int64_t B, const CsrView& csr, const T* vals,
-                           const T* bias, T* y, T* xt, int n_threads);
+void sparse_fm_forward(const T* xt, int64_t M, int64_t B, int64_t Bp, const CsrView& csr, const T* vals,
+                       const T* bias, bool relu, T* yt, int n_threads);
 
-// Backward: gx = gy W (through the CSC structure csc, whose entry e holds CSR entry csc_perm[e]) and
-// gvals[e] = sum_b gy[b, row(e)] x[b, col(e)] for every kept weight e (CSR order). gx or gvals may be null.
+// Backward of `sparse_fm_forward` for the gradient gyt (M, n_out, Bp) of its output, of which only the first
+// B lanes count. With `yt` (the forward output, given when the forward applied ReLU) the gradient is first
+// masked where yt <= 0 (as torch's threshold_backward). Writes any of: gxt (M, n_in, Bp) = W^T g (padding
+// lanes zero), gvals[e] = <g[row(e)], xt[col(e)]> over the first B lanes, gbias (M, n_out) = sum of g over
+// the batch. Null outputs are skipped.
 template <class T>
-void sparse_linear_backward(const T* gy, const T* xt, int64_t M, int64_t B, const CsrView& csr,
-                            const T* vals, const CsrView& csc, const int64_t* csc_perm, T* gx, T* gvals,
-                            int n_threads);
+void sparse_fm_backward(const T* gyt, const T* xt, const T* yt, int64_t M, int64_t B, int64_t Bp,
+                        const CsrView& csr, const T* vals, const CsrView& csc, const int64_t* csc_perm, T* gxt,
+                        T* gvals, T* gbias, int n_threads);
 
 }  // namespace plantseek

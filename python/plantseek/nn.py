@@ -256,12 +256,26 @@ def masked_linear(x, weight, weight_mask, bias=None, bias_mask=None, impl: str =
     structure = mask_structure(m3)
     # Gathering the kept values through autograd gives the dense weight its gradient (zero where masked).
     vals = w3.reshape(-1).index_select(0, structure.pos)
-    y = _SparseLinear.apply(x3, vals, structure)
-    if b2 is not None:
-        y = y + (b2 if bm2 is None else b2 * bm2).unsqueeze(1)
+    y = sparse_linear(x3, vals, structure, None if b2 is None else (b2 if bm2 is None else b2 * bm2))
     if batched:
         return y
     return y.reshape(*lead, weight.shape[0])
+
+
+def padded_batch(batch: int) -> int:
+    """Batch lanes of a feature-major activation: `batch` rounded up to a multiple of 16 (the kernels' unit)."""
+    return (int(batch) + 15) // 16 * 16
+
+
+def to_feature_major(x: torch.Tensor) -> torch.Tensor:
+    """(M, B, n) -> the feature-major (M, n, padded_batch(B)) layout of `sparse_linear_fm`, padding lanes zero."""
+    B = x.shape[1]
+    return torch.nn.functional.pad(x.transpose(1, 2), (0, padded_batch(B) - B)).contiguous()
+
+
+def from_feature_major(xt: torch.Tensor, batch: int) -> torch.Tensor:
+    """Feature-major (M, n, Bp) -> (M, batch, n) (a view: no copy)."""
+    return xt[:, :, :batch].transpose(1, 2)
 
 
 def sparse_linear(x: torch.Tensor, values: torch.Tensor, structure: CsrStructure, bias: torch.Tensor | None = None):
@@ -269,62 +283,114 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, structure: CsrStructure
     (`mask_structure(mask)`); differentiable in x, values and bias. For trainers that keep only the kept
     weights as parameters: no dense weight, no dense gradient. Shapes: x (M, B, in), values (nnz,),
     bias (M, out) -> (M, B, out). Needs the native module of x's device."""
+    _check_sparse_args(x, values, structure, bias, feature_major=False)
+    if x.device.type == "cuda":
+        y = _SparseLinearCuda.apply(x, values, structure)
+        return y if bias is None else y + bias.unsqueeze(1)
+    B = x.shape[1]
+    yt = _SparseLinearFM.apply(to_feature_major(x), values, bias, structure, B, False)
+    return from_feature_major(yt, B)
+
+
+def sparse_linear_fm(xt: torch.Tensor, values: torch.Tensor, structure: CsrStructure, batch: int,
+                     bias: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
+    """`sparse_linear` (then ReLU when `relu`) on feature-major activations: xt (M, in, Bp) -> (M, out, Bp),
+    Bp = padded_batch(batch), padding lanes zero (`to_feature_major`, `from_feature_major`). A chain of sparse
+    layers stays in this layout, so the batched trainer transposes only where the chain starts and ends."""
+    _check_sparse_args(xt, values, structure, bias, feature_major=True, batch=batch)
+    if xt.device.type == "cuda":  # the CUDA kernels work row-major: convert around them
+        y = _SparseLinearCuda.apply(from_feature_major(xt, batch).contiguous(), values, structure)
+        if bias is not None:
+            y = y + bias.unsqueeze(1)
+        return to_feature_major(torch.relu(y) if relu else y)
+    return _SparseLinearFM.apply(xt, values, bias, structure, int(batch), bool(relu))
+
+
+def _check_sparse_args(x, values, structure, bias, feature_major: bool, batch: int | None = None) -> None:
     if native.module_for(x.device) is None:
         raise RuntimeError("sparse_linear needs the native core (plantseek._C / _C_cuda); use masked_linear instead")
-    if x.dim() != 3 or x.shape[0] != structure.M or x.shape[2] != structure.n_in:
+    if feature_major:
+        if batch is None or int(batch) < 0:
+            raise ValueError(f"batch must be an integer >= 0, got {batch!r}")
+        want = (structure.M, structure.n_in, padded_batch(batch))
+        if tuple(x.shape) != want:
+            raise ValueError(f"xt must have shape {want} (feature-major, batch {batch} padded), got {tuple(x.shape)}")
+    elif x.dim() != 3 or x.shape[0] != structure.M or x.shape[2] != structure.n_in:
         raise ValueError(f"x must have shape ({structure.M}, B, {structure.n_in}), got {tuple(x.shape)}")
     if values.shape != (structure.nnz,) or values.dtype != x.dtype or values.device != x.device:
         raise ValueError(f"values must be a ({structure.nnz},) {x.dtype} tensor on {x.device}")
-    y = _SparseLinear.apply(x, values, structure)
-    if bias is not None:
-        y = y + bias.unsqueeze(1)
-    return y
+    if bias is not None and (bias.shape != (structure.M, structure.n_out) or bias.dtype != x.dtype
+                             or bias.device != x.device):
+        raise ValueError(f"bias must be a ({structure.M}, {structure.n_out}) {x.dtype} tensor on {x.device}")
 
 
 def _np(t: torch.Tensor):
     return t.detach().contiguous().numpy()
 
 
-class _SparseLinear(torch.autograd.Function):
-    """y = x W^T on the native kernels; x (M, B, in), vals (nnz,) the kept weights in CSR order."""
+def native_pattern(structure: CsrStructure):
+    """The validated native copy (`plantseek._C.SparsePattern`) of a CPU structure, built once per structure."""
+    pat = structure.__dict__.get("_pattern")
+    if pat is None:
+        pat = native.cpu_module().SparsePattern(_np(structure.indptr), _np(structure.cols), _np(structure.csc_indptr),
+                                                _np(structure.csc_rows), _np(structure.csc_perm), structure.M,
+                                                structure.n_out, structure.n_in)
+        structure.__dict__["_pattern"] = pat
+    return pat
+
+
+class _SparseLinearFM(torch.autograd.Function):
+    """yt = W xt + b (then ReLU) on the CPU kernels, feature-major; vals (nnz,) the kept weights in CSR order."""
+
+    @staticmethod
+    def forward(ctx, xt, vals, bias, structure, batch, relu):
+        xt = xt.detach().contiguous()
+        vals = vals.detach().contiguous()
+        ext = native.cpu_module()
+        pat = native_pattern(structure)
+        b = None if bias is None else bias.detach().contiguous().numpy()
+        yt = torch.from_numpy(ext.sparse_fm_forward(xt.numpy(), pat, vals.numpy(), b, relu, batch,
+                                                    torch.get_num_threads()))
+        ctx.save_for_backward(xt, vals, yt if relu else None)
+        ctx.ext, ctx.pattern, ctx.batch, ctx.has_bias = ext, pat, batch, bias is not None
+        return yt
+
+    @staticmethod
+    def backward(ctx, grad_yt):
+        xt, vals, yt = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        if not (need_x or need_w or need_b):
+            return None, None, None, None, None, None
+        gx, gv, gb = ctx.ext.sparse_fm_backward(
+            grad_yt.contiguous().numpy(), xt.numpy(), None if yt is None else yt.numpy(), ctx.pattern, vals.numpy(),
+            ctx.batch, need_x, need_w, need_b and ctx.has_bias, torch.get_num_threads())
+        as_tensor = (lambda a: None if a is None else torch.from_numpy(a))
+        return as_tensor(gx), as_tensor(gv), as_tensor(gb), None, None, None
+
+
+class _SparseLinearCuda(torch.autograd.Function):
+    """y = x W^T on the CUDA kernels, row-major; x (M, B, in), vals (nnz,) the kept weights in CSR order."""
 
     @staticmethod
     def forward(ctx, x, vals, structure):
+        from . import kernels  # CUDA launch helpers live next to the other kernel wrappers
+
         x = x.detach().contiguous()
         vals = vals.detach().contiguous()
-        if x.device.type == "cuda":
-            from . import kernels  # CUDA launch helpers live next to the other kernel wrappers
-
-            y = kernels._cuda_sparse_forward(x, vals, structure)
-            ctx.save_for_backward(x, vals)
-        else:
-            ext = native.cpu_module()
-            y_np, xt_np = ext.sparse_linear_forward(x.numpy(), _np(structure.indptr), _np(structure.cols), vals.numpy(),
-                                                    None, structure.n_out, torch.get_num_threads())
-            y = torch.from_numpy(y_np)
-            ctx.save_for_backward(torch.from_numpy(xt_np), vals)
+        y = kernels._cuda_sparse_forward(x, vals, structure)
+        ctx.save_for_backward(x, vals)
         ctx.structure = structure
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        saved, vals = ctx.saved_tensors
-        s = ctx.structure
+        from . import kernels
+
+        x, vals = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_x or need_w):
             return None, None, None
-        grad_y = grad_y.contiguous()
-        if grad_y.device.type == "cuda":
-            from . import kernels
-
-            gx, gvals = kernels._cuda_sparse_backward(grad_y, saved, vals, s, need_x, need_w)
-        else:
-            ext = native.cpu_module()
-            gx_np, gv_np = ext.sparse_linear_backward(
-                grad_y.numpy(), saved.numpy(), _np(s.indptr), _np(s.cols), vals.numpy(), _np(s.csc_indptr),
-                _np(s.csc_rows), _np(s.csc_perm), s.n_in, need_x, need_w, torch.get_num_threads())
-            gx = None if gx_np is None else torch.from_numpy(gx_np)
-            gvals = None if gv_np is None else torch.from_numpy(gv_np)
+        gx, gvals = kernels._cuda_sparse_backward(grad_y.contiguous(), x, vals, ctx.structure, need_x, need_w)
         return (gx if need_x else None), (gvals if need_w else None), None
 
 
