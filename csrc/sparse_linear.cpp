@@ -271,9 +271,11 @@ void sparse_fm_backward(const T* gyt, const T* xt, const T* yt, int64_t M, int64
             std::fill(dst + B, dst + Bp, T(0));
             if (gbias != nullptr) gbias[r] = total;
         }
-        if (gxt != nullptr && n_in > 0 && Bp > 0)
-            spmm_network<T>(csc, m, vals, csc_perm, g, Bp, nullptr, false, gxt + m * n_in * Bp, threads);
-        if (gvals != nullptr) sddmm_network<T>(csr, m, g, xt + m * n_in * Bp, used, Bp, gvals, threads);
+        T* gx_m = gxt == nullptr ? nullptr : gxt + m * n_in * Bp;
+        const T* xt_m = xt + m * n_in * Bp;
+        if (gx_m != nullptr && n_in > 0 && Bp > 0)
+            spmm_network<T>(csc, m, vals, csc_perm, g, Bp, nullptr, false, gx_m, threads);
+        if (gvals != nullptr) sddmm_network<T>(csr, m, g, xt_m, used, Bp, gvals, threads);
     });
 }
 

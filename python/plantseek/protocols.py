@@ -132,15 +132,9 @@ def train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: i
 
 def train_with_dense(live: list[Run], masks: list[Mask], dense: list[Run], settings: Settings, epochs: int,
                      desc: str) -> None:
-    """Train pruned runs and dense baselines: in one batch when they take the same path, apart when the pruned
-    runs would take the sparse path (a dense member in the stack would pull every layer onto the dense path,
-    and a wide host at density 1e-4 would then cost its dense size)."""
-    dmasks = [full_mask(r.net) for r in dense]
-    if live and dense and "sparse" in _train.layer_impls(_train.stack_masks(masks), settings.impl):
-        train_runs(live, masks, settings, epochs, desc=desc)
-        train_runs(list(dense), dmasks, settings, epochs, desc=desc + " (dense)")
-        return
-    train_runs(live + list(dense), masks + dmasks, settings, epochs, desc=desc)
+    """Train pruned runs and dense baselines in one batch (`plantseek.train` gives the networks with nothing
+    pruned their own block, so a sparse stack keeps its sparse path)."""
+    train_runs(live + list(dense), masks + [full_mask(r.net) for r in dense], settings, epochs, desc=desc)
 
 
 def _batch_key(r: Run):

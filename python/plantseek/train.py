@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.optim.adam import adam as _functional_adam
 
 Tensor = torch.Tensor
 LayerMasks = list[tuple[Tensor, Tensor]]  # per layer: (M, out, in) bool, (M, out) bool
@@ -217,19 +218,23 @@ def _crossover(pnn, device: torch.device | str = "cpu") -> float:
         return 0.0
 
 
-# Below this many weights per layer, summed over the M networks trained together, the dense batched matmul
-# beats the native sparse path whatever the density. Measured here (2 cores, one thread, depth 5): one
-# network of width 150 at density 0.05 trains at 1.3 ms/step dense vs 1.7 ms sparse; 64 networks of width
-# 100 at density 0.1 at 0.75 ms per network-step dense vs 0.21 ms sparse (0.01: 0.71 vs 0.12; 0.5: 0.74 vs
-# 0.55), 2 networks already 0.72 vs 0.51: the dense path pays Adam over every pruned weight.
-SPARSE_MIN_LAYER_SIZE = 32768
+# Below this many weights, summed over every layer of the M networks trained together, the dense batched
+# matmuls beat the native sparse path whatever the density (per-call overhead dominates both). Measured here
+# (one thread, float64, batch 32, ms per step, dense vs sparse): one network of width 50 / 70 / 100 with 3, 3
+# and 2 hidden layers (5k to 10k weights) at density 0.05: 0.50/0.57, 0.53/0.56, 0.49/0.52; width 100 with 4
+# hidden layers (30k weights) at density 0.01 and 0.2: 0.73/0.62 and 0.75/0.68; width 300: 2.9/0.67.
+SPARSE_MIN_STACK_SIZE = 20_000
 
 
 def layer_impls(masks: LayerMasks | None, impl: str = "auto") -> list[str]:
     """Per layer "dense" or "sparse" for the given stacked masks and the requested implementation.
 
-    "auto" takes the native sparse path for layers whose kept fraction (over all M networks) is below
-    `plantseek.nn.crossover_density()` and that hold at least `SPARSE_MIN_LAYER_SIZE` weights over the stack.
+    "auto" takes the native sparse path for every layer when the kept fraction of all weights of the stack is
+    below `plantseek.nn.crossover_density()` and the stack holds at least `SPARSE_MIN_STACK_SIZE` weights. One
+    decision for the whole stack, not one per layer: a chain of sparse layers stays feature-major, and a dense
+    layer inside it costs two transposes and a separate ReLU of its whole output. (Measured on
+    bench/bench_sweep.py's stack: the 2-input first layer keeps 43% of its 200 weights, and deciding it alone
+    put it on the dense path at a cost of about 1 ms per step for a layer of 5.5k kept weights.)
     """
     depth = len(masks) if masks is not None else 0
     if impl == "dense" or masks is None:
@@ -241,13 +246,11 @@ def layer_impls(masks: LayerMasks | None, impl: str = "auto") -> list[str]:
         return ["sparse"] * depth
     if pnn is None:
         return ["dense"] * depth
+    if sum(wm.numel() for wm, _ in masks) < SPARSE_MIN_STACK_SIZE:
+        return ["dense"] * depth
     cross = _crossover(pnn, masks[0][0].device if depth else "cpu")
-    out = []
-    for wm, _ in masks:
-        dens = float(wm.sum()) / max(1, wm.numel())
-        big = wm.numel() >= SPARSE_MIN_LAYER_SIZE  # all M networks of the stack together
-        out.append("sparse" if dens < cross and big else "dense")
-    return out
+    kept = sum(float(wm.sum()) for wm, _ in masks) / max(1, sum(wm.numel() for wm, _ in masks))
+    return ["sparse" if kept < cross else "dense"] * depth
 
 
 def forward(weights: Sequence[Tensor], biases: Sequence[Tensor], x: Tensor, masks: LayerMasks | None = None,
@@ -363,57 +366,133 @@ def _train_impl(
             gc.enable()
 
 
-def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, generators, progress, desc, start):
-    """The epochs of `_train_impl` (arguments already checked)."""
-    device, dtype = weights[0].device, weights[0].dtype
-    # Layers on the native sparse path keep only their kept weights as parameters (`nn.sparse_linear`: no dense
-    # weight, no dense gradient, optimiser state in proportion to the kept weights); the other layers keep
-    # dense (M, out, in) weights that are zero where pruned and whose gradients are masked after each step.
-    impls = layer_impls(masks, cfg.impl)
-    pnn = _native_nn() if "sparse" in impls else None
-    values_path = (pnn is not None and hasattr(pnn, "sparse_linear") and hasattr(pnn, "mask_structure")
-                   and _native_serves(device))
-    structures: dict[int, Any] = {}
-    params: list[Tensor] = []
-    grad_masks: list[Tensor] = []
-    masked_idx: list[int] = []
-    for l, (w, b, (wm, bm)) in enumerate(zip(weights, biases, masks)):
-        if impls[l] == "sparse" and values_path:
-            st = pnn.mask_structure(wm)
-            structures[l] = st
-            params.append(w.detach().reshape(-1)[st.pos].clone().requires_grad_(True))
-        else:
-            fw = wm.to(dtype)
-            params.append((w.detach() * fw).requires_grad_(True))
-            grad_masks.append(fw)
-            masked_idx.append(len(params) - 1)
-        fb = bm.to(dtype)
-        params.append((b.detach() * fb).requires_grad_(True))
-        grad_masks.append(fb)
-        masked_idx.append(len(params) - 1)
+class _Block:
+    """Networks [start, stop) of the (reordered) stack that share one path per layer, with their parameters.
 
-    def fwd(xb: Tensor) -> Tensor:
-        # consecutive layers on the values path stay feature-major (bias and ReLU fused into the kernels):
-        # activations are transposed only where such a chain starts and ends
+    Layers on the native values path keep only their kept weights (`nn.sparse_linear_fm`: no dense weight,
+    no dense gradient, optimiser state in proportion to the kept weights); dense layers keep their weight
+    transposed, (M, in, out), which is the layout whose gradient autograd returns contiguous (the fused
+    optimiser needs that; the (M, out, in) layout cost one copy per layer and step); other "sparse" layers
+    (no native values path) keep (M, out, in) weights for `nn.masked_linear`. Weights and biases are zero where
+    pruned and their gradients are masked after each step, except where nothing is pruned.
+    """
+
+    def __init__(self, start: int, stop: int, weights, biases, masks, impl: str):
+        self.start, self.stop = start, stop
+        sl = slice(start, stop)
+        wms = [(wm[sl], bm[sl]) for wm, bm in masks]
+        self.impls = layer_impls(wms, impl)
+        device, dtype = weights[0].device, weights[0].dtype
+        self.pnn = _native_nn() if "sparse" in self.impls else None
+        values = (self.pnn is not None and hasattr(self.pnn, "sparse_linear_fm") and _native_serves(device))
+        self.kinds: list[str] = []
+        self.structures: dict[int, Any] = {}
+        self.masks = wms
+        self.params: list[Tensor] = []
+        self.grad_masks: list[tuple[int, Tensor]] = []  # (index into params, mask) where something is pruned
+        for l, (w, b, (wm, bm)) in enumerate(zip(weights, biases, wms)):
+            w = w[sl].detach()
+            if self.impls[l] == "sparse" and values:
+                st = self.pnn.mask_structure(wm)
+                self.structures[l] = st
+                self.kinds.append("values")
+                self.params.append(w.reshape(-1)[st.pos].clone().requires_grad_(True))
+            else:
+                transposed = self.impls[l] == "dense"
+                self.kinds.append("dense" if transposed else "masked")
+                fw = wm.to(dtype)
+                if transposed:
+                    fw = fw.transpose(1, 2).contiguous()
+                    w = w.transpose(1, 2)
+                self.params.append((w * fw).contiguous().requires_grad_(True))
+                if not bool(wm.all()):
+                    self.grad_masks.append((len(self.params) - 1, fw))
+            fb = bm.to(dtype)
+            self.params.append((b[sl].detach() * fb).requires_grad_(True))
+            if not bool(bm.all()):
+                self.grad_masks.append((len(self.params) - 1, fb))
+
+    def forward(self, xb: Tensor) -> Tensor:
+        """Outputs (stop - start, B, out). Consecutive layers on the values path stay feature-major (bias and ReLU
+        fused into the kernels): activations are transposed only where such a chain starts and ends."""
+        pnn, depth = self.pnn, len(self.kinds)
         h, ht, n = xb, None, xb.shape[1]
-        for l in range(len(weights)):
-            w, b, relu = params[2 * l], params[2 * l + 1], l < len(weights) - 1
-            if l in structures:
-                ht = pnn.sparse_linear_fm(pnn.to_feature_major(h) if ht is None else ht, w, structures[l], n, b, relu)
+        for l, kind in enumerate(self.kinds):
+            w, b, relu = self.params[2 * l], self.params[2 * l + 1], l < depth - 1
+            if kind == "values":
+                ht = pnn.sparse_linear_fm(pnn.to_feature_major(h) if ht is None else ht, w, self.structures[l], n, b,
+                                          relu)
                 continue
             if ht is not None:
                 h, ht = pnn.from_feature_major(ht, n), None
-            if impls[l] == "sparse":
-                h = pnn.masked_linear(h, w, masks[l][0], b, masks[l][1], impl="auto")
+            if kind == "masked":
+                h = pnn.masked_linear(h, w, self.masks[l][0], b, self.masks[l][1], impl="auto")
             else:
-                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                h = torch.baddbmm(b.unsqueeze(1), h, w)
             if relu:
                 h = torch.relu(h)
         return h if ht is None else pnn.from_feature_major(ht, n)
 
-    # optimiser: torch's Adam (fused: one pass over each tensor instead of ~8 foreach passes; 3.9x faster
-    # on the 64-network stack of bench/bench_sweep.py), or the elementwise SGD step of `sgd_step_`
-    adam = make_adam(params, cfg) if cfg.optimizer == "adam" else None
+    def weights_out(self, shapes: Sequence[torch.Size]) -> list[Tensor]:
+        """The trained (stop - start, out, in) weights, zero where pruned."""
+        out = []
+        for l, kind in enumerate(self.kinds):
+            p = self.params[2 * l].detach()
+            if kind == "values":  # scatter the kept values back into a dense weight
+                dense = torch.zeros((self.stop - self.start,) + tuple(shapes[l][1:]), dtype=p.dtype, device=p.device)
+                dense.view(-1)[self.structures[l].pos] = p
+                p = dense
+            elif kind == "dense":
+                p = p.transpose(1, 2).contiguous()
+            out.append(p)
+        return out
+
+
+def _blocks(masks: LayerMasks, impl: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """A reordering of the stack and its blocks: networks with something pruned first, then those with nothing
+    pruned (dense baselines), so that each block takes its own path (one dense member would otherwise pull
+    every layer of a sparse stack onto the dense path)."""
+    M = masks[0][0].shape[0]
+    full = torch.ones(M, dtype=torch.bool, device=masks[0][0].device)
+    for wm, bm in masks:
+        full &= wm.reshape(M, -1).all(dim=1) & bm.reshape(M, -1).all(dim=1)
+    full_list = full.tolist()
+    pruned = [k for k in range(M) if not full_list[k]]
+    dense = [k for k in range(M) if full_list[k]]
+    if not pruned or not dense or impl == "dense":
+        return list(range(M)), [(0, M)]
+    return pruned + dense, [(0, len(pruned)), (len(pruned), M)]
+
+
+def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, generators, progress, desc, start):
+    """The epochs of `_train_impl` (arguments already checked)."""
+    device, dtype = weights[0].device, weights[0].dtype
+    order, spans = _blocks(masks, cfg.impl)
+    if order != list(range(M)):
+        idx = torch.tensor(order, device=device)
+        weights = [w.index_select(0, idx) for w in weights]
+        biases = [b.index_select(0, idx) for b in biases]
+        masks = [(wm.index_select(0, idx), bm.index_select(0, idx)) for wm, bm in masks]
+        x, y = x.index_select(0, idx), y.index_select(0, idx)
+        generators = [generators[k] for k in order]
+        labels = [labels[k] for k in order]
+    blocks = [_Block(a, b, weights, biases, masks, cfg.impl) for a, b in spans]
+    params = [p for blk in blocks for p in blk.params]
+    offsets = [0]
+    for blk in blocks:
+        offsets.append(offsets[-1] + len(blk.params))
+    masked = [(offsets[i] + k, m) for i, blk in enumerate(blocks) for k, m in blk.grad_masks]
+    masked_idx = [k for k, _ in masked]
+    grad_masks = [m for _, m in masked]
+
+    def fwd(xb: Tensor) -> Tensor:
+        if len(blocks) == 1:
+            return blocks[0].forward(xb)
+        return torch.cat([blk.forward(xb[blk.start:blk.stop]) for blk in blocks])
+
+    # optimiser: torch's Adam (fused: 3.9x faster than the ~8 foreach passes on bench/bench_sweep.py's stack),
+    # or the elementwise SGD step of `sgd_step_`
+    adam = AdamState(params, cfg) if cfg.optimizer == "adam" else None
     with torch.no_grad():
         bufs = [torch.zeros_like(p) for p in params] if adam is None else []
     step = 0
@@ -447,14 +526,12 @@ def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, gen
                     epoch_sum += losses.detach() * (e - s)
                 total = torch.where(alive, losses, torch.zeros_like(losses)).sum()
                 grads = list(torch.autograd.grad(total, params))
-                with torch.no_grad():
-                    torch._foreach_mul_([grads[i] for i in masked_idx], grad_masks)
+                if masked_idx:
+                    with torch.no_grad():
+                        torch._foreach_mul_([grads[i] for i in masked_idx], grad_masks)
                 step += 1
                 if adam is not None:
-                    for p, g in zip(params, grads):  # the fused kernel walks grads in the params' layout
-                        p.grad = g.contiguous()
-                    adam.param_groups[0]["lr"] = lr
-                    adam.step()
+                    adam.step(grads, lr)
                 else:
                     sgd_step_(params, grads, bufs, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                               step=step)
@@ -481,28 +558,51 @@ def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, gen
     finally:
         if bar is not None:
             bar.close()
-    out_w = []
-    for l in range(len(weights)):
-        p = params[2 * l].detach()
-        if l in structures:  # scatter the kept values back into a dense (M, out, in) weight
-            dense = torch.zeros(weights[l].shape, dtype=dtype, device=device)
-            dense.view(-1)[structures[l].pos] = p
-            p = dense
-        out_w.append(p)
-    out_b = [params[2 * l + 1].detach() for l in range(len(weights))]
+    parts = [blk.weights_out([w.shape for w in weights]) for blk in blocks]
+    out_w = [torch.cat([p[l] for p in parts]) if len(parts) > 1 else parts[0][l] for l in range(len(weights))]
+    out_b = [torch.cat([blk.params[2 * l + 1].detach() for blk in blocks]) for l in range(len(weights))]
+    if order != list(range(M)):  # back to the caller's order
+        inv = torch.empty(M, dtype=torch.long, device=device)
+        inv[torch.tensor(order, device=device)] = torch.arange(M, device=device)
+        out_w = [w.index_select(0, inv) for w in out_w]
+        out_b = [b.index_select(0, inv) for b in out_b]
+        back = {k: i for i, k in enumerate(order)}
+        failed = [failed[back[k]] for k in range(M)]
+        for f in failed:
+            if isinstance(f, TrainingDiverged) and f.run is not None:
+                f.run = order[f.run]
+        last_loss = [last_loss[back[k]] for k in range(M)]
+        history = [[h[back[k]] for k in range(M)] for h in history]
     return TrainResult(out_w, out_b, failed, last_loss, time.perf_counter() - start, history)
 
 
-def make_adam(params: list[Tensor], cfg: TrainConfig) -> torch.optim.Adam:
-    """torch's Adam over `params` with `cfg`'s settings, fused where torch has a fused kernel for the device.
+class AdamState:
+    """Adam for a list of tensors through torch's functional `torch.optim.adam.adam`, fused where torch has a
+    fused kernel for the device (one pass over each tensor instead of ~8 foreach passes).
 
-    Adam is elementwise, so M stacked networks still get what M single runs get; masked gradients are zero, so
-    the moments and the steps of pruned parameters stay zero."""
-    device = params[0].device if params else torch.device("cpu")
-    fused = device.type in ("cpu", "cuda") and all(p.dtype in (torch.float32, torch.float64, torch.float16,
-                                                              torch.bfloat16) for p in params)
-    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                            fused=True if fused else None)
+    The functional form skips `torch.optim.Adam.step`'s per-call bookkeeping (0.35 ms of a 3 ms step of
+    bench/bench_sweep.py's stack). Adam is elementwise, so M stacked networks get what M single runs get;
+    masked gradients are zero, so the moments and the steps of pruned parameters stay zero."""
+
+    def __init__(self, params: list[Tensor], cfg: TrainConfig):
+        self.params, self.cfg = params, cfg
+        device = params[0].device if params else torch.device("cpu")
+        self.fused = device.type in ("cpu", "cuda") and all(
+            p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) for p in params)
+        with torch.no_grad():
+            self.exp_avg = [torch.zeros_like(p) for p in params]
+            self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        # fused kernels keep the step count on the device (float32), the foreach path on the CPU
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device if self.fused else "cpu") for p in params]
+
+    @torch.no_grad()
+    def step(self, grads: list[Tensor], lr: float) -> None:
+        """One step with `grads` (laid out as the parameters: the fused kernel walks both linearly)."""
+        cfg = self.cfg
+        _functional_adam(self.params, [g.contiguous() for g in grads], self.exp_avg, self.exp_avg_sq, [],
+                              self.steps, foreach=None if self.fused else True, fused=True if self.fused else None,
+                              amsgrad=False, beta1=cfg.betas[0], beta2=cfg.betas[1], lr=lr,
+                              weight_decay=cfg.weight_decay, eps=cfg.eps, maximize=False)
 
 
 @torch.no_grad()
