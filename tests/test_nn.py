@@ -163,6 +163,64 @@ def test_sparse_linear_values_form():
         pnn.sparse_linear(x, vals[:-1], s)
 
 
+@needs_native
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(M=st.integers(1, 3), B=st.integers(0, 40), widths=st.lists(st.integers(0, 12), min_size=2, max_size=4),
+       density=st.sampled_from([0.0, 0.3, 1.0]), dtype=st.sampled_from([torch.float32, torch.float64]),
+       seed=st.integers(0, 1000))
+def test_feature_major_chain_matches_reference(M, B, widths, density, dtype, seed):
+    """A chain of sparse_linear_fm layers (bias and ReLU fused) equals the dense masked reference, outputs and
+    every gradient, and keeps its padding lanes zero."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(M, B, widths[0], generator=gen, dtype=dtype, requires_grad=True)
+    layers = []
+    for n_in, n_out in zip(widths[:-1], widths[1:]):
+        w = torch.randn(M, n_out, n_in, generator=gen, dtype=dtype)
+        m = torch.rand(M, n_out, n_in, generator=gen) < density
+        s = pnn.mask_structure(m)
+        vals = w.reshape(-1)[s.pos].clone().requires_grad_(True)
+        b = torch.randn(M, n_out, generator=gen, dtype=dtype, requires_grad=True)
+        layers.append((w, m, s, vals, b))
+    ht = pnn.to_feature_major(x)
+    assert ht.shape == (M, widths[0], pnn.padded_batch(B))
+    h = x
+    for k, (w, m, s, vals, b) in enumerate(layers):
+        relu = k < len(layers) - 1
+        ht = pnn.sparse_linear_fm(ht, vals, s, B, b, relu)
+        assert bool((ht[:, :, B:] == 0).all())
+        wd = torch.zeros(w.numel(), dtype=dtype).index_put((s.pos,), vals).view(w.shape)
+        h = pnn.masked_linear_reference(h, wd, m, b)
+        h = torch.relu(h) if relu else h
+    y = pnn.from_feature_major(ht, B)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(y, h, **tol)
+    g = torch.randn(y.shape, generator=gen, dtype=dtype)
+    inputs = [x] + [t for layer in layers for t in layer[3:]]
+    got = torch.autograd.grad(y, inputs, g, allow_unused=True)
+    want = torch.autograd.grad(h, inputs, g, allow_unused=True)
+    for a, b in zip(got, want):
+        if a is None or b is None:
+            assert (a is None or not a.any()) and (b is None or not b.any())
+        else:
+            torch.testing.assert_close(a, b, **tol)
+
+
+@needs_native
+def test_feature_major_argument_errors():
+    m = torch.rand(2, 3, 4) < 0.5
+    s = pnn.mask_structure(m)
+    vals = torch.zeros(s.nnz, dtype=torch.float64)
+    xt = torch.zeros(2, 4, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="feature-major"):
+        pnn.sparse_linear_fm(xt, vals, s, 17)
+    with pytest.raises(ValueError, match="batch"):
+        pnn.sparse_linear_fm(xt, vals, s, -1)
+    with pytest.raises(ValueError, match="bias"):
+        pnn.sparse_linear_fm(xt, vals, s, 3, torch.zeros(2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="values"):
+        pnn.sparse_linear_fm(xt, vals.float(), s, 3)
+
+
 def test_cuda_auto_crossover_defaults_to_dense(monkeypatch):
     monkeypatch.delenv("PLANTSEEK_SPARSE_CROSSOVER_CUDA", raising=False)
     assert pnn.crossover_density("cuda") == 0.0

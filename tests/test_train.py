@@ -147,3 +147,77 @@ def test_forward_with_masks_matches_per_network():
             if l < 2:
                 h = torch.relu(h)
         assert torch.allclose(out[k], h, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", ["auto", "sparse", "dense"])
+def test_dense_members_get_their_own_block(impl):
+    """Networks with nothing pruned (dense baselines) train in their own block, anywhere in the stack, and every
+    network still gets what it gets alone; results come back in the caller's order."""
+    ws, bs, masks, x, y = _problem(M=4, density=0.2, H=24)
+    full = [(wm.clone(), bm.clone()) for wm, bm in masks]
+    for wm, bm in full:
+        wm[1] = True
+        bm[1] = True
+        wm[3] = True
+        bm[3] = True
+    cfg = T.TrainConfig(epochs=2, batch_size=16, impl=impl)
+    res = T.train(ws, bs, full, x, y, kind="classification", generators=_gens([0, 1, 2, 3]), config=cfg,
+                  labels=list("abcd"))
+    assert res.failed == [None] * 4 and len(res.history[0]) == 4
+    for k in range(4):
+        one = T.train(*_slice(ws, bs, full, x, y, k)[:3], *_slice(ws, bs, full, x, y, k)[3:], kind="classification",
+                      generators=_gens([k]), config=cfg)
+        for a, b in zip(res.weights + res.biases, one.weights + one.biases):
+            assert torch.allclose(a[k], b[0], rtol=0, atol=1e-10)
+        assert res.train_loss[k] == pytest.approx(one.train_loss[0], rel=1e-10)
+
+
+def test_divergence_in_a_reordered_stack_names_the_right_run():
+    ws, bs, masks, x, y = _problem(M=3, classification=False, density=0.3)
+    masks = [(wm.clone(), bm.clone()) for wm, bm in masks]
+    for wm, bm in masks:  # run 0 is dense, so the pruned runs 1 and 2 come first inside
+        wm[0] = True
+        bm[0] = True
+    ws = [w.clone() for w in ws]
+    ws[0][2] *= 1e200
+    res = T.train(ws, bs, masks, x, y, kind="regression", generators=_gens([1, 2, 3]),
+                  config=T.TrainConfig(epochs=1, batch_size=16), labels=["a", "b", "c"])
+    assert res.failed[0] is None and res.failed[1] is None
+    assert isinstance(res.failed[2], T.TrainingDiverged) and res.failed[2].run == 2 and "c" in str(res.failed[2])
+
+
+def test_layer_impls_decide_for_the_whole_stack():
+    pytest.importorskip("plantseek.nn")
+    if T._native_nn() is None:
+        pytest.skip("plantseek.nn not available")
+    M, widths = 8, [2, 100, 100, 2]
+    def masks(first_density, rest_density):
+        g = torch.Generator().manual_seed(0)
+        out = []
+        for l, (i, o) in enumerate(zip(widths[:-1], widths[1:])):
+            d = first_density if l == 0 else rest_density
+            out.append((torch.rand(M, o, i, generator=g) < d, torch.ones(M, o, dtype=torch.bool)))
+        return out
+    # a dense-ish 2-input first layer joins the sparse chain: the stack as a whole is sparse
+    assert T.layer_impls(masks(0.9, 0.05)) == ["sparse"] * 3
+    assert T.layer_impls(masks(0.05, 0.9)) == ["dense"] * 3
+    assert T.layer_impls(masks(0.05, 0.05), "dense") == ["dense"] * 3
+    small = [(wm[:1, :, :], bm[:1]) for wm, bm in masks(0.05, 0.05)]  # one network: 200 + 5000 weights below
+    assert T.layer_impls(small[:1] + [(wm[:, :50], bm[:, :50]) for wm, bm in small[1:2]]) == ["dense"] * 2
+
+
+def test_adam_state_matches_torch_adam_with_weight_decay():
+    g = torch.Generator().manual_seed(0)
+    p = [torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randn(5, generator=g, dtype=torch.float64)]
+    q = [t.clone().requires_grad_(True) for t in p]
+    cfg = T.TrainConfig(lr=1e-2, weight_decay=1e-3)
+    ours = T.AdamState(p, cfg)
+    ref = torch.optim.Adam(q, lr=1e-2, weight_decay=1e-3)
+    for _ in range(5):
+        grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in p]
+        ours.step([gr.t().contiguous().t() if gr.dim() == 2 else gr for gr in grads], 1e-2)
+        for t, gr in zip(q, grads):
+            t.grad = gr
+        ref.step()
+    for a, b in zip(p, q):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-12)

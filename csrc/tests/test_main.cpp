@@ -118,37 +118,59 @@ void test_sparse_linear(int64_t M, int64_t B, int64_t n_in, int64_t n_out, doubl
     for (auto& v : x) v = static_cast<T>(uniform() - 0.5);
     for (auto& v : bias) v = static_cast<T>(uniform() - 0.5);
     const int64_t Bp = padded_batch(B);
-    std::vector<T> y(static_cast<size_t>(M * B * n_out) + 1), xt(static_cast<size_t>(M * n_in * Bp) + 1);
-    CsrView csr{indptr.data(), cols.data(), n_out, n_in};
-    sparse_linear_forward<T>(x.data(), M, B, csr, vals.data(), bias.data(), y.data(), xt.data(), 2);
-    const double tol = sizeof(T) == 4 ? 1e-4 : 1e-12;
+    // feature-major input, padding lanes zero
+    std::vector<T> xt(static_cast<size_t>(M * n_in * Bp) + 1, T(0)), yt(static_cast<size_t>(M * n_out * Bp) + 1);
     for (int64_t m = 0; m < M; ++m)
         for (int64_t b = 0; b < B; ++b)
+            for (int64_t i = 0; i < n_in; ++i) xt[(m * n_in + i) * Bp + b] = x[(m * B + b) * n_in + i];
+    CsrView csr{indptr.data(), cols.data(), n_out, n_in};
+    const bool relu = (M + B) % 2 == 0;
+    sparse_fm_forward<T>(xt.data(), M, B, Bp, csr, vals.data(), bias.data(), relu, yt.data(), 2);
+    const double tol = sizeof(T) == 4 ? 1e-4 : 1e-12;
+    std::vector<double> pre(static_cast<size_t>(M * B * n_out));
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t b = 0; b < Bp; ++b)
             for (int64_t j = 0; j < n_out; ++j) {
+                const T got = yt[(m * n_out + j) * Bp + b];
+                if (b >= B) {
+                    assert(got == T(0));
+                    continue;
+                }
                 double want = bias[m * n_out + j];
                 for (int64_t i = 0; i < n_in; ++i)
                     if (mask[(m * n_out + j) * n_in + i]) want += double(W[(m * n_out + j) * n_in + i]) * x[(m * B + b) * n_in + i];
-                assert(std::fabs(double(y[(m * B + b) * n_out + j]) - want) < tol * (1 + n_in));
+                pre[(m * B + b) * n_out + j] = want;
+                if (relu && want < 0) want = 0;
+                assert(std::fabs(double(got) - want) < tol * (1 + n_in));
             }
-    std::vector<T> gy(static_cast<size_t>(M * B * n_out));
-    for (auto& v : gy) v = static_cast<T>(uniform() - 0.5);
-    std::vector<T> gx(static_cast<size_t>(M * B * n_in) + 1), gvals(static_cast<size_t>(nnz) + 1);
+    std::vector<T> gyt(static_cast<size_t>(M * n_out * Bp) + 1);
+    for (auto& v : gyt) v = static_cast<T>(uniform() - 0.5);  // padding lanes too: they must not count
+    std::vector<T> gx(static_cast<size_t>(M * n_in * Bp) + 1), gvals(static_cast<size_t>(nnz) + 1),
+        gbias(static_cast<size_t>(M * n_out) + 1);
     CsrView csc{csc_indptr.data(), csc_rows.data(), n_in, n_out};
-    sparse_linear_backward<T>(gy.data(), xt.data(), M, B, csr, vals.data(), csc, csc_perm.data(), gx.data(),
-                              gvals.data(), 2);
+    sparse_fm_backward<T>(gyt.data(), xt.data(), relu ? yt.data() : nullptr, M, B, Bp, csr, vals.data(), csc,
+                          csc_perm.data(), gx.data(), gvals.data(), gbias.data(), 2);
+    auto g = [&](int64_t m, int64_t b, int64_t j) {
+        const double v = gyt[(m * n_out + j) * Bp + b];
+        return relu && pre[(m * B + b) * n_out + j] <= 0 ? 0.0 : v;
+    };
     for (int64_t m = 0; m < M; ++m)
-        for (int64_t b = 0; b < B; ++b)
-            for (int64_t i = 0; i < n_in; ++i) {
+        for (int64_t i = 0; i < n_in; ++i)
+            for (int64_t b = 0; b < Bp; ++b) {
                 double want = 0;
-                for (int64_t j = 0; j < n_out; ++j)
-                    if (mask[(m * n_out + j) * n_in + i]) want += double(W[(m * n_out + j) * n_in + i]) * gy[(m * B + b) * n_out + j];
-                assert(std::fabs(double(gx[(m * B + b) * n_in + i]) - want) < tol * (1 + n_out));
+                if (b < B)
+                    for (int64_t j = 0; j < n_out; ++j)
+                        if (mask[(m * n_out + j) * n_in + i]) want += double(W[(m * n_out + j) * n_in + i]) * g(m, b, j);
+                assert(std::fabs(double(gx[(m * n_in + i) * Bp + b]) - want) < tol * (1 + n_out));
             }
     for (int64_t r = 0; r < M * n_out; ++r) {
         const int64_t m = r / n_out, j = r % n_out;
+        double want_b = 0;
+        for (int64_t b = 0; b < B; ++b) want_b += g(m, b, j);
+        assert(std::fabs(double(gbias[r]) - want_b) < tol * (1 + B));
         for (int64_t e = indptr[r]; e < indptr[r + 1]; ++e) {
             double want = 0;
-            for (int64_t b = 0; b < B; ++b) want += double(gy[(m * B + b) * n_out + j]) * x[(m * B + b) * n_in + cols[e]];
+            for (int64_t b = 0; b < B; ++b) want += g(m, b, j) * x[(m * B + b) * n_in + cols[e]];
             assert(std::fabs(double(gvals[e]) - want) < tol * (1 + B));
         }
     }
@@ -222,6 +244,7 @@ int main() {
     test_sparse_linear<float>(3, 70, 9, 40, 0.1);
     test_sparse_linear<double>(1, 0, 4, 4, 0.5);
     test_sparse_linear<float>(2, 8, 6, 5, 0.0);
+    test_sparse_linear<double>(4, 64, 128, 128, 0.3);  // large enough for the networks-in-parallel branch
     test_topk();
     test_synflow_scores();
     std::printf("plantseek C++ tests passed\n");
