@@ -32,6 +32,43 @@ struct Simd {
     }
     static void store(T* p, const vec& v) { std::memcpy(p, &v, sizeof v); }
     static vec splat(T x) { return vec{} + x; }  // scalar operands broadcast (a lane loop compiles to 8 masked broadcasts)
+    // out[k] = sum of the lanes of v[k], for k < lanes: one transposing tree of shuffles and adds for all the
+    // vectors (19 operations for 8 doubles, 36 for 16 floats) instead of a reduction per vector.
+    static vec sums(const vec* v) {
+#ifdef __AVX512F__
+        vec out;
+        if constexpr (sizeof(T) == 8) {
+            __m512d a[8], t[4], q[2];
+            for (int k = 0; k < 8; ++k) std::memcpy(&a[k], &v[k], sizeof a[k]);
+            for (int k = 0; k < 4; ++k)  // chunk c of t[k]: pair sums of v[2k] and v[2k+1] within chunk c
+                t[k] = _mm512_add_pd(_mm512_unpacklo_pd(a[2 * k], a[2 * k + 1]), _mm512_unpackhi_pd(a[2 * k], a[2 * k + 1]));
+            for (int k = 0; k < 2; ++k)  // chunks: (t[2k] c0+c1, c2+c3, t[2k+1] c0+c1, c2+c3)
+                q[k] = _mm512_add_pd(_mm512_shuffle_f64x2(t[2 * k], t[2 * k + 1], 0x88),
+                                     _mm512_shuffle_f64x2(t[2 * k], t[2 * k + 1], 0xDD));
+            const __m512d r = _mm512_add_pd(_mm512_shuffle_f64x2(q[0], q[1], 0x88), _mm512_shuffle_f64x2(q[0], q[1], 0xDD));
+            std::memcpy(&out, &r, sizeof out);
+        } else {
+            __m512 a[16], t[8], u[4], w[2];
+            for (int k = 0; k < 16; ++k) std::memcpy(&a[k], &v[k], sizeof a[k]);
+            for (int k = 0; k < 8; ++k)  // per chunk: (v[2k] a, v[2k+1] a, v[2k] b, v[2k+1] b), a/b = lane pairs
+                t[k] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * k], a[2 * k + 1]), _mm512_unpackhi_ps(a[2 * k], a[2 * k + 1]));
+            for (int k = 0; k < 4; ++k) {  // per chunk: the chunk sums of v[4k] .. v[4k+3]
+                const __m512d x = _mm512_castps_pd(t[2 * k]), y = _mm512_castps_pd(t[2 * k + 1]);
+                u[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+            }
+            for (int k = 0; k < 2; ++k)
+                w[k] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * k], u[2 * k + 1], 0x88),
+                                     _mm512_shuffle_f32x4(u[2 * k], u[2 * k + 1], 0xDD));
+            const __m512 r = _mm512_add_ps(_mm512_shuffle_f32x4(w[0], w[1], 0x88), _mm512_shuffle_f32x4(w[0], w[1], 0xDD));
+            std::memcpy(&out, &r, sizeof out);
+        }
+        return out;
+#else
+        vec out;
+        for (int k = 0; k < lanes; ++k) out[k] = sum(v[k]);
+        return out;
+#endif
+    }
     static T sum(const vec& v) {
 #ifdef __AVX512F__
         __m512d d;
@@ -135,7 +172,23 @@ void sddmm_row(const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T*
     V gv[NV];
 #pragma GCC unroll 16
     for (int q = 0; q < NV; ++q) gv[q] = S::load(g + q * S::lanes);
-    for (int64_t e = e0; e < e1; ++e) {
+    int64_t e = e0;
+    if constexpr (NV <= 8) {  // whole groups of `lanes` entries share one reduction tree (registers allow it)
+        constexpr int K = S::lanes;
+        for (; e + K <= e1; e += K) {
+            V acc[K];
+#pragma GCC unroll 16
+            for (int k = 0; k < K; ++k) {
+                const T* x = xm + cols[e + k] * Bp;
+                acc[k] = gv[0] * S::load(x);
+#pragma GCC unroll 16
+                for (int q = 1; q < NV; ++q) acc[k] += gv[q] * S::load(x + q * S::lanes);
+            }
+            const V dots = S::sums(acc);
+            S::store(gvals + e, first ? dots : S::load(gvals + e) + dots);
+        }
+    }
+    for (; e < e1; ++e) {
         const T* x = xm + cols[e] * Bp;
         // two independent chains halve the latency of the dot product
         V acc0 = gv[0] * S::load(x);
