@@ -444,6 +444,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller sizes (still writes the table)")
     ap.add_argument("--only", choices=["linear", "synflow", "masks", "training", "crossover"], default=None)
     ap.add_argument("--rewrite", action="store_true", help="rewrite the table from the last run's raw numbers")
+    ap.add_argument("--refresh", default=None,
+                    help="comma-separated parts (linear,crossover,masks,synflow,training) to re-measure into the "
+                         "saved raw numbers of this thread count, keeping the others, then rewrite the section")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch (and so plantseek) threads; default: torch's default")
     args = ap.parse_args()
@@ -468,6 +471,28 @@ def main():
         print(crossover(args.quick))
         return
     raw = Path(__file__).with_name(f"kernels_results_{torch.get_num_threads()}threads.json")
+    if args.refresh:
+        import json
+
+        data = json.loads(raw.read_text())
+        parts = {p.strip() for p in args.refresh.split(",") if p.strip()}
+        unknown = parts - {"linear", "crossover", "masks", "synflow", "training"}
+        if unknown:
+            sys.exit(f"unknown parts for --refresh: {', '.join(sorted(unknown))}")
+        if "linear" in parts:
+            data["lin"], data["note"] = bench_linear(args.quick)
+        if "crossover" in parts:
+            data["cross"] = crossover(args.quick)
+        if "masks" in parts:
+            data["mk"] = bench_masks(args.quick)
+        if "synflow" in parts:
+            data["syn"] = bench_synflow(args.quick)
+        if "training" in parts:
+            data["tr"] = bench_training(args.quick)
+        data["refreshed"] = sorted(set(data.get("refreshed", [])) | parts)
+        data["load"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        raw.write_text(json.dumps(data))
+        args.rewrite = True
     if args.rewrite:
         import json
 
@@ -479,6 +504,13 @@ def main():
             body += ["", f"### {data['threads']} thread(s)", ""]
             body += result_lines(data["lin"], data["note"], {int(k): v for k, v in data["cross"].items()},
                                  data["syn"], data["mk"], data["tr"], data["quick"], data["threads"], data.get("load"))
+            if data.get("refreshed"):
+                body += ["", f"Re-measured with the feature-major kernels (`--refresh`): {', '.join(data['refreshed'])}; "
+                         "the other parts of this block come from the earlier full run (their kernels did not change)."]
+            else:
+                body += ["", "This block was measured before the sparse layer's kernels became feature-major (bias and "
+                         "ReLU fused, one validated structure per mask); its sparse-linear and training rows describe "
+                         "the earlier kernels."]
         body += ["", "### Notes on the goals", ""] + NOTES
         write_section("Native kernels", "\n".join(body))
         return

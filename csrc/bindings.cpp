@@ -413,6 +413,51 @@ py::tuple py_sparse_fm_backward(py::object gyt, py::object xt, py::object yt, co
     throw py::type_error("grad_yt must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
 }
 
+template <class T>
+py::array_t<T> to_fm_typed(py::object x_obj, int n_threads) {
+    auto x = expect_array<T>(x_obj, "x");
+    expect_shape(x, "x", {-1, -1, -1});
+    const int64_t M = x.shape(0), B = x.shape(1), n = x.shape(2), Bp = padded_batch(B);
+    py::array_t<T> xt({M, n, Bp});
+    {
+        py::gil_scoped_release release;
+        to_feature_major<T>(x.data(), M, B, n, Bp, xt.mutable_data(), n_threads);
+    }
+    return xt;
+}
+
+py::array py_to_feature_major(py::object x, int n_threads) {
+    expect_nonnegative_threads(n_threads);
+    if (!py::isinstance<py::array>(x)) throw py::type_error("x must be a numpy array");
+    auto dt = py::reinterpret_borrow<py::array>(x).dtype();
+    if (dt.is(py::dtype::of<float>())) return to_fm_typed<float>(x, n_threads);
+    if (dt.is(py::dtype::of<double>())) return to_fm_typed<double>(x, n_threads);
+    throw py::type_error("x must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+}
+
+template <class T>
+py::array_t<T> from_fm_typed(py::object xt_obj, int64_t B, int n_threads) {
+    auto xt = expect_array<T>(xt_obj, "xt");
+    expect_shape(xt, "xt", {-1, -1, -1});
+    expect_batch(B, xt, "xt");
+    const int64_t M = xt.shape(0), n = xt.shape(1), Bp = xt.shape(2);
+    py::array_t<T> x({M, B, n});
+    {
+        py::gil_scoped_release release;
+        from_feature_major<T>(xt.data(), M, n, Bp, B, x.mutable_data(), n_threads);
+    }
+    return x;
+}
+
+py::array py_from_feature_major(py::object xt, int64_t batch, int n_threads) {
+    expect_nonnegative_threads(n_threads);
+    if (!py::isinstance<py::array>(xt)) throw py::type_error("xt must be a numpy array");
+    auto dt = py::reinterpret_borrow<py::array>(xt).dtype();
+    if (dt.is(py::dtype::of<float>())) return from_fm_typed<float>(xt, batch, n_threads);
+    if (dt.is(py::dtype::of<double>())) return from_fm_typed<double>(xt, batch, n_threads);
+    throw py::type_error("xt must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+}
+
 // ------------------------------------------------------------------------------------------------ scores
 
 template <class T>
@@ -649,6 +694,10 @@ PYBIND11_MODULE(_C, m) {
     m.def("sparse_fm_forward", &py_sparse_fm_forward, py::arg("xt"), py::arg("pattern"), py::arg("vals"),
           py::arg("bias"), py::arg("relu"), py::arg("batch"), py::arg("n_threads") = 0,
           "yt (M, n_out, Bp) = W xt + b (then ReLU) for feature-major xt (M, n_in, Bp); padding lanes zero.");
+    m.def("to_feature_major", &py_to_feature_major, py::arg("x"), py::arg("n_threads") = 0,
+          "x (M, B, n) -> feature-major (M, n, padded_batch(B)), padding lanes zero.");
+    m.def("from_feature_major", &py_from_feature_major, py::arg("xt"), py::arg("batch"), py::arg("n_threads") = 0,
+          "Feature-major xt (M, n, padded_batch(batch)) -> (M, batch, n).");
     m.def("sparse_fm_backward", &py_sparse_fm_backward, py::arg("grad_yt"), py::arg("xt"), py::arg("yt"),
           py::arg("pattern"), py::arg("vals"), py::arg("batch"), py::arg("need_x") = true, py::arg("need_w") = true,
           py::arg("need_b") = true, py::arg("n_threads") = 0,

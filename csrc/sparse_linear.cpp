@@ -18,6 +18,8 @@ namespace {
 // than it saves (and far more when the machine is oversubscribed).
 constexpr int64_t kParallelWork = int64_t(1) << 20;
 constexpr int kMaxVectors = 16;  // batch vectors held in registers per block
+constexpr int64_t kPrefetch = 4;  // kept weights ahead whose input rows are prefetched...
+constexpr int64_t kPrefetchBytes = int64_t(256) << 10;  // ...when a network's input exceeds this (L2-sized)
 constexpr int64_t kRowsPerItem = 16;  // output rows per parallel work item
 
 // 64-byte vectors (GCC/Clang vector extension: one AVX-512 register, or several narrower ones).
@@ -93,7 +95,7 @@ struct Simd {
 // bias[j] or 0, then ReLU (x < 0 -> 0, NaN kept) when `relu`.
 template <class T, int NV>
 void rows_block(const int64_t* indptr, const int64_t* cols, const T* vals, const int64_t* perm, const T* src,
-                int64_t Bp, const T* bias, bool relu, int64_t j0, int64_t j1, int64_t b0, T* dst) {
+                int64_t Bp, const T* bias, bool relu, bool prefetch, int64_t j0, int64_t j1, int64_t b0, T* dst) {
     using S = Simd<T>;
     using V = typename S::vec;
     const T* base = src + b0;
@@ -104,6 +106,11 @@ void rows_block(const int64_t* indptr, const int64_t* cols, const T* vals, const
         for (int q = 0; q < NV; ++q) acc[q] = init;
         const int64_t e_end = indptr[j + 1];
         for (int64_t e = indptr[j]; e < e_end; ++e) {
+            if (prefetch && e + kPrefetch < e_end) {
+                const T* ahead = base + cols[e + kPrefetch] * Bp;
+#pragma GCC unroll 16
+                for (int q = 0; q < NV; ++q) __builtin_prefetch(ahead + q * S::lanes);
+            }
             const V v = S::splat(vals[perm ? perm[e] : e]);
             const T* x = base + cols[e] * Bp;
 #pragma GCC unroll 16
@@ -124,49 +131,21 @@ void rows_block(const int64_t* indptr, const int64_t* cols, const T* vals, const
 // rows_block with NV chosen at run time (1 <= nv <= MaxNV).
 template <class T, int MaxNV>
 void rows_block_n(int nv, const int64_t* indptr, const int64_t* cols, const T* vals, const int64_t* perm,
-                  const T* src, int64_t Bp, const T* bias, bool relu, int64_t j0, int64_t j1, int64_t b0, T* dst) {
+                  const T* src, int64_t Bp, const T* bias, bool relu, bool prefetch, int64_t j0, int64_t j1,
+                  int64_t b0, T* dst) {
     if constexpr (MaxNV == 1) {
         (void)nv;
-        rows_block<T, 1>(indptr, cols, vals, perm, src, Bp, bias, relu, j0, j1, b0, dst);
+        rows_block<T, 1>(indptr, cols, vals, perm, src, Bp, bias, relu, prefetch, j0, j1, b0, dst);
     } else {
-        if (nv == MaxNV) rows_block<T, MaxNV>(indptr, cols, vals, perm, src, Bp, bias, relu, j0, j1, b0, dst);
-        else rows_block_n<T, MaxNV - 1>(nv, indptr, cols, vals, perm, src, Bp, bias, relu, j0, j1, b0, dst);
-    }
-}
-
-// dst (M, csr.n_rows, Bp) = rows of the CSR matrix times src (M, csr.n_cols, Bp) (+ bias, ReLU); with
-// `perm` the values are vals[perm[e]] (the CSC walk of a CSR-ordered value array).
-template <class T>
-void spmm_fm(const CsrView& csr, const T* vals, const int64_t* perm, const T* src, int64_t M, int64_t Bp,
-             const T* bias, bool relu, T* dst, int threads) {
-    using S = Simd<T>;
-    const int64_t n_rows = csr.n_rows;
-    const int64_t groups = (n_rows + kRowsPerItem - 1) / kRowsPerItem;
-    const int64_t chunk = kMaxVectors * S::lanes;
-    const int64_t chunks = (Bp + chunk - 1) / chunk;
-    const int64_t items = M * chunks * groups;
-    const int64_t nnz = csr.indptr[M * n_rows];
-    const bool parallel = (nnz + M * n_rows) * Bp > kParallelWork;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-    for (int64_t item = 0; item < items; ++item) {
-        const int64_t m = item / (chunks * groups);
-        const int64_t rest = item % (chunks * groups);
-        const int64_t c = rest / groups;
-        const int64_t g = rest % groups;
-        const int64_t j0 = g * kRowsPerItem;
-        const int64_t j1 = std::min(n_rows, j0 + kRowsPerItem);
-        const int64_t b0 = c * chunk;
-        const int nv = static_cast<int>(std::min<int64_t>(chunk, Bp - b0) / S::lanes);
-        rows_block_n<T, kMaxVectors>(nv, csr.indptr + m * n_rows, csr.cols, vals, perm, src + m * csr.n_cols * Bp,
-                                     Bp, bias ? bias + m * n_rows : nullptr, relu, j0, j1, b0,
-                                     dst + m * n_rows * Bp);
+        if (nv == MaxNV) rows_block<T, MaxNV>(indptr, cols, vals, perm, src, Bp, bias, relu, prefetch, j0, j1, b0, dst);
+        else rows_block_n<T, MaxNV - 1>(nv, indptr, cols, vals, perm, src, Bp, bias, relu, prefetch, j0, j1, b0, dst);
     }
 }
 
 // gvals[e] = <g[row(e)], xt[col(e)]> over the first `nv` vectors of each row (the rest of g is zero).
 template <class T, int NV>
 void sddmm_row(const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T* xm, int64_t Bp, bool first,
-               T* gvals) {
+               bool prefetch, T* gvals) {
     using S = Simd<T>;
     using V = typename S::vec;
     V gv[NV];
@@ -189,6 +168,11 @@ void sddmm_row(const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T*
         }
     }
     for (; e < e1; ++e) {
+        if (prefetch && e + kPrefetch < e1) {
+            const T* ahead = xm + cols[e + kPrefetch] * Bp;
+#pragma GCC unroll 16
+            for (int q = 0; q < NV; ++q) __builtin_prefetch(ahead + q * S::lanes);
+        }
         const T* x = xm + cols[e] * Bp;
         // two independent chains halve the latency of the dot product
         V acc0 = gv[0] * S::load(x);
@@ -205,13 +189,13 @@ void sddmm_row(const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T*
 
 template <class T, int MaxNV>
 void sddmm_row_n(int nv, const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T* xm, int64_t Bp,
-                 bool first, T* gvals) {
+                 bool first, bool prefetch, T* gvals) {
     if constexpr (MaxNV == 1) {
         (void)nv;
-        sddmm_row<T, 1>(cols, e0, e1, g, xm, Bp, first, gvals);
+        sddmm_row<T, 1>(cols, e0, e1, g, xm, Bp, first, prefetch, gvals);
     } else {
-        if (nv == MaxNV) sddmm_row<T, MaxNV>(cols, e0, e1, g, xm, Bp, first, gvals);
-        else sddmm_row_n<T, MaxNV - 1>(nv, cols, e0, e1, g, xm, Bp, first, gvals);
+        if (nv == MaxNV) sddmm_row<T, MaxNV>(cols, e0, e1, g, xm, Bp, first, prefetch, gvals);
+        else sddmm_row_n<T, MaxNV - 1>(nv, cols, e0, e1, g, xm, Bp, first, prefetch, gvals);
     }
 }
 
@@ -227,13 +211,14 @@ void spmm_network(const CsrView& csr, int64_t m, const T* vals, const int64_t* p
     const int64_t chunk = kMaxVectors * S::lanes;
     const int64_t chunks = (Bp + chunk - 1) / chunk;
     const bool parallel = threads > 1 && (indptr[n_rows] - indptr[0] + n_rows) * Bp > kParallelWork;
+    const bool prefetch = csr.n_cols * Bp * static_cast<int64_t>(sizeof(T)) > kPrefetchBytes;
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
     for (int64_t item = 0; item < chunks * groups; ++item) {
         const int64_t c = item / groups;
         const int64_t j0 = (item % groups) * kRowsPerItem;
         const int64_t b0 = c * chunk;
         const int nv = static_cast<int>(std::min<int64_t>(chunk, Bp - b0) / S::lanes);
-        rows_block_n<T, kMaxVectors>(nv, indptr, csr.cols, vals, perm, src_m, Bp, bias_m, relu, j0,
+        rows_block_n<T, kMaxVectors>(nv, indptr, csr.cols, vals, perm, src_m, Bp, bias_m, relu, prefetch, j0,
                                      std::min(n_rows, j0 + kRowsPerItem), b0, dst_m);
     }
 }
@@ -250,13 +235,15 @@ void sddmm_network(const CsrView& csr, int64_t m, const T* g_m, const T* xt_m, i
         return;
     }
     const bool parallel = threads > 1 && (indptr[csr.n_rows] - indptr[0]) * used > kParallelWork;
+    const bool prefetch = csr.n_cols * Bp * static_cast<int64_t>(sizeof(T)) > kPrefetchBytes;
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads) if (parallel)
     for (int64_t j = 0; j < csr.n_rows; ++j) {
         const int64_t e0 = indptr[j], e1 = indptr[j + 1];
         if (e0 == e1) continue;
         for (int64_t b0 = 0; b0 < used; b0 += kMaxVectors * S::lanes) {
             const int nv = static_cast<int>(std::min<int64_t>(kMaxVectors * S::lanes, used - b0) / S::lanes);
-            sddmm_row_n<T, kMaxVectors>(nv, csr.cols, e0, e1, g_m + j * Bp + b0, xt_m + b0, Bp, b0 == 0, gvals);
+            sddmm_row_n<T, kMaxVectors>(nv, csr.cols, e0, e1, g_m + j * Bp + b0, xt_m + b0, Bp, b0 == 0, prefetch,
+                                        gvals);
         }
     }
 }
@@ -271,6 +258,38 @@ void for_networks(int64_t M, int threads, int64_t work, F&& body) {
         for (int64_t m = 0; m < M; ++m) body(m, 1);
     } else {
         for (int64_t m = 0; m < M; ++m) body(m, threads);
+    }
+}
+
+// dst (cols x rows, leading dimension ldd) = src (rows x cols, leading dimension lds) transposed, through
+// 16 x 16 tiles read row by row (whole cache lines) into a local buffer and written out the same way:
+// reading a column directly would touch 16 lines 4 KiB apart, which alias in L1 when rows are a power of two.
+template <class T>
+void transpose_tiles(const T* src, int64_t rows, int64_t cols, int64_t lds, T* dst, int64_t ldd, int64_t r0) {
+    constexpr int64_t tile = 16;
+    alignas(64) T buf[tile][tile];
+    const int64_t nr = std::min(tile, rows - r0);
+    for (int64_t c0 = 0; c0 < cols; c0 += tile) {
+        const int64_t nc = std::min(tile, cols - c0);
+        for (int64_t r = 0; r < nr; ++r) {
+            const T* row = src + (r0 + r) * lds + c0;
+            for (int64_t c = 0; c < nc; ++c) buf[c][r] = row[c];
+        }
+        for (int64_t c = 0; c < nc; ++c) std::memcpy(dst + (c0 + c) * ldd + r0, buf[c], sizeof(T) * nr);
+    }
+}
+
+// Every tile row of every network: in parallel when the copy is large enough to pay for the threads.
+template <class T>
+void transpose_networks(const T* src, int64_t M, int64_t rows, int64_t cols, int64_t lds, int64_t src_stride,
+                        T* dst, int64_t ldd, int64_t dst_stride, int threads) {
+    constexpr int64_t tile = 16;
+    const int64_t row_tiles = (rows + tile - 1) / tile;
+    const bool parallel = threads > 1 && M * rows * cols > kParallelWork;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t item = 0; item < M * row_tiles; ++item) {
+        const int64_t m = item / row_tiles;
+        transpose_tiles(src + m * src_stride, rows, cols, lds, dst + m * dst_stride, ldd, (item % row_tiles) * tile);
     }
 }
 
@@ -332,6 +351,22 @@ void sparse_fm_backward(const T* gyt, const T* xt, const T* yt, int64_t M, int64
     });
 }
 
+template <class T>
+void to_feature_major(const T* x, int64_t M, int64_t B, int64_t n, int64_t Bp, T* xt, int n_threads) {
+    transpose_networks(x, M, B, n, n, B * n, xt, Bp, n * Bp, resolve_threads(n_threads));
+    if (B < Bp)
+        for (int64_t r = 0; r < M * n; ++r) std::fill(xt + r * Bp + B, xt + (r + 1) * Bp, T(0));
+}
+
+template <class T>
+void from_feature_major(const T* xt, int64_t M, int64_t n, int64_t Bp, int64_t B, T* x, int n_threads) {
+    transpose_networks(xt, M, n, B, Bp, n * Bp, x, n, B * n, resolve_threads(n_threads));
+}
+
+template void to_feature_major<float>(const float*, int64_t, int64_t, int64_t, int64_t, float*, int);
+template void to_feature_major<double>(const double*, int64_t, int64_t, int64_t, int64_t, double*, int);
+template void from_feature_major<float>(const float*, int64_t, int64_t, int64_t, int64_t, float*, int);
+template void from_feature_major<double>(const double*, int64_t, int64_t, int64_t, int64_t, double*, int);
 template void sparse_fm_forward<float>(const float*, int64_t, int64_t, int64_t, const CsrView&, const float*,
                                        const float*, bool, float*, int);
 template void sparse_fm_forward<double>(const double*, int64_t, int64_t, int64_t, const CsrView&, const double*,

@@ -43,4 +43,12 @@ void sparse_fm_backward(const T* gyt, const T* xt, const T* yt, int64_t M, int64
                         const CsrView& csr, const T* vals, const CsrView& csc, const int64_t* csc_perm, T* gxt,
                         T* gvals, T* gbias, int n_threads);
 
+// xt (M, n, Bp) = x (M, B, n) with the batch moved last, padding lanes B..Bp-1 zero (cache-blocked tiles).
+template <class T>
+void to_feature_major(const T* x, int64_t M, int64_t B, int64_t n, int64_t Bp, T* xt, int n_threads);
+
+// x (M, B, n) = the first B lanes of the feature-major xt (M, n, Bp), transposed back.
+template <class T>
+void from_feature_major(const T* xt, int64_t M, int64_t n, int64_t Bp, int64_t B, T* x, int n_threads);
+
 }  // namespace plantseek

@@ -268,14 +268,54 @@ def padded_batch(batch: int) -> int:
 
 
 def to_feature_major(x: torch.Tensor) -> torch.Tensor:
-    """(M, B, n) -> the feature-major (M, n, padded_batch(B)) layout of `sparse_linear_fm`, padding lanes zero."""
+    """(M, B, n) -> the feature-major (M, n, padded_batch(B)) layout of `sparse_linear_fm`, padding lanes zero
+    (differentiable; a cache-blocked native copy on the CPU, `to_feature_major_reference` elsewhere)."""
+    if x.device.type != "cpu" or native.cpu_module() is None or x.dtype not in (torch.float32, torch.float64):
+        return to_feature_major_reference(x)
+    return _ToFeatureMajor.apply(x)
+
+
+def from_feature_major(xt: torch.Tensor, batch: int) -> torch.Tensor:
+    """Feature-major (M, n, Bp) -> contiguous (M, batch, n) (differentiable; the inverse of `to_feature_major`)."""
+    if xt.device.type != "cpu" or native.cpu_module() is None or xt.dtype not in (torch.float32, torch.float64):
+        return from_feature_major_reference(xt, batch)
+    return _FromFeatureMajor.apply(xt, int(batch))
+
+
+def to_feature_major_reference(x: torch.Tensor) -> torch.Tensor:
+    """PyTorch formula of `to_feature_major` (torch's transposing copy is not cache-blocked: 3.5 ms against
+    about 1 ms native for 256 x 4096 float32 here)."""
     B = x.shape[1]
     return torch.nn.functional.pad(x.transpose(1, 2), (0, padded_batch(B) - B)).contiguous()
 
 
-def from_feature_major(xt: torch.Tensor, batch: int) -> torch.Tensor:
-    """Feature-major (M, n, Bp) -> (M, batch, n) (a view: no copy)."""
-    return xt[:, :, :batch].transpose(1, 2)
+def from_feature_major_reference(xt: torch.Tensor, batch: int) -> torch.Tensor:
+    """PyTorch formula of `from_feature_major`."""
+    return xt[:, :, :batch].transpose(1, 2).contiguous()
+
+
+class _ToFeatureMajor(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.batch = x.shape[1]
+        ext = native.cpu_module()
+        return torch.from_numpy(ext.to_feature_major(x.detach().contiguous().numpy(), torch.get_num_threads()))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return from_feature_major(grad, ctx.batch)
+
+
+class _FromFeatureMajor(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xt, batch):
+        ext = native.cpu_module()
+        return torch.from_numpy(ext.from_feature_major(xt.detach().contiguous().numpy(), batch,
+                                                       torch.get_num_threads()))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return to_feature_major(grad), None
 
 
 def sparse_linear(x: torch.Tensor, values: torch.Tensor, structure: CsrStructure, bias: torch.Tensor | None = None):
