@@ -459,7 +459,7 @@ def _blocks(masks: LayerMasks, impl: str) -> tuple[list[int], list[tuple[int, in
     full_list = full.tolist()
     pruned = [k for k in range(M) if not full_list[k]]
     dense = [k for k in range(M) if full_list[k]]
-    if not pruned or not dense or impl == "dense":
+    if not pruned or not dense or impl in ("dense", "sparse"):
         return list(range(M)), [(0, M)]
     return pruned + dense, [(0, len(pruned)), (len(pruned), M)]
 
