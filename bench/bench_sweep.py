@@ -128,9 +128,30 @@ PLANTSEEK_TRAIN_THREADS={os.environ.get("PLANTSEEK_TRAIN_THREADS", "unset")}.
 
 # what the numbers mean and where the time goes (measured with the profilers named below; update with the code)
 SWEEP_NOTES = """
-A network-step is one optimiser step of one network on a batch of 32. "Same results": in float64 the batched and
-one-by-one metrics agree to the last digits shown (sums in another order, fused multiply-adds); in float32 rounding
-differences grow through training, and a few metrics of the 64 runs then differ in the second digit.
+A network-step is one optimiser step of one of the 64 runs on a batch of 32 (the dense baselines' steps are not
+counted). "Same results": in float64 the batched and one-by-one metrics agree to about 1e-10 (sums in another
+order, fused multiply-adds); in float32 rounding differences grow through training, and a few metrics of the 64
+runs then differ in the second digit.
+
+Where a batched float64 step goes (torch profiler, one epoch; 9.6 ms for the 68 networks): the sparse kernels of
+the 64 pruned networks (5 feature-major layers, about 310 000 kept weights) 1.4 ms forward and 4.2 ms backward;
+the 4 dense baselines' batched matmuls 1.4 ms; fused Adam 0.65 ms; loss, autograd and Python the rest. One by
+one, a width-100 network's step costs about 0.6 ms, most of it per-operation overhead.
+
+Why 8x is out of reach here: 8x needs the batched side in 125.9 / 8 = 15.7 s. Its arithmetic is 422 000 kept
+weights (dense baselines included) x 32 samples x 3 passes (forward, input gradient, weight gradient) = 40.5 M
+multiply-adds per step, 114 G over the run; in 15.7 s that is 7.3 G multiply-adds/s sustained over the whole
+step (optimiser and framework included), 35% of this core's float64 peak (2.6 GHz x 8), while the kernels alone
+reach 20 to 21% (issue 4's goal for them was 25%). In float32 the same speedup needs 18% of peak overall; the run
+reaches 13%. Two threads make the batched side about 1.5x faster on an idle machine but 2 to 4x slower when
+another process holds a core (every parallel region waits for a descheduled thread), so training stays on one
+thread for work of this size (`plantseek.train.cpu_threads_for`).
+
+History: 1.5x when the batch trained dense; 3.2x once a stack could take the sparse kernels (one by one then
+182 s without its dense baselines); now 4.8x, from fused Adam, feature-major kernels with the bias and ReLU
+fused (no transposes inside a chain of sparse layers), one sparse/dense decision per stack, the dense baselines
+in their own block of the same loop, the index structure validated once, and no garbage collection inside the
+loop. The one-by-one side got faster with the same changes (single width-100 runs now take the sparse path).
 """
 
 
