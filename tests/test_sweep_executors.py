@@ -151,7 +151,7 @@ _CHILD = textwrap.dedent("""
     import sys
     from plantseek.sweep import run_sweep
     from plantseek.sweep.fake import FakeSeeker
-    f = FakeSeeker(batch_sleep=0.25)
+    f = FakeSeeker(batch_sleep=0.5)  # 18 batches: a 9 s sweep, a wide window to kill it in
     run_sweep(sys.argv[1], sys.argv[2], batch_fn=f.batch, single_fn=f, max_batch=2, progress=False)
 """)
 
@@ -188,6 +188,7 @@ def test_killed_sweep_process_resumes(tmp_path, sig):
     while _ok_rows(db) < 6 and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
+    assert 6 <= _ok_rows(db) < 36, "the sweep finished before the test could kill it"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode != 0

@@ -9,9 +9,11 @@ single run.
 
 Masks: pruned weights and biases are set to zero before training and their gradients are masked after every
 backward pass, so they stay exactly zero (Adam's moments stay zero there; SGD's weight decay of a zero is
-zero). The forward pass then needs no mask multiplication on the dense path. Below
-``plantseek.nn.crossover_density()`` a layer goes through ``plantseek.nn.masked_linear`` (the native sparse
-path) when that module exists.
+zero). The forward pass then needs no mask multiplication on the dense path. A stack whose kept fraction is
+below ``plantseek.nn.crossover_density()`` trains on its kept values only, through the native feature-major
+kernels (`plantseek.nn.sparse_linear_fm`), when the native module serves the device (`layer_impls`); networks
+with nothing pruned (dense baselines) train in a block of their own in the same loop (`_Block`). Adam is torch's
+fused kernel (`AdamState`). Python's cyclic garbage collector is paused during the loop.
 
 The loop runs over pre-shuffled, pre-batched tensors (one ``randperm`` per run and epoch from the run's own
 generator, one gather, then slices); no Dataset indexing. A non-finite loss in some epoch marks that run as
@@ -348,7 +350,6 @@ def _train_impl(
         raise ValueError(f"targets must have shape (M={M}, N={x.shape[1]}, ...), got {tuple(y.shape)}")
     if len(generators) != M:
         raise ValueError(f"need one generator per run: {M} runs, {len(generators)} generators")
-    device, dtype = weights[0].device, weights[0].dtype
     N = x.shape[1]
     if N == 0:
         raise ValueError("no training samples")
