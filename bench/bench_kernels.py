@@ -439,10 +439,16 @@ def goal_lines(lin, syn, mk, tr):
     return out
 
 
+# the measured parts by name, and the key of each in the saved raw numbers ("linear" saves two: lin and note)
+PARTS = {"linear": bench_linear, "crossover": crossover, "masks": bench_masks, "synflow": bench_synflow,
+         "training": bench_training}
+RAW_KEYS = {"crossover": "cross", "masks": "mk", "synflow": "syn", "training": "tr"}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller sizes (still writes the table)")
-    ap.add_argument("--only", choices=["linear", "synflow", "masks", "training", "crossover"], default=None)
+    ap.add_argument("--only", choices=sorted(PARTS), default=None)
     ap.add_argument("--rewrite", action="store_true", help="rewrite the table from the last run's raw numbers")
     ap.add_argument("--refresh", default=None,
                     help="comma-separated parts (linear,crossover,masks,synflow,training) to re-measure into the "
@@ -455,20 +461,8 @@ def main():
     if not native.available():
         print("the native core is not built; install plantseek first", file=sys.stderr)
         sys.exit(1)
-    if args.only == "linear":
-        print(bench_linear(args.quick))
-        return
-    if args.only == "synflow":
-        print(bench_synflow(args.quick))
-        return
-    if args.only == "masks":
-        print(bench_masks(args.quick))
-        return
-    if args.only == "training":
-        print(bench_training(args.quick))
-        return
-    if args.only == "crossover":
-        print(crossover(args.quick))
+    if args.only:
+        print(PARTS[args.only](args.quick))
         return
     raw = Path(__file__).with_name(f"kernels_results_{torch.get_num_threads()}threads.json")
     if args.refresh:
@@ -476,19 +470,15 @@ def main():
 
         data = json.loads(raw.read_text())
         parts = {p.strip() for p in args.refresh.split(",") if p.strip()}
-        unknown = parts - {"linear", "crossover", "masks", "synflow", "training"}
+        unknown = parts - set(PARTS)
         if unknown:
             sys.exit(f"unknown parts for --refresh: {', '.join(sorted(unknown))}")
-        if "linear" in parts:
-            data["lin"], data["note"] = bench_linear(args.quick)
-        if "crossover" in parts:
-            data["cross"] = crossover(args.quick)
-        if "masks" in parts:
-            data["mk"] = bench_masks(args.quick)
-        if "synflow" in parts:
-            data["syn"] = bench_synflow(args.quick)
-        if "training" in parts:
-            data["tr"] = bench_training(args.quick)
+        for part in sorted(parts):
+            value = PARTS[part](args.quick)
+            if part == "linear":
+                data["lin"], data["note"] = value
+            else:
+                data[RAW_KEYS[part]] = value
         data["refreshed"] = sorted(set(data.get("refreshed", [])) | parts)
         data["load"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         raw.write_text(json.dumps(data))
