@@ -207,6 +207,8 @@ def test_feature_major_chain_matches_reference(M, B, widths, density, dtype, see
 
 @needs_native
 def test_feature_major_argument_errors():
+    for b in (0, 1, 15, 16, 17, 255, 256, 1000):
+        assert pnn.padded_batch(b) == native.cpu_module().padded_batch(b)
     m = torch.rand(2, 3, 4) < 0.5
     s = pnn.mask_structure(m)
     vals = torch.zeros(s.nnz, dtype=torch.float64)

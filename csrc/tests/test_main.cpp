@@ -176,6 +176,21 @@ void test_sparse_linear(int64_t M, int64_t B, int64_t n_in, int64_t n_out, doubl
     }
 }
 
+template <class T>
+void test_layout(int64_t M, int64_t B, int64_t n) {
+    const int64_t Bp = padded_batch(B);
+    std::vector<T> x(static_cast<size_t>(M * B * n) + 1), xt(static_cast<size_t>(M * n * Bp) + 1, T(7)),
+        back(static_cast<size_t>(M * B * n) + 1);
+    for (auto& v : x) v = static_cast<T>(uniform());
+    to_feature_major<T>(x.data(), M, B, n, Bp, xt.data(), 2);
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t b = 0; b < Bp; ++b)
+                assert(xt[(m * n + i) * Bp + b] == (b < B ? x[(m * B + b) * n + i] : T(0)));
+    from_feature_major<T>(xt.data(), M, n, Bp, B, back.data(), 2);
+    for (int64_t k = 0; k < M * B * n; ++k) assert(back[k] == x[k]);
+}
+
 void test_topk() {
     // ties: keep the lowest indices
     std::vector<double> a = {1, 3, 3, 2, 3};
@@ -245,6 +260,10 @@ int main() {
     test_sparse_linear<double>(1, 0, 4, 4, 0.5);
     test_sparse_linear<float>(2, 8, 6, 5, 0.0);
     test_sparse_linear<double>(4, 64, 128, 128, 0.3);  // large enough for the networks-in-parallel branch
+    test_layout<float>(2, 5, 3);
+    test_layout<double>(3, 33, 17);
+    test_layout<float>(1, 0, 4);
+    test_layout<double>(2, 300, 129);  // several tiles, parallel copy
     test_topk();
     test_synflow_scores();
     std::printf("plantseek C++ tests passed\n");
