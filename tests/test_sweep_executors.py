@@ -148,10 +148,14 @@ def test_keyboard_interrupt_keeps_finished_chunks(tmp_path):
 
 
 _CHILD = textwrap.dedent("""
+    import signal
     import sys
+    # Ctrl-C raises KeyboardInterrupt even when this test runs in a background job (which starts children with
+    # SIGINT ignored, and Python then installs no handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from plantseek.sweep import run_sweep
     from plantseek.sweep.fake import FakeSeeker
-    f = FakeSeeker(batch_sleep=0.5)  # 18 batches: a 9 s sweep, a wide window to kill it in
+    f = FakeSeeker(batch_sleep=0.25)
     run_sweep(sys.argv[1], sys.argv[2], batch_fn=f.batch, single_fn=f, max_batch=2, progress=False)
 """)
 
