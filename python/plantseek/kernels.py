@@ -17,7 +17,6 @@ Functions: `magnitude_scores`, `grad_times_weight_scores`, `synflow_scores`, `sy
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np

@@ -18,7 +18,7 @@ from . import init as inits
 from .device import resolve_device, resolve_dtype
 from .masks import Mask, check_mask
 from .planting_search import plant_search
-from .tickets import DTYPE, Ticket
+from .tickets import Ticket
 
 FORMAT_VERSION = 1
 

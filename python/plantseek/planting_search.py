@@ -51,7 +51,6 @@ def plant_search(host_weight, host_bias, indptr, cols, vals, bias_vals, has_bias
 
 def plant_search_reference(host_weight, host_bias, indptr, cols, vals, bias_vals, has_bias, used) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """NumPy reference of `plant_search`, vectorised over candidate host neurons."""
-    n_out = host_weight.shape[0]
     T = len(indptr) - 1
     if T > int((used == 0).sum()):
         raise ValueError(f"{T} ticket neurons but only {int((used == 0).sum())} unused host neurons")

@@ -164,7 +164,7 @@ def _pruned(runs: list[Run], density_of: Callable[[Run], float], masks: dict[int
             try:
                 found = members[0].pruner.prune_many([r.net for r in members], [r.data for r in members],
                                                      [density_of(r) for r in members], **kwargs)
-            except Exception as exc:  # noqa: BLE001 - fall back to one by one
+            except Exception:  # noqa: BLE001 - fall back to one by one
                 found = None
             share = (time.perf_counter() - t0) / len(members)
             if found is not None:
