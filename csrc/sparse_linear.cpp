@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -90,6 +91,19 @@ struct Simd {
     }
 };
 
+// f(std::integral_constant<int, nv>{}) for a run-time 1 <= nv <= MaxNV: the kernels are compiled once per
+// number of batch vectors they keep in registers.
+template <int MaxNV, class F>
+void with_vectors(int nv, F&& f) {
+    if constexpr (MaxNV == 1) {
+        (void)nv;
+        f(std::integral_constant<int, 1>{});
+    } else {
+        if (nv == MaxNV) f(std::integral_constant<int, MaxNV>{});
+        else with_vectors<MaxNV - 1>(nv, f);
+    }
+}
+
 // Rows [j0, j1) of one network times a feature-major input, for the batch vectors [b0, b0 + NV lanes):
 // dst[j] = init_j + sum_e value(e) * src[col_e], with value(e) = vals[perm ? perm[e] : e], init_j =
 // bias[j] or 0, then ReLU (x < 0 -> 0, NaN kept) when `relu`.
@@ -125,20 +139,6 @@ void rows_block(const int64_t* indptr, const int64_t* cols, const T* vals, const
 #pragma GCC unroll 16
             for (int q = 0; q < NV; ++q) S::store(out + q * S::lanes, acc[q]);
         }
-    }
-}
-
-// rows_block with NV chosen at run time (1 <= nv <= MaxNV).
-template <class T, int MaxNV>
-void rows_block_n(int nv, const int64_t* indptr, const int64_t* cols, const T* vals, const int64_t* perm,
-                  const T* src, int64_t Bp, const T* bias, bool relu, bool prefetch, int64_t j0, int64_t j1,
-                  int64_t b0, T* dst) {
-    if constexpr (MaxNV == 1) {
-        (void)nv;
-        rows_block<T, 1>(indptr, cols, vals, perm, src, Bp, bias, relu, prefetch, j0, j1, b0, dst);
-    } else {
-        if (nv == MaxNV) rows_block<T, MaxNV>(indptr, cols, vals, perm, src, Bp, bias, relu, prefetch, j0, j1, b0, dst);
-        else rows_block_n<T, MaxNV - 1>(nv, indptr, cols, vals, perm, src, Bp, bias, relu, prefetch, j0, j1, b0, dst);
     }
 }
 
@@ -187,18 +187,6 @@ void sddmm_row(const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T*
     }
 }
 
-template <class T, int MaxNV>
-void sddmm_row_n(int nv, const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T* xm, int64_t Bp,
-                 bool first, bool prefetch, T* gvals) {
-    if constexpr (MaxNV == 1) {
-        (void)nv;
-        sddmm_row<T, 1>(cols, e0, e1, g, xm, Bp, first, prefetch, gvals);
-    } else {
-        if (nv == MaxNV) sddmm_row<T, MaxNV>(cols, e0, e1, g, xm, Bp, first, prefetch, gvals);
-        else sddmm_row_n<T, MaxNV - 1>(nv, cols, e0, e1, g, xm, Bp, first, prefetch, gvals);
-    }
-}
-
 // Network m's rows of the CSR matrix times its input src_m (n_cols, Bp) into dst_m (n_rows, Bp) (+ bias_m,
 // ReLU); with `perm` the values are vals[perm[e]] (the CSC walk of a CSR-ordered value array).
 template <class T>
@@ -218,8 +206,11 @@ void spmm_network(const CsrView& csr, int64_t m, const T* vals, const int64_t* p
         const int64_t j0 = (item % groups) * kRowsPerItem;
         const int64_t b0 = c * chunk;
         const int nv = static_cast<int>(std::min<int64_t>(chunk, Bp - b0) / S::lanes);
-        rows_block_n<T, kMaxVectors>(nv, indptr, csr.cols, vals, perm, src_m, Bp, bias_m, relu, prefetch, j0,
-                                     std::min(n_rows, j0 + kRowsPerItem), b0, dst_m);
+        const int64_t j1 = std::min(n_rows, j0 + kRowsPerItem);
+        with_vectors<kMaxVectors>(nv, [&](auto NV) {
+            rows_block<T, decltype(NV)::value>(indptr, csr.cols, vals, perm, src_m, Bp, bias_m, relu, prefetch, j0, j1,
+                                               b0, dst_m);
+        });
     }
 }
 
@@ -242,8 +233,10 @@ void sddmm_network(const CsrView& csr, int64_t m, const T* g_m, const T* xt_m, i
         if (e0 == e1) continue;
         for (int64_t b0 = 0; b0 < used; b0 += kMaxVectors * S::lanes) {
             const int nv = static_cast<int>(std::min<int64_t>(kMaxVectors * S::lanes, used - b0) / S::lanes);
-            sddmm_row_n<T, kMaxVectors>(nv, csr.cols, e0, e1, g_m + j * Bp + b0, xt_m + b0, Bp, b0 == 0, prefetch,
-                                        gvals);
+            with_vectors<kMaxVectors>(nv, [&](auto NV) {
+                sddmm_row<T, decltype(NV)::value>(csr.cols, e0, e1, g_m + j * Bp + b0, xt_m + b0, Bp, b0 == 0, prefetch,
+                                                  gvals);
+            });
         }
     }
 }
