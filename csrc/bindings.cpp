@@ -46,6 +46,17 @@ py::array_t<T> expect_array(const py::handle& obj, const std::string& name) {
     return py::reinterpret_borrow<py::array_t<T>>(a);
 }
 
+// f(T{}) for T the element type (float32 or float64) of the NumPy array `obj`: the one place the float kernels
+// are dispatched on dtype. `name` names the argument in errors.
+template <class F>
+auto with_float_dtype(const py::handle& obj, const std::string& name, F&& f) {
+    if (!py::isinstance<py::array>(obj)) throw py::type_error(name + " must be a numpy array");
+    auto dt = py::reinterpret_borrow<py::array>(obj).dtype();
+    if (dt.is(py::dtype::of<float>())) return f(float{});
+    if (dt.is(py::dtype::of<double>())) return f(double{});
+    throw py::type_error(name + " must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+}
+
 // Checks the shape; -1 in `expected` accepts any extent.
 void expect_shape(const py::array& a, const std::string& name, const std::vector<int64_t>& expected) {
     bool ok = a.ndim() == static_cast<py::ssize_t>(expected.size());
@@ -350,11 +361,9 @@ py::array_t<T> sparse_forward_typed(py::object xt_obj, const SparsePattern& pat,
 py::array py_sparse_fm_forward(py::object xt, const SparsePattern& pattern, py::object vals, py::object bias,
                                bool relu, int64_t batch, int n_threads) {
     expect_nonnegative_threads(n_threads);
-    if (!py::isinstance<py::array>(xt)) throw py::type_error("xt must be a numpy array");
-    auto dt = py::reinterpret_borrow<py::array>(xt).dtype();
-    if (dt.is(py::dtype::of<float>())) return sparse_forward_typed<float>(xt, pattern, vals, bias, relu, batch, n_threads);
-    if (dt.is(py::dtype::of<double>())) return sparse_forward_typed<double>(xt, pattern, vals, bias, relu, batch, n_threads);
-    throw py::type_error("xt must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+    return with_float_dtype(xt, "xt", [&](auto t) -> py::array {
+        return sparse_forward_typed<decltype(t)>(xt, pattern, vals, bias, relu, batch, n_threads);
+    });
 }
 
 template <class T>
@@ -404,13 +413,9 @@ py::tuple sparse_backward_typed(py::object gyt_obj, py::object xt_obj, py::objec
 py::tuple py_sparse_fm_backward(py::object gyt, py::object xt, py::object yt, const SparsePattern& pattern,
                                 py::object vals, int64_t batch, bool need_x, bool need_w, bool need_b, int n_threads) {
     expect_nonnegative_threads(n_threads);
-    if (!py::isinstance<py::array>(gyt)) throw py::type_error("grad_yt must be a numpy array");
-    auto dt = py::reinterpret_borrow<py::array>(gyt).dtype();
-    if (dt.is(py::dtype::of<float>()))
-        return sparse_backward_typed<float>(gyt, xt, yt, pattern, vals, batch, need_x, need_w, need_b, n_threads);
-    if (dt.is(py::dtype::of<double>()))
-        return sparse_backward_typed<double>(gyt, xt, yt, pattern, vals, batch, need_x, need_w, need_b, n_threads);
-    throw py::type_error("grad_yt must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+    return with_float_dtype(gyt, "grad_yt", [&](auto t) {
+        return sparse_backward_typed<decltype(t)>(gyt, xt, yt, pattern, vals, batch, need_x, need_w, need_b, n_threads);
+    });
 }
 
 template <class T>
@@ -428,11 +433,7 @@ py::array_t<T> to_fm_typed(py::object x_obj, int n_threads) {
 
 py::array py_to_feature_major(py::object x, int n_threads) {
     expect_nonnegative_threads(n_threads);
-    if (!py::isinstance<py::array>(x)) throw py::type_error("x must be a numpy array");
-    auto dt = py::reinterpret_borrow<py::array>(x).dtype();
-    if (dt.is(py::dtype::of<float>())) return to_fm_typed<float>(x, n_threads);
-    if (dt.is(py::dtype::of<double>())) return to_fm_typed<double>(x, n_threads);
-    throw py::type_error("x must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+    return with_float_dtype(x, "x", [&](auto t) -> py::array { return to_fm_typed<decltype(t)>(x, n_threads); });
 }
 
 template <class T>
@@ -451,11 +452,9 @@ py::array_t<T> from_fm_typed(py::object xt_obj, int64_t B, int n_threads) {
 
 py::array py_from_feature_major(py::object xt, int64_t batch, int n_threads) {
     expect_nonnegative_threads(n_threads);
-    if (!py::isinstance<py::array>(xt)) throw py::type_error("xt must be a numpy array");
-    auto dt = py::reinterpret_borrow<py::array>(xt).dtype();
-    if (dt.is(py::dtype::of<float>())) return from_fm_typed<float>(xt, batch, n_threads);
-    if (dt.is(py::dtype::of<double>())) return from_fm_typed<double>(xt, batch, n_threads);
-    throw py::type_error("xt must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+    return with_float_dtype(xt, "xt", [&](auto t) -> py::array {
+        return from_fm_typed<decltype(t)>(xt, batch, n_threads);
+    });
 }
 
 // ------------------------------------------------------------------------------------------------ scores
@@ -561,11 +560,9 @@ py::list py_topk_masks(py::object scores_obj, std::vector<int64_t> group, std::v
         return r;
     }
     py::object first = py::reinterpret_borrow<py::sequence>(first_inner)[0];
-    if (!py::isinstance<py::array>(first)) throw py::type_error("scores[0][0] must be a numpy array");
-    auto dt = py::reinterpret_borrow<py::array>(first).dtype();
-    if (dt.is(py::dtype::of<float>())) return topk_typed<float>(outer, eligible, group, k, n_threads);
-    if (dt.is(py::dtype::of<double>())) return topk_typed<double>(outer, eligible, group, k, n_threads);
-    throw py::type_error("scores must have dtype float32 or float64, got " + py::str(dt).cast<std::string>());
+    return with_float_dtype(first, "scores[0][0]", [&](auto t) {
+        return topk_typed<decltype(t)>(outer, eligible, group, k, n_threads);
+    });
 }
 
 py::object py_synflow(py::object weights_obj, py::object biases_obj, py::object wmask_obj, py::object bmask_obj,
