@@ -267,19 +267,20 @@ def padded_batch(batch: int) -> int:
     return (int(batch) + 15) // 16 * 16
 
 
+def _native_layout(t: torch.Tensor) -> bool:
+    """Whether the native layout copies serve `t` (a float32/float64 CPU tensor with the core loaded)."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and native.cpu_module() is not None
+
+
 def to_feature_major(x: torch.Tensor) -> torch.Tensor:
     """(M, B, n) -> the feature-major (M, n, padded_batch(B)) layout of `sparse_linear_fm`, padding lanes zero
     (differentiable; a cache-blocked native copy on the CPU, `to_feature_major_reference` elsewhere)."""
-    if x.device.type != "cpu" or native.cpu_module() is None or x.dtype not in (torch.float32, torch.float64):
-        return to_feature_major_reference(x)
-    return _ToFeatureMajor.apply(x)
+    return _ToFeatureMajor.apply(x) if _native_layout(x) else to_feature_major_reference(x)
 
 
 def from_feature_major(xt: torch.Tensor, batch: int) -> torch.Tensor:
     """Feature-major (M, n, Bp) -> contiguous (M, batch, n) (differentiable; the inverse of `to_feature_major`)."""
-    if xt.device.type != "cpu" or native.cpu_module() is None or xt.dtype not in (torch.float32, torch.float64):
-        return from_feature_major_reference(xt, batch)
-    return _FromFeatureMajor.apply(xt, int(batch))
+    return _FromFeatureMajor.apply(xt, int(batch)) if _native_layout(xt) else from_feature_major_reference(xt, batch)
 
 
 def to_feature_major_reference(x: torch.Tensor) -> torch.Tensor:
@@ -339,7 +340,7 @@ def sparse_linear_fm(xt: torch.Tensor, values: torch.Tensor, structure: CsrStruc
     layers stays in this layout, so the batched trainer transposes only where the chain starts and ends."""
     _check_sparse_args(xt, values, structure, bias, feature_major=True, batch=batch)
     if xt.device.type == "cuda":  # the CUDA kernels work row-major: convert around them
-        y = _SparseLinearCuda.apply(from_feature_major(xt, batch).contiguous(), values, structure)
+        y = _SparseLinearCuda.apply(from_feature_major(xt, batch), values, structure)
         if bias is not None:
             y = y + bias.unsqueeze(1)
         return to_feature_major(torch.relu(y) if relu else y)

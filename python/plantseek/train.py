@@ -385,7 +385,7 @@ class _Block:
         self.impls = layer_impls(wms, impl)
         device, dtype = weights[0].device, weights[0].dtype
         self.pnn = _native_nn() if "sparse" in self.impls else None
-        values = (self.pnn is not None and hasattr(self.pnn, "sparse_linear_fm") and _native_serves(device))
+        values = self.pnn is not None and _native_serves(device)
         self.kinds: list[str] = []
         self.structures: dict[int, Any] = {}
         self.masks = wms
