@@ -9,6 +9,7 @@ pytest.importorskip("distributed")
 from plantseek.store import ResultStore
 from plantseek.sweep import run_sweep
 from plantseek.sweep.fake import FakeSeeker
+from sweep_helpers import results_by_key
 
 SWEEP = """
 [sweep]
@@ -23,11 +24,6 @@ epochs = 1
 """
 
 
-def _results(db):
-    with ResultStore(db) as store:
-        return {r["key"]: (r["status"], r["metrics"], r["config"]) for r in store.records()}
-
-
 @pytest.fixture(scope="module")
 def local_results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("local")
@@ -35,7 +31,7 @@ def local_results(tmp_path_factory):
     f = FakeSeeker(fail_seeds=[2])
     run_sweep(tmp / "s.toml", tmp / "local.db", batch_fn=f.batch, single_fn=f, max_batch=5, progress=False,
               log=lambda m: None)
-    return _results(tmp / "local.db")
+    return results_by_key(tmp / "local.db")
 
 
 def test_dask_local_threads_matches_local(tmp_path, local_results):
@@ -44,7 +40,7 @@ def test_dask_local_threads_matches_local(tmp_path, local_results):
     rep = run_sweep(tmp_path / "s.toml", tmp_path / "dask.db", executor="dask-local", workers=2, processes=False,
                     batch_fn=f.batch, single_fn=f, max_batch=5, progress=False, log=lambda m: None)
     assert (rep.ok, rep.failed) == (36, 18)
-    assert _results(tmp_path / "dask.db") == local_results
+    assert results_by_key(tmp_path / "dask.db") == local_results
 
 
 def test_dask_two_process_cluster_matches_local(tmp_path, local_results):
@@ -60,7 +56,7 @@ def test_dask_two_process_cluster_matches_local(tmp_path, local_results):
         with Client(cluster) as client:
             hosts = client.run(lambda: __import__("os").getpid())
     assert len(set(hosts.values())) == 2
-    res = _results(tmp_path / "dask.db")
+    res = results_by_key(tmp_path / "dask.db")
     assert res == local_results
     # the workers ran the runs (different processes), the client wrote every row
     with ResultStore(tmp_path / "dask.db") as store:

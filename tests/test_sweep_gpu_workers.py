@@ -10,10 +10,10 @@ import torch
 
 pytest.importorskip("distributed")
 
-from plantseek.store import ResultStore
 from plantseek.sweep import run_sweep
 from plantseek.sweep.executors import gpu_cluster, visible_gpus
 from plantseek.sweep.fake import FakeSeeker
+from sweep_helpers import results_by_key
 
 SWEEP = """
 [sweep]
@@ -26,11 +26,6 @@ depth = 3
 width = 30
 epochs = 1
 """
-
-
-def _results(db):
-    with ResultStore(db) as store:
-        return {r["key"]: (r["status"], r["metrics"], r["config"]) for r in store.records()}
 
 
 class EnvSeeker(FakeSeeker):
@@ -61,11 +56,11 @@ def test_one_worker_per_gpu_each_pinned(tmp_path):
                     batch_fn=f.batch, single_fn=f, max_batch=3, progress=False, log=lines.append)
     assert (rep.ok, rep.failed) == (12, 0)
     assert any("one per GPU" in m for m in lines)
-    res = _results(tmp_path / "gpu.db")
+    res = results_by_key(tmp_path / "gpu.db")
     assert {m["pinned_gpu"] for _, m, _ in res.values()} <= {0.0, 1.0}
     run_sweep(tmp_path / "s.toml", tmp_path / "local.db", batch_fn=f.batch, single_fn=f, max_batch=3,
               progress=False, log=lambda m: None)
-    local = _results(tmp_path / "local.db")
+    local = results_by_key(tmp_path / "local.db")
     strip = lambda d: {k: (s, {n: v for n, v in m.items() if n != "pinned_gpu"}, c) for k, (s, m, c) in d.items()}
     assert strip(res) == strip(local)
 
@@ -120,7 +115,7 @@ def test_gpu_workers_real(tmp_path):
                     log=lambda m: None)
     assert rep.failed == 0
     run_sweep(tmp_path / "s.toml", tmp_path / "local.db", device="cuda", progress=False, log=lambda m: None)
-    a, b = _results(tmp_path / "gpu.db"), _results(tmp_path / "local.db")
+    a, b = results_by_key(tmp_path / "gpu.db"), results_by_key(tmp_path / "local.db")
     assert a.keys() == b.keys()
     for k in a:
         for name, v in a[k][1].items():
