@@ -6,7 +6,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "planting.h"
 #include "scores.h"
 #include "sparse_linear.h"
+#include "sparse_stack.h"
 
 namespace py = pybind11;
 using namespace plantseek;
@@ -665,6 +668,150 @@ py::object py_synflow(py::object weights_obj, py::object biases_obj, py::object 
     return py::make_tuple(out_w, out_b);
 }
 
+// ------------------------------------------------------------------------------------------------ sparse stack
+
+// M sparse MLPs trained network by network (sparse_stack.h). The parameter arrays (NumPy views of the caller's
+// tensors) are checked once here and updated in place by every step; the patterns and arrays are kept alive.
+class PySparseStack {
+    // f(the typed stack): the one place the methods are dispatched on the parameters' dtype.
+    template <class F>
+    auto dispatch(F&& f) {
+        if (f32_) return f(*f32_);
+        return f(*f64_);
+    }
+
+public:
+    PySparseStack(const py::sequence& patterns, const py::sequence& vals, const py::sequence& biases,
+                  const py::sequence& bias_masks, const std::string& optimizer, double beta1, double beta2, double eps,
+                  double weight_decay, double momentum) {
+        const size_t L = patterns.size();
+        if (L == 0) throw py::value_error("patterns: a stack needs at least one layer");
+        if (vals.size() != L || biases.size() != L || bias_masks.size() != L)
+            throw py::value_error("patterns, vals, biases and bias_masks must have one entry per layer (got " +
+                                  std::to_string(L) + ", " + std::to_string(vals.size()) + ", " +
+                                  std::to_string(biases.size()) + ", " + std::to_string(bias_masks.size()) + ")");
+        if (optimizer != "adam" && optimizer != "sgd")
+            throw py::value_error("optimizer must be 'adam' or 'sgd', got '" + optimizer + "'");
+        if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1))
+            throw py::value_error("betas must lie in [0, 1)");
+        if (!(eps >= 0) || !(weight_decay >= 0) || !(momentum >= 0) || !std::isfinite(eps) ||
+            !std::isfinite(weight_decay) || !std::isfinite(momentum))
+            throw py::value_error("eps, weight_decay and momentum must be finite and >= 0");
+        StackOptimizer opt;
+        opt.adam = optimizer == "adam";
+        opt.beta1 = beta1;
+        opt.beta2 = beta2;
+        opt.eps = eps;
+        opt.weight_decay = weight_decay;
+        opt.momentum = momentum;
+        std::vector<StackLayer> layers;
+        for (size_t l = 0; l < L; ++l) {
+            py::object po = patterns[l];
+            if (!py::isinstance<SparsePattern>(po))
+                throw py::type_error("patterns[" + std::to_string(l) + "] must be a SparsePattern");
+            const SparsePattern& pat = po.cast<const SparsePattern&>();
+            if (l == 0) M_ = pat.M();
+            if (pat.M() != M_)
+                throw py::value_error("patterns[" + std::to_string(l) + "] holds " + std::to_string(pat.M()) +
+                                      " networks, patterns[0] holds " + std::to_string(M_));
+            if (l > 0 && pat.n_in() != layers.back().csr.n_rows)
+                throw py::value_error("patterns[" + std::to_string(l) + "] takes " + std::to_string(pat.n_in()) +
+                                      " inputs, but patterns[" + std::to_string(l - 1) + "] has " +
+                                      std::to_string(layers.back().csr.n_rows) + " outputs");
+            layers.push_back(StackLayer{pat.csr(), pat.csc(), pat.csc_perm()});
+            keep_.append(po);
+        }
+        n_in_ = layers.front().csr.n_cols;
+        L_ = static_cast<int64_t>(L);
+        n_out_ = layers.back().csr.n_rows;
+        with_float_dtype(vals[0], "vals[0]", [&](auto t) {
+            using T = decltype(t);
+            std::vector<StackParams<T>> params;
+            for (size_t l = 0; l < L; ++l) {
+                const std::string k = "[" + std::to_string(l) + "]";
+                auto v = expect_array<T>(vals[l], "vals" + k);
+                expect_shape(v, "vals" + k, {layers[l].csr.indptr[M_ * layers[l].csr.n_rows]});
+                auto b = expect_array<T>(biases[l], "biases" + k);
+                expect_shape(b, "biases" + k, {M_, layers[l].csr.n_rows});
+                const T* mask = nullptr;
+                if (!py::object(bias_masks[l]).is_none()) {
+                    auto bm = expect_array<T>(bias_masks[l], "bias_masks" + k);
+                    expect_shape(bm, "bias_masks" + k, {M_, layers[l].csr.n_rows});
+                    mask = bm.data();
+                    keep_.append(bm);
+                }
+                params.push_back(StackParams<T>{v.mutable_data(), b.mutable_data(), mask});
+                keep_.append(v);
+                keep_.append(b);
+            }
+            auto stack = std::make_unique<SparseStack<T>>(layers, params, M_, opt);
+            if constexpr (std::is_same_v<T, float>) f32_ = std::move(stack); else f64_ = std::move(stack);
+            return 0;
+        });
+    }
+
+    py::array forward(const py::object& x, int n_threads) {
+        expect_nonnegative_threads(n_threads);
+        return dispatch([&](auto& stack) -> py::array {
+            using T = typename std::remove_reference_t<decltype(stack)>::value_type;
+            auto xa = expect_array<T>(x, "x");
+            expect_shape(xa, "x", {M_, -1, n_in_});
+            const int64_t B = xa.shape(1);
+            if (B < 1) throw py::value_error("x must hold at least one sample per network");
+            py::array_t<T> out({M_, B, n_out_});
+            {
+                py::gil_scoped_release release;
+                stack.forward(xa.data(), B, out.mutable_data(), n_threads);
+            }
+            ready_ = true;
+            return out;
+        });
+    }
+
+    void backward_step(const py::object& grad_out, double lr, int n_threads) {
+        expect_nonnegative_threads(n_threads);
+        if (!ready_) throw py::value_error("backward_step needs a forward pass first (one step per forward)");
+        if (!std::isfinite(lr) || lr < 0) throw py::value_error("lr must be finite and >= 0");
+        dispatch([&](auto& stack) {
+            using T = typename std::remove_reference_t<decltype(stack)>::value_type;
+            auto g = expect_array<T>(grad_out, "grad_out");
+            expect_shape(g, "grad_out", {M_, stack.batch(), n_out_});
+            {
+                py::gil_scoped_release release;
+                stack.backward_step(g.data(), lr, n_threads);
+            }
+            ready_ = false;
+            return 0;
+        });
+    }
+
+    int64_t steps() {
+        return dispatch([](auto& stack) { return stack.steps(); });
+    }
+
+    // A copy of layer l's optimiser state `which` (0/1: values' first/second moment or momentum, 2/3: biases').
+    py::array state(int64_t l, int which) {
+        return dispatch([&](auto& stack) -> py::array {
+            using T = typename std::remove_reference_t<decltype(stack)>::value_type;
+            if (l < 0 || l >= L_ || which < 0 || which > 3)
+                throw py::value_error("state(l, which): l must name a layer and which lie in 0..3");
+            const auto& v = stack.state(l, which);
+            py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
+            std::copy(v.begin(), v.end(), out.mutable_data());
+            return out;
+        });
+    }
+
+    int64_t M() const { return M_; }
+
+private:
+    py::list keep_;
+    std::unique_ptr<SparseStack<float>> f32_;
+    std::unique_ptr<SparseStack<double>> f64_;
+    int64_t M_ = 0, n_in_ = 0, n_out_ = 0, L_ = 0;
+    bool ready_ = false;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -688,6 +835,24 @@ PYBIND11_MODULE(_C, m) {
         .def_property_readonly("n_out", &SparsePattern::n_out)
         .def_property_readonly("n_in", &SparsePattern::n_in)
         .def_property_readonly("nnz", &SparsePattern::nnz);
+    py::class_<PySparseStack>(m, "SparseStack",
+                              "M sparse MLPs (ReLU between layers) trained network by network: forward(x) -> "
+                              "outputs, then backward_step(grad_out, lr) computes every gradient and applies the "
+                              "optimiser in place to the given value and bias arrays.")
+        .def(py::init<const py::sequence&, const py::sequence&, const py::sequence&, const py::sequence&,
+                      const std::string&, double, double, double, double, double>(),
+             py::arg("patterns"), py::arg("vals"), py::arg("biases"), py::arg("bias_masks"),
+             py::arg("optimizer") = "adam", py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("eps") = 1e-8,
+             py::arg("weight_decay") = 0.0, py::arg("momentum") = 0.0)
+        .def("forward", &PySparseStack::forward, py::arg("x"), py::arg("n_threads") = 0,
+             "Outputs (M, B, n_out) for inputs x (M, B, n_in); keeps the activations for backward_step.")
+        .def("backward_step", &PySparseStack::backward_step, py::arg("grad_out"), py::arg("lr"),
+             py::arg("n_threads") = 0,
+             "Gradients for grad_out (M, B, n_out) at the last forward's outputs, and one optimiser step.")
+        .def("state", &PySparseStack::state, py::arg("layer"), py::arg("which"),
+             "Copy of an optimiser state array (0/1: values' first/second moment or momentum; 2/3: biases').")
+        .def_property_readonly("steps", &PySparseStack::steps)
+        .def_property_readonly("M", &PySparseStack::M);
     m.def("sparse_fm_forward", &py_sparse_fm_forward, py::arg("xt"), py::arg("pattern"), py::arg("vals"),
           py::arg("bias"), py::arg("relu"), py::arg("batch"), py::arg("n_threads") = 0,
           "yt (M, n_out, Bp) = W xt + b (then ReLU) for feature-major xt (M, n_in, Bp); padding lanes zero.");

@@ -21,4 +21,13 @@ inline int resolve_threads(int requested) {
 #endif
 }
 
+// The calling thread's index inside an OpenMP parallel region (0 outside one, or without OpenMP).
+inline int thread_index() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 }  // namespace plantseek

@@ -34,7 +34,21 @@ struct Simd {
         return v;
     }
     static void store(T* p, const vec& v) { std::memcpy(p, &v, sizeof v); }
-    static vec splat(T x) { return vec{} + x; }  // scalar operands broadcast (a lane loop compiles to 8 masked broadcasts)
+    static vec splat(T x) {
+#ifdef __AVX512F__
+        vec out;
+        if constexpr (sizeof(T) == 8) {
+            const __m512d v = _mm512_set1_pd(x);
+            std::memcpy(&out, &v, sizeof out);
+        } else {
+            const __m512 v = _mm512_set1_ps(x);
+            std::memcpy(&out, &v, sizeof out);
+        }
+        return out;
+#else
+        return vec{} + x;  // scalar operands broadcast
+#endif
+    }
     // out[k] = sum of the lanes of v[k], for k < lanes: one transposing tree of shuffles and adds for all the
     // vectors (19 operations for 8 doubles, 36 for 16 floats) instead of a reduction per vector.
     static vec sums(const vec* v) {
@@ -107,9 +121,9 @@ void with_vectors(int nv, F&& f) {
 // Rows [j0, j1) of one network times a feature-major input, for the batch vectors [b0, b0 + NV lanes):
 // dst[j] = init_j + sum_e value(e) * src[col_e], with value(e) = vals[perm ? perm[e] : e], init_j =
 // bias[j] or 0, then ReLU (x < 0 -> 0, NaN kept) when `relu`.
-template <class T, int NV>
+template <class T, int NV, bool Perm, bool Prefetch>
 void rows_block(const int64_t* indptr, const int64_t* cols, const T* vals, const int64_t* perm, const T* src,
-                int64_t Bp, const T* bias, bool relu, bool prefetch, int64_t j0, int64_t j1, int64_t b0, T* dst) {
+                int64_t Bp, const T* bias, bool relu, int64_t j0, int64_t j1, int64_t b0, T* dst) {
     using S = Simd<T>;
     using V = typename S::vec;
     const T* base = src + b0;
@@ -120,12 +134,12 @@ void rows_block(const int64_t* indptr, const int64_t* cols, const T* vals, const
         for (int q = 0; q < NV; ++q) acc[q] = init;
         const int64_t e_end = indptr[j + 1];
         for (int64_t e = indptr[j]; e < e_end; ++e) {
-            if (prefetch && e + kPrefetch < e_end) {
+            if (Prefetch && e + kPrefetch < e_end) {
                 const T* ahead = base + cols[e + kPrefetch] * Bp;
 #pragma GCC unroll 16
                 for (int q = 0; q < NV; ++q) __builtin_prefetch(ahead + q * S::lanes);
             }
-            const V v = S::splat(vals[perm ? perm[e] : e]);
+            const V v = S::splat(vals[Perm ? perm[e] : e]);
             const T* x = base + cols[e] * Bp;
 #pragma GCC unroll 16
             for (int q = 0; q < NV; ++q) acc[q] += v * S::load(x + q * S::lanes);
@@ -166,6 +180,26 @@ void sddmm_row(const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T*
             const V dots = S::sums(acc);
             S::store(gvals + e, first ? dots : S::load(gvals + e) + dots);
         }
+        // doubles: a partial group (zeros for the missing entries) beats one reduction per entry from 3 of 8
+        // entries on (19 tree operations against ~8 per entry); for floats' 16-entry tree it never did (measured)
+        const int rest = static_cast<int>(e1 - e);
+        if (sizeof(T) == 8 && rest >= 3) {
+            V acc[K];
+#pragma GCC unroll 16
+            for (int k = 0; k < K; ++k) {
+                if (k < rest) {
+                    const T* x = xm + cols[e + k] * Bp;
+                    acc[k] = gv[0] * S::load(x);
+#pragma GCC unroll 16
+                    for (int q = 1; q < NV; ++q) acc[k] += gv[q] * S::load(x + q * S::lanes);
+                } else {
+                    acc[k] = S::splat(T(0));
+                }
+            }
+            const V dots = S::sums(acc);
+            for (int k = 0; k < rest; ++k) gvals[e + k] = first ? dots[k] : gvals[e + k] + dots[k];
+            e = e1;
+        }
     }
     for (; e < e1; ++e) {
         if (prefetch && e + kPrefetch < e1) {
@@ -200,18 +234,29 @@ void spmm_network(const CsrView& csr, int64_t m, const T* vals, const int64_t* p
     const int64_t chunks = (Bp + chunk - 1) / chunk;
     const bool parallel = threads > 1 && (indptr[n_rows] - indptr[0] + n_rows) * Bp > kParallelWork;
     const bool prefetch = csr.n_cols * Bp * static_cast<int64_t>(sizeof(T)) > kPrefetchBytes;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-    for (int64_t item = 0; item < chunks * groups; ++item) {
-        const int64_t c = item / groups;
-        const int64_t j0 = (item % groups) * kRowsPerItem;
+    auto item = [&](int64_t it) {
+        const int64_t c = it / groups;
+        const int64_t j0 = (it % groups) * kRowsPerItem;
         const int64_t b0 = c * chunk;
         const int nv = static_cast<int>(std::min<int64_t>(chunk, Bp - b0) / S::lanes);
         const int64_t j1 = std::min(n_rows, j0 + kRowsPerItem);
         with_vectors<kMaxVectors>(nv, [&](auto NV) {
-            rows_block<T, decltype(NV)::value>(indptr, csr.cols, vals, perm, src_m, Bp, bias_m, relu, prefetch, j0, j1,
-                                               b0, dst_m);
+            constexpr int nv_ = decltype(NV)::value;
+            if (perm != nullptr) {
+                if (prefetch) rows_block<T, nv_, true, true>(indptr, csr.cols, vals, perm, src_m, Bp, bias_m, relu, j0, j1, b0, dst_m);
+                else rows_block<T, nv_, true, false>(indptr, csr.cols, vals, perm, src_m, Bp, bias_m, relu, j0, j1, b0, dst_m);
+            } else {
+                if (prefetch) rows_block<T, nv_, false, true>(indptr, csr.cols, vals, perm, src_m, Bp, bias_m, relu, j0, j1, b0, dst_m);
+                else rows_block<T, nv_, false, false>(indptr, csr.cols, vals, perm, src_m, Bp, bias_m, relu, j0, j1, b0, dst_m);
+            }
         });
+    };
+    if (!parallel) {  // no OpenMP region at all: even a one-thread region costs a microsecond per call
+        for (int64_t it = 0; it < chunks * groups; ++it) item(it);
+        return;
     }
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t it = 0; it < chunks * groups; ++it) item(it);
 }
 
 // gvals[e] = <g_m[row(e)], xt_m[col(e)]> for network m's entries, over the first `used` lanes (g is zero
@@ -227,10 +272,9 @@ void sddmm_network(const CsrView& csr, int64_t m, const T* g_m, const T* xt_m, i
     }
     const bool parallel = threads > 1 && (indptr[csr.n_rows] - indptr[0]) * used > kParallelWork;
     const bool prefetch = csr.n_cols * Bp * static_cast<int64_t>(sizeof(T)) > kPrefetchBytes;
-#pragma omp parallel for schedule(dynamic, 64) num_threads(threads) if (parallel)
-    for (int64_t j = 0; j < csr.n_rows; ++j) {
+    auto row = [&](int64_t j) {
         const int64_t e0 = indptr[j], e1 = indptr[j + 1];
-        if (e0 == e1) continue;
+        if (e0 == e1) return;
         for (int64_t b0 = 0; b0 < used; b0 += kMaxVectors * S::lanes) {
             const int nv = static_cast<int>(std::min<int64_t>(kMaxVectors * S::lanes, used - b0) / S::lanes);
             with_vectors<kMaxVectors>(nv, [&](auto NV) {
@@ -238,7 +282,13 @@ void sddmm_network(const CsrView& csr, int64_t m, const T* g_m, const T* xt_m, i
                                                   gvals);
             });
         }
+    };
+    if (!parallel) {
+        for (int64_t j = 0; j < csr.n_rows; ++j) row(j);
+        return;
     }
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
+    for (int64_t j = 0; j < csr.n_rows; ++j) row(j);
 }
 
 // body(m, inner_threads) for every network: the networks in parallel when there are at least as many as
@@ -289,17 +339,59 @@ void transpose_networks(const T* src, int64_t M, int64_t rows, int64_t cols, int
 }  // namespace
 
 template <class T>
+void forward_network(const T* xt_m, int64_t m, int64_t B, int64_t Bp, const CsrView& csr, const T* vals,
+                     const T* bias_m, bool relu, T* yt_m, int threads) {
+    spmm_network<T>(csr, m, vals, nullptr, xt_m, Bp, bias_m, relu, yt_m, threads);
+    if (B < Bp)
+        for (int64_t j = 0; j < csr.n_rows; ++j) std::fill(yt_m + j * Bp + B, yt_m + (j + 1) * Bp, T(0));
+}
+
+template <class T>
+void gradient_network(const T* gy_m, const T* y_m, int64_t n_out, int64_t B, int64_t Bp, T* g, T* gbias_m) {
+    using S = Simd<T>;
+    using V = typename S::vec;
+    const int64_t full = B / S::lanes * S::lanes;  // lanes handled by whole vectors
+    const V zero = S::splat(T(0));
+    for (int64_t j = 0; j < n_out; ++j) {
+        const T* src = gy_m + j * Bp;
+        const T* y = y_m == nullptr ? nullptr : y_m + j * Bp;
+        T* dst = g + j * Bp;
+        V acc = zero;
+        for (int64_t b = 0; b < full; b += S::lanes) {
+            V v = S::load(src + b);
+            if (y != nullptr) v = S::load(y + b) <= zero ? zero : v;
+            S::store(dst + b, v);
+            acc += v;
+        }
+        T total = S::sum(acc);
+        for (int64_t b = full; b < B; ++b) {
+            dst[b] = y != nullptr && y[b] <= T(0) ? T(0) : src[b];
+            total += dst[b];
+        }
+        std::fill(dst + B, dst + Bp, T(0));
+        if (gbias_m != nullptr) gbias_m[j] = total;
+    }
+}
+
+template <class T>
+void backward_network(const T* g, const T* xt_m, int64_t m, int64_t B, int64_t Bp, const CsrView& csr, const T* vals,
+                      const CsrView& csc, const int64_t* csc_perm, T* gxt_m, T* gvals, int threads) {
+    using S = Simd<T>;
+    const int64_t used = std::min(Bp, (B + S::lanes - 1) / S::lanes * S::lanes);  // lanes that can be non-zero
+    if (gxt_m != nullptr && csr.n_cols > 0 && Bp > 0)
+        spmm_network<T>(csc, m, vals, csc_perm, g, Bp, nullptr, false, gxt_m, threads);
+    if (gvals != nullptr) sddmm_network<T>(csr, m, g, xt_m, used, Bp, gvals, threads);
+}
+
+template <class T>
 void sparse_fm_forward(const T* xt, int64_t M, int64_t B, int64_t Bp, const CsrView& csr, const T* vals,
                        const T* bias, bool relu, T* yt, int n_threads) {
     if (M == 0 || Bp == 0 || csr.n_rows == 0) return;
     const int64_t nnz = csr.indptr[M * csr.n_rows];
     const int64_t n_out = csr.n_rows, n_in = csr.n_cols;
     for_networks(M, resolve_threads(n_threads), (nnz + M * n_out) * Bp, [&](int64_t m, int threads) {
-        T* y = yt + m * n_out * Bp;
-        spmm_network<T>(csr, m, vals, nullptr, xt + m * n_in * Bp, Bp, bias ? bias + m * n_out : nullptr, relu, y,
-                        threads);
-        if (B < Bp)
-            for (int64_t j = 0; j < n_out; ++j) std::fill(y + j * Bp + B, y + (j + 1) * Bp, T(0));
+        forward_network<T>(xt + m * n_in * Bp, m, B, Bp, csr, vals, bias ? bias + m * n_out : nullptr, relu,
+                           yt + m * n_out * Bp, threads);
     });
 }
 
@@ -308,39 +400,15 @@ void sparse_fm_backward(const T* gyt, const T* xt, const T* yt, int64_t M, int64
                         const CsrView& csr, const T* vals, const CsrView& csc, const int64_t* csc_perm, T* gxt,
                         T* gvals, T* gbias, int n_threads) {
     if (M == 0) return;
-    using S = Simd<T>;
     const int64_t n_out = csr.n_rows, n_in = csr.n_cols;
     const int64_t nnz = csr.indptr[M * n_out];
-    const int64_t used = std::min(Bp, (B + S::lanes - 1) / S::lanes * S::lanes);  // lanes that can be non-zero
     for_networks(M, resolve_threads(n_threads), (3 * nnz + M * (n_out + n_in)) * Bp, [&](int64_t m, int threads) {
-        // g: the gradient that reaches W x + b (masked by the ReLU, padding lanes zero) and its batch sum
-        std::unique_ptr<T[]> g_buffer(new T[static_cast<size_t>(std::max<int64_t>(1, n_out * Bp))]);
-        T* g = g_buffer.get();
-        for (int64_t j = 0; j < n_out; ++j) {
-            const int64_t r = m * n_out + j;
-            const T* src = gyt + r * Bp;
-            T* dst = g + j * Bp;
-            T total = T(0);
-            if (yt != nullptr) {
-                const T* y = yt + r * Bp;
-                for (int64_t b = 0; b < B; ++b) {
-                    dst[b] = y[b] <= T(0) ? T(0) : src[b];
-                    total += dst[b];
-                }
-            } else {
-                for (int64_t b = 0; b < B; ++b) {
-                    dst[b] = src[b];
-                    total += dst[b];
-                }
-            }
-            std::fill(dst + B, dst + Bp, T(0));
-            if (gbias != nullptr) gbias[r] = total;
-        }
-        T* gx_m = gxt == nullptr ? nullptr : gxt + m * n_in * Bp;
-        const T* xt_m = xt + m * n_in * Bp;
-        if (gx_m != nullptr && n_in > 0 && Bp > 0)
-            spmm_network<T>(csc, m, vals, csc_perm, g, Bp, nullptr, false, gx_m, threads);
-        if (gvals != nullptr) sddmm_network<T>(csr, m, g, xt_m, used, Bp, gvals, threads);
+        // g: the gradient that reaches W x + b (masked by the ReLU, padding lanes zero)
+        std::unique_ptr<T[]> g(new T[static_cast<size_t>(std::max<int64_t>(1, n_out * Bp))]);
+        gradient_network<T>(gyt + m * n_out * Bp, yt == nullptr ? nullptr : yt + m * n_out * Bp, n_out, B, Bp, g.get(),
+                            gbias == nullptr ? nullptr : gbias + m * n_out);
+        backward_network<T>(g.get(), xt + m * n_in * Bp, m, B, Bp, csr, vals, csc, csc_perm,
+                            gxt == nullptr ? nullptr : gxt + m * n_in * Bp, gvals, threads);
     });
 }
 
@@ -356,6 +424,16 @@ void from_feature_major(const T* xt, int64_t M, int64_t n, int64_t Bp, int64_t B
     transpose_networks(xt, M, n, B, Bp, n * Bp, x, n, B * n, resolve_threads(n_threads));
 }
 
+template void forward_network<float>(const float*, int64_t, int64_t, int64_t, const CsrView&, const float*,
+                                      const float*, bool, float*, int);
+template void forward_network<double>(const double*, int64_t, int64_t, int64_t, const CsrView&, const double*,
+                                       const double*, bool, double*, int);
+template void gradient_network<float>(const float*, const float*, int64_t, int64_t, int64_t, float*, float*);
+template void gradient_network<double>(const double*, const double*, int64_t, int64_t, int64_t, double*, double*);
+template void backward_network<float>(const float*, const float*, int64_t, int64_t, int64_t, const CsrView&,
+                                      const float*, const CsrView&, const int64_t*, float*, float*, int);
+template void backward_network<double>(const double*, const double*, int64_t, int64_t, int64_t, const CsrView&,
+                                       const double*, const CsrView&, const int64_t*, double*, double*, int);
 template void to_feature_major<float>(const float*, int64_t, int64_t, int64_t, int64_t, float*, int);
 template void to_feature_major<double>(const double*, int64_t, int64_t, int64_t, int64_t, double*, int);
 template void from_feature_major<float>(const float*, int64_t, int64_t, int64_t, int64_t, float*, int);

@@ -43,6 +43,23 @@ void sparse_fm_backward(const T* gyt, const T* xt, const T* yt, int64_t M, int64
                         const CsrView& csr, const T* vals, const CsrView& csc, const int64_t* csc_perm, T* gxt,
                         T* gvals, T* gbias, int n_threads);
 
+// The per-network pieces of the two passes above, for callers that walk the networks themselves (the
+// network-major training step of sparse_stack.h). Pointers with an _m suffix point at network m's slice;
+// `threads` run inside the network.
+template <class T>
+void forward_network(const T* xt_m, int64_t m, int64_t B, int64_t Bp, const CsrView& csr, const T* vals,
+                     const T* bias_m, bool relu, T* yt_m, int threads);
+
+// g (n_out, Bp) = gy_m masked where y_m <= 0 (no mask when y_m is null), padding lanes zero; gbias_m (or null)
+// = its batch sums. g may be gy_m itself.
+template <class T>
+void gradient_network(const T* gy_m, const T* y_m, int64_t n_out, int64_t B, int64_t Bp, T* g, T* gbias_m);
+
+// From the masked gradient g of network m: gxt_m (or null) = W^T g and network m's entries of gvals (or null).
+template <class T>
+void backward_network(const T* g, const T* xt_m, int64_t m, int64_t B, int64_t Bp, const CsrView& csr, const T* vals,
+                      const CsrView& csc, const int64_t* csc_perm, T* gxt_m, T* gvals, int threads);
+
 // xt (M, n, Bp) = x (M, B, n) with the batch moved last, padding lanes B..Bp-1 zero (cache-blocked tiles).
 template <class T>
 void to_feature_major(const T* x, int64_t M, int64_t B, int64_t n, int64_t Bp, T* xt, int n_threads);

@@ -221,3 +221,39 @@ def test_adam_state_matches_torch_adam_with_weight_decay():
         ref.step()
     for a, b in zip(p, q):
         torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_native_stack_equals_the_autograd_values_path(monkeypatch, optimizer, kind):
+    """A block whose layers are all on the values path trains in one native call per pass (plantseek.stack);
+    it gives what the layer-by-layer autograd path gives, including for a run that diverges."""
+    from plantseek import stack as S
+    if not S.available("cpu", F64):
+        pytest.skip("native SparseStack not available")
+    ws, bs, masks, x, y = _problem(M=3, density=0.1, H=40, classification=kind == "classification")
+    ws = [w.clone() for w in ws]
+    ws[0][1] *= 1e200  # run 1 diverges
+    cfg = T.TrainConfig(epochs=2, batch_size=16, impl="sparse", optimizer=optimizer, schedule="cosine",
+                        momentum=0.9 if optimizer == "sgd" else 0.0, weight_decay=1e-3)
+    native = T.train(ws, bs, masks, x, y, kind=kind, generators=_gens([0, 1, 2]), config=cfg)
+    blocks = []
+    monkeypatch.setattr(T._Block, "forward", _recording(T._Block.forward, blocks))
+    monkeypatch.setattr(S, "available", lambda *a: False)
+    layered = T.train(ws, bs, masks, x, y, kind=kind, generators=_gens([0, 1, 2]), config=cfg)
+    assert blocks and all(blk.stack is None for blk in blocks)
+    assert native.failed[0] is None and native.failed[2] is None
+    assert [type(f) for f in native.failed] == [type(f) for f in layered.failed]
+    if kind == "regression":
+        assert isinstance(native.failed[1], T.TrainingDiverged) and native.failed[1].epoch == 1
+    for k in (0, 2):
+        for a, b in zip(native.weights + native.biases, layered.weights + layered.biases):
+            assert torch.allclose(a[k], b[k], rtol=0, atol=1e-12)
+        assert native.train_loss[k] == pytest.approx(layered.train_loss[k], rel=1e-12)
+
+
+def _recording(fn, seen):
+    def wrapper(self, xb):
+        seen.append(self)
+        return fn(self, xb)
+    return wrapper

@@ -10,6 +10,7 @@
 #include "planting.h"
 #include "scores.h"
 #include "sparse_linear.h"
+#include "sparse_stack.h"
 
 using namespace plantseek;
 
@@ -176,6 +177,93 @@ void test_sparse_linear(int64_t M, int64_t B, int64_t n_in, int64_t n_out, doubl
     }
 }
 
+// CSR and CSC structure of a random (M, n_out, n_in) mask.
+struct RandomPattern {
+    int64_t n_out, n_in;
+    std::vector<int64_t> indptr, cols, csc_indptr, csc_rows, csc_perm;
+    RandomPattern(int64_t M, int64_t n_out_, int64_t n_in_, double density) : n_out(n_out_), n_in(n_in_) {
+        indptr.assign(static_cast<size_t>(M * n_out + 1), 0);
+        std::vector<std::vector<std::pair<int64_t, int64_t>>> by_col(static_cast<size_t>(M * n_in));
+        for (int64_t m = 0; m < M; ++m)
+            for (int64_t j = 0; j < n_out; ++j) {
+                for (int64_t i = 0; i < n_in; ++i)
+                    if (uniform() < density) {
+                        by_col[m * n_in + i].push_back({j, static_cast<int64_t>(cols.size())});
+                        cols.push_back(i);
+                    }
+                indptr[m * n_out + j + 1] = static_cast<int64_t>(cols.size());
+            }
+        csc_indptr.assign(static_cast<size_t>(M * n_in + 1), 0);
+        for (int64_t c = 0; c < M * n_in; ++c) {
+            for (auto& q : by_col[c]) {
+                csc_rows.push_back(q.first);
+                csc_perm.push_back(q.second);
+            }
+            csc_indptr[c + 1] = static_cast<int64_t>(csc_rows.size());
+        }
+    }
+    CsrView csr() const { return CsrView{indptr.data(), cols.data(), n_out, n_in}; }
+    CsrView csc() const { return CsrView{csc_indptr.data(), csc_rows.data(), n_in, n_out}; }
+    int64_t nnz() const { return static_cast<int64_t>(cols.size()); }
+};
+
+// SparseStack against the layer kernels: its outputs equal a chain of sparse_fm_forward, and one step with
+// SGD (lr) moves each value by -lr times the gradient of sparse_fm_backward.
+template <class T>
+void test_sparse_stack(int64_t M, int64_t B, const std::vector<int64_t>& widths, double density, int threads) {
+    const int64_t L = static_cast<int64_t>(widths.size()) - 1, Bp = padded_batch(B);
+    std::vector<RandomPattern> pats;
+    std::vector<std::vector<T>> vals(L), bias(L), vals0, bias0;
+    std::vector<StackLayer> layers;
+    std::vector<StackParams<T>> params;
+    for (int64_t l = 0; l < L; ++l) pats.emplace_back(M, widths[l + 1], widths[l], density);
+    for (int64_t l = 0; l < L; ++l) {
+        vals[l].resize(static_cast<size_t>(pats[l].nnz()));
+        bias[l].resize(static_cast<size_t>(M * widths[l + 1]));
+        for (auto& v : vals[l]) v = static_cast<T>(uniform() - 0.5);
+        for (auto& v : bias[l]) v = static_cast<T>(uniform() - 0.5);
+        layers.push_back(StackLayer{pats[l].csr(), pats[l].csc(), pats[l].csc_perm.data()});
+        params.push_back(StackParams<T>{vals[l].data(), bias[l].data(), nullptr});
+    }
+    vals0 = vals;
+    bias0 = bias;
+    StackOptimizer sgd;
+    sgd.adam = false;
+    SparseStack<T> stack(layers, params, M, sgd);
+    std::vector<T> x(static_cast<size_t>(M * B * widths[0])), out(static_cast<size_t>(M * B * widths[L]) + 1);
+    for (auto& v : x) v = static_cast<T>(uniform() - 0.5);
+    stack.forward(x.data(), B, out.data(), threads);
+    // the same chain through the layer kernels, keeping every activation
+    std::vector<std::vector<T>> acts(static_cast<size_t>(L + 1));
+    acts[0].assign(static_cast<size_t>(M * widths[0] * Bp) + 1, T(0));
+    to_feature_major<T>(x.data(), M, B, widths[0], Bp, acts[0].data(), 1);
+    for (int64_t l = 0; l < L; ++l) {
+        acts[l + 1].assign(static_cast<size_t>(M * widths[l + 1] * Bp) + 1, T(0));
+        sparse_fm_forward<T>(acts[l].data(), M, B, Bp, pats[l].csr(), vals0[l].data(), bias0[l].data(), l + 1 < L,
+                             acts[l + 1].data(), 1);
+    }
+    std::vector<T> want(out.size());
+    from_feature_major<T>(acts[L].data(), M, widths[L], Bp, B, want.data(), 1);
+    for (int64_t k = 0; k < M * B * widths[L]; ++k) assert(out[k] == want[k]);
+    std::vector<T> gout(static_cast<size_t>(M * B * widths[L]));
+    for (auto& v : gout) v = static_cast<T>(uniform() - 0.5);
+    const double lr = 0.25;
+    stack.backward_step(gout.data(), lr, threads);
+    assert(stack.steps() == 1);
+    std::vector<T> g(static_cast<size_t>(M * widths[L] * Bp) + 1, T(0));
+    to_feature_major<T>(gout.data(), M, B, widths[L], Bp, g.data(), 1);
+    for (int64_t l = L - 1; l >= 0; --l) {
+        std::vector<T> gx(static_cast<size_t>(M * widths[l] * Bp) + 1), gv(static_cast<size_t>(pats[l].nnz()) + 1),
+            gb(static_cast<size_t>(M * widths[l + 1]) + 1);
+        sparse_fm_backward<T>(g.data(), acts[l].data(), l + 1 < L ? acts[l + 1].data() : nullptr, M, B, Bp,
+                              pats[l].csr(), vals0[l].data(), pats[l].csc(), pats[l].csc_perm.data(), gx.data(),
+                              gv.data(), gb.data(), 1);
+        for (int64_t e = 0; e < pats[l].nnz(); ++e) assert(vals[l][e] == vals0[l][e] - static_cast<T>(lr) * gv[e]);
+        for (int64_t r = 0; r < M * widths[l + 1]; ++r) assert(bias[l][r] == bias0[l][r] - static_cast<T>(lr) * gb[r]);
+        g.swap(gx);
+    }
+}
+
 template <class T>
 void test_layout(int64_t M, int64_t B, int64_t n) {
     const int64_t Bp = padded_batch(B);
@@ -260,6 +348,10 @@ int main() {
     test_sparse_linear<double>(1, 0, 4, 4, 0.5);
     test_sparse_linear<float>(2, 8, 6, 5, 0.0);
     test_sparse_linear<double>(4, 64, 128, 128, 0.3);  // large enough for the networks-in-parallel branch
+    test_sparse_stack<double>(3, 5, {2, 9, 7, 3}, 0.5, 1);
+    test_sparse_stack<float>(2, 33, {4, 20, 1}, 0.3, 2);
+    test_sparse_stack<double>(8, 32, {3, 100, 100, 2}, 0.5, 2);  // networks in parallel
+    test_sparse_stack<float>(1, 1, {1, 5, 4}, 0.0, 1);
     test_layout<float>(2, 5, 3);
     test_layout<double>(3, 33, 17);
     test_layout<float>(1, 0, 4);

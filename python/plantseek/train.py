@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch.optim.adam import adam as _functional_adam
 
+from . import stack as native_stack
+
 Tensor = torch.Tensor
 LayerMasks = list[tuple[Tensor, Tensor]]  # per layer: (M, out, in) bool, (M, out) bool
 
@@ -378,11 +380,11 @@ class _Block:
     pruned and their gradients are masked after each step, except where nothing is pruned.
     """
 
-    def __init__(self, start: int, stop: int, weights, biases, masks, impl: str):
+    def __init__(self, start: int, stop: int, weights, biases, masks, cfg: "TrainConfig"):
         self.start, self.stop = start, stop
         sl = slice(start, stop)
         wms = [(wm[sl], bm[sl]) for wm, bm in masks]
-        self.impls = layer_impls(wms, impl)
+        self.impls = layer_impls(wms, cfg.impl)
         device, dtype = weights[0].device, weights[0].dtype
         self.pnn = _native_nn() if "sparse" in self.impls else None
         values = self.pnn is not None and _native_serves(device)
@@ -412,10 +414,21 @@ class _Block:
             self.params.append((b[sl].detach() * fb).requires_grad_(True))
             if not bool(bm.all()):
                 self.grad_masks.append((len(self.params) - 1, fb))
+        # every layer on the values path of the CPU kernels: the whole step runs natively, network by network
+        self.stack = None
+        if self.kinds and all(k == "values" for k in self.kinds) and native_stack.available(device, dtype):
+            self.params = [p.detach() for p in self.params]
+            self.stack = native_stack.NativeStack(
+                [self.structures[l] for l in range(len(self.kinds))], self.params[0::2], self.params[1::2],
+                [None if bool(bm.all()) else bm for _, bm in wms], cfg)
+            self.grad_masks = []
 
     def forward(self, xb: Tensor) -> Tensor:
-        """Outputs (stop - start, B, out). Consecutive layers on the values path stay feature-major (bias and ReLU
+        """Outputs (stop - start, B, out); for a native stack, a leaf whose gradient `backward_step` takes.
+        Consecutive layers on the values path stay feature-major (bias and ReLU
         fused into the kernels): activations are transposed only where such a chain starts and ends."""
+        if self.stack is not None:
+            return self.stack.forward(xb).requires_grad_(True)
         pnn, depth = self.pnn, len(self.kinds)
         h, ht, n = xb, None, xb.shape[1]
         for l, kind in enumerate(self.kinds):
@@ -477,25 +490,29 @@ def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, gen
         x, y = x.index_select(0, idx), y.index_select(0, idx)
         generators = [generators[k] for k in order]
         labels = [labels[k] for k in order]
-    blocks = [_Block(a, b, weights, biases, masks, cfg.impl) for a, b in spans]
-    params = [p for blk in blocks for p in blk.params]
+    blocks = [_Block(a, b, weights, biases, masks, cfg) for a, b in spans]
+    # parameters that autograd and torch's optimisers handle (native stacks update their own)
+    torch_blocks = [blk for blk in blocks if blk.stack is None]
+    stacks = [blk for blk in blocks if blk.stack is not None]
+    params = [p for blk in torch_blocks for p in blk.params]
     offsets = [0]
-    for blk in blocks:
+    for blk in torch_blocks:
         offsets.append(offsets[-1] + len(blk.params))
-    masked = [(offsets[i] + k, m) for i, blk in enumerate(blocks) for k, m in blk.grad_masks]
+    masked = [(offsets[i] + k, m) for i, blk in enumerate(torch_blocks) for k, m in blk.grad_masks]
     masked_idx = [k for k, _ in masked]
     grad_masks = [m for _, m in masked]
+    leaves: list[Tensor] = []  # this step's native stack outputs, in the order of `stacks`
 
     def fwd(xb: Tensor) -> Tensor:
-        if len(blocks) == 1:
-            return blocks[0].forward(xb)
-        return torch.cat([blk.forward(xb[blk.start:blk.stop]) for blk in blocks])
+        outs = [blk.forward(xb if len(blocks) == 1 else xb[blk.start:blk.stop]) for blk in blocks]
+        leaves[:] = [o for o, blk in zip(outs, blocks) if blk.stack is not None]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     # optimiser: torch's Adam (fused: 3.9x faster than the ~8 foreach passes on bench/bench_sweep.py's stack),
     # or the elementwise SGD step of `sgd_step_`
-    adam = AdamState(params, cfg) if cfg.optimizer == "adam" else None
+    adam = AdamState(params, cfg) if cfg.optimizer == "adam" and params else None
     with torch.no_grad():
-        bufs = [torch.zeros_like(p) for p in params] if adam is None else []
+        bufs = [torch.zeros_like(p) for p in params] if cfg.optimizer == "sgd" else []
     step = 0
     alive = torch.ones(M, dtype=torch.bool, device=device)
     alive_host = [True] * M
@@ -526,14 +543,17 @@ def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, gen
                 with torch.no_grad():
                     epoch_sum += losses.detach() * (e - s)
                 total = torch.where(alive, losses, torch.zeros_like(losses)).sum()
-                grads = list(torch.autograd.grad(total, params))
+                grads = list(torch.autograd.grad(total, params + leaves))
+                for blk, g in zip(stacks, grads[len(params):]):
+                    blk.stack.backward_step(g, lr)
+                grads = grads[:len(params)]
                 if masked_idx:
                     with torch.no_grad():
                         torch._foreach_mul_([grads[i] for i in masked_idx], grad_masks)
                 step += 1
                 if adam is not None:
                     adam.step(grads, lr)
-                else:
+                elif params:
                     sgd_step_(params, grads, bufs, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                               step=step)
             if bar is not None:

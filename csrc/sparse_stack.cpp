@@ -1,0 +1,176 @@
+#include "sparse_stack.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <utility>
+
+#include "common.h"
+
+namespace plantseek {
+
+namespace {
+
+// Below this many multiply-adds a step runs its networks on the calling thread.
+constexpr int64_t kParallelWork = int64_t(1) << 20;
+
+// The constants of one optimiser step (torch's formulas: Adam's bias corrections, SGD's first step).
+struct StepConstants {
+    bool adam;
+    double lr, beta1, beta2, eps, weight_decay, momentum;
+    double step_size;  // Adam: lr / (1 - beta1^t)
+    double bc2_sqrt;   // Adam: sqrt(1 - beta2^t)
+    bool first;        // SGD: the first step copies the gradient into the momentum buffer
+};
+
+// One optimiser step of n parameters p with gradients g (times mask, when given) and state s1, s2.
+template <class T>
+void update(T* p, const T* g, const T* mask, T* s1, T* s2, int64_t n, const StepConstants& c) {
+    const T wd = static_cast<T>(c.weight_decay);
+    if (c.adam) {
+        const T a1 = static_cast<T>(1.0 - c.beta1), b2 = static_cast<T>(c.beta2), a2 = static_cast<T>(1.0 - c.beta2);
+        const T step = static_cast<T>(c.step_size), bc2 = static_cast<T>(c.bc2_sqrt), eps = static_cast<T>(c.eps);
+        for (int64_t i = 0; i < n; ++i) {
+            T gi = mask != nullptr ? g[i] * mask[i] : g[i];
+            if (wd != T(0)) gi += wd * p[i];
+            const T m1 = s1[i] + a1 * (gi - s1[i]);  // torch's lerp for weights below 0.5
+            const T m2 = s2[i] * b2 + a2 * gi * gi;
+            s1[i] = m1;
+            s2[i] = m2;
+            p[i] -= step * m1 / (std::sqrt(m2) / bc2 + eps);
+        }
+        return;
+    }
+    const T lr = static_cast<T>(c.lr), mom = static_cast<T>(c.momentum);
+    for (int64_t i = 0; i < n; ++i) {
+        T gi = mask != nullptr ? g[i] * mask[i] : g[i];
+        if (wd != T(0)) gi += wd * p[i];
+        if (mom != T(0)) {
+            s1[i] = c.first ? gi : s1[i] * mom + gi;
+            gi = s1[i];
+        }
+        p[i] -= lr * gi;
+    }
+}
+
+// `update` over `threads` chunks when n is large (a single wide network), else on the calling thread.
+template <class T>
+void update_chunks(T* p, const T* g, const T* mask, T* s1, T* s2, int64_t n, const StepConstants& c, int threads) {
+    constexpr int64_t chunk = int64_t(1) << 16;
+    if (threads <= 1 || n <= chunk) {
+        update<T>(p, g, mask, s1, s2, n, c);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < n; i += chunk) {
+        const int64_t k = std::min(chunk, n - i);
+        update<T>(p + i, g + i, mask == nullptr ? nullptr : mask + i, s1 + i, s2 == nullptr ? nullptr : s2 + i, k, c);
+    }
+}
+
+}  // namespace
+
+template <class T>
+SparseStack<T>::SparseStack(std::vector<StackLayer> layers, std::vector<StackParams<T>> params, int64_t M,
+                            StackOptimizer opt)
+    : layers_(std::move(layers)), params_(std::move(params)), M_(M), opt_(opt) {
+    if (layers_.empty() || layers_.size() != params_.size())
+        throw std::invalid_argument("SparseStack needs one parameter set per layer and at least one layer");
+    width_.push_back(layers_[0].csr.n_cols);
+    for (const auto& layer : layers_) width_.push_back(layer.csr.n_rows);
+    acts_.resize(width_.size());
+    for (size_t l = 0; l < layers_.size(); ++l) {
+        const int64_t nnz = layers_[l].csr.indptr[M_ * layers_[l].csr.n_rows];
+        const int64_t nb = M_ * layers_[l].csr.n_rows;
+        state_.emplace_back(static_cast<size_t>(nnz), T(0));
+        state_.emplace_back(static_cast<size_t>(opt_.adam ? nnz : 0), T(0));
+        state_.emplace_back(static_cast<size_t>(nb), T(0));
+        state_.emplace_back(static_cast<size_t>(opt_.adam ? nb : 0), T(0));
+        gvals_.emplace_back(static_cast<size_t>(nnz), T(0));
+    }
+}
+
+template <class T>
+void SparseStack<T>::forward(const T* x, int64_t B, T* out, int n_threads) {
+    const int64_t Bp = padded_batch(B), L = static_cast<int64_t>(layers_.size());
+    for (size_t l = 0; l < acts_.size(); ++l)
+        if (acts_[l].size() < static_cast<size_t>(M_ * width_[l] * Bp)) acts_[l].resize(M_ * width_[l] * Bp);
+    B_ = B;
+    Bp_ = Bp;
+    int64_t nnz = 0;
+    for (const auto& layer : layers_) nnz += layer.csr.indptr[M_ * layer.csr.n_rows];
+    const int threads = resolve_threads(n_threads);
+    const bool across = threads > 1 && M_ > 1 && nnz * Bp > kParallelWork;
+    auto body = [&](int64_t m, int inner) {
+        T* a0 = acts_[0].data() + m * width_[0] * Bp;
+        to_feature_major<T>(x + m * B * width_[0], 1, B, width_[0], Bp, a0, 1);
+        for (int64_t l = 0; l < L; ++l) {
+            const int64_t n_in = width_[l], n_out = width_[l + 1];
+            forward_network<T>(acts_[l].data() + m * n_in * Bp, m, B, Bp, layers_[l].csr, params_[l].vals,
+                               params_[l].bias + m * n_out, l + 1 < L, acts_[l + 1].data() + m * n_out * Bp, inner);
+        }
+        from_feature_major<T>(acts_[L].data() + m * width_[L] * Bp, 1, width_[L], Bp, B, out + m * B * width_[L], 1);
+    };
+    if (across) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+        for (int64_t m = 0; m < M_; ++m) body(m, 1);
+    } else {
+        for (int64_t m = 0; m < M_; ++m) body(m, threads);
+    }
+    ready_ = true;
+}
+
+template <class T>
+void SparseStack<T>::backward_step(const T* gout, double lr, int n_threads) {
+    if (!ready_) throw std::logic_error("backward_step needs the outputs of a forward pass first");
+    ready_ = false;
+    ++steps_;
+    const int64_t B = B_, Bp = Bp_, L = static_cast<int64_t>(layers_.size());
+    StepConstants c{opt_.adam, lr, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay, opt_.momentum,
+                    lr / (1.0 - std::pow(opt_.beta1, static_cast<double>(steps_))),
+                    std::sqrt(1.0 - std::pow(opt_.beta2, static_cast<double>(steps_))), steps_ == 1};
+    int64_t nnz = 0;
+    for (const auto& layer : layers_) nnz += layer.csr.indptr[M_ * layer.csr.n_rows];
+    const int threads = resolve_threads(n_threads);
+    const bool across = threads > 1 && M_ > 1 && 2 * nnz * Bp > kParallelWork;
+    const int64_t n_max = *std::max_element(width_.begin(), width_.end());
+    const size_t work_size = static_cast<size_t>(2 * n_max * Bp + n_max);
+    work_.resize(across ? threads : 1);
+    for (auto& w : work_)
+        if (w.size() < work_size) w.resize(work_size);
+    auto body = [&](int64_t m, int inner, T* work) {
+        T* ga = work;
+        T* gb = work + n_max * Bp;
+        T* gbias = work + 2 * n_max * Bp;
+        to_feature_major<T>(gout + m * B * width_[L], 1, B, width_[L], Bp, ga, 1);
+        for (int64_t l = L - 1; l >= 0; --l) {
+            const int64_t n_in = width_[l], n_out = width_[l + 1];
+            const StackLayer& layer = layers_[l];
+            const StackParams<T>& p = params_[l];
+            const T* y = l + 1 < L ? acts_[l + 1].data() + m * n_out * Bp : nullptr;
+            gradient_network<T>(ga, y, n_out, B, Bp, ga, gbias);
+            T* gv = gvals_[l].data();
+            // the input gradient uses the values before this step's update
+            backward_network<T>(ga, acts_[l].data() + m * n_in * Bp, m, B, Bp, layer.csr, p.vals, layer.csc,
+                                layer.csc_perm, l > 0 ? gb : nullptr, gv, inner);
+            const int64_t e0 = layer.csr.indptr[m * n_out], e1 = layer.csr.indptr[(m + 1) * n_out];
+            update_chunks<T>(p.vals + e0, gv + e0, nullptr, state_[4 * l].data() + e0,
+                             c.adam ? state_[4 * l + 1].data() + e0 : nullptr, e1 - e0, c, inner);
+            const int64_t b0 = m * n_out;
+            update<T>(p.bias + b0, gbias, p.bias_mask != nullptr ? p.bias_mask + b0 : nullptr,
+                      state_[4 * l + 2].data() + b0, c.adam ? state_[4 * l + 3].data() + b0 : nullptr, n_out, c);
+            std::swap(ga, gb);
+        }
+    };
+    if (across) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+        for (int64_t m = 0; m < M_; ++m) body(m, 1, work_[thread_index()].data());
+    } else {
+        for (int64_t m = 0; m < M_; ++m) body(m, threads, work_[0].data());
+    }
+}
+
+template class SparseStack<float>;
+template class SparseStack<double>;
+
+}  // namespace plantseek
