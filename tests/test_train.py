@@ -202,8 +202,19 @@ def test_layer_impls_decide_for_the_whole_stack():
     assert T.layer_impls(masks(0.9, 0.05)) == ["sparse"] * 3
     assert T.layer_impls(masks(0.05, 0.9)) == ["dense"] * 3
     assert T.layer_impls(masks(0.05, 0.05), "dense") == ["dense"] * 3
-    small = [(wm[:1, :, :], bm[:1]) for wm, bm in masks(0.05, 0.05)]  # one network: 200 + 5000 weights below
-    assert T.layer_impls(small[:1] + [(wm[:, :50], bm[:, :50]) for wm, bm in small[1:2]]) == ["dense"] * 2
+    small = [(wm[:1, :, :], bm[:1]) for wm, bm in masks(0.05, 0.05)]  # one network: 200 + 5000 weights
+    small = small[:1] + [(wm[:, :50], bm[:, :50]) for wm, bm in small[1:2]]
+    from plantseek import stack as S
+    if S.available("cpu", F64):  # the native stack: any size, kept fraction below STACK_CROSSOVER_DENSITY
+        assert T.layer_impls(small, dtype=F64) == ["sparse"] * 2
+        assert T.layer_impls(masks(0.4, 0.4), dtype=F64) == ["sparse"] * 3
+        assert T.layer_impls(masks(0.6, 0.6), dtype=F64) == ["dense"] * 3
+        assert T.layer_impls(masks(0.4, 0.4), dtype=torch.float16) == ["dense"] * 3  # no native half precision
+    with pytest.MonkeyPatch.context() as mp:  # the layer-by-layer rule: size floor and the kernels' crossover
+        mp.setattr(S, "available", lambda *a: False)
+        assert T.layer_impls(small, dtype=F64) == ["dense"] * 2
+        assert T.layer_impls(masks(0.05, 0.05), dtype=F64) == ["sparse"] * 3
+        assert T.layer_impls(masks(0.4, 0.4), dtype=F64) == ["dense"] * 3
 
 
 def test_adam_state_matches_torch_adam_with_weight_decay():

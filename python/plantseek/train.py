@@ -223,22 +223,32 @@ def _crossover(pnn, device: torch.device | str = "cpu") -> float:
 
 
 # Below this many weights, summed over every layer of the M networks trained together, the dense batched
-# matmuls beat the native sparse path whatever the density (per-call overhead dominates both). Measured here
-# (one thread, float64, batch 32, ms per step, dense vs sparse): one network of width 50 / 70 / 100 with 3, 3
-# and 2 hidden layers (5k to 10k weights) at density 0.05: 0.50/0.57, 0.53/0.56, 0.49/0.52; width 100 with 4
-# hidden layers (30k weights) at density 0.01 and 0.2: 0.73/0.62 and 0.75/0.68; width 300: 2.9/0.67.
+# matmuls beat the layer-by-layer sparse path (autograd; CUDA, or CPU without the native stack) whatever the
+# density. Measured here (one thread, float64, batch 32, ms per step, dense vs sparse): one network of width
+# 50 / 70 / 100 with 3, 3 and 2 hidden layers (5k to 10k weights) at density 0.05: 0.50/0.57, 0.53/0.56,
+# 0.49/0.52; width 100 with 4 hidden layers (30k weights) at density 0.01 and 0.2: 0.73/0.62 and 0.75/0.68.
 SPARSE_MIN_STACK_SIZE = 20_000
 
+# Kept fraction below which a CPU stack trains on the native network-major step (`plantseek.stack`), whatever
+# its size. Measured here (one network, one thread, float64, batch 32, ms per step, dense path vs native stack):
+# 5.3k weights (width 50, 3 hidden) at density 0.05 / 0.6: 0.67/0.30 and 0.65/0.31; 30.6k (width 100, 4 hidden)
+# at 0.05 / 0.6 / 1.0: 0.69/0.22, 0.69/0.35, 0.65/0.45; 322k (width 400, 3 hidden) at 0.2 / 0.6: 3.7/0.93 and
+# 3.7/2.7; 1M (width 1000, 2 hidden) at 0.1 / 0.25 / 0.4: 11.8/1.4, 9.4/4.3, 12.1/7.1. The stack wins up to
+# about 0.6 at the widest; 0.5 leaves a margin, and networks with nothing pruned stay dense.
+STACK_CROSSOVER_DENSITY = 0.5
 
-def layer_impls(masks: LayerMasks | None, impl: str = "auto") -> list[str]:
+
+def layer_impls(masks: LayerMasks | None, impl: str = "auto", dtype: torch.dtype = torch.float32) -> list[str]:
     """Per layer "dense" or "sparse" for the given stacked masks and the requested implementation.
 
-    "auto" takes the native sparse path for every layer when the kept fraction of all weights of the stack is
-    below `plantseek.nn.crossover_density()` and the stack holds at least `SPARSE_MIN_STACK_SIZE` weights. One
-    decision for the whole stack, not one per layer: a chain of sparse layers stays feature-major, and a dense
-    layer inside it costs two transposes and a separate ReLU of its whole output. (Measured on
-    bench/bench_sweep.py's stack: the 2-input first layer keeps 43% of its 200 weights, and deciding it alone
-    put it on the dense path at a cost of about 1 ms per step for a layer of 5.5k kept weights.)
+    "auto" takes the sparse path for every layer when the kept fraction of all weights of the stack is below
+    `STACK_CROSSOVER_DENSITY` where the native stack serves the masks' device and `dtype`
+    (`plantseek.stack.available`), and otherwise below `plantseek.nn.crossover_density()` for a stack of at
+    least `SPARSE_MIN_STACK_SIZE` weights. One decision for the whole stack, not one per layer: a chain of
+    sparse layers stays feature-major, and a dense layer inside it costs two transposes and a separate ReLU of
+    its whole output. (Measured on bench/bench_sweep.py's stack: the 2-input first layer keeps 43% of its 200
+    weights, and deciding it alone put it on the dense path at a cost of about 1 ms per step for a layer of
+    5.5k kept weights.)
     """
     depth = len(masks) if masks is not None else 0
     if impl == "dense" or masks is None:
@@ -248,13 +258,16 @@ def layer_impls(masks: LayerMasks | None, impl: str = "auto") -> list[str]:
         if pnn is None:
             raise ValueError("impl='sparse' needs plantseek.nn.masked_linear, which is not available here")
         return ["sparse"] * depth
-    if pnn is None:
+    if pnn is None or depth == 0:
         return ["dense"] * depth
-    if sum(wm.numel() for wm, _ in masks) < SPARSE_MIN_STACK_SIZE:
+    device = masks[0][0].device
+    total = sum(wm.numel() for wm, _ in masks)
+    kept = sum(float(wm.sum()) for wm, _ in masks) / max(1, total)
+    if native_stack.available(device, dtype) and _native_serves(device):
+        return ["sparse" if kept < STACK_CROSSOVER_DENSITY else "dense"] * depth
+    if total < SPARSE_MIN_STACK_SIZE:
         return ["dense"] * depth
-    cross = _crossover(pnn, masks[0][0].device if depth else "cpu")
-    kept = sum(float(wm.sum()) for wm, _ in masks) / max(1, sum(wm.numel() for wm, _ in masks))
-    return ["sparse" if kept < cross else "dense"] * depth
+    return ["sparse" if kept < _crossover(pnn, device) else "dense"] * depth
 
 
 def forward(weights: Sequence[Tensor], biases: Sequence[Tensor], x: Tensor, masks: LayerMasks | None = None,
@@ -314,7 +327,8 @@ def train(weights, biases, masks, x, y, *, kind, generators, config=None, loss_f
     `labels` name the runs in error messages. Small problems run on one CPU thread (`cpu_threads_for`).
     """
     cfg = config or TrainConfig()
-    impls = layer_impls(masks, cfg.impl) if masks is not None and len(masks) == len(weights) else None
+    impls = (layer_impls(masks, cfg.impl, weights[0].dtype) if masks is not None and len(masks) == len(weights)
+             else None)
     work = step_work(weights, cfg.batch_size, masks, impls)
     with cpu_threads_for(work, weights[0].device if len(weights) else "cpu"):
         return _train_impl(weights, biases, masks, x, y, kind=kind, generators=generators, config=cfg,
@@ -384,7 +398,7 @@ class _Block:
         self.start, self.stop = start, stop
         sl = slice(start, stop)
         wms = [(wm[sl], bm[sl]) for wm, bm in masks]
-        self.impls = layer_impls(wms, cfg.impl)
+        self.impls = layer_impls(wms, cfg.impl, weights[0].dtype)
         device, dtype = weights[0].device, weights[0].dtype
         self.pnn = _native_nn() if "sparse" in self.impls else None
         values = self.pnn is not None and _native_serves(device)
