@@ -200,20 +200,26 @@ def test_layer_impls_decide_for_the_whole_stack():
         return out
     # a dense-ish 2-input first layer joins the sparse chain: the stack as a whole is sparse
     assert T.layer_impls(masks(0.9, 0.05)) == ["sparse"] * 3
-    assert T.layer_impls(masks(0.05, 0.9)) == ["dense"] * 3
     assert T.layer_impls(masks(0.05, 0.05), "dense") == ["dense"] * 3
     small = [(wm[:1, :, :], bm[:1]) for wm, bm in masks(0.05, 0.05)]  # one network: 200 + 5000 weights
     small = small[:1] + [(wm[:, :50], bm[:, :50]) for wm, bm in small[1:2]]
     from plantseek import stack as S
-    if S.available("cpu", F64):  # the native stack: any size, kept fraction below STACK_CROSSOVER_DENSITY
+    if S.available("cpu", F64):  # the native stack: below STACK_CROSSOVER_DENSITY, or small networks
         assert T.layer_impls(small, dtype=F64) == ["sparse"] * 2
         assert T.layer_impls(masks(0.4, 0.4), dtype=F64) == ["sparse"] * 3
-        assert T.layer_impls(masks(0.6, 0.6), dtype=F64) == ["dense"] * 3
+        assert T.layer_impls(masks(1.0, 1.0), dtype=F64) == ["sparse"] * 3  # 10.4k weights per network
+        wide = [(torch.ones(2, 300, 200, dtype=torch.bool), torch.ones(2, 300, dtype=torch.bool))] * 2
+        assert T.layer_impls(wide, dtype=F64) == ["dense"] * 2  # 60k weights per network, nothing pruned
+        assert T.layer_impls([(wm.clone(), bm) for wm, bm in wide[:1]] * 2, dtype=F64) == ["dense"] * 2
+        half = [(torch.rand(2, 300, 200, generator=torch.Generator().manual_seed(0)) < 0.3, bm) for _, bm in wide]
+        assert T.layer_impls(half, dtype=F64) == ["sparse"] * 2
         assert T.layer_impls(masks(0.4, 0.4), dtype=torch.float16) == ["dense"] * 3  # no native half precision
     with pytest.MonkeyPatch.context() as mp:  # the layer-by-layer rule: size floor and the kernels' crossover
         mp.setattr(S, "available", lambda *a: False)
         assert T.layer_impls(small, dtype=F64) == ["dense"] * 2
         assert T.layer_impls(masks(0.05, 0.05), dtype=F64) == ["sparse"] * 3
+        assert T.layer_impls(masks(0.9, 0.05), dtype=F64) == ["sparse"] * 3
+        assert T.layer_impls(masks(0.05, 0.9), dtype=F64) == ["dense"] * 3
         assert T.layer_impls(masks(0.4, 0.4), dtype=F64) == ["dense"] * 3
 
 

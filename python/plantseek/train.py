@@ -229,21 +229,24 @@ def _crossover(pnn, device: torch.device | str = "cpu") -> float:
 # 0.49/0.52; width 100 with 4 hidden layers (30k weights) at density 0.01 and 0.2: 0.73/0.62 and 0.75/0.68.
 SPARSE_MIN_STACK_SIZE = 20_000
 
-# Kept fraction below which a CPU stack trains on the native network-major step (`plantseek.stack`), whatever
-# its size. Measured here (one network, one thread, float64, batch 32, ms per step, dense path vs native stack):
-# 5.3k weights (width 50, 3 hidden) at density 0.05 / 0.6: 0.67/0.30 and 0.65/0.31; 30.6k (width 100, 4 hidden)
-# at 0.05 / 0.6 / 1.0: 0.69/0.22, 0.69/0.35, 0.65/0.45; 322k (width 400, 3 hidden) at 0.2 / 0.6: 3.7/0.93 and
-# 3.7/2.7; 1M (width 1000, 2 hidden) at 0.1 / 0.25 / 0.4: 11.8/1.4, 9.4/4.3, 12.1/7.1. The stack wins up to
-# about 0.6 at the widest; 0.5 leaves a margin, and networks with nothing pruned stay dense.
+# Where a CPU stack trains on the native network-major step (`plantseek.stack`): below this kept fraction
+# whatever its size, and at any kept fraction for networks of at most `STACK_SMALL_NETWORK` weights. Measured
+# here (one network, one thread, float64, batch 32, ms per step, dense path vs native stack): 5.3k weights
+# (width 50, 3 hidden) at density 0.05 / 0.6: 0.67/0.30 and 0.65/0.31; 30.6k (width 100, 4 hidden) at 0.05 /
+# 0.6 / 1.0: 0.69/0.22, 0.69/0.35, 0.65/0.46 (four such networks at 1.0: 1.69/1.26); 81k (width 200, 3 hidden)
+# at 0.8 / 1.0: 1.03/1.02, 1.05/1.30; 322k (width 400, 3 hidden) at 0.2 / 0.6 / 0.8 / 1.0: 3.7/0.93, 3.7/2.7,
+# 4.0/3.8, 3.7/4.8; 1M (width 1000, 2 hidden) at 0.1 / 0.25 / 0.4 / 0.6: 11.8/1.4, 9.4/4.3, 12.1/7.1, 11.7/10.2.
+# The stack wins up to 0.6 to 0.8 from width 200 on, and at every density for the paper's width-100 networks.
 STACK_CROSSOVER_DENSITY = 0.5
+STACK_SMALL_NETWORK = 50_000
 
 
 def layer_impls(masks: LayerMasks | None, impl: str = "auto", dtype: torch.dtype = torch.float32) -> list[str]:
     """Per layer "dense" or "sparse" for the given stacked masks and the requested implementation.
 
     "auto" takes the sparse path for every layer when the kept fraction of all weights of the stack is below
-    `STACK_CROSSOVER_DENSITY` where the native stack serves the masks' device and `dtype`
-    (`plantseek.stack.available`), and otherwise below `plantseek.nn.crossover_density()` for a stack of at
+    `STACK_CROSSOVER_DENSITY`, or each network has at most `STACK_SMALL_NETWORK` weights, where the native
+    stack serves the masks' device and `dtype` (`plantseek.stack.available`); otherwise below `plantseek.nn.crossover_density()` for a stack of at
     least `SPARSE_MIN_STACK_SIZE` weights. One decision for the whole stack, not one per layer: a chain of
     sparse layers stays feature-major, and a dense layer inside it costs two transposes and a separate ReLU of
     its whole output. (Measured on bench/bench_sweep.py's stack: the 2-input first layer keeps 43% of its 200
@@ -264,7 +267,9 @@ def layer_impls(masks: LayerMasks | None, impl: str = "auto", dtype: torch.dtype
     total = sum(wm.numel() for wm, _ in masks)
     kept = sum(float(wm.sum()) for wm, _ in masks) / max(1, total)
     if native_stack.available(device, dtype) and _native_serves(device):
-        return ["sparse" if kept < STACK_CROSSOVER_DENSITY else "dense"] * depth
+        per_network = total // max(1, masks[0][0].shape[0])
+        small = per_network <= STACK_SMALL_NETWORK
+        return ["sparse" if kept < STACK_CROSSOVER_DENSITY or small else "dense"] * depth
     if total < SPARSE_MIN_STACK_SIZE:
         return ["dense"] * depth
     return ["sparse" if kept < _crossover(pnn, device) else "dense"] * depth
