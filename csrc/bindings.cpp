@@ -785,6 +785,57 @@ public:
         });
     }
 
+    // One fused step: int64 targets (M, B) are class labels (cross-entropy), float targets (M, B, n_out)
+    // regression targets (mean squared error). Returns each network's mean loss (M,).
+    py::array train_step(const py::object& x, const py::object& targets, const py::object& alive, double lr,
+                         int n_threads) {
+        expect_nonnegative_threads(n_threads);
+        if (!std::isfinite(lr) || lr < 0) throw py::value_error("lr must be finite and >= 0");
+        return dispatch([&](auto& stack) -> py::array {
+            using T = typename std::remove_reference_t<decltype(stack)>::value_type;
+            auto xa = expect_array<T>(x, "x");
+            expect_shape(xa, "x", {M_, -1, n_in_});
+            const int64_t B = xa.shape(1);
+            if (B < 1) throw py::value_error("x must hold at least one sample per network");
+            if (!py::isinstance<py::array>(targets)) throw py::type_error("targets must be a numpy array");
+            const bool labelled = py::reinterpret_borrow<py::array>(targets).dtype().is(py::dtype::of<int64_t>());
+            py::array_t<int64_t> labels;
+            py::array_t<T> values;
+            if (labelled) {
+                labels = expect_array<int64_t>(targets, "targets");
+                expect_shape(labels, "targets", {M_, B});
+                const int64_t* y = labels.data();
+                for (int64_t k = 0; k < M_ * B; ++k)
+                    if (y[k] < 0 || y[k] >= n_out_)
+                        throw py::value_error("targets: class label " + std::to_string(y[k]) + " is out of range [0, " +
+                                              std::to_string(n_out_) + ")");
+            } else {
+                values = expect_array<T>(targets, "targets");
+                expect_shape(values, "targets", {M_, B, n_out_});
+            }
+            const uint8_t* alive_ptr = nullptr;
+            py::array_t<uint8_t> alive_arr;
+            if (!alive.is_none()) {
+                if (!py::isinstance<py::array>(alive) ||
+                    !py::reinterpret_borrow<py::array>(alive).dtype().is(py::dtype::of<bool>()))
+                    throw py::type_error("alive must be None or a bool numpy array");
+                auto a = py::reinterpret_borrow<py::array>(alive);
+                if (!(a.flags() & py::array::c_style)) throw py::value_error("alive must be C-contiguous");
+                expect_shape(a, "alive", {M_});
+                alive_ptr = static_cast<const uint8_t*>(a.data());
+                alive_arr = py::reinterpret_borrow<py::array_t<uint8_t>>(a);
+            }
+            py::array_t<T> losses(M_);
+            {
+                py::gil_scoped_release release;
+                stack.train_step(xa.data(), B, labelled ? labels.data() : nullptr, labelled ? nullptr : values.data(),
+                                 alive_ptr, lr, losses.mutable_data(), n_threads);
+            }
+            ready_ = false;
+            return losses;
+        });
+    }
+
     int64_t steps() {
         return dispatch([](auto& stack) { return stack.steps(); });
     }
@@ -849,6 +900,11 @@ PYBIND11_MODULE(_C, m) {
         .def("backward_step", &PySparseStack::backward_step, py::arg("grad_out"), py::arg("lr"),
              py::arg("n_threads") = 0,
              "Gradients for grad_out (M, B, n_out) at the last forward's outputs, and one optimiser step.")
+        .def("train_step", &PySparseStack::train_step, py::arg("x"), py::arg("targets"), py::arg("alive") = py::none(),
+             py::arg("lr") = 1e-3, py::arg("n_threads") = 0,
+             "Forward, loss (int64 labels (M, B): cross-entropy; float targets (M, B, n_out): mean squared error), "
+             "backward and optimiser step, network by network; returns the mean loss of each network (M,). Networks "
+             "whose `alive` entry is False get no gradient.")
         .def("state", &PySparseStack::state, py::arg("layer"), py::arg("which"),
              "Copy of an optimiser state array (0/1: values' first/second moment or momentum; 2/3: biases').")
         .def_property_readonly("steps", &PySparseStack::steps)

@@ -91,32 +91,124 @@ SparseStack<T>::SparseStack(std::vector<StackLayer> layers, std::vector<StackPar
 }
 
 template <class T>
-void SparseStack<T>::forward(const T* x, int64_t B, T* out, int n_threads) {
-    const int64_t Bp = padded_batch(B), L = static_cast<int64_t>(layers_.size());
+void SparseStack<T>::prepare(int64_t B) {
+    const int64_t Bp = padded_batch(B);
     for (size_t l = 0; l < acts_.size(); ++l)
         if (acts_[l].size() < static_cast<size_t>(M_ * width_[l] * Bp)) acts_[l].resize(M_ * width_[l] * Bp);
     B_ = B;
     Bp_ = Bp;
+}
+
+template <class T>
+int SparseStack<T>::workers(int n_threads, int64_t passes) {
     int64_t nnz = 0;
     for (const auto& layer : layers_) nnz += layer.csr.indptr[M_ * layer.csr.n_rows];
     const int threads = resolve_threads(n_threads);
-    const bool across = threads > 1 && M_ > 1 && nnz * Bp > kParallelWork;
-    auto body = [&](int64_t m, int inner) {
-        T* a0 = acts_[0].data() + m * width_[0] * Bp;
-        to_feature_major<T>(x + m * B * width_[0], 1, B, width_[0], Bp, a0, 1);
-        for (int64_t l = 0; l < L; ++l) {
-            const int64_t n_in = width_[l], n_out = width_[l + 1];
-            forward_network<T>(acts_[l].data() + m * n_in * Bp, m, B, Bp, layers_[l].csr, params_[l].vals,
-                               params_[l].bias + m * n_out, l + 1 < L, acts_[l + 1].data() + m * n_out * Bp, inner);
-        }
-        from_feature_major<T>(acts_[L].data() + m * width_[L] * Bp, 1, width_[L], Bp, B, out + m * B * width_[L], 1);
-    };
-    if (across) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-        for (int64_t m = 0; m < M_; ++m) body(m, 1);
+    const bool across = threads > 1 && M_ > 1 && passes * nnz * Bp_ > kParallelWork;
+    const int64_t n_max = *std::max_element(width_.begin(), width_.end());
+    const size_t work_size = static_cast<size_t>(2 * n_max * Bp_ + n_max);
+    work_.resize(across ? threads : 1);
+    for (auto& w : work_)
+        if (w.size() < work_size) w.resize(work_size);
+    return across ? threads : 1;
+}
+
+template <class T>
+template <class F>
+void SparseStack<T>::each_network(int workers, int n_threads, F&& body) {
+    if (workers > 1) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(workers)
+        for (int64_t m = 0; m < M_; ++m) body(m, 1, work_[thread_index()].data());
     } else {
-        for (int64_t m = 0; m < M_; ++m) body(m, threads);
+        const int inner = resolve_threads(n_threads);
+        for (int64_t m = 0; m < M_; ++m) body(m, inner, work_[0].data());
     }
+}
+
+template <class T>
+void SparseStack<T>::forward_one(int64_t m, const T* x, int inner) {
+    const int64_t B = B_, Bp = Bp_, L = static_cast<int64_t>(layers_.size());
+    to_feature_major<T>(x + m * B * width_[0], 1, B, width_[0], Bp, acts_[0].data() + m * width_[0] * Bp, 1);
+    for (int64_t l = 0; l < L; ++l) {
+        const int64_t n_in = width_[l], n_out = width_[l + 1];
+        forward_network<T>(acts_[l].data() + m * n_in * Bp, m, B, Bp, layers_[l].csr, params_[l].vals,
+                           params_[l].bias + m * n_out, l + 1 < L, acts_[l + 1].data() + m * n_out * Bp, inner);
+    }
+}
+
+template <class T>
+void SparseStack<T>::backward_one(int64_t m, T* work, int inner) {
+    const int64_t B = B_, Bp = Bp_, L = static_cast<int64_t>(layers_.size());
+    const int64_t n_max = *std::max_element(width_.begin(), width_.end());
+    const StepConstants c{opt_.adam, lr_, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay, opt_.momentum,
+                          lr_ / (1.0 - std::pow(opt_.beta1, static_cast<double>(steps_))),
+                          std::sqrt(1.0 - std::pow(opt_.beta2, static_cast<double>(steps_))), steps_ == 1};
+    T* ga = work;  // holds the gradient at the outputs (n_out, Bp) on entry
+    T* gb = work + n_max * Bp;
+    T* gbias = work + 2 * n_max * Bp;
+    for (int64_t l = L - 1; l >= 0; --l) {
+        const int64_t n_in = width_[l], n_out = width_[l + 1];
+        const StackLayer& layer = layers_[l];
+        const StackParams<T>& p = params_[l];
+        const T* y = l + 1 < L ? acts_[l + 1].data() + m * n_out * Bp : nullptr;
+        gradient_network<T>(ga, y, n_out, B, Bp, ga, gbias);
+        T* gv = gvals_[l].data();
+        // the input gradient uses the values before this step's update
+        backward_network<T>(ga, acts_[l].data() + m * n_in * Bp, m, B, Bp, layer.csr, p.vals, layer.csc,
+                            layer.csc_perm, l > 0 ? gb : nullptr, gv, inner);
+        const int64_t e0 = layer.csr.indptr[m * n_out], e1 = layer.csr.indptr[(m + 1) * n_out];
+        update_chunks<T>(p.vals + e0, gv + e0, nullptr, state_[4 * l].data() + e0,
+                         c.adam ? state_[4 * l + 1].data() + e0 : nullptr, e1 - e0, c, inner);
+        const int64_t b0 = m * n_out;
+        update<T>(p.bias + b0, gbias, p.bias_mask != nullptr ? p.bias_mask + b0 : nullptr,
+                  state_[4 * l + 2].data() + b0, c.adam ? state_[4 * l + 3].data() + b0 : nullptr, n_out, c);
+        std::swap(ga, gb);
+    }
+}
+
+template <class T>
+T SparseStack<T>::loss_one(int64_t m, const int64_t* labels, const T* targets, bool alive, T* g) const {
+    const int64_t B = B_, Bp = Bp_, n = width_.back();
+    const T* out = acts_.back().data() + m * n * Bp;
+    double total = 0.0;
+    if (labels != nullptr) {  // mean cross-entropy over the batch: gradient (softmax - one-hot) / B
+        const int64_t* y = labels + m * B;
+        for (int64_t b = 0; b < B; ++b) {
+            T top = out[b];
+            for (int64_t j = 1; j < n; ++j) top = std::max(top, out[j * Bp + b]);
+            if (!std::isfinite(top)) top = T(0);  // infinities and NaN then propagate through exp and log
+            T sum = T(0);
+            for (int64_t j = 0; j < n; ++j) sum += std::exp(out[j * Bp + b] - top);
+            total += static_cast<double>(top + std::log(sum) - out[y[b] * Bp + b]);
+            if (!alive) continue;
+            for (int64_t j = 0; j < n; ++j)
+                g[j * Bp + b] = (std::exp(out[j * Bp + b] - top) / sum - (j == y[b] ? T(1) : T(0))) / static_cast<T>(B);
+        }
+        total /= static_cast<double>(B);
+    } else {  // mean squared error over the batch and the outputs: gradient 2 (o - t) / (B n)
+        const T* t = targets + m * B * n;
+        const T scale = T(2) / static_cast<T>(B * n);
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t j = 0; j < n; ++j) {
+                const T d = out[j * Bp + b] - t[b * n + j];
+                total += static_cast<double>(d * d);
+                if (alive) g[j * Bp + b] = scale * d;
+            }
+        total /= static_cast<double>(B * n);
+    }
+    if (!alive)
+        for (int64_t j = 0; j < n; ++j) std::fill(g + j * Bp, g + j * Bp + B, T(0));
+    return static_cast<T>(total);
+}
+
+template <class T>
+void SparseStack<T>::forward(const T* x, int64_t B, T* out, int n_threads) {
+    prepare(B);
+    const int64_t L = static_cast<int64_t>(layers_.size());
+    each_network(workers(n_threads, 1), n_threads, [&](int64_t m, int inner, T*) {
+        forward_one(m, x, inner);
+        from_feature_major<T>(acts_[L].data() + m * width_[L] * Bp_, 1, width_[L], Bp_, B_, out + m * B_ * width_[L], 1);
+    });
     ready_ = true;
 }
 
@@ -125,49 +217,26 @@ void SparseStack<T>::backward_step(const T* gout, double lr, int n_threads) {
     if (!ready_) throw std::logic_error("backward_step needs the outputs of a forward pass first");
     ready_ = false;
     ++steps_;
-    const int64_t B = B_, Bp = Bp_, L = static_cast<int64_t>(layers_.size());
-    StepConstants c{opt_.adam, lr, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay, opt_.momentum,
-                    lr / (1.0 - std::pow(opt_.beta1, static_cast<double>(steps_))),
-                    std::sqrt(1.0 - std::pow(opt_.beta2, static_cast<double>(steps_))), steps_ == 1};
-    int64_t nnz = 0;
-    for (const auto& layer : layers_) nnz += layer.csr.indptr[M_ * layer.csr.n_rows];
-    const int threads = resolve_threads(n_threads);
-    const bool across = threads > 1 && M_ > 1 && 2 * nnz * Bp > kParallelWork;
-    const int64_t n_max = *std::max_element(width_.begin(), width_.end());
-    const size_t work_size = static_cast<size_t>(2 * n_max * Bp + n_max);
-    work_.resize(across ? threads : 1);
-    for (auto& w : work_)
-        if (w.size() < work_size) w.resize(work_size);
-    auto body = [&](int64_t m, int inner, T* work) {
-        T* ga = work;
-        T* gb = work + n_max * Bp;
-        T* gbias = work + 2 * n_max * Bp;
-        to_feature_major<T>(gout + m * B * width_[L], 1, B, width_[L], Bp, ga, 1);
-        for (int64_t l = L - 1; l >= 0; --l) {
-            const int64_t n_in = width_[l], n_out = width_[l + 1];
-            const StackLayer& layer = layers_[l];
-            const StackParams<T>& p = params_[l];
-            const T* y = l + 1 < L ? acts_[l + 1].data() + m * n_out * Bp : nullptr;
-            gradient_network<T>(ga, y, n_out, B, Bp, ga, gbias);
-            T* gv = gvals_[l].data();
-            // the input gradient uses the values before this step's update
-            backward_network<T>(ga, acts_[l].data() + m * n_in * Bp, m, B, Bp, layer.csr, p.vals, layer.csc,
-                                layer.csc_perm, l > 0 ? gb : nullptr, gv, inner);
-            const int64_t e0 = layer.csr.indptr[m * n_out], e1 = layer.csr.indptr[(m + 1) * n_out];
-            update_chunks<T>(p.vals + e0, gv + e0, nullptr, state_[4 * l].data() + e0,
-                             c.adam ? state_[4 * l + 1].data() + e0 : nullptr, e1 - e0, c, inner);
-            const int64_t b0 = m * n_out;
-            update<T>(p.bias + b0, gbias, p.bias_mask != nullptr ? p.bias_mask + b0 : nullptr,
-                      state_[4 * l + 2].data() + b0, c.adam ? state_[4 * l + 3].data() + b0 : nullptr, n_out, c);
-            std::swap(ga, gb);
-        }
-    };
-    if (across) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-        for (int64_t m = 0; m < M_; ++m) body(m, 1, work_[thread_index()].data());
-    } else {
-        for (int64_t m = 0; m < M_; ++m) body(m, threads, work_[0].data());
-    }
+    lr_ = lr;
+    const int64_t L = static_cast<int64_t>(layers_.size());
+    each_network(workers(n_threads, 2), n_threads, [&](int64_t m, int inner, T* work) {
+        to_feature_major<T>(gout + m * B_ * width_[L], 1, B_, width_[L], Bp_, work, 1);
+        backward_one(m, work, inner);
+    });
+}
+
+template <class T>
+void SparseStack<T>::train_step(const T* x, int64_t B, const int64_t* labels, const T* targets,
+                                const uint8_t* alive, double lr, T* losses, int n_threads) {
+    prepare(B);
+    ready_ = false;
+    ++steps_;
+    lr_ = lr;
+    each_network(workers(n_threads, 3), n_threads, [&](int64_t m, int inner, T* work) {
+        forward_one(m, x, inner);
+        losses[m] = loss_one(m, labels, targets, alive == nullptr || alive[m] != 0, work);
+        backward_one(m, work, inner);
+    });
 }
 
 template class SparseStack<float>;

@@ -79,6 +79,14 @@ public:
     // (M, B, n_out) of the loss at the outputs of the last `forward`. The step count advances by one.
     void backward_step(const T* gout, double lr, int n_threads);
 
+    // forward, loss, backward and optimiser step in one pass over each network (its activations stay in cache
+    // from the first layer's forward to the first layer's update). The loss is the network's mean over the
+    // batch: cross-entropy with `labels` (M, B) in [0, n_out) when given, else the mean squared error against
+    // `targets` (M, B, n_out). losses (M,) receives each network's loss; networks with alive[m] == 0 (alive may
+    // be null: all alive) get a zero gradient, as in a loss summed over the live networks only.
+    void train_step(const T* x, int64_t B, const int64_t* labels, const T* targets, const uint8_t* alive,
+                    double lr, T* losses, int n_threads);
+
     int64_t steps() const { return steps_; }
     int64_t batch() const { return B_; }
     // Optimiser state of layer l: which = 0 first moment (or momentum buffer) of the values, 1 their second
@@ -86,6 +94,14 @@ public:
     const std::vector<T>& state(int64_t l, int which) const { return state_[4 * l + which]; }
 
 private:
+    void prepare(int64_t B);                         // sizes the activations for batch B
+    int workers(int n_threads, int64_t passes);      // networks run in parallel on this many threads
+    template <class F>
+    void each_network(int workers, int n_threads, F&& body);  // body(m, inner threads, work buffer)
+    void forward_one(int64_t m, const T* x, int inner);
+    void backward_one(int64_t m, T* work, int inner);  // work starts with the gradient at the outputs
+    T loss_one(int64_t m, const int64_t* labels, const T* targets, bool alive, T* g) const;
+
     std::vector<StackLayer> layers_;
     std::vector<StackParams<T>> params_;
     int64_t M_;
@@ -96,6 +112,7 @@ private:
     std::vector<std::vector<T>> gvals_;  // per layer (nnz,), written and consumed network by network
     std::vector<AlignedVector<T>> work_;  // per thread: two gradient buffers (max n, Bp) and the bias gradient
     int64_t B_ = 0, Bp_ = 0, steps_ = 0;
+    double lr_ = 0.0;
     bool ready_ = false;  // a forward has run since the last step
 };
 

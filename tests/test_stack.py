@@ -42,8 +42,11 @@ def _close(a, b, dtype):
 @given(seed=st.integers(0, 10_000), M=st.integers(1, 4), widths=st.lists(st.integers(1, 24), min_size=2, max_size=5),
        density=st.sampled_from([0.0, 0.05, 0.3, 0.7, 1.0]), batches=st.lists(st.integers(1, 40), min_size=1, max_size=3),
        dtype=st.sampled_from([torch.float64, torch.float32]),
-       opt=st.sampled_from(["adam", "adam-wd", "sgd", "sgd-momentum"]), bias_density=st.sampled_from([1.0, 0.5]))
-def test_native_steps_match_the_reference(seed, M, widths, density, batches, dtype, opt, bias_density):
+       opt=st.sampled_from(["adam", "adam-wd", "sgd", "sgd-momentum"]), bias_density=st.sampled_from([1.0, 0.5]),
+       fused=st.sampled_from([None, "classification", "regression"]))
+def test_native_steps_match_the_reference(seed, M, widths, density, batches, dtype, opt, bias_density, fused):
+    """forward + backward_step (a caller's loss), or train_step with the built-in loss (fused), step by step
+    against the reference; some networks are not alive in fused steps."""
     cfg = TrainConfig(optimizer=opt.split("-")[0], lr=0.05, weight_decay=0.01 if opt.endswith("wd") else 0.0,
                       momentum=0.9 if opt.endswith("momentum") else 0.0)
     ws, bs, masks = _networks(seed, M, widths, density, dtype, bias_density)
@@ -51,12 +54,20 @@ def test_native_steps_match_the_reference(seed, M, widths, density, batches, dty
     g = torch.Generator().manual_seed(seed + 1)
     for step, B in enumerate(batches):
         x = torch.randn(M, B, widths[0], generator=g, dtype=dtype)
-        out = native_stack.forward(x)
-        _close(out, ref.forward(x), dtype)
-        grad = torch.randn(out.shape, generator=g, dtype=dtype)
         lr = 0.05 / (step + 1)
-        native_stack.backward_step(grad, lr)
-        ref.backward_step(grad, lr)
+        if fused:
+            if fused == "classification":
+                y = torch.randint(0, widths[-1], (M, B), generator=g)
+            else:
+                y = torch.randn(M, B, widths[-1], generator=g, dtype=dtype)
+            alive = torch.rand(M, generator=g) < 0.7
+            _close(native_stack.train_step(x, y, fused, lr, alive), ref.train_step(x, y, fused, lr, alive), dtype)
+        else:
+            out = native_stack.forward(x)
+            _close(out, ref.forward(x), dtype)
+            grad = torch.randn(out.shape, generator=g, dtype=dtype)
+            native_stack.backward_step(grad, lr)
+            ref.backward_step(grad, lr)
         for a, b in zip(native_stack.vals, ref.kept_values(structures)):
             _close(a, b, dtype)
         for a, b in zip(native_stack.biases, ref.biases):
@@ -138,6 +149,29 @@ def test_argument_errors_name_the_problem():
         ext.SparseStack([pats[0], "layer"], vals, biases, [None, None])
     with pytest.raises(ValueError, match="betas"):
         ext.SparseStack(pats, vals, biases, [None, None], beta1=1.0)
+
+
+def test_train_step_errors_name_the_problem():
+    ws, bs, masks = _networks(0, 2, [3, 4, 2], 0.5, torch.float64)
+    native_stack, _, _ = _pair(ws, bs, masks, TrainConfig())
+    x = torch.zeros(2, 5, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"class label 2 is out of range \[0, 2\)"):
+        native_stack.train_step(x, torch.full((2, 5), 2), "classification", 0.1)
+    with pytest.raises(ValueError, match=r"targets must have shape \(2, 5\)"):
+        native_stack.train_step(x, torch.zeros(2, 4, dtype=torch.int64), "classification", 0.1)
+    with pytest.raises(ValueError, match=r"targets must have shape \(2, 5, 2\)"):
+        native_stack.train_step(x, torch.zeros(2, 5, 3, dtype=torch.float64), "regression", 0.1)
+    with pytest.raises(ValueError, match="int64 labels"):
+        native_stack.train_step(x, torch.zeros(2, 5), "classification", 0.1)
+    with pytest.raises(ValueError, match=r"alive must have shape \(2,\)"):
+        native_stack.train_step(x, torch.zeros(2, 5, dtype=torch.int64), "classification", 0.1, torch.ones(3) > 0)
+    logits = native_stack.forward(x)  # the outputs the step's loss is computed on
+    labels = torch.tensor([[0, 1, 1, 0, 1], [1, 1, 0, 0, 0]])
+    losses = native_stack.train_step(x, labels, "classification", 0.1)
+    want = torch.nn.functional.cross_entropy(logits.reshape(10, 2), labels.reshape(10), reduction="none")
+    assert losses.shape == (2,) and torch.allclose(losses, want.view(2, 5).mean(dim=1), rtol=1e-14, atol=0)
+    with pytest.raises(ValueError, match="needs a forward pass first"):  # a fused step leaves nothing to step
+        native_stack.backward_step(torch.zeros(2, 5, 2, dtype=torch.float64), 0.1)
 
 
 def test_available_only_for_cpu_floats():

@@ -56,6 +56,18 @@ class NativeStack:
         """Gradients for `grad_out` at the last forward's outputs and one optimiser step, in place."""
         self._stack.backward_step(grad_out.detach().contiguous().numpy(), float(lr), torch.get_num_threads())
 
+    def train_step(self, x: Tensor, y: Tensor, kind: str, lr: float, alive: Tensor | None = None) -> Tensor:
+        """One whole step in a single pass over each network: forward, the built-in loss of `kind`
+        ("classification": cross-entropy against int64 labels (M, B); else mean squared error against (M, B, out)
+        targets), backward and optimiser. Returns each network's mean loss (M,); networks whose `alive` entry
+        is False get no gradient (their loss is still returned)."""
+        if kind == "classification" and y.dtype != torch.int64:
+            raise ValueError(f"classification targets must be int64 labels, got {y.dtype}")
+        targets = y.detach().to(x.dtype) if kind != "classification" else y.detach()
+        live = None if alive is None else alive.detach().to(torch.bool).contiguous().numpy()
+        return torch.from_numpy(self._stack.train_step(x.detach().contiguous().numpy(), targets.contiguous().numpy(),
+                                                        live, float(lr), torch.get_num_threads()))
+
     @property
     def steps(self) -> int:
         return self._stack.steps
@@ -99,6 +111,16 @@ class ReferenceStack:
             group["lr"] = lr
         self.opt.step()
         self._out = None
+
+    def train_step(self, x: Tensor, y: Tensor, kind: str, lr: float, alive: Tensor | None = None) -> Tensor:
+        from .train import per_network_loss  # the trainer's loss: the reference of the native one
+
+        self.forward(x)
+        losses = per_network_loss(self._out, y, kind)
+        live = losses if alive is None else torch.where(alive, losses, torch.zeros_like(losses))
+        (grad,) = torch.autograd.grad(live.sum(), self._out, retain_graph=True)
+        self.backward_step(grad, lr)
+        return losses.detach()
 
     def kept_values(self, structures: Sequence[pnn.CsrStructure]) -> list[Tensor]:
         """Each layer's kept weights in the CSR order of `structures` (to compare with `NativeStack.vals`)."""

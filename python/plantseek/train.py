@@ -382,6 +382,7 @@ def _train_impl(
     gc.disable()  # the loop allocates many small objects and no cycles: collections only cost time (7% here)
     try:
         return _train_loop(weights, biases, masks, x, y, M=M, N=N, cfg=cfg, loss_of=loss_of, labels=labels,
+                           kind=kind, fused=loss_fn is None,
                            generators=generators, progress=progress, desc=desc, start=start)
     finally:
         if gc_was_enabled:
@@ -497,8 +498,10 @@ def _blocks(masks: LayerMasks, impl: str) -> tuple[list[int], list[tuple[int, in
     return pruned + dense, [(0, len(pruned)), (len(pruned), M)]
 
 
-def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, generators, progress, desc, start):
-    """The epochs of `_train_impl` (arguments already checked)."""
+def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, kind, fused, generators, progress, desc,
+                start):
+    """The epochs of `_train_impl` (arguments already checked). `fused`: the built-in loss of `kind`, which native
+    stacks compute themselves (`plantseek.stack.NativeStack.train_step`)."""
     device, dtype = weights[0].device, weights[0].dtype
     order, spans = _blocks(masks, cfg.impl)
     if order != list(range(M)):
@@ -557,15 +560,29 @@ def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, gen
             ys = y[idx_m, perm]
             epoch_sum = torch.zeros(M, dtype=dtype, device=device)
             for s, e in batches:
-                out = fwd(xs[:, s:e])
-                losses = loss_of(out, ys[:, s:e])
+                xb, yb = xs[:, s:e], ys[:, s:e]
+                if fused:  # native stacks step whole (loss included); the other blocks through autograd
+                    parts, tracked = [], []
+                    for blk in blocks:
+                        sl = slice(blk.start, blk.stop)
+                        xk, yk = (xb, yb) if len(blocks) == 1 else (xb[sl], yb[sl])
+                        if blk.stack is not None:
+                            parts.append(blk.stack.train_step(xk, yk, kind, lr, alive[sl]))
+                        else:
+                            part = loss_of(blk.forward(xk), yk)
+                            parts.append(part)
+                            tracked.append(torch.where(alive[sl], part, torch.zeros_like(part)).sum())
+                    losses = parts[0] if len(parts) == 1 else torch.cat(parts)
+                    grads = list(torch.autograd.grad(sum(tracked), params)) if params else []
+                else:  # a caller's loss sees every output at once: the stacks' outputs are autograd leaves
+                    losses = loss_of(fwd(xb), yb)
+                    total = torch.where(alive, losses, torch.zeros_like(losses)).sum()
+                    grads = list(torch.autograd.grad(total, params + leaves))
+                    for blk, g in zip(stacks, grads[len(params):]):
+                        blk.stack.backward_step(g, lr)
+                    grads = grads[:len(params)]
                 with torch.no_grad():
                     epoch_sum += losses.detach() * (e - s)
-                total = torch.where(alive, losses, torch.zeros_like(losses)).sum()
-                grads = list(torch.autograd.grad(total, params + leaves))
-                for blk, g in zip(stacks, grads[len(params):]):
-                    blk.stack.backward_step(g, lr)
-                grads = grads[:len(params)]
                 if masked_idx:
                     with torch.no_grad():
                         torch._foreach_mul_([grads[i] for i in masked_idx], grad_masks)
