@@ -264,6 +264,76 @@ void test_sparse_stack(int64_t M, int64_t B, const std::vector<int64_t>& widths,
     }
 }
 
+// train_step against forward + the loss gradient + backward_step on a second stack with the same parameters:
+// the same values, biases and losses (cross-entropy with labels, or mean squared error), dead networks frozen
+// apart from Adam's momentum.
+template <class T>
+void test_stack_train_step(int64_t M, int64_t B, const std::vector<int64_t>& widths, bool labelled, int threads) {
+    const int64_t L = static_cast<int64_t>(widths.size()) - 1, n = widths[L];
+    std::vector<RandomPattern> pats;
+    for (int64_t l = 0; l < L; ++l) pats.emplace_back(M, widths[l + 1], widths[l], 0.6);
+    std::vector<std::vector<T>> vals(L), bias(L);
+    std::vector<StackLayer> layers;
+    for (int64_t l = 0; l < L; ++l) {
+        vals[l].resize(static_cast<size_t>(pats[l].nnz()));
+        bias[l].resize(static_cast<size_t>(M * widths[l + 1]));
+        for (auto& v : vals[l]) v = static_cast<T>(uniform() - 0.5);
+        for (auto& v : bias[l]) v = static_cast<T>(uniform() - 0.5);
+        layers.push_back(StackLayer{pats[l].csr(), pats[l].csc(), pats[l].csc_perm.data()});
+    }
+    auto vals2 = vals, bias2 = bias;
+    std::vector<StackParams<T>> p1, p2;
+    for (int64_t l = 0; l < L; ++l) {
+        p1.push_back(StackParams<T>{vals[l].data(), bias[l].data(), nullptr});
+        p2.push_back(StackParams<T>{vals2[l].data(), bias2[l].data(), nullptr});
+    }
+    SparseStack<T> fused(layers, p1, M, StackOptimizer{}), split(layers, p2, M, StackOptimizer{});
+    std::vector<T> x(static_cast<size_t>(M * B * widths[0])), targets(static_cast<size_t>(M * B * n));
+    std::vector<int64_t> labels(static_cast<size_t>(M * B));
+    std::vector<uint8_t> alive(static_cast<size_t>(M));
+    for (int step = 0; step < 3; ++step) {
+        for (auto& v : x) v = static_cast<T>(uniform() - 0.5);
+        for (auto& v : targets) v = static_cast<T>(uniform() - 0.5);
+        for (auto& v : labels) v = static_cast<int64_t>(uniform() * n) % n;
+        for (int64_t m = 0; m < M; ++m) alive[m] = (m + step) % 3 != 0;
+        std::vector<T> losses(static_cast<size_t>(M));
+        fused.train_step(x.data(), B, labelled ? labels.data() : nullptr, labelled ? nullptr : targets.data(),
+                         alive.data(), 1e-2, losses.data(), threads);
+        std::vector<T> out(static_cast<size_t>(M * B * n)), g(out.size(), T(0));
+        split.forward(x.data(), B, out.data(), threads);
+        for (int64_t m = 0; m < M; ++m) {
+            double loss = 0;
+            for (int64_t b = 0; b < B; ++b) {
+                const T* o = out.data() + (m * B + b) * n;
+                T* gb = g.data() + (m * B + b) * n;
+                if (labelled) {
+                    double top = o[0], sum = 0;
+                    for (int64_t j = 1; j < n; ++j) top = std::max(top, double(o[j]));
+                    for (int64_t j = 0; j < n; ++j) sum += std::exp(double(o[j]) - top);
+                    const int64_t y = labels[m * B + b];
+                    loss += top + std::log(sum) - o[y];
+                    for (int64_t j = 0; j < n; ++j)
+                        if (alive[m]) gb[j] = static_cast<T>((std::exp(double(o[j]) - top) / sum - (j == y)) / B);
+                } else {
+                    for (int64_t j = 0; j < n; ++j) {
+                        const double d = double(o[j]) - targets[(m * B + b) * n + j];
+                        loss += d * d / n;
+                        if (alive[m]) gb[j] = static_cast<T>(2 * d / (B * n));
+                    }
+                }
+            }
+            assert(std::fabs(losses[m] - loss / B) < (sizeof(T) == 4 ? 1e-4 : 1e-12) * (1 + std::fabs(loss / B)));
+        }
+        split.backward_step(g.data(), 1e-2, threads);
+        const double tol = sizeof(T) == 4 ? 1e-4 : 1e-12;
+        for (int64_t l = 0; l < L; ++l) {
+            for (size_t e = 0; e < vals[l].size(); ++e) assert(std::fabs(double(vals[l][e]) - vals2[l][e]) < tol);
+            for (size_t r = 0; r < bias[l].size(); ++r) assert(std::fabs(double(bias[l][r]) - bias2[l][r]) < tol);
+        }
+    }
+    assert(fused.steps() == 3 && split.steps() == 3);
+}
+
 template <class T>
 void test_layout(int64_t M, int64_t B, int64_t n) {
     const int64_t Bp = padded_batch(B);
@@ -352,6 +422,9 @@ int main() {
     test_sparse_stack<float>(2, 33, {4, 20, 1}, 0.3, 2);
     test_sparse_stack<double>(8, 32, {3, 100, 100, 2}, 0.5, 2);  // networks in parallel
     test_sparse_stack<float>(1, 1, {1, 5, 4}, 0.0, 1);
+    test_stack_train_step<double>(4, 7, {2, 12, 9, 3}, true, 1);
+    test_stack_train_step<double>(3, 20, {3, 8, 2}, false, 2);
+    test_stack_train_step<float>(8, 32, {2, 100, 100, 4}, true, 2);  // networks in parallel
     test_layout<float>(2, 5, 3);
     test_layout<double>(3, 33, 17);
     test_layout<float>(1, 0, 4);
