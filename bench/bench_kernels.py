@@ -261,6 +261,14 @@ def bench_training(quick=False):
     wms = [torch.rand(widths[l + 1], widths[l], generator=gen) < max(density, 2 / widths[l]) for l in range(depth)]
     bms = [torch.rand(widths[l + 1], generator=gen) < density for l in range(depth)]
 
+    def batches():
+        """Sample indices of every batch of every epoch, in the same shuffled order for each mode."""
+        order_gen = torch.Generator().manual_seed(1)
+        for _ in range(epochs):
+            perm = torch.randperm(x_all.shape[0], generator=order_gen)
+            for i in range(0, x_all.shape[0], batch):
+                yield perm[i:i + batch]
+
     def run(mode):
         torch.manual_seed(0)
         if mode == "stack":  # what plantseek.train runs: one fused native pass per step (plantseek.stack)
@@ -271,13 +279,9 @@ def bench_training(quick=False):
             vals = [w.reshape(-1)[s.pos].clone() for w, s in zip(init_w, structs)]
             biases = [(b * bm).unsqueeze(0).contiguous() for b, bm in zip(init_b, bms)]
             stack = NativeStack(structs, vals, biases, [bm.unsqueeze(0) for bm in bms], TrainConfig(lr=1e-3))
-            order_gen = torch.Generator().manual_seed(1)
             t0 = time.perf_counter()
-            for _ in range(epochs):
-                perm = torch.randperm(x_all.shape[0], generator=order_gen)
-                for i in range(0, x_all.shape[0], batch):
-                    idx = perm[i:i + batch]
-                    stack.train_step(x_all[idx].unsqueeze(0), y_all[idx].unsqueeze(0), "classification", 1e-3)
+            for idx in batches():
+                stack.train_step(x_all[idx].unsqueeze(0), y_all[idx].unsqueeze(0), "classification", 1e-3)
             return time.perf_counter() - t0
         if mode == "values":
             structs = [pnn.mask_structure(wm) for wm in wms]
@@ -295,30 +299,26 @@ def bench_training(quick=False):
             params = [p for layer in layers for p in layer.parameters()]
             biases = []
         opt = torch.optim.Adam(params + biases, lr=1e-3)
-        order_gen = torch.Generator().manual_seed(1)
         t0 = time.perf_counter()
-        for _ in range(epochs):
-            perm = torch.randperm(x_all.shape[0], generator=order_gen)
-            for i in range(0, x_all.shape[0], batch):
-                idx = perm[i:i + batch]
-                h = x_all[idx]
-                if mode == "values":
-                    h = h.unsqueeze(0)
-                    for l in range(depth):
-                        h = pnn.sparse_linear(h, params[l], structs[l], (biases[l] * bms[l]).unsqueeze(0))
-                        if l < depth - 1:
-                            h = torch.relu(h)
-                    out = h[0]
-                else:
-                    for l, layer in enumerate(layers):
-                        h = layer(h)
-                        if l < depth - 1:
-                            h = torch.relu(h)
-                    out = h
-                loss = torch.nn.functional.cross_entropy(out, y_all[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        for idx in batches():
+            h = x_all[idx]
+            if mode == "values":
+                h = h.unsqueeze(0)
+                for l in range(depth):
+                    h = pnn.sparse_linear(h, params[l], structs[l], (biases[l] * bms[l]).unsqueeze(0))
+                    if l < depth - 1:
+                        h = torch.relu(h)
+                out = h[0]
+            else:
+                for l, layer in enumerate(layers):
+                    h = layer(h)
+                    if l < depth - 1:
+                        h = torch.relu(h)
+                out = h
+            loss = torch.nn.functional.cross_entropy(out, y_all[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
         return time.perf_counter() - t0
 
     t_dense = run("dense")

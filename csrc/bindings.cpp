@@ -680,6 +680,15 @@ class PySparseStack {
         return f(*f64_);
     }
 
+    // The inputs x (M, B, n_in), B >= 1, as an array of the parameters' dtype.
+    template <class T>
+    py::array_t<T> inputs(const py::object& x) const {
+        auto xa = expect_array<T>(x, "x");
+        expect_shape(xa, "x", {M_, -1, n_in_});
+        if (xa.shape(1) < 1) throw py::value_error("x must hold at least one sample per network");
+        return xa;
+    }
+
 public:
     PySparseStack(const py::sequence& patterns, const py::sequence& vals, const py::sequence& biases,
                   const py::sequence& bias_masks, const std::string& optimizer, double beta1, double beta2, double eps,
@@ -754,10 +763,8 @@ public:
         expect_nonnegative_threads(n_threads);
         return dispatch([&](auto& stack) -> py::array {
             using T = typename std::remove_reference_t<decltype(stack)>::value_type;
-            auto xa = expect_array<T>(x, "x");
-            expect_shape(xa, "x", {M_, -1, n_in_});
+            auto xa = inputs<T>(x);
             const int64_t B = xa.shape(1);
-            if (B < 1) throw py::value_error("x must hold at least one sample per network");
             py::array_t<T> out({M_, B, n_out_});
             {
                 py::gil_scoped_release release;
@@ -793,10 +800,8 @@ public:
         if (!std::isfinite(lr) || lr < 0) throw py::value_error("lr must be finite and >= 0");
         return dispatch([&](auto& stack) -> py::array {
             using T = typename std::remove_reference_t<decltype(stack)>::value_type;
-            auto xa = expect_array<T>(x, "x");
-            expect_shape(xa, "x", {M_, -1, n_in_});
+            auto xa = inputs<T>(x);
             const int64_t B = xa.shape(1);
-            if (B < 1) throw py::value_error("x must hold at least one sample per network");
             if (!py::isinstance<py::array>(targets)) throw py::type_error("targets must be a numpy array");
             const bool labelled = py::reinterpret_borrow<py::array>(targets).dtype().is(py::dtype::of<int64_t>());
             py::array_t<int64_t> labels;

@@ -207,29 +207,46 @@ struct RandomPattern {
     int64_t nnz() const { return static_cast<int64_t>(cols.size()); }
 };
 
+// Random patterns, values and biases of a stack of M networks with the given widths.
+template <class T>
+struct RandomStack {
+    std::vector<RandomPattern> pats;
+    std::vector<std::vector<T>> vals, bias;
+    std::vector<StackLayer> layers;
+    RandomStack(int64_t M, const std::vector<int64_t>& widths, double density) {
+        const size_t L = widths.size() - 1;
+        for (size_t l = 0; l < L; ++l) pats.emplace_back(M, widths[l + 1], widths[l], density);
+        vals.resize(L);
+        bias.resize(L);
+        for (size_t l = 0; l < L; ++l) {
+            vals[l].resize(static_cast<size_t>(pats[l].nnz()));
+            bias[l].resize(static_cast<size_t>(M * widths[l + 1]));
+            for (auto& v : vals[l]) v = static_cast<T>(uniform() - 0.5);
+            for (auto& v : bias[l]) v = static_cast<T>(uniform() - 0.5);
+            layers.push_back(StackLayer{pats[l].csr(), pats[l].csc(), pats[l].csc_perm.data()});
+        }
+    }
+    // Parameter pointers into copies of the values and biases (or into this stack's own).
+    static std::vector<StackParams<T>> params(std::vector<std::vector<T>>& v, std::vector<std::vector<T>>& b) {
+        std::vector<StackParams<T>> out;
+        for (size_t l = 0; l < v.size(); ++l) out.push_back(StackParams<T>{v[l].data(), b[l].data(), nullptr});
+        return out;
+    }
+};
+
 // SparseStack against the layer kernels: its outputs equal a chain of sparse_fm_forward, and one step with
 // SGD (lr) moves each value by -lr times the gradient of sparse_fm_backward.
 template <class T>
 void test_sparse_stack(int64_t M, int64_t B, const std::vector<int64_t>& widths, double density, int threads) {
     const int64_t L = static_cast<int64_t>(widths.size()) - 1, Bp = padded_batch(B);
-    std::vector<RandomPattern> pats;
-    std::vector<std::vector<T>> vals(L), bias(L), vals0, bias0;
-    std::vector<StackLayer> layers;
-    std::vector<StackParams<T>> params;
-    for (int64_t l = 0; l < L; ++l) pats.emplace_back(M, widths[l + 1], widths[l], density);
-    for (int64_t l = 0; l < L; ++l) {
-        vals[l].resize(static_cast<size_t>(pats[l].nnz()));
-        bias[l].resize(static_cast<size_t>(M * widths[l + 1]));
-        for (auto& v : vals[l]) v = static_cast<T>(uniform() - 0.5);
-        for (auto& v : bias[l]) v = static_cast<T>(uniform() - 0.5);
-        layers.push_back(StackLayer{pats[l].csr(), pats[l].csc(), pats[l].csc_perm.data()});
-        params.push_back(StackParams<T>{vals[l].data(), bias[l].data(), nullptr});
-    }
-    vals0 = vals;
-    bias0 = bias;
+    RandomStack<T> r(M, widths, density);
+    const auto& pats = r.pats;
+    auto vals = r.vals, bias = r.bias;  // trained in place; r keeps the starting values
+    const auto& vals0 = r.vals;
+    const auto& bias0 = r.bias;
     StackOptimizer sgd;
     sgd.adam = false;
-    SparseStack<T> stack(layers, params, M, sgd);
+    SparseStack<T> stack(r.layers, RandomStack<T>::params(vals, bias), M, sgd);
     std::vector<T> x(static_cast<size_t>(M * B * widths[0])), out(static_cast<size_t>(M * B * widths[L]) + 1);
     for (auto& v : x) v = static_cast<T>(uniform() - 0.5);
     stack.forward(x.data(), B, out.data(), threads);
@@ -270,24 +287,10 @@ void test_sparse_stack(int64_t M, int64_t B, const std::vector<int64_t>& widths,
 template <class T>
 void test_stack_train_step(int64_t M, int64_t B, const std::vector<int64_t>& widths, bool labelled, int threads) {
     const int64_t L = static_cast<int64_t>(widths.size()) - 1, n = widths[L];
-    std::vector<RandomPattern> pats;
-    for (int64_t l = 0; l < L; ++l) pats.emplace_back(M, widths[l + 1], widths[l], 0.6);
-    std::vector<std::vector<T>> vals(L), bias(L);
-    std::vector<StackLayer> layers;
-    for (int64_t l = 0; l < L; ++l) {
-        vals[l].resize(static_cast<size_t>(pats[l].nnz()));
-        bias[l].resize(static_cast<size_t>(M * widths[l + 1]));
-        for (auto& v : vals[l]) v = static_cast<T>(uniform() - 0.5);
-        for (auto& v : bias[l]) v = static_cast<T>(uniform() - 0.5);
-        layers.push_back(StackLayer{pats[l].csr(), pats[l].csc(), pats[l].csc_perm.data()});
-    }
-    auto vals2 = vals, bias2 = bias;
-    std::vector<StackParams<T>> p1, p2;
-    for (int64_t l = 0; l < L; ++l) {
-        p1.push_back(StackParams<T>{vals[l].data(), bias[l].data(), nullptr});
-        p2.push_back(StackParams<T>{vals2[l].data(), bias2[l].data(), nullptr});
-    }
-    SparseStack<T> fused(layers, p1, M, StackOptimizer{}), split(layers, p2, M, StackOptimizer{});
+    RandomStack<T> r(M, widths, 0.6);
+    auto vals = r.vals, bias = r.bias, vals2 = r.vals, bias2 = r.bias;
+    SparseStack<T> fused(r.layers, RandomStack<T>::params(vals, bias), M, StackOptimizer{}),
+        split(r.layers, RandomStack<T>::params(vals2, bias2), M, StackOptimizer{});
     std::vector<T> x(static_cast<size_t>(M * B * widths[0])), targets(static_cast<size_t>(M * B * n));
     std::vector<int64_t> labels(static_cast<size_t>(M * B));
     std::vector<uint8_t> alive(static_cast<size_t>(M));
