@@ -3,12 +3,13 @@
 // The layer-by-layer path (sparse_linear.h through autograd) runs each layer over all M networks before the
 // next: for the paper's sweeps (64 width-100 networks) one step touches ~40 MB, more than the last-level
 // cache, so every layer reads its activations, indices and weights back from memory (measured: the backward
-// kernels take 1.5x as long there as on warm caches). Here each network runs its whole forward pass, and
-// later its whole backward pass with the optimiser update of each layer fused in, while its activations
-// (a few hundred KB) stay in the core's caches; networks run in parallel when there are threads.
+// kernels take 1.5x as long there as on warm caches). Here each network runs its whole step at once (forward
+// pass, loss and its gradient, backward pass with the optimiser update of each layer fused in) while its
+// activations (a few hundred KB) stay in the core's caches; networks run in parallel when there are threads.
 //
-// The loss stays outside: `forward` returns the outputs (M, B, n_out) and `backward_step` takes the gradient
-// of the summed loss with respect to them. Layers: ReLU after every layer but the last.
+// `train_step` computes the built-in losses itself (cross-entropy, mean squared error). For a caller's own loss,
+// `forward` returns the outputs (M, B, n_out) and `backward_step` takes the gradient of the summed loss with
+// respect to them. Layers: ReLU after every layer but the last.
 #pragma once
 
 #include <cstddef>
