@@ -159,8 +159,8 @@ and the per-epoch shuffle the rest.
 
 Why batched and native one by one now cost about the same on the CPU: a single run's training step is one native
 call with about 0.1 ms of Python around it, so both sides do the same arithmetic in the same kernels, one
-network at a time; batching saves only that Python time (1.1x in float64, 1.3x in float32, where the arithmetic
-is cheaper). What batching still buys: against what a user would otherwise write, each run trained alone as a
+network at a time; batching saves only that Python time (1.1x in float64; 1.3x to 1.5x over two runs in float32,
+where the arithmetic is cheaper). What batching still buys: against what a user would otherwise write, each run trained alone as a
 dense masked PyTorch network (`impl="dense"`, as in the paper's code), the batched sweep is 9 to 11x faster;
 with threads the native step trains a batch's networks in parallel, one per thread (1.8x per step on the 2 idle
 cores here, 0.86x with another busy process on one of them, so small problems stay on one thread); planting,
@@ -170,7 +170,8 @@ every launch.
 History (this bench, this machine): batched against one by one 1.5x when the batch trained dense; 3.2x once a
 stack could take the sparse kernels; 4.8x (one by one 125.9 s, batched 26.1 s) with fused Adam and feature-major
 kernels. Then the network-major native step made both sides faster: first forward and backward per network
-(batched 19 s), then one fused pass per network with the loss inside (batched 13.7 s, one by one 15.7 s).
+(batched 19 s), then one fused pass per network with the loss inside (batched 13.7 s, one by one 15.5 to 15.7 s
+over two runs).
 """
 
 
