@@ -60,8 +60,13 @@ def one_by_one(kws: list[dict], pick: list[int], label: str, **override) -> tupl
 
 
 def measure(dtype: str, epochs: int, n_one_by_one: int, extra: dict) -> dict:
-    """Wall times of the 64 runs in `dtype`: batched, one by one on the same (native) path, and one by one as
-    dense masked PyTorch (impl="dense"), and how far their metrics differ."""
+    """Wall times of the 64 runs in `dtype`: batched (also on all threads when the env pins one), one by one on
+    the same (native) path, and one by one as dense masked PyTorch (impl="dense"), and how far their metrics
+    differ."""
+    import os
+
+    import torch
+
     import plantseek
     from plantseek.seek import clear_caches
 
@@ -71,6 +76,18 @@ def measure(dtype: str, epochs: int, n_one_by_one: int, extra: dict) -> dict:
     batched = plantseek.seek_batch(kws)
     t_batch = time.perf_counter() - t0
     print(f"{dtype} batched: {t_batch:.1f} s", flush=True)
+    t_threads = float("nan")
+    if os.environ.get("PLANTSEEK_TRAIN_THREADS") and torch.get_num_threads() > 1:
+        # the same batch with the trainer's own thread choice (all threads: networks run in parallel)
+        pinned = os.environ.pop("PLANTSEEK_TRAIN_THREADS")
+        try:
+            clear_caches()
+            t0 = time.perf_counter()
+            plantseek.seek_batch(kws)
+            t_threads = time.perf_counter() - t0
+        finally:
+            os.environ["PLANTSEEK_TRAIN_THREADS"] = pinned
+        print(f"{dtype} batched on {torch.get_num_threads()} threads: {t_threads:.1f} s", flush=True)
     n1 = max(1, min(n_one_by_one, len(kws)))
     pick = [round(i * (len(kws) - 1) / max(n1 - 1, 1)) for i in range(n1)] if n1 < len(kws) else list(range(len(kws)))
     singles, t_single = one_by_one(kws, pick, f"{dtype} one by one")
@@ -79,7 +96,7 @@ def measure(dtype: str, epochs: int, n_one_by_one: int, extra: dict) -> dict:
     worst_dense = max(compare(batched[i].metrics, dense[i].metrics) for i in pick)
     acc = [r.metrics.get("test_accuracy") for r in batched]
     acc = [a for a in acc if a is not None]
-    out = dict(dtype=dtype, batch=t_batch, single=t_single, dense=t_dense, n1=n1, worst=worst,
+    out = dict(dtype=dtype, batch=t_batch, threads=t_threads, single=t_single, dense=t_dense, n1=n1, worst=worst,
                worst_dense=worst_dense, n=len(kws), acc=sum(acc) / max(len(acc), 1),
                steps=len(kws) * epochs * math.ceil(0.9 * 10_000 / 32))
     print(f"{dtype}: one by one {t_single:.1f} s (batched {t_single / t_batch:.1f}x faster, metrics within "
@@ -118,11 +135,13 @@ def main() -> None:
         return
     from results import machine, write_section
 
+    threads_all = torch.get_num_threads()
     rows = []
     for r in results:
         ext = "" if r["n1"] == r["n"] else f" (one by one extrapolated from {r['n1']} runs)"
         rows.append(f"| {r['dtype']}{ext} | {r['dense']:.1f} | {r['single']:.1f} | {r['batch']:.1f} | "
                     f"**{r['dense'] / r['batch']:.1f}x** | {r['single'] / r['batch']:.2f}x | "
+                    f"{'n/a' if r['threads'] != r['threads'] else format(r['threads'], '.1f')} | "
                     f"{r['steps'] / r['batch']:.0f} | {r['worst']:.1e} | {r['worst_dense']:.1e} | {r['acc']:.3f} |")
     body = f"""
 `bench/bench_sweep.py`: {results[0]['n']} singleshot runs (circle, depth 5, width 100, {args.epochs} epochs;
@@ -133,10 +152,12 @@ as dense masked PyTorch (`impl="dense"`: what a user would otherwise write, and 
 in one process, caches cleared before each side.
 
 Machine: {machine()}; load average at the start {load[0]:.1f} (other jobs shared the 2 cores);
-PLANTSEEK_TRAIN_THREADS={os.environ.get("PLANTSEEK_TRAIN_THREADS", "unset")}.
+PLANTSEEK_TRAIN_THREADS={os.environ.get("PLANTSEEK_TRAIN_THREADS", "unset")} for every column but "batched on all threads"
+(the trainer's own choice: a batch that runs only the native step runs its networks in parallel, one per thread;
+a single run stays on one thread).
 
-| dtype | one by one, dense masked PyTorch (s) | one by one, native (s) | batched (s) | batched vs dense one by one (goal >= 8x) | batched vs native one by one | batched network-steps/s | metrics: batched vs native one by one | metrics: batched vs dense | mean test accuracy |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| dtype | one by one, dense masked PyTorch (s) | one by one, native (s) | batched (s) | batched vs dense one by one (goal >= 8x) | batched vs native one by one | batched on all {threads_all} threads (s) | batched network-steps/s | metrics: batched vs native one by one | metrics: batched vs dense | mean test accuracy |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 """ + "\n".join(rows) + "\n"
     write_section("Sweeps", body + SWEEP_NOTES)
     print("wrote the Sweeps section of bench/RESULTS.md")
@@ -162,10 +183,11 @@ call with about 0.1 ms of Python around it, so both sides do the same arithmetic
 network at a time; batching saves only that Python time (1.1x in float64; 1.3x to 1.5x over two runs in float32,
 where the arithmetic is cheaper). What batching still buys: against what a user would otherwise write, each run trained alone as a
 dense masked PyTorch network (`impl="dense"`, as in the paper's code), the batched sweep is 9 to 11x faster;
-with threads the native step trains a batch's networks in parallel, one per thread (1.8x per step on the 2 idle
-cores here, 0.86x with another busy process on one of them, so small problems stay on one thread); planting,
-pruning and data are made once per group; and on a GPU, where the native step does not run, M networks share
-every launch.
+with threads the native step trains a batch's networks in parallel, one per thread, and the trainer does so by
+default for a batch that runs only the native step ("batched on all threads": about 1.9x on the 2 idle cores
+here; per step 0.86x with one busy process beside it and 0.96x with two, measured with plantseek.train's
+profile), while a single run stays on one thread; planting, pruning and data are made once per group; and on a
+GPU, where the native step does not run, M networks share every launch.
 
 History (this bench, this machine): batched against one by one 1.5x when the batch trained dense; 3.2x once a
 stack could take the sparse kernels; 4.8x (one by one 125.9 s, batched 26.1 s) with fused Adam and feature-major

@@ -274,3 +274,42 @@ def _recording(fn, seen):
         seen.append(self)
         return fn(self, xb)
     return wrapper
+
+
+def test_a_native_stack_batch_runs_its_networks_on_all_threads(monkeypatch):
+    """A batch that runs only the fused native step keeps torch's thread count (networks in parallel, the result
+    bitwise that of one thread); a single run, a caller's loss or the dense path stay on one thread."""
+    from plantseek import stack as S
+    if not S.available("cpu", F64):
+        pytest.skip("native SparseStack not available")
+    monkeypatch.delenv("PLANTSEEK_TRAIN_THREADS", raising=False)
+    ws, bs, masks, x, y = _problem(M=4, density=0.3, H=64)
+    assert T.stack_only(masks, "auto", F64)
+    assert not T.stack_only([(wm[:1], bm[:1]) for wm, bm in masks], "auto", F64)
+    assert not T.stack_only(masks, "dense", F64)
+    seen = []
+    monkeypatch.setattr(S.NativeStack, "train_step", _threads_seen(S.NativeStack.train_step, seen))
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            cfg = T.TrainConfig(epochs=1, batch_size=16)
+            results.append(T.train(ws, bs, masks, x, y, kind="classification", generators=_gens(range(4)), config=cfg))
+            assert set(seen) == {threads}
+            seen.clear()
+        torch.set_num_threads(2)
+        T.train(*_slice(ws, bs, masks, x, y, 0)[:3], *_slice(ws, bs, masks, x, y, 0)[3:], kind="classification",
+                generators=_gens([0]), config=T.TrainConfig(epochs=1, batch_size=16))
+        assert set(seen) == {1}  # one network: the small-work rule
+    finally:
+        torch.set_num_threads(old)
+    for a, b in zip(results[0].weights + results[0].biases, results[1].weights + results[1].biases):
+        assert torch.equal(a, b)
+
+
+def _threads_seen(fn, seen):
+    def wrapper(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return fn(self, *args, **kwargs)
+    return wrapper

@@ -151,17 +151,22 @@ def check_stacked(weights: Sequence[Tensor], biases: Sequence[Tensor], masks: La
 # Per-step work (multiply-adds) below which a CPU loop runs on one thread: for the paper's small networks the
 # OpenMP start-up of every tiny op costs more than the op, and on a machine whose cores are shared it is
 # catastrophic (measured here, 2 busy cores: one epoch of 16 width-100 networks 1.5 s on 1 thread, 32 s on 2).
+# Not for a training that runs only the fused native step on several networks (`parallel_networks`): it runs
+# the networks in parallel, one per thread, in one parallel region per step with a dynamic schedule. Measured on
+# bench/bench_sweep.py's 68 networks (ms per step, 1 thread / 2 threads): idle 5.0 / 2.7, one busy process
+# beside it 5.1 / 6.0, two busy processes 7.7 / 8.0.
 SMALL_WORK = 5e7
 
 
 @contextlib.contextmanager
-def cpu_threads_for(work: float, device: torch.device | str = "cpu"):
-    """Run the block on one CPU thread when `work` (multiply-adds per step) is small; `PLANTSEEK_TRAIN_THREADS`
-    (a number) forces a thread count. Restores the previous setting afterwards. No effect off the CPU."""
+def cpu_threads_for(work: float, device: torch.device | str = "cpu", parallel_networks: bool = False):
+    """Run the block on one CPU thread when `work` (multiply-adds per step) is small, unless
+    `parallel_networks`; `PLANTSEEK_TRAIN_THREADS` (a number) forces a thread count. Restores the previous
+    setting afterwards. No effect off the CPU."""
     env = os.environ.get("PLANTSEEK_TRAIN_THREADS", "").strip()
     if env:
         n = int(env)
-    elif torch.device(device).type == "cpu" and work < SMALL_WORK:
+    elif torch.device(device).type == "cpu" and work < SMALL_WORK and not parallel_networks:
         n = 1
     else:
         n = 0
@@ -275,6 +280,20 @@ def layer_impls(masks: LayerMasks | None, impl: str = "auto", dtype: torch.dtype
     return ["sparse" if kept < _crossover(pnn, device) else "dense"] * depth
 
 
+def stack_only(masks: LayerMasks, impl: str = "auto", dtype: torch.dtype = torch.float32) -> bool:
+    """Whether every block of a training of these (at least two) networks runs on the native network-major step
+    (`plantseek.stack`), whose networks can run in parallel, one per thread."""
+    if not masks or masks[0][0].shape[0] < 2 or not native_stack.available(masks[0][0].device, dtype):
+        return False
+    order, spans = _blocks(masks, impl)
+    for a, b in spans:
+        idx = torch.tensor(order[a:b], device=masks[0][0].device)
+        block = [(wm.index_select(0, idx), bm.index_select(0, idx)) for wm, bm in masks]
+        if layer_impls(block, impl, dtype) != ["sparse"] * len(masks):
+            return False
+    return True
+
+
 def forward(weights: Sequence[Tensor], biases: Sequence[Tensor], x: Tensor, masks: LayerMasks | None = None,
             impls: Sequence[str] | None = None) -> Tensor:
     """Outputs (M, N, out) of the stacked MLPs for inputs (M, N, in); ReLU after every layer but the last.
@@ -335,7 +354,9 @@ def train(weights, biases, masks, x, y, *, kind, generators, config=None, loss_f
     impls = (layer_impls(masks, cfg.impl, weights[0].dtype) if masks is not None and len(masks) == len(weights)
              else None)
     work = step_work(weights, cfg.batch_size, masks, impls)
-    with cpu_threads_for(work, weights[0].device if len(weights) else "cpu"):
+    device = weights[0].device if len(weights) else torch.device("cpu")
+    parallel = impls is not None and loss_fn is None and stack_only(masks, cfg.impl, weights[0].dtype)
+    with cpu_threads_for(work, device, parallel_networks=parallel):
         return _train_impl(weights, biases, masks, x, y, kind=kind, generators=generators, config=cfg,
                            loss_fn=loss_fn, progress=progress, desc=desc, labels=labels)
 
