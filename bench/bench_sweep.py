@@ -180,20 +180,22 @@ and the per-epoch shuffle the rest.
 
 Why batched and native one by one now cost about the same on the CPU: a single run's training step is one native
 call with about 0.1 ms of Python around it, so both sides do the same arithmetic in the same kernels, one
-network at a time; batching saves only that Python time (1.1x in float64; 1.3x to 1.5x over two runs in float32,
-where the arithmetic is cheaper). What batching still buys: against what a user would otherwise write, each run trained alone as a
-dense masked PyTorch network (`impl="dense"`, as in the paper's code), the batched sweep is 9 to 11x faster;
+network at a time; batching saves only that Python time (1.1x to 1.2x in float64, 1.3x to 1.5x in float32, where
+the arithmetic is cheaper). What batching still buys: against what a user would otherwise write, each run trained alone as a
+dense masked PyTorch network (`impl="dense"`, as in the paper's code), the batched sweep is faster by 8.4x to
+9.3x in float64 and 10.8x to 11.9x in float32 (three full runs of this bench on this shared machine; the table
+holds the last);
 with threads the native step trains a batch's networks in parallel, one per thread, and the trainer does so by
-default for a batch that runs only the native step ("batched on all threads": about 1.9x on the 2 idle cores
-here; per step 0.86x with one busy process beside it and 0.96x with two, measured with plantseek.train's
+default for a batch that runs only the native step ("batched on all threads": 1.4x to 1.9x on the 2 cores
+here, depending on what else runs; per step 0.86x with one busy process beside it and 0.96x with two, measured with plantseek.train's
 profile), while a single run stays on one thread; planting, pruning and data are made once per group; and on a
 GPU, where the native step does not run, M networks share every launch.
 
 History (this bench, this machine): batched against one by one 1.5x when the batch trained dense; 3.2x once a
 stack could take the sparse kernels; 4.8x (one by one 125.9 s, batched 26.1 s) with fused Adam and feature-major
 kernels. Then the network-major native step made both sides faster: first forward and backward per network
-(batched 19 s), then one fused pass per network with the loss inside (batched 13.7 s, one by one 15.5 to 15.7 s
-over two runs).
+(batched 19 s), then one fused pass per network with the loss inside (batched 13.7 to 17.0 s, one by one 15.5 to
+20.4 s, over three runs).
 """
 
 
