@@ -181,22 +181,6 @@ def cpu_threads_for(work: float, device: torch.device | str = "cpu", parallel_ne
         torch.set_num_threads(old)
 
 
-def step_work(weights: Sequence[Tensor], batch: int, masks: LayerMasks | None = None,
-              impls: Sequence[str] | None = None) -> float:
-    """Multiply-adds of one forward step of stacked (M, out, in) weights on `batch` samples.
-
-    Layers on the sparse path (``impls[l] == "sparse"``) cost their kept weights only: a wide host at density
-    1e-4 is a small problem (measured, width 4000 depth 5: 5 epochs in 21 s on one thread against 62-78 s on
-    two busy threads of this 2-core machine, where most of a step is per-call overhead)."""
-    total = 0.0
-    for l, w in enumerate(weights):
-        if impls is not None and masks is not None and impls[l] == "sparse":
-            total += float(masks[l][0].sum())
-        else:
-            total += float(w.numel())
-    return float(batch) * total
-
-
 # ------------------------------------------------------------------------------------------------ forward
 
 def _native_nn():
@@ -251,15 +235,24 @@ def layer_impls(masks: LayerMasks | None, impl: str = "auto", dtype: torch.dtype
 
     "auto" takes the sparse path for every layer when the kept fraction of all weights of the stack is below
     `STACK_CROSSOVER_DENSITY`, or each network has at most `STACK_SMALL_NETWORK` weights, where the native
-    stack serves the masks' device and `dtype` (`plantseek.stack.available`); otherwise below `plantseek.nn.crossover_density()` for a stack of at
-    least `SPARSE_MIN_STACK_SIZE` weights. One decision for the whole stack, not one per layer: a chain of
-    sparse layers stays feature-major, and a dense layer inside it costs two transposes and a separate ReLU of
-    its whole output. (Measured on bench/bench_sweep.py's stack: the 2-input first layer keeps 43% of its 200
-    weights, and deciding it alone put it on the dense path at a cost of about 1 ms per step for a layer of
-    5.5k kept weights.)
+    stack serves the masks' device and `dtype` (`plantseek.stack.available`); elsewhere when the kept fraction
+    is below `plantseek.nn.crossover_density()` and the stack holds at least `SPARSE_MIN_STACK_SIZE` weights.
+    One decision for the whole stack, not one per layer: a chain of sparse layers stays feature-major, and a
+    dense layer inside it costs two transposes and a separate ReLU of its whole output. (Measured on
+    bench/bench_sweep.py's stack: the 2-input first layer keeps 43% of its 200 weights, and deciding it alone
+    put it on the dense path at a cost of about 1 ms per step for a layer of 5.5k kept weights.)
     """
-    depth = len(masks) if masks is not None else 0
-    if impl == "dense" or masks is None:
+    if not masks:
+        return []
+    kept = sum(float(wm.sum()) for wm, _ in masks)
+    total = sum(wm.numel() for wm, _ in masks)
+    return _stack_impls(len(masks), masks[0][0].shape[0], kept, total, masks[0][0].device, impl, dtype)
+
+
+def _stack_impls(depth: int, M: int, kept: float, total: int, device: torch.device, impl: str,
+                 dtype: torch.dtype) -> list[str]:
+    """`layer_impls` from the counts: M networks of `depth` layers with `kept` of `total` weights kept."""
+    if impl == "dense":
         return ["dense"] * depth
     pnn = _native_nn()
     if impl == "sparse":
@@ -268,30 +261,65 @@ def layer_impls(masks: LayerMasks | None, impl: str = "auto", dtype: torch.dtype
         return ["sparse"] * depth
     if pnn is None or depth == 0:
         return ["dense"] * depth
-    device = masks[0][0].device
-    total = sum(wm.numel() for wm, _ in masks)
-    kept = sum(float(wm.sum()) for wm, _ in masks) / max(1, total)
-    if native_stack.available(device, dtype) and _native_serves(device):
-        per_network = total // max(1, masks[0][0].shape[0])
-        small = per_network <= STACK_SMALL_NETWORK
-        return ["sparse" if kept < STACK_CROSSOVER_DENSITY or small else "dense"] * depth
+    fraction = kept / max(1, total)
+    if native_stack.available(device, dtype):
+        small = total // max(1, M) <= STACK_SMALL_NETWORK
+        return ["sparse" if fraction < STACK_CROSSOVER_DENSITY or small else "dense"] * depth
     if total < SPARSE_MIN_STACK_SIZE:
         return ["dense"] * depth
-    return ["sparse" if kept < _crossover(pnn, device) else "dense"] * depth
+    return ["sparse" if fraction < _crossover(pnn, device) else "dense"] * depth
+
+
+@dataclass
+class _Plan:
+    """How one training runs: the networks' order (those with something pruned first, then those with nothing
+    pruned, the dense baselines), the blocks [start, stop) of that order, each block's path per layer, and
+    the multiply-adds per sample of one forward pass (kept weights only on the sparse path)."""
+
+    order: list[int]
+    spans: list[tuple[int, int]]
+    impls: list[list[str]]
+    work: float
+
+    def stack_only(self, device: torch.device, dtype: torch.dtype) -> bool:
+        """Whether every block of these (at least two) networks runs the native network-major step
+        (`plantseek.stack`), whose networks can run in parallel, one per thread."""
+        return (len(self.order) >= 2 and native_stack.available(device, dtype)
+                and all(i == "sparse" for block in self.impls for i in block))
+
+
+def _plan(masks: LayerMasks, impl: str, dtype: torch.dtype) -> _Plan:
+    """One pass over the masks: per network its kept weights and whether nothing is pruned, then the blocks (a
+    dense member would otherwise pull every layer of a sparse stack onto the dense path) and their paths."""
+    M, device = masks[0][0].shape[0], masks[0][0].device
+    kept = torch.zeros(M, dtype=torch.float64, device=device)
+    full = torch.ones(M, dtype=torch.bool, device=device)
+    per_network = 0
+    for wm, bm in masks:
+        w = wm.reshape(M, -1)
+        kept += w.sum(dim=1)
+        full &= w.all(dim=1) & bm.reshape(M, -1).all(dim=1)
+        per_network += w.shape[1]
+    kept_list, full_list = kept.tolist(), full.tolist()
+    pruned = [k for k in range(M) if not full_list[k]]
+    dense = [k for k in range(M) if full_list[k]]
+    if not pruned or not dense or impl in ("dense", "sparse"):
+        order, spans = list(range(M)), [(0, M)]
+    else:
+        order, spans = pruned + dense, [(0, len(pruned)), (len(pruned), M)]
+    impls, work = [], 0.0
+    for a, b in spans:
+        block_kept = sum(kept_list[k] for k in order[a:b])
+        block = _stack_impls(len(masks), b - a, block_kept, per_network * (b - a), device, impl, dtype)
+        impls.append(block)
+        work += block_kept if block and block[0] == "sparse" else per_network * (b - a)
+    return _Plan(order, spans, impls, work)
 
 
 def stack_only(masks: LayerMasks, impl: str = "auto", dtype: torch.dtype = torch.float32) -> bool:
     """Whether every block of a training of these (at least two) networks runs on the native network-major step
     (`plantseek.stack`), whose networks can run in parallel, one per thread."""
-    if not masks or masks[0][0].shape[0] < 2 or not native_stack.available(masks[0][0].device, dtype):
-        return False
-    order, spans = _blocks(masks, impl)
-    for a, b in spans:
-        idx = torch.tensor(order[a:b], device=masks[0][0].device)
-        block = [(wm.index_select(0, idx), bm.index_select(0, idx)) for wm, bm in masks]
-        if layer_impls(block, impl, dtype) != ["sparse"] * len(masks):
-            return False
-    return True
+    return bool(masks) and _plan(masks, impl, dtype).stack_only(masks[0][0].device, dtype)
 
 
 def forward(weights: Sequence[Tensor], biases: Sequence[Tensor], x: Tensor, masks: LayerMasks | None = None,
@@ -340,28 +368,7 @@ def per_network_loss(outputs: Tensor, targets: Tensor, kind: str) -> Tensor:
 
 # ------------------------------------------------------------------------------------------------ training
 
-def train(weights, biases, masks, x, y, *, kind, generators, config=None, loss_fn=None, progress=False,
-          desc="train", labels=None) -> "TrainResult":
-    """Train M masked MLPs together; returns new stacked parameters (inputs are not modified).
-
-    weights/biases: per layer (M, out, in) / (M, out); masks: per layer bool pairs of those shapes;
-    x: (M, N, in); y: (M, N, out) float targets (regression) or (M, N) int64 labels (classification);
-    generators: one per run, on the run's device, used for the per-epoch shuffle; loss_fn(outputs, targets)
-    may replace the built-in loss and must return the (M,) per-network losses.
-    `labels` name the runs in error messages. Small problems run on one CPU thread (`cpu_threads_for`).
-    """
-    cfg = config or TrainConfig()
-    impls = (layer_impls(masks, cfg.impl, weights[0].dtype) if masks is not None and len(masks) == len(weights)
-             else None)
-    work = step_work(weights, cfg.batch_size, masks, impls)
-    device = weights[0].device if len(weights) else torch.device("cpu")
-    parallel = impls is not None and loss_fn is None and stack_only(masks, cfg.impl, weights[0].dtype)
-    with cpu_threads_for(work, device, parallel_networks=parallel):
-        return _train_impl(weights, biases, masks, x, y, kind=kind, generators=generators, config=cfg,
-                           loss_fn=loss_fn, progress=progress, desc=desc, labels=labels)
-
-
-def _train_impl(
+def train(
     weights: Sequence[Tensor],
     biases: Sequence[Tensor],
     masks: LayerMasks,
@@ -382,9 +389,11 @@ def _train_impl(
     x: (M, N, in); y: (M, N, out) float targets (regression) or (M, N) int64 labels (classification);
     generators: one per run, on the run's device, used for the per-epoch shuffle; loss_fn(outputs, targets)
     may replace the built-in loss and must return the (M,) per-network losses.
-    `labels` name the runs in error messages.
+    `labels` name the runs in error messages. Small problems run on one CPU thread (`cpu_threads_for`).
     """
     cfg = config or TrainConfig()
+    if masks is None:
+        raise ValueError("train needs masks (all-True masks for a network with nothing pruned)")
     M = check_stacked(weights, biases, masks)
     if x.dim() != 3 or x.shape[0] != M or x.shape[2] != weights[0].shape[2]:
         raise ValueError(f"inputs must be (M={M}, N, {weights[0].shape[2]}), got {tuple(x.shape)}")
@@ -392,22 +401,23 @@ def _train_impl(
         raise ValueError(f"targets must have shape (M={M}, N={x.shape[1]}, ...), got {tuple(y.shape)}")
     if len(generators) != M:
         raise ValueError(f"need one generator per run: {M} runs, {len(generators)} generators")
-    N = x.shape[1]
-    if N == 0:
+    if x.shape[1] == 0:
         raise ValueError("no training samples")
     loss_of = loss_fn or (lambda out, tgt: per_network_loss(out, tgt, kind))
     labels = list(labels) if labels is not None else [f"run {k}" for k in range(M)]
-
-    start = time.perf_counter()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # the loop allocates many small objects and no cycles: collections only cost time (7% here)
-    try:
-        return _train_loop(weights, biases, masks, x, y, M=M, N=N, cfg=cfg, loss_of=loss_of, labels=labels,
-                           kind=kind, fused=loss_fn is None,
-                           generators=generators, progress=progress, desc=desc, start=start)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    device, dtype = weights[0].device, weights[0].dtype
+    plan = _plan(masks, cfg.impl, dtype)
+    parallel = loss_fn is None and plan.stack_only(device, dtype)
+    with cpu_threads_for(plan.work * cfg.batch_size, device, parallel_networks=parallel):
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # the loop allocates many small objects and no cycles: collections only cost time (7% here)
+        try:
+            return _train_loop(weights, biases, masks, x, y, plan=plan, cfg=cfg, loss_of=loss_of, labels=labels,
+                               kind=kind, fused=loss_fn is None, generators=generators, progress=progress,
+                               desc=desc)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
 
 
 class _Block:
@@ -421,14 +431,17 @@ class _Block:
     pruned and their gradients are masked after each step, except where nothing is pruned.
     """
 
-    def __init__(self, start: int, stop: int, weights, biases, masks, cfg: "TrainConfig"):
+    def __init__(self, start: int, stop: int, weights, biases, masks, impls: list[str], cfg: "TrainConfig"):
         self.start, self.stop = start, stop
         sl = slice(start, stop)
         wms = [(wm[sl], bm[sl]) for wm, bm in masks]
-        self.impls = layer_impls(wms, cfg.impl, weights[0].dtype)
+        self.impls = impls
         device, dtype = weights[0].device, weights[0].dtype
-        self.pnn = _native_nn() if "sparse" in self.impls else None
+        self.pnn = _native_nn() if "sparse" in impls else None
         values = self.pnn is not None and _native_serves(device)
+        # every layer on the values path of the CPU kernels: the whole step runs natively, network by network,
+        # and updates the parameters itself (no autograd, no gradient masks)
+        native = values and bool(impls) and all(i == "sparse" for i in impls) and native_stack.available(device, dtype)
         self.kinds: list[str] = []
         self.structures: dict[int, Any] = {}
         self.masks = wms
@@ -436,13 +449,13 @@ class _Block:
         self.grad_masks: list[tuple[int, Tensor]] = []  # (index into params, mask) where something is pruned
         for l, (w, b, (wm, bm)) in enumerate(zip(weights, biases, wms)):
             w = w[sl].detach()
-            if self.impls[l] == "sparse" and values:
+            if impls[l] == "sparse" and values:
                 st = self.pnn.mask_structure(wm)
                 self.structures[l] = st
                 self.kinds.append("values")
-                self.params.append(w.reshape(-1)[st.pos].clone().requires_grad_(True))
+                self.params.append(w.reshape(-1)[st.pos].clone().requires_grad_(not native))
             else:
-                transposed = self.impls[l] == "dense"
+                transposed = impls[l] == "dense"
                 self.kinds.append("dense" if transposed else "masked")
                 fw = wm.to(dtype)
                 if transposed:
@@ -452,17 +465,14 @@ class _Block:
                 if not bool(wm.all()):
                     self.grad_masks.append((len(self.params) - 1, fw))
             fb = bm.to(dtype)
-            self.params.append((b[sl].detach() * fb).requires_grad_(True))
-            if not bool(bm.all()):
+            self.params.append((b[sl].detach() * fb).requires_grad_(not native))
+            if not native and not bool(bm.all()):
                 self.grad_masks.append((len(self.params) - 1, fb))
-        # every layer on the values path of the CPU kernels: the whole step runs natively, network by network
         self.stack = None
-        if self.kinds and all(k == "values" for k in self.kinds) and native_stack.available(device, dtype):
-            self.params = [p.detach() for p in self.params]
+        if native:
             self.stack = native_stack.NativeStack(
                 [self.structures[l] for l in range(len(self.kinds))], self.params[0::2], self.params[1::2],
                 [None if bool(bm.all()) else bm for _, bm in wms], cfg)
-            self.grad_masks = []
 
     def forward(self, xb: Tensor) -> Tensor:
         """Outputs (stop - start, B, out); for a native stack, a leaf whose gradient `backward_step` takes.
@@ -503,28 +513,13 @@ class _Block:
         return out
 
 
-def _blocks(masks: LayerMasks, impl: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """A reordering of the stack and its blocks: networks with something pruned first, then those with nothing
-    pruned (dense baselines), so that each block takes its own path (one dense member would otherwise pull
-    every layer of a sparse stack onto the dense path)."""
-    M = masks[0][0].shape[0]
-    full = torch.ones(M, dtype=torch.bool, device=masks[0][0].device)
-    for wm, bm in masks:
-        full &= wm.reshape(M, -1).all(dim=1) & bm.reshape(M, -1).all(dim=1)
-    full_list = full.tolist()
-    pruned = [k for k in range(M) if not full_list[k]]
-    dense = [k for k in range(M) if full_list[k]]
-    if not pruned or not dense or impl in ("dense", "sparse"):
-        return list(range(M)), [(0, M)]
-    return pruned + dense, [(0, len(pruned)), (len(pruned), M)]
-
-
-def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, kind, fused, generators, progress, desc,
-                start):
-    """The epochs of `_train_impl` (arguments already checked). `fused`: the built-in loss of `kind`, which native
+def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kind, fused, generators, progress, desc):
+    """The epochs of `train` (arguments already checked). `fused`: the built-in loss of `kind`, which native
     stacks compute themselves (`plantseek.stack.NativeStack.train_step`)."""
+    start = time.perf_counter()
     device, dtype = weights[0].device, weights[0].dtype
-    order, spans = _blocks(masks, cfg.impl)
+    M, N = x.shape[0], x.shape[1]
+    order = plan.order
     if order != list(range(M)):
         idx = torch.tensor(order, device=device)
         weights = [w.index_select(0, idx) for w in weights]
@@ -533,7 +528,7 @@ def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, kin
         x, y = x.index_select(0, idx), y.index_select(0, idx)
         generators = [generators[k] for k in order]
         labels = [labels[k] for k in order]
-    blocks = [_Block(a, b, weights, biases, masks, cfg) for a, b in spans]
+    blocks = [_Block(a, b, weights, biases, masks, impls, cfg) for (a, b), impls in zip(plan.spans, plan.impls)]
     # parameters that autograd and torch's optimisers handle (native stacks update their own)
     torch_blocks = [blk for blk in blocks if blk.stack is None]
     stacks = [blk for blk in blocks if blk.stack is not None]
@@ -544,12 +539,6 @@ def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, kin
     masked = [(offsets[i] + k, m) for i, blk in enumerate(torch_blocks) for k, m in blk.grad_masks]
     masked_idx = [k for k, _ in masked]
     grad_masks = [m for _, m in masked]
-    leaves: list[Tensor] = []  # this step's native stack outputs, in the order of `stacks`
-
-    def fwd(xb: Tensor) -> Tensor:
-        outs = [blk.forward(xb if len(blocks) == 1 else xb[blk.start:blk.stop]) for blk in blocks]
-        leaves[:] = [o for o, blk in zip(outs, blocks) if blk.stack is not None]
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     # optimiser: torch's Adam (fused: 3.9x faster than the ~8 foreach passes on bench/bench_sweep.py's stack),
     # or the elementwise SGD step of `sgd_step_`
@@ -586,17 +575,17 @@ def _train_loop(weights, biases, masks, x, y, *, M, N, cfg, loss_of, labels, kin
                     parts, tracked = [], []
                     for blk in blocks:
                         sl = slice(blk.start, blk.stop)
-                        xk, yk = (xb, yb) if len(blocks) == 1 else (xb[sl], yb[sl])
                         if blk.stack is not None:
-                            parts.append(blk.stack.train_step(xk, yk, kind, lr, alive[sl]))
+                            parts.append(blk.stack.train_step(xb[sl], yb[sl], kind, lr, alive[sl]))
                         else:
-                            part = loss_of(blk.forward(xk), yk)
-                            parts.append(part)
-                            tracked.append(torch.where(alive[sl], part, torch.zeros_like(part)).sum())
+                            parts.append(loss_of(blk.forward(xb[sl]), yb[sl]))
+                            tracked.append(torch.where(alive[sl], parts[-1], torch.zeros_like(parts[-1])).sum())
                     losses = parts[0] if len(parts) == 1 else torch.cat(parts)
                     grads = list(torch.autograd.grad(sum(tracked), params)) if params else []
                 else:  # a caller's loss sees every output at once: the stacks' outputs are autograd leaves
-                    losses = loss_of(fwd(xb), yb)
+                    outs = [blk.forward(xb[blk.start:blk.stop]) for blk in blocks]
+                    leaves = [o for o, blk in zip(outs, blocks) if blk.stack is not None]
+                    losses = loss_of(outs[0] if len(outs) == 1 else torch.cat(outs), yb)
                     total = torch.where(alive, losses, torch.zeros_like(losses)).sum()
                     grads = list(torch.autograd.grad(total, params + leaves))
                     for blk, g in zip(stacks, grads[len(params):]):
@@ -677,10 +666,10 @@ class AdamState:
     def step(self, grads: list[Tensor], lr: float) -> None:
         """One step with `grads` (laid out as the parameters: the fused kernel walks both linearly)."""
         cfg = self.cfg
-        _functional_adam(self.params, [g.contiguous() for g in grads], self.exp_avg, self.exp_avg_sq, [],
-                              self.steps, foreach=None if self.fused else True, fused=True if self.fused else None,
-                              amsgrad=False, beta1=cfg.betas[0], beta2=cfg.betas[1], lr=lr,
-                              weight_decay=cfg.weight_decay, eps=cfg.eps, maximize=False)
+        _functional_adam(self.params, [g.contiguous() for g in grads], self.exp_avg, self.exp_avg_sq, [], self.steps,
+                         foreach=None if self.fused else True, fused=True if self.fused else None, amsgrad=False,
+                         beta1=cfg.betas[0], beta2=cfg.betas[1], lr=lr, weight_decay=cfg.weight_decay, eps=cfg.eps,
+                         maximize=False)
 
 
 @torch.no_grad()
