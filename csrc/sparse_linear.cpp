@@ -168,26 +168,11 @@ void sddmm_row(const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T*
     int64_t e = e0;
     if constexpr (NV <= 8) {  // whole groups of `lanes` entries share one reduction tree (registers allow it)
         constexpr int K = S::lanes;
-        for (; e + K <= e1; e += K) {
+        auto dots = [&](int count) {  // of entries e .. e + count - 1 (count <= K; the missing ones are zero)
             V acc[K];
 #pragma GCC unroll 16
             for (int k = 0; k < K; ++k) {
-                const T* x = xm + cols[e + k] * Bp;
-                acc[k] = gv[0] * S::load(x);
-#pragma GCC unroll 16
-                for (int q = 1; q < NV; ++q) acc[k] += gv[q] * S::load(x + q * S::lanes);
-            }
-            const V dots = S::sums(acc);
-            S::store(gvals + e, first ? dots : S::load(gvals + e) + dots);
-        }
-        // doubles: a partial group (zeros for the missing entries) beats one reduction per entry from 3 of 8
-        // entries on (19 tree operations against ~8 per entry); for floats' 16-entry tree it never did (measured)
-        const int rest = static_cast<int>(e1 - e);
-        if (sizeof(T) == 8 && rest >= 3) {
-            V acc[K];
-#pragma GCC unroll 16
-            for (int k = 0; k < K; ++k) {
-                if (k < rest) {
+                if (k < count) {
                     const T* x = xm + cols[e + k] * Bp;
                     acc[k] = gv[0] * S::load(x);
 #pragma GCC unroll 16
@@ -196,8 +181,18 @@ void sddmm_row(const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T*
                     acc[k] = S::splat(T(0));
                 }
             }
-            const V dots = S::sums(acc);
-            for (int k = 0; k < rest; ++k) gvals[e + k] = first ? dots[k] : gvals[e + k] + dots[k];
+            return S::sums(acc);
+        };
+        for (; e + K <= e1; e += K) {
+            const V d = dots(K);
+            S::store(gvals + e, first ? d : S::load(gvals + e) + d);
+        }
+        // doubles: a partial group beats one reduction per entry from 3 of 8 entries on (19 tree operations
+        // against ~8 per entry); for floats' 16-entry tree it never did (measured)
+        const int rest = static_cast<int>(e1 - e);
+        if (sizeof(T) == 8 && rest >= 3) {
+            const V d = dots(rest);
+            for (int k = 0; k < rest; ++k) gvals[e + k] = first ? d[k] : gvals[e + k] + d[k];
             e = e1;
         }
     }

@@ -78,9 +78,11 @@ SparseStack<T>::SparseStack(std::vector<StackLayer> layers, std::vector<StackPar
         throw std::invalid_argument("SparseStack needs one parameter set per layer and at least one layer");
     width_.push_back(layers_[0].csr.n_cols);
     for (const auto& layer : layers_) width_.push_back(layer.csr.n_rows);
+    n_max_ = *std::max_element(width_.begin(), width_.end());
     acts_.resize(width_.size());
     for (size_t l = 0; l < layers_.size(); ++l) {
         const int64_t nnz = layers_[l].csr.indptr[M_ * layers_[l].csr.n_rows];
+        nnz_ += nnz;
         const int64_t nb = M_ * layers_[l].csr.n_rows;
         state_.emplace_back(static_cast<size_t>(nnz), T(0));
         state_.emplace_back(static_cast<size_t>(opt_.adam ? nnz : 0), T(0));
@@ -100,13 +102,19 @@ void SparseStack<T>::prepare(int64_t B) {
 }
 
 template <class T>
+void SparseStack<T>::begin_step(double lr) {
+    ready_ = false;
+    ++steps_;
+    lr_ = lr;
+    step_size_ = lr / (1.0 - std::pow(opt_.beta1, static_cast<double>(steps_)));
+    bc2_sqrt_ = std::sqrt(1.0 - std::pow(opt_.beta2, static_cast<double>(steps_)));
+}
+
+template <class T>
 int SparseStack<T>::workers(int n_threads, int64_t passes) {
-    int64_t nnz = 0;
-    for (const auto& layer : layers_) nnz += layer.csr.indptr[M_ * layer.csr.n_rows];
     const int threads = resolve_threads(n_threads);
-    const bool across = threads > 1 && M_ > 1 && passes * nnz * Bp_ > kParallelWork;
-    const int64_t n_max = *std::max_element(width_.begin(), width_.end());
-    const size_t work_size = static_cast<size_t>(2 * n_max * Bp_ + n_max);
+    const bool across = threads > 1 && M_ > 1 && passes * nnz_ * Bp_ > kParallelWork;
+    const size_t work_size = static_cast<size_t>(2 * n_max_ * Bp_ + n_max_);
     work_.resize(across ? threads : 1);
     for (auto& w : work_)
         if (w.size() < work_size) w.resize(work_size);
@@ -139,13 +147,11 @@ void SparseStack<T>::forward_one(int64_t m, const T* x, int inner) {
 template <class T>
 void SparseStack<T>::backward_one(int64_t m, T* work, int inner) {
     const int64_t B = B_, Bp = Bp_, L = static_cast<int64_t>(layers_.size());
-    const int64_t n_max = *std::max_element(width_.begin(), width_.end());
     const StepConstants c{opt_.adam, lr_, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay, opt_.momentum,
-                          lr_ / (1.0 - std::pow(opt_.beta1, static_cast<double>(steps_))),
-                          std::sqrt(1.0 - std::pow(opt_.beta2, static_cast<double>(steps_))), steps_ == 1};
+                          step_size_, bc2_sqrt_, steps_ == 1};
     T* ga = work;  // holds the gradient at the outputs (n_out, Bp) on entry
-    T* gb = work + n_max * Bp;
-    T* gbias = work + 2 * n_max * Bp;
+    T* gb = work + n_max_ * Bp;
+    T* gbias = work + 2 * n_max_ * Bp;
     for (int64_t l = L - 1; l >= 0; --l) {
         const int64_t n_in = width_[l], n_out = width_[l + 1];
         const StackLayer& layer = layers_[l];
@@ -215,9 +221,7 @@ void SparseStack<T>::forward(const T* x, int64_t B, T* out, int n_threads) {
 template <class T>
 void SparseStack<T>::backward_step(const T* gout, double lr, int n_threads) {
     if (!ready_) throw std::logic_error("backward_step needs the outputs of a forward pass first");
-    ready_ = false;
-    ++steps_;
-    lr_ = lr;
+    begin_step(lr);
     const int64_t L = static_cast<int64_t>(layers_.size());
     each_network(workers(n_threads, 2), n_threads, [&](int64_t m, int inner, T* work) {
         to_feature_major<T>(gout + m * B_ * width_[L], 1, B_, width_[L], Bp_, work, 1);
@@ -229,9 +233,7 @@ template <class T>
 void SparseStack<T>::train_step(const T* x, int64_t B, const int64_t* labels, const T* targets,
                                 const uint8_t* alive, double lr, T* losses, int n_threads) {
     prepare(B);
-    ready_ = false;
-    ++steps_;
-    lr_ = lr;
+    begin_step(lr);
     each_network(workers(n_threads, 3), n_threads, [&](int64_t m, int inner, T* work) {
         forward_one(m, x, inner);
         losses[m] = loss_one(m, labels, targets, alive == nullptr || alive[m] != 0, work);

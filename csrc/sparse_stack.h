@@ -96,6 +96,7 @@ public:
 
 private:
     void prepare(int64_t B);                         // sizes the activations for batch B
+    void begin_step(double lr);                      // counts the step and its optimiser constants
     int workers(int n_threads, int64_t passes);      // networks run in parallel on this many threads
     template <class F>
     void each_network(int workers, int n_threads, F&& body);  // body(m, inner threads, work buffer)
@@ -112,8 +113,9 @@ private:
     std::vector<std::vector<T>> state_;
     std::vector<std::vector<T>> gvals_;  // per layer (nnz,), written and consumed network by network
     std::vector<AlignedVector<T>> work_;  // per thread: two gradient buffers (max n, Bp) and the bias gradient
+    int64_t nnz_ = 0, n_max_ = 0;  // kept weights of all layers and networks; the widest layer
     int64_t B_ = 0, Bp_ = 0, steps_ = 0;
-    double lr_ = 0.0;
+    double lr_ = 0.0, step_size_ = 0.0, bc2_sqrt_ = 1.0;  // this step's learning rate and Adam's corrections
     bool ready_ = false;  // a forward has run since the last step
 };
 
