@@ -33,16 +33,16 @@ class NativeStack:
 
     def __init__(self, structures: Sequence[pnn.CsrStructure], vals: Sequence[Tensor], biases: Sequence[Tensor],
                  bias_masks: Sequence[Tensor | None], cfg) -> None:
-        ext = native.cpu_module()
-        if ext is None or not hasattr(ext, "SparseStack"):
-            raise RuntimeError("the native CPU module with SparseStack is not available (see `plantseek info`)")
+        if not available("cpu", vals[0].dtype):
+            raise RuntimeError(f"the native CPU module with SparseStack does not serve {vals[0].dtype} here "
+                               "(see `plantseek info`)")
         for name, ts in (("vals", vals), ("biases", biases)):
             for l, t in enumerate(ts):
                 if t.device.type != "cpu" or not t.is_contiguous():
                     raise ValueError(f"{name}[{l}] must be a contiguous CPU tensor")
         self.vals, self.biases = list(vals), list(biases)
         self._masks = [None if m is None else m.to(vals[0].dtype).contiguous() for m in bias_masks]
-        self._stack = ext.SparseStack(
+        self._stack = native.cpu_module().SparseStack(
             [pnn.native_pattern(s) for s in structures], [v.detach().numpy() for v in vals],
             [b.detach().numpy() for b in biases], [None if m is None else m.numpy() for m in self._masks],
             optimizer=cfg.optimizer, beta1=cfg.betas[0], beta2=cfg.betas[1], eps=cfg.eps,

@@ -241,8 +241,7 @@ def run_chunk(
 
     if not injected:
         batch_fn = _default_oom_batch_fn()
-    explicit_single = single_fn is not None
-    if single_fn is None:
+    if single_fn is None:  # through the batch function when there is one: an OOM comes back as such
         single_fn = _default_single_fn() if batch_fn is None else (lambda **kw: batch_fn([kw])[0])
 
     def run_single(i: int) -> None:
@@ -258,22 +257,7 @@ def run_chunk(
     def run_batch(part: list[int]) -> list[int]:
         """Run `part` together; record what finished; return the runs that ran out of memory."""
         if batch_fn is None or len(part) == 1:
-            if batch_fn is not None and not explicit_single:  # through the batch function: OOM seen as such
-                started = time.time()
-                try:
-                    res = list(batch_fn([kwargs[part[0]]]))[0]
-                except Exception as exc:
-                    res = exc
-                finished = time.time()
-                if isinstance(res, BaseException):
-                    record(part[0], "failed", error=_error_text(res), started=started, finished=finished)
-                else:
-                    try:
-                        record(part[0], "ok", metrics=_metrics_of(res), started=started, finished=finished)
-                    except Exception as exc:
-                        record(part[0], "failed", error=_error_text(exc), started=started, finished=finished)
-            else:
-                run_single(part[0])
+            run_single(part[0])
             return []
         started = time.time()
         try:
@@ -429,6 +413,7 @@ class DaskExecutor(Executor):
         return f"dask ({self.scheduler})"
 
     gpus: list[str] | None = None  # set by _client when each local worker is pinned to one GPU
+    visible_gpus: list[str] | None = None  # GPUs to pin local workers to (dask-local's `gpus`), else all visible
 
     def _client(self, device: str | None = None):
         try:
@@ -436,9 +421,9 @@ class DaskExecutor(Executor):
         except ImportError:
             raise ValueError("the Dask executors need dask.distributed: pip install 'plantseek[distributed]'") from None
         if self.local:
-            if _wants_cuda(device) or getattr(self, "visible_gpus", None) is not None:
+            if _wants_cuda(device) or self.visible_gpus is not None:
                 cluster = gpu_cluster(self.workers, threads_per_worker=self.threads_per_worker,
-                                      gpus=getattr(self, "visible_gpus", None))
+                                      gpus=self.visible_gpus)
                 self.gpus = list(cluster.plantseek_gpus)
                 self.workers = len(self.gpus)
                 return Client(cluster), cluster
