@@ -819,16 +819,11 @@ public:
                 expect_shape(values, "targets", {M_, B, n_out_});
             }
             const uint8_t* alive_ptr = nullptr;
-            py::array_t<uint8_t> alive_arr;
+            py::array_t<bool> alive_arr;
             if (!alive.is_none()) {
-                if (!py::isinstance<py::array>(alive) ||
-                    !py::reinterpret_borrow<py::array>(alive).dtype().is(py::dtype::of<bool>()))
-                    throw py::type_error("alive must be None or a bool numpy array");
-                auto a = py::reinterpret_borrow<py::array>(alive);
-                if (!(a.flags() & py::array::c_style)) throw py::value_error("alive must be C-contiguous");
-                expect_shape(a, "alive", {M_});
-                alive_ptr = static_cast<const uint8_t*>(a.data());
-                alive_arr = py::reinterpret_borrow<py::array_t<uint8_t>>(a);
+                alive_arr = expect_array<bool>(alive, "alive");
+                expect_shape(alive_arr, "alive", {M_});
+                alive_ptr = reinterpret_cast<const uint8_t*>(alive_arr.data());
             }
             py::array_t<T> losses(M_);
             {
