@@ -126,3 +126,92 @@ def test_recovery_and_densities_of_conv_masks():
     assert flat["recall_layer_0"] == pytest.approx(2 / 3) and not flat["ticket_survived"]
     d = metrics.densities(found, ticket)
     assert d["layer_density_0"] == pytest.approx(1 / 18) and d["ticket_layer_density_1"] == 0.0
+
+
+# --------------------------------------------------------------------------------------------- functional recall
+
+
+def _relu_net_and_inputs():
+    import plantseek
+    net = plantseek.plant("relu", width=20, depth=3, seed=0)
+    x = torch.linspace(-1, 1, 301, dtype=torch.float64)[:, None]
+    return net, x
+
+
+def _other_path(net, output_sign: float):
+    """Host neurons k0, k1 off the ticket's path with W0[k0, 0] > 0, W1[k1, k0] > 0 and an output weight
+    W2[0, k1] of sign `output_sign`."""
+    (t0,), (t1,) = net.neuron_map[0], net.neuron_map[1]
+    W0, W1, W2 = net.weights
+    for k1 in range(W1.shape[0]):
+        if k1 == t1 or W2[0, k1] * output_sign <= 0:
+            continue
+        for k0 in range(W0.shape[0]):
+            if k0 != t0 and W0[k0, 0] > 0 and W1[k1, k0] > 0:
+                return k0, k1
+    raise AssertionError("no such path in this host")
+
+
+def _keep_path(net, k0, k1):
+    mask = [(torch.zeros_like(w, dtype=torch.bool), torch.zeros_like(b, dtype=torch.bool))
+            for w, b in zip(net.weights, net.biases)]
+    mask[0][0][k0, 0] = mask[1][0][k1, k0] = mask[2][0][0, k1] = True
+    return mask
+
+
+def _measured(net, mask):
+    return ([w * wm for w, (wm, _) in zip(net.weights, mask)], [b * bm for b, (_, bm) in zip(net.biases, mask)])
+
+
+def test_functional_recall_sees_another_positive_path():
+    net, x = _relu_net_and_inputs()
+    mask = _keep_path(net, *_other_path(net, +1.0))
+    W, B = _measured(net, mask)
+    assert metrics.recovery(mask, net.ticket_mask)["recall"] == 0.0
+    fr = metrics.functional_recall(W, B, net.ticket.weights, net.ticket.biases, x)
+    assert fr["functional_recall"] == 1.0 and fr["recovered"] == fr["ticket_neurons"] == 3
+    assert [d["functional_recall"] for d in fr["layers"]] == [1.0, 1.0, 1.0]
+    flat = metrics.flat_functional_recall(W, B, net.ticket.weights, net.ticket.biases, x)
+    assert flat == {"functional_recall": 1.0, "functional_recall_layer_0": 1.0, "functional_recall_layer_1": 1.0,
+                    "functional_recall_layer_2": 1.0}
+
+
+def test_functional_recall_needs_a_positive_factor():
+    net, x = _relu_net_and_inputs()
+    W, B = _measured(net, _keep_path(net, *_other_path(net, -1.0)))  # output = -c ReLU(x): hidden layers only
+    fr = metrics.functional_recall(W, B, net.ticket.weights, net.ticket.biases, x)
+    assert [d["functional_recall"] for d in fr["layers"]] == [1.0, 1.0, 0.0]
+    assert fr["functional_recall"] == 2 / 3
+
+
+def test_functional_recall_of_the_ticket_mask_and_of_nothing():
+    import plantseek
+    for task, depth in (("relu", 3), ("circle", 3), ("helix", 2)):
+        net = plantseek.plant(task, width=40, depth=depth, seed=1)
+        x = torch.rand(1500, net.widths[0], generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+        W, B = _measured(net, net.ticket_mask)
+        full = metrics.functional_recall(W, B, net.ticket.weights, net.ticket.biases, x)
+        assert full["functional_recall"] == 1.0, task
+        assert full["ticket_neurons"] == sum(net.ticket.widths[1:]), task
+        # the host-sized ticket-masked form counts the same neurons (the others are zero there)
+        same = metrics.functional_recall([w.float() for w in W], [b.float() for b in B], W, B, x.float())
+        assert same["functional_recall"] == 1.0 and same["ticket_neurons"] == full["ticket_neurons"], task
+        none = metrics.functional_recall([w * 0 for w in W], [b * 0 for b in B], net.ticket.weights,
+                                         net.ticket.biases, x)
+        assert none["functional_recall"] == 0.0 and none["recovered"] == 0, task
+
+
+def test_functional_recall_subsamples_and_checks_its_arguments():
+    net, x = _relu_net_and_inputs()
+    W, B = _measured(net, net.ticket_mask)
+    a = metrics.functional_recall(W, B, net.ticket.weights, net.ticket.biases, x, max_points=7)
+    assert a["functional_recall"] == 1.0 and a["ticket_neurons"] == 3
+    # one point left: x = -1, where every ticket neuron is zero, so none is counted (and recall is 1)
+    one = metrics.functional_recall(W, B, net.ticket.weights, net.ticket.biases, x, max_points=1)
+    assert one["ticket_neurons"] == 0 and one["functional_recall"] == 1.0
+    with pytest.raises(ValueError, match="must agree"):
+        metrics.functional_recall(W[:2], B[:2], net.ticket.weights, net.ticket.biases, x)
+    with pytest.raises(ValueError, match="threshold"):
+        metrics.functional_recall(W, B, net.ticket.weights, net.ticket.biases, x, threshold=1.5)
+    with pytest.raises(ValueError, match="max_points"):
+        metrics.functional_recall(W, B, net.ticket.weights, net.ticket.biases, x, max_points=0)

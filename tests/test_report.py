@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import ast
 import base64
+import math
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 
 from plantseek.report import build_report
-from plantseek.report.data import prepare, settings, sparsest_match
+from plantseek.report.data import prepare, settings, sparsest_match, verdicts
+from plantseek.report.verdicts import MATCHES, NO_MATCH, UNDECIDED, compare, compare_runs, t_interval
 from plantseek.store import ResultStore, to_dataframe
 from plantseek.sweep import run_sweep
 from plantseek.sweep.fake import FakeSeeker
@@ -75,32 +79,159 @@ def test_report_writes_figures_and_a_self_contained_page(report):
 def test_sparsest_match_table(report):
     t = report.table
     assert set(t["protocol"]) == {"singleshot", "strong"}
+    v = report.verdicts
     row = t[(t["task"] == "circle") & (t["protocol"] == "singleshot") & (t["pruner"] == "synflow")].iloc[0]
-    assert row["metric"] == "accuracy" and row["ticket"] == pytest.approx(0.95)
-    # the fake synflow (knee at density 0.02) is within 0.02 of the ticket at 0.1 but not at 0.01
-    assert row["sparsest matching density"] == pytest.approx(0.1, rel=0.1)
-    assert row["x ticket density"] == pytest.approx(row["sparsest matching density"] / row["ticket density"])
+    assert row["metric"] == "accuracy" and row["planted ticket"] == pytest.approx(0.95)
+    # the reference is the singleshot oracle's own runs at density "ticket", not the untrained planted ticket
+    oracle = v[(v["task"] == "circle") & (v["protocol"] == "singleshot") & v["is_oracle"]]
+    assert len(oracle) == 1 and oracle.iloc[0]["density_key"] == "ticket"
+    assert row["oracle"] == pytest.approx(oracle.iloc[0]["mean"]) and row["oracle"] != pytest.approx(0.95)
+    assert row["oracle seeds"] == 2 and row["seeds"] == 2  # seed 2 failed
+    assert oracle.iloc[0]["verdict"] == "matches" and oracle.iloc[0]["d"] == 0  # paired with itself
+    # the fake random stays far below the oracle: every density is a clear miss
     rand = t[(t["task"] == "circle") & (t["protocol"] == "singleshot") & (t["pruner"] == "random")].iloc[0]
-    assert pd.isna(rand["sparsest matching density"])  # the fake random stays below 0.93 even when dense
-    relu = t[(t["task"] == "relu") & (t["pruner"] == "synflow")].iloc[0]
-    assert relu["metric"] == "loss" and relu["ticket"] == pytest.approx(1e-4)
+    assert pd.isna(rand["sparsest matching density"]) and "matches" not in rand["verdicts"].replace("not match", "")
+    # strong ran no oracle: no reference, every verdict undecided with the reason
+    strong = v[v["protocol"] == "strong"]
+    assert strong["reference"].isna().all() and set(strong["verdict"]) == {"undecided"}
+    assert set(strong["note"]) == {"no oracle rows for this protocol"}
+    relu = t[(t["task"] == "relu") & (t["pruner"] == "synflow") & (t["protocol"] == "singleshot")].iloc[0]
+    assert relu["metric"] == "loss" and relu["planted ticket"] == pytest.approx(1e-4)
+    assert relu["x ticket density"] == pytest.approx(relu["sparsest matching density"] / relu["ticket density"])
+    assert (report.html.parent / "verdicts.csv").exists() and (report.html.parent / "findings.csv").exists()
+
+
+def _rows(cells, task="circle", protocol="singleshot", metric="test_accuracy", **extra):
+    """Hand-made result rows: cells maps (pruner, density) to one value per seed (seed = position)."""
+    rows = []
+    for (pruner, density), values in cells.items():
+        for seed, value in enumerate(values):
+            if value is None:
+                continue
+            rows.append({"task": task, "pruner": pruner, "protocol": protocol, "density": density, "seed": seed,
+                         "depth": 2, "width": 10, "density_measured": 0.004 if density == "ticket" else density,
+                         metric: value, "ticket_" + metric: 0.95 if metric == "test_accuracy" else 1e-4,
+                         "status": "ok", **extra})
+    return rows
 
 
 def test_sparsest_match_rule_on_a_handmade_table():
-    rows = []
-    for d, accs in [(1.0, [0.96, 0.96]), (0.1, [0.95, 0.93]), (0.01, [0.90, 0.96])]:
-        for seed, acc in enumerate(accs):
-            rows.append({"task": "circle", "pruner": "p", "protocol": "singleshot", "density": d, "seed": seed,
-                         "depth": 2, "width": 10, "density_measured": d, "test_accuracy": acc,
-                         "ticket_test_accuracy": 0.95, "status": "ok"})
-    rows.append({**rows[0], "pruner": "ticket", "density": "ticket", "density_measured": 0.004})
-    df = prepare(pd.DataFrame(rows))
+    oracle = [0.95, 0.96, 0.955]
+    cells = {("ticket", "ticket"): oracle,
+             ("p", 1.0): [0.955, 0.96, 0.956],
+             ("p", 0.1): [0.945, 0.955, 0.948],  # 0.005 to 0.007 below the oracle, seed by seed
+             ("p", 0.01): [0.80, 0.82, 0.81]}   # clearly worse
+    df = prepare(pd.DataFrame(_rows(cells)))
     t = sparsest_match(df, acc_tol=0.02, config_cols=["depth", "width"])
     p = t[t["pruner"] == "p"].iloc[0]
-    assert p["sparsest matching density"] == pytest.approx(0.1)  # mean 0.94 >= 0.93; at 0.01 mean 0.93 >= 0.93
-    t2 = sparsest_match(df, acc_tol=0.005, config_cols=["depth", "width"])
+    assert p["oracle"] == pytest.approx(np.mean(oracle)) and p["planted ticket"] == pytest.approx(0.95)
+    assert p["sparsest matching density"] == pytest.approx(0.1)
+    assert p["next sparser density"] == pytest.approx(0.01) and p["next sparser verdict"] == "does not match"
+    assert p["verdicts"] == "1: matches; 0.1: matches; 0.01: does not match"
+    assert p["x ticket density"] == pytest.approx(0.1 / 0.004) and p["seeds"] == 3
+    # a tighter tolerance: at 0.1 the gap (0.0057 +- 0.002) is no longer within it
+    t2 = sparsest_match(df, acc_tol=0.004, config_cols=["depth", "width"])
     assert t2[t2["pruner"] == "p"].iloc[0]["sparsest matching density"] == pytest.approx(1.0)
-    assert p["ticket density"] == pytest.approx(0.004) and p["seeds"] == 2
+
+
+def test_reference_is_the_oracle_of_the_same_protocol_with_the_default_rescale():
+    rows = (_rows({("ticket", "ticket"): [0.97, 0.975, 0.972], ("p", 0.1): [0.96, 0.965, 0.962]})
+            + _rows({("ticket", "ticket"): [0.70, 0.72, 0.71]}, rescale="none")
+            + _rows({("ticket", "ticket"): [0.80, 0.82, 0.81], ("p", 0.1): [0.79, 0.81, 0.80]}, protocol="multishot"))
+    for r in rows:
+        r.setdefault("rescale", "fit" if r["protocol"] == "singleshot" else None)
+    df = prepare(pd.DataFrame(rows))
+    assert set(df["label"]) == {"ticket", "p", "ticket (rescale none)"}
+    (s,) = settings(df, ["depth", "width", "rescale"])  # rescale is a label, not a setting
+    v = verdicts(df, config_cols=["depth", "width", "rescale"])
+    ref = v.drop_duplicates("protocol").set_index("protocol")["reference"]
+    assert ref["singleshot"] == pytest.approx(0.972333, abs=1e-5)  # not the rescale="none" oracle
+    assert ref["multishot"] == pytest.approx(0.81)  # old rows without rescale: the default
+    none = v[v["pruner"] == "ticket (rescale none)"].iloc[0]
+    assert not none["is_oracle"] and none["verdict"] == "does not match"
+    assert set(v.loc[v["pruner"] == "p", "verdict"]) == {"matches"}
+    # only rescale="none" oracle rows: those are the reference
+    only_none = prepare(pd.DataFrame([r for r in rows if not (r["pruner"] == "ticket" and r["rescale"] == "fit")]))
+    v2 = verdicts(only_none, config_cols=["depth", "width", "rescale"])
+    assert v2[v2["protocol"] == "singleshot"].iloc[0]["reference"] == pytest.approx(0.71)
+    assert v2.loc[v2["pruner"] == "ticket (rescale none)", "is_oracle"].all()
+
+
+def test_verdict_clear_match_and_clear_miss():
+    oracle = pd.Series([0.955, 0.958, 0.953, 0.957], index=[10, 11, 12, 13])
+    hit = compare(pd.Series([0.95, 0.96, 0.955, 0.952]), oracle, metric="test_accuracy", tol=0.02)
+    assert hit.test == "Welch t" and hit.verdict == MATCHES and hit.upper <= 0.02
+    miss = compare(pd.Series([0.80, 0.81, 0.79]), oracle, metric="test_accuracy", tol=0.02)
+    assert miss.verdict == NO_MATCH and miss.lower > 0.02 and miss.d == pytest.approx(0.95575 - 0.80)
+    # losses compare as log ratios: 1.1x the oracle is within 2x, 5x is not
+    ref = pd.Series([1e-4, 2e-4, 1.5e-4])
+    near = compare(ref * 1.1, ref, metric="test_loss", tol=math.log(2))
+    assert near.test == "paired t" and near.d == pytest.approx(math.log(1.1)) and near.verdict == MATCHES
+    assert compare(ref * 5, ref, metric="test_loss", tol=math.log(2)).verdict == NO_MATCH
+
+
+def test_verdict_undecided_with_two_seeds_or_fewer():
+    two = compare(pd.Series([0.93, 0.96]), pd.Series([0.95, 0.955], index=[5, 6]), metric="test_accuracy", tol=0.02)
+    # Welch with 2 + 2 seeds: d = 0.0075, but the one-sided bounds are wide
+    assert two.verdict == UNDECIDED and two.lower < 0.02 < two.upper and two.d == pytest.approx(0.0075)
+    one = compare(pd.Series([0.5]), pd.Series([0.95, 0.955]), metric="test_accuracy", tol=0.02)
+    assert one.verdict == UNDECIDED and math.isnan(one.upper) and one.d == pytest.approx(0.4525)
+
+
+def test_verdict_pairs_runs_by_seed():
+    # seeds differ a lot (each seed is its own planted network) but the pruner is 0.01 below the oracle on
+    # each: paired it matches; the same numbers on different seeds (Welch) cannot tell
+    oracle = pd.Series([0.90, 0.95, 0.99])
+    pruner = pd.Series([0.889, 0.941, 0.980])
+    paired = compare(pruner, oracle, metric="test_accuracy", tol=0.02)
+    assert paired.test == "paired t" and paired.verdict == MATCHES
+    diffs = (oracle - pruner).to_numpy()
+    half = 2.919985580355516 * diffs.std(ddof=1) / math.sqrt(3)  # t(0.95, 2)
+    assert paired.upper == pytest.approx(diffs.mean() + half) and paired.lower == pytest.approx(diffs.mean() - half)
+    welch = compare(pruner.set_axis([3, 4, 5]), oracle, metric="test_accuracy", tol=0.02)
+    assert welch.test == "Welch t" and welch.verdict == UNDECIDED
+    # compare_runs averages repeated runs of a seed and pairs on the seed column
+    runs = pd.DataFrame({"seed": [0, 1, 2], "test_accuracy": pruner})
+    ref = pd.DataFrame({"seed": [2, 1, 0], "test_accuracy": oracle[::-1].to_numpy()})
+    assert compare_runs(runs, ref, "test_accuracy", 0.02).upper == pytest.approx(paired.upper)
+
+
+def test_t_interval_is_students():
+    mean, lo, hi, n = t_interval([1.0, 2.0, 4.0])
+    assert n == 3 and mean == pytest.approx(7 / 3)
+    assert hi - mean == pytest.approx(4.302652729911275 * np.std([1, 2, 4], ddof=1) / math.sqrt(3))
+    g, glo, ghi, _ = t_interval([1e-4, 1e-2], log=True)
+    assert g == pytest.approx(1e-3) and glo * ghi == pytest.approx(1e-6)  # symmetric on the log scale
+    assert t_interval([0.3])[1:3] == (0.3, 0.3) and math.isnan(t_interval([])[0])
+
+
+def test_performance_figure_draws_the_t_interval_and_the_oracle():
+    from matplotlib.collections import PolyCollection
+
+    from plantseek.report.figures import colors_for, performance_figure
+
+    values = {1.0: [0.96, 0.95, 0.97], 0.5: [0.90, 0.80, 0.95], 0.1: [0.60, 0.62, 0.61]}
+    cells = {("p", d): v for d, v in values.items()}
+    cells[("ticket", "ticket")] = [0.97, 0.98, 0.975]
+    df = prepare(pd.DataFrame(_rows(cells)))
+    (s,) = settings(df, ["depth", "width"])
+    fig = performance_figure(s, colors_for(df["label"]))
+    ax = fig.axes[0]
+    (band,) = [c for c in ax.collections if isinstance(c, PolyCollection) and len(c.get_paths())]
+    y = band.get_paths()[0].vertices[:, 1]
+    spread = np.std(values[0.5], ddof=1)
+    t_half = 4.302652729911275 * spread / math.sqrt(3)
+    assert y.max() == pytest.approx(np.mean(values[0.5]) + t_half)  # the widest point of the band
+    assert y.max() != pytest.approx(np.mean(values[0.5]) + spread)  # not +-1 std
+    assert "95% Student t confidence interval" in fig._suptitle.get_text()
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "band: 95% Student t confidence interval over seeds" in legend
+    assert "ticket oracle, this protocol (reference)" in legend and "planted ticket, untrained" in legend
+    # the oracle is the reference marker, not a curve of its own
+    assert "ticket" not in legend
+    dotted = [l for l in ax.get_lines() if l.get_linestyle() == ":"]
+    assert any(np.allclose(l.get_ydata(), 0.975) for l in dotted)
+    plt.close(fig)
 
 
 def test_settings_split_on_varying_configuration(db):

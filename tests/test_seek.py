@@ -48,6 +48,29 @@ def test_metrics_keys_and_values():
     json.dumps({k: v for k, v in r.config.items()})  # the config is JSON-friendly
 
 
+def test_functional_recall_in_every_run():
+    m = seek(pruner="synflow", density=0.2, **FAST).metrics
+    keys = ["functional_recall"] + [f"functional_recall_layer_{l}" for l in range(3)]
+    assert all(0.0 <= m[k] <= 1.0 for k in keys), {k: m.get(k) for k in keys}
+    # the ticket under strong keeps its planted values: every ticket neuron is computed again
+    t = seek(**{**FAST, "task": "relu", "dense_baseline": False}, pruner="ticket", density="ticket",
+             protocol="strong").metrics
+    assert [t[k] for k in keys] == [1.0] * 4 and t["recall"] == 1.0
+    # the ticket's weights without its first layer: positional recall 2/3, but the network computes nothing
+    class SkipFirst(ScorePruner):
+        name = "skip-first"
+
+        def scores(self, net, data, generator, mask):
+            out = [(tw.double(), tb.double()) for tw, tb in net.ticket_mask]
+            out[0] = (torch.full_like(out[0][0], -1.0), torch.full_like(out[0][1], -1.0))
+            return out
+
+    n_params = plantseek.plant("relu", width=FAST["width"], depth=FAST["depth"], seed=0).n_params
+    s = seek(**{**FAST, "task": "relu", "dense_baseline": False}, pruner=SkipFirst(), density=2 / n_params,
+             protocol="strong").metrics
+    assert s["recall"] == 2 / 3 and s["functional_recall"] == 0.0
+
+
 def test_regression_reports_rescaled_loss():
     m = seek(**{**FAST, "task": "relu"}, pruner="magnitude", density=0.5).metrics
     assert "test_loss_rescaled" in m and "test_accuracy" not in m
@@ -141,6 +164,56 @@ def test_bad_density(density):
         seek(pruner="random", density=density, **FAST)
 
 
+@pytest.mark.parametrize("key", ["prune_bias", "dense_baseline", "progress"])
+@pytest.mark.parametrize("value", ["no", "false", 0, 1, None])
+def test_booleans_take_only_true_or_false(key, value):
+    with pytest.raises(ValueError, match=rf"{key} must be True or False, got {value!r}"):
+        _mod().normalize(dict(FAST, pruner="random", **{key: value}))
+    res = seek_batch([dict(FAST, pruner="random", density=0.1, **{key: value})])
+    assert isinstance(res[0], ValueError) and key in str(res[0])
+    assert _mod().normalize(dict(FAST, pruner="random", **{key: False}))[key] is False
+
+
+@pytest.mark.parametrize("task, noise", [("circle", 1.5), ("circle", float("nan")), ("circle", -0.1),
+                                         ("relu", float("inf")), ("relu", float("nan")), ("helix", "0.1")])
+def test_bad_noise_names_the_task_and_the_range(task, noise):
+    with pytest.raises(ValueError, match=rf"task '{task}': noise must be .*got {noise!r}"):
+        seek(pruner="random", density=0.1, **{**FAST, "task": task, "noise": noise})
+    assert _mod().normalize(dict(FAST, task="relu", pruner="random", noise=1.5))["noise"] == 1.5
+
+
+def test_density_ticket_in_any_case_and_one_that_keeps_nothing():
+    for spelling in ("Ticket", "TICKET", " ticket "):
+        assert _mod().normalize(dict(FAST, pruner="random", density=spelling))["density"] == "ticket"
+    with pytest.raises(ValueError, match=r"density must be a number in \(0, 1\] or 'ticket', got '0.1'"):
+        _mod().normalize(dict(FAST, pruner="random", density="0.1"))
+    for pruner in ("magnitude", "ticket"):  # circle, depth 3, width 20: 564 parameters
+        with pytest.raises(ValueError, match=r"density 1e-12 keeps none of the 564 prunable parameters.*\(1/564\)"):
+            seek(pruner=pruner, density=1e-12, protocol="multishot", **FAST)
+
+
+def test_user_pruner_keeping_the_wrong_count_fails_the_run():
+    class KeepsAll(pruners.Pruner):
+        def prune(self, net, data, density, **kw):
+            return [(torch.ones(w.shape, dtype=torch.bool), torch.ones(b.shape, dtype=torch.bool))
+                    for w, b in zip(net.weights, net.biases)]
+
+    for protocol in ("singleshot", "strong"):
+        with pytest.raises(ValueError, match=r"pruner 'KeepsAll' kept 564 of 564 .*expected exactly 56 "):
+            seek(pruner=KeepsAll(), density=0.1, protocol=protocol, dense_baseline=False, **FAST)
+
+
+def test_cli_density_follows_the_one_rule():
+    import argparse
+
+    from plantseek.seek_commands import parse_density
+
+    assert parse_density("Ticket") == "ticket" and parse_density("0.25") == 0.25
+    for bad in ("nan", "0", "1.5", "half"):
+        with pytest.raises(argparse.ArgumentTypeError, match="density"):
+            parse_density(bad)
+
+
 def test_bad_names_and_devices():
     with pytest.raises(ValueError, match=r"unknown pruner 'nope'; available: .*synflow"):
         seek(pruner="nope", density=0.1, **FAST)
@@ -213,7 +286,7 @@ def test_cli_seek_and_pruners(tmp_path, capsys):
                  "--pruner-option", "iterations=1", "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "test_loss" in text and "recall_layer" in text
+    assert "test_loss" in text and "recall_layer" in text and "functional_recall" in text
     data = json.loads(out.read_text())
     assert data["config"]["pruner_options"] == {"iterations": 1} and "test_loss" in data["metrics"]
     assert main(["pruners"]) == 0

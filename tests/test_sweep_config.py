@@ -150,6 +150,12 @@ def test_duplicates_are_dropped():
     ('dtype = "float16"', ["'dtype'", "float32, float64"]),
     ('learning_rate = 0.1', ["unknown key 'learning_rate'", "allowed keys", "densities"]),
     ('densities = []', ["'densities'", "empty"]),
+    ('prune_bias = "no"', ["'prune_bias'", "'no'", "true, false"]),
+    ('dense_baseline = ["false"]', ["'dense_baseline'", "'false'", "true, false"]),
+    ('densities = [0.1, 1e-12]', ["'density'", "'circle'", "keeps none of the 1144", "(1/1144)"]),
+    ('noise = 1.5', ["'noise'", "task 'circle'", "[0, 1]", "1.5"]),
+    ('noise = -0.1', ["'noise'", "task 'circle'", "-0.1"]),
+    ('noise = nan', ["'noise'", "nan"]),
 ])
 def test_validation_errors_name_the_key_and_the_allowed_values(bad, words):
     lines = [ln for ln in ISSUE_EXAMPLE.strip().splitlines()]
@@ -161,6 +167,22 @@ def test_validation_errors_name_the_key_and_the_allowed_values(bad, words):
     assert msg.startswith("bad.toml: [sweep]")
     for w in words:
         assert w in msg, msg
+
+
+def test_density_ticket_in_any_case_is_the_same_run():
+    lower = parse_sweep(ISSUE_EXAMPLE)
+    text = ISSUE_EXAMPLE.replace('0.01, "ticket"]', '0.01, "Ticket"]')
+    assert '"Ticket"' in text
+    upper = parse_sweep(text)
+    assert [r.key for r in upper.runs] == [r.key for r in lower.runs]
+    assert {r.density for r in upper.runs} == {0.1, 0.01, "ticket"}
+
+
+def test_booleans_and_regression_noise_that_are_fine():
+    sweep = parse_sweep(ISSUE_EXAMPLE + 'prune_bias = false\ndense_baseline = [true, false]\n')
+    assert {(r.options["prune_bias"], r.options["dense_baseline"]) for r in sweep.runs} == {(False, True), (False, False)}
+    relu = parse_sweep(ISSUE_EXAMPLE.replace('tasks = ["circle", "relu"]', 'tasks = ["relu"]') + "noise = 1.5\n")
+    assert {r.options["noise"] for r in relu.runs} == {1.5}  # a standard deviation for regression
 
 
 def test_structural_errors():

@@ -68,3 +68,23 @@ def test_bad_data_arguments():
         task.data(train_fraction=1.5)
     with pytest.raises(ValueError, match="noise"):
         task.data(noise=-1)
+
+
+@pytest.mark.parametrize("name", ["circle", "digits", "cifar10"])
+@pytest.mark.parametrize("noise", [1.5, -0.1, float("nan"), float("inf"), True, "0.1"])
+def test_classification_noise_is_a_flip_probability(name, noise):
+    task = tasks.get(name)
+    with pytest.raises(ValueError, match=rf"task '{name}': noise must be a number in \[0, 1\] \(the probability"):
+        task.check_noise(noise)
+    with pytest.raises(ValueError, match=rf"task '{name}': noise"):  # the data generators go through it
+        task.data(n=100, noise=noise, seed=0)
+    assert task.check_noise(1) == 1.0 and task.check_noise(0) == 0.0
+
+
+@pytest.mark.parametrize("name", ["relu", "helix"])
+@pytest.mark.parametrize("noise", [-1.0, float("nan"), float("inf"), False])
+def test_regression_noise_is_a_finite_standard_deviation(name, noise):
+    task = tasks.get(name)
+    with pytest.raises(ValueError, match=rf"task '{name}': noise must be a finite number >= 0 \(the standard deviation"):
+        task.data(n=100, noise=noise, seed=0)
+    assert task.check_noise(1.5) == 1.5

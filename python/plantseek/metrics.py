@@ -13,6 +13,11 @@ Recovery of a found mask F against the ticket mask T, per layer (weights and bia
 ``f1 = 2 p r / (p + r)`` (0 when p + r = 0), ``jaccard = |F & T| / |F | T|`` (1 when both are empty).
 The ``weight_*`` entries count weights only. ``ticket_survived`` is True when every ticket parameter is kept.
 
+Functional recall (`functional_recall`, from weights and inputs rather than masks) sees equivalent tickets:
+a ticket neuron counts as recovered when a neuron of the same layer of the found network has the same
+activations on the test inputs up to a positive factor (cosine similarity >= 0.99). A host holds other
+tickets (for relu any path of positive weights is one), and positional recall calls such a find a miss.
+
 Connectivity: inputs are sources, and so is every neuron whose bias is kept. A neuron is *forward-live*
 when a source reaches it through kept weights and *backward-live* when it reaches an output through kept
 weights (outputs are backward-live). A kept weight (j, i) is *effective* when input i is forward-live and
@@ -268,4 +273,94 @@ def densities(mask: Mask, ticket_mask: Mask) -> dict:
     for l, ((wm, _), (twm, _)) in enumerate(zip(mask, ticket_mask)):
         out[f"layer_density_{l}"] = int(wm.sum()) / wm.numel()
         out[f"ticket_layer_density_{l}"] = int(twm.sum()) / twm.numel()
+    return out
+
+
+# --------------------------------------------------------------------------------------------- functional recall
+
+FUNCTIONAL_THRESHOLD = 0.99  # cosine similarity that counts as "the same activations up to a positive factor"
+FUNCTIONAL_MAX_POINTS = 1000
+
+
+def layer_activations(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                      x: torch.Tensor) -> list[torch.Tensor]:
+    """Each layer's activations (N, width) of an MLP on inputs x (N, in): post-ReLU for the hidden layers, the
+    network outputs (pre-activation) for the last."""
+    out, h = [], x
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        h = torch.nn.functional.linear(h, w, b)
+        if l < len(weights) - 1:
+            h = torch.relu(h)
+        out.append(h)
+    return out
+
+
+def _unit_columns(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Columns scaled to unit norm (zero columns stay zero) and which columns are nonzero."""
+    norms = a.norm(dim=0)
+    nonzero = norms > 0
+    return a / torch.where(nonzero, norms, torch.ones_like(norms)), nonzero
+
+
+def functional_recall(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                      ticket_weights: Sequence[torch.Tensor], ticket_biases: Sequence[torch.Tensor],
+                      x: torch.Tensor, *, threshold: float = FUNCTIONAL_THRESHOLD,
+                      max_points: int = FUNCTIONAL_MAX_POINTS) -> dict:
+    """Fraction of the ticket's neurons that the found network computes, up to a positive factor.
+
+    `weights`/`biases`: the found network as measured (zero where pruned; trained for weak protocols).
+    `ticket_weights`/`ticket_biases`: the ticket (its own `Ticket.weights`, or the host masked by the ticket
+    mask: both give each ticket neuron up to a positive factor). A ticket neuron of layer l is recovered when
+    some neuron of layer l of the found network has activations on `x` whose cosine similarity with the
+    ticket neuron's is >= `threshold` (post-ReLU for hidden layers, outputs for the last layer; a zero vector
+    matches nothing). Ticket neurons that are zero on every input are left out of the count (they compute
+    nothing there; so the host-sized masked form counts only ticket neurons). At most `max_points` inputs
+    are used: evenly spaced rows of `x`, so the choice is deterministic. One matmul of normalised
+    activations per layer, on the found weights' device in their dtype (at least float32).
+
+    Returns ``functional_recall`` (recovered / counted over all layers; 1 when nothing is counted),
+    ``recovered``, ``ticket_neurons`` and ``layers``: one such dict per layer.
+    """
+    if len(weights) != len(ticket_weights) or len(biases) != len(weights) or len(ticket_biases) != len(ticket_weights):
+        raise ValueError(f"the found network has {len(weights)} weight and {len(biases)} bias layers, the ticket "
+                         f"{len(ticket_weights)} and {len(ticket_biases)}: they must agree")
+    if weights[0].shape[1] != ticket_weights[0].shape[1] or weights[-1].shape[0] != ticket_weights[-1].shape[0]:
+        raise ValueError(f"found network maps {weights[0].shape[1]} -> {weights[-1].shape[0]}, the ticket "
+                         f"{ticket_weights[0].shape[1]} -> {ticket_weights[-1].shape[0]}")
+    if not (0.0 < float(threshold) <= 1.0):
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    if isinstance(max_points, bool) or int(max_points) < 1:
+        raise ValueError(f"max_points must be an integer >= 1, got {max_points!r}")
+    n = x.shape[0]
+    if n > max_points:
+        x = x[torch.arange(int(max_points), device=x.device) * n // int(max_points)]
+    device, dtype = weights[0].device, torch.promote_types(weights[0].dtype, torch.float32)
+    with torch.no_grad():
+        found = layer_activations([w.detach().to(device, dtype) for w in weights],
+                                  [b.detach().to(device, dtype) for b in biases], x.detach().to(device, dtype))
+        tdev = ticket_weights[0].device
+        ticket = layer_activations([w.detach().to(tdev, torch.float64) for w in ticket_weights],
+                                   [b.detach().to(tdev, torch.float64) for b in ticket_biases],
+                                   x.detach().to(tdev, torch.float64))
+        layers = []
+        for f, t in zip(found, ticket):
+            t_unit, t_live = _unit_columns(t.to(device))
+            t_unit = t_unit[:, t_live].to(dtype)
+            f_unit, _ = _unit_columns(f)
+            counted = int(t_unit.shape[1])
+            hit = int(((t_unit.T @ f_unit) >= threshold).any(dim=1).sum()) if counted and f.shape[1] else 0
+            layers.append({"functional_recall": _ratio(hit, counted, 1.0), "recovered": hit, "ticket_neurons": counted})
+    hit, counted = sum(d["recovered"] for d in layers), sum(d["ticket_neurons"] for d in layers)
+    return {"functional_recall": _ratio(hit, counted, 1.0), "recovered": hit, "ticket_neurons": counted,
+            "layers": layers}
+
+
+def flat_functional_recall(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                           ticket_weights: Sequence[torch.Tensor], ticket_biases: Sequence[torch.Tensor],
+                           x: torch.Tensor) -> dict:
+    """`functional_recall` as the flat keys of results: ``functional_recall`` and
+    ``functional_recall_layer_{l}``."""
+    fr = functional_recall(weights, biases, ticket_weights, ticket_biases, x)
+    out = {"functional_recall": float(fr["functional_recall"])}
+    out.update({f"functional_recall_layer_{l}": float(d["functional_recall"]) for l, d in enumerate(fr["layers"])})
     return out

@@ -10,6 +10,9 @@ ticket's own; 10 000 samples with a 90/10 split and noise 0.01; 40 pruning sampl
 - multishot (weak tickets): the same pruners, 10 rounds of 5 epochs with rewinding, then 10 epochs; 10 seeds.
 - strong (mask only): edge-popup and edge-popup with annealed density (SGD lr 0.1, momentum 0.9, weight decay
   5e-4, cosine schedule, batch 32, 10 epochs), and the pruners above scored the same way (as the paper did).
+- weak protocols train after the function-preserving rescale (``rescale = "fit"``, `plantseek.rescale`);
+  the paper's protocol (``rescale = "none"``) runs beside it: for every weak pruner at ``full`` scale, for the
+  ticket oracle at ``small`` scale, so that both readings are in the report.
 - extras (``full`` only): circle at depth 5 (paper depth 6) and width 1000; SynFlow with 100 rounds; label
   and target noise 0, 0.001, 0.1.
 
@@ -47,9 +50,9 @@ SCALES: dict[str, dict[str, Any]] = {
         "depths": [4],
         "width": 100,
         "samples": 5_000,
-        "singleshot": {"seeds": 2, "epochs": 10},
-        "multishot": {"seeds": 2, "epochs": 5, "rounds": 4, "round_epochs": 1},
-        "strong": {"seeds": 2, "epochs": 10},
+        "singleshot": {"seeds": 5, "epochs": 10},
+        "multishot": {"seeds": 5, "epochs": 5, "rounds": 4, "round_epochs": 1},
+        "strong": {"seeds": 5, "epochs": 10},
         "extras": False,
     },
 }
@@ -85,11 +88,19 @@ def _table(header: str, items: dict[str, Any], comment: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _experiment(parts: list[str], items: dict[str, Any], comment: str = "") -> None:
-    """An experiment, and beside it the ticket oracle under the same settings at the ticket's density."""
+def _experiment(parts: list[str], items: dict[str, Any], comment: str = "", paper_protocol: str = "") -> None:
+    """An experiment, and beside it the ticket oracle under the same settings at the ticket's density.
+
+    Weak experiments also run the paper's protocol (``rescale = "none"``): for the oracle only
+    (``paper_protocol="oracle"``, the small scale) or for every pruner (``"all"``, the full scale)."""
     parts.append(_table("[[experiment]]", items, comment))
     oracle = {**items, "name": items["name"] + "-ticket", "pruners": ["ticket"], "densities": ["ticket"]}
     parts.append(_table("[[experiment]]", oracle))
+    if paper_protocol == "all":
+        parts.append(_table("[[experiment]]", {**items, "name": items["name"] + "-paper-protocol", "rescale": "none"},
+                            "The same, under the paper's protocol (no rescale before training)."))
+    if paper_protocol in ("all", "oracle"):
+        parts.append(_table("[[experiment]]", {**oracle, "name": oracle["name"] + "-paper-protocol", "rescale": "none"}))
 
 
 def paper_sweep_toml(scale: str = "small") -> str:
@@ -111,12 +122,14 @@ def paper_sweep_toml(scale: str = "small") -> str:
         }),
     ]
     ss, ms, st = s["singleshot"], s["multishot"], s["strong"]
+    paper = "all" if s["extras"] else "oracle"
     _experiment(parts, {
         "name": "singleshot", "protocol": "singleshot", "pruners": WEAK_PRUNERS, **ss, **WEAK_TRAINING,
-    }, "Weak tickets, pruned once at initialisation, then trained (Adam).")
+    }, "Weak tickets, pruned once at initialisation, then trained (Adam) after the function-preserving rescale.",
+        paper)
     _experiment(parts, {
         "name": "multishot", "protocol": "multishot", "pruners": WEAK_PRUNERS, **ms, **WEAK_TRAINING,
-    }, "Weak tickets, rounds of train / prune to density^(r/R) / rewind; magnitude + multishot is IMP.")
+    }, "Weak tickets, rounds of train / prune to density^(r/R) / rewind; magnitude + multishot is IMP.", paper)
     _experiment(parts, {
         "name": "strong", "protocol": "strong", "pruners": STRONG_PRUNERS, **st,
     }, "Strong tickets: a mask only; outputs read through a scale fitted on training data. Edge-popup trains its\n"

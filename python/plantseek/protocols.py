@@ -26,6 +26,9 @@ import torch
 
 from . import train as _train
 from .masks import Mask, check_mask
+from .pruners.base import check_density, default_scope
+from .pruners.selection import kept_count, prunable_count
+from .rescale import Rescale, check_mode, fit_factors, positive_factors
 
 Tensor = torch.Tensor
 
@@ -68,7 +71,11 @@ class Settings:
     rounds: int = 10
     round_epochs: int = 5
     impl: str = "auto"
+    rescale: str = "fit"  # "fit": the function-preserving rescale before each weak training phase; "none": the paper's
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        check_mode(self.rescale)
 
     def train_config(self, epochs: int) -> _train.TrainConfig:
         return _train.TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
@@ -84,20 +91,63 @@ def prune_run(run: Run, density: float, mask: Mask | None = None) -> Mask:
         kwargs["scope"] = run.scope
     if mask is not None:
         kwargs["mask"] = mask
+    density = check_density(density, run.net, scope=_scope_of(run), prune_bias=run.prune_bias)
     new = run.pruner.prune(run.net, run.data, density, **kwargs)
-    return _checked(run, new, mask)
+    return _checked(run, new, mask, density)
 
 
-def _checked(run: Run, new, mask: Mask | None) -> Mask:
-    """A pruner's answer as a validated mask on the run's device, nested in `mask` when given."""
+def _checked(run: Run, new, mask: Mask | None, density: float) -> Mask:
+    """A pruner's answer as a validated mask on the run's device, nested in `mask` when given, keeping exactly
+    what `density` asks for (unless the pruner says ``exact = False``): nothing silently wrong is stored."""
     new = [tuple(p) for p in new]
-    name = getattr(run.pruner, "name", type(run.pruner).__name__)
+    name = getattr(run.pruner, "name", None) or type(run.pruner).__name__
     check_mask(new, run.net.weights, run.net.biases, name=f"the mask of pruner {name!r}")
-    dev = run.net.device
-    new = [(wm.to(dev), bm.to(dev)) for wm, bm in new]
+    _check_device(new, run.net.device, name)
     if mask is not None:  # nested, whatever the pruner did
         new = [(wm & om, bm & obm) for (wm, bm), (om, obm) in zip(new, mask)]
+    if getattr(run.pruner, "exact", True):
+        _check_count(new, mask, float(density), _scope_of(run), run.prune_bias, name)
     return new
+
+
+def _scope_of(run: Run) -> str:
+    """The scope the run's pruner prunes in: the run's, else the default of the pruner's `prune`."""
+    return run.scope if run.scope is not None else default_scope(run.pruner)
+
+
+def _device_of(device) -> torch.device:
+    d = torch.device(device)
+    return torch.device("cuda", torch.cuda.current_device()) if d.type == "cuda" and d.index is None else d
+
+
+def _check_device(mask: Mask, device, name: str) -> None:
+    want = _device_of(device)
+    for i, (wm, bm) in enumerate(mask):
+        for t in (wm, bm):
+            if _device_of(t.device) != want:
+                raise ValueError(f"pruner {name!r} returned its layer {i} mask on {t.device}, the network is on {device}")
+
+
+def _check_count(mask: Mask, previous: Mask | None, density: float, scope: str, prune_bias: bool, name: str) -> None:
+    """ValueError unless `mask` keeps kept_count(density, n) in each scope group (nested in `previous`) and,
+    with prune_bias=False, every bias that `previous` keeps."""
+    if not prune_bias:
+        for i, (_, bm) in enumerate(mask):
+            if not bool(bm.all() if previous is None else torch.equal(bm, previous[i][1])):
+                raise ValueError(f"pruner {name!r} pruned biases of layer {i} although prune_bias=False (biases "
+                                 f"are not prunable then and must all be kept)")
+    groups = [mask] if scope == "global" else [[pair] for pair in mask]
+    for i, group in enumerate(groups):
+        kept, total = prunable_count(group, prune_bias)
+        want = kept_count(density, total)
+        if kept != want:
+            where = "" if scope == "global" else f" in layer {i}"
+            nested = " (within the previous mask)" if previous is not None else ""
+            raise ValueError(
+                f"pruner {name!r} kept {kept} of {total} prunable parameters{where}{nested} at density {density:g}, "
+                f"expected exactly {want} = round(density x {total}) (scope={scope!r}, prune_bias={prune_bias}); a "
+                f"pruner that keeps another count must say so with the class attribute exact = False"
+            )
 
 
 def full_mask(net) -> Mask:
@@ -107,12 +157,19 @@ def full_mask(net) -> Mask:
 
 def train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: int, desc: str = "train",
                start: list[tuple[list[Tensor], list[Tensor]]] | None = None) -> None:
-    """Train the runs together from their planted weights (or `start`), setting `weights`/`biases` or `error`."""
+    """Train the runs together from their planted weights (or `start`), setting `weights`/`biases` or `error`.
+
+    With ``settings.rescale == "fit"`` each run starts from its masked network rescaled by the rule of
+    `plantseek.rescale` (fitted on its training data); the run's `extra["rescale"]` keeps the `Rescale` (None
+    when skipped) so that pruners can score the trained network in its planted parametrisation.
+    """
     if not runs:
         return
     t0 = time.perf_counter()
     if start is None:
         start = [(r.net.weights, r.net.biases) for r in runs]
+    if settings.rescale == "fit":
+        start = [rescaled_start(r, m, w, b, settings.task.kind) for r, m, (w, b) in zip(runs, masks, start)]
     W, B = _train.stack_params(start)
     M = _train.stack_masks(masks)
     x = torch.stack([r.data.x_train for r in runs])
@@ -128,6 +185,34 @@ def train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: i
         else:
             r.weights, r.biases = _train.unstack(res.weights, res.biases, k)
             r.extra["train_loss"] = res.train_loss[k]
+
+
+def rescaled_start(run: Run, mask: Mask, weights: list[Tensor], biases: list[Tensor],
+                   kind: str) -> tuple[list[Tensor], list[Tensor]]:
+    """The masked network `weights`/`biases` under `mask`, rescaled by the fitted rule (unchanged when the rule
+    skips it); records the `Rescale` (or None) in ``run.extra["rescale"]`` and its g in ``rescale_factor``."""
+    Wm = [w * wm.to(w.dtype) for w, (wm, _) in zip(weights, mask)]
+    Bm = [b * bm.to(b.dtype) for b, (_, bm) in zip(biases, mask)]
+    out = _train.evaluate_outputs([w.unsqueeze(0) for w in Wm], [b.unsqueeze(0) for b in Bm],
+                                  run.data.x_train.unsqueeze(0))[0]
+    c = fit_factors(out, run.data.y_train, kind)
+    if c is None:
+        run.extra["rescale"] = None
+        run.extra["rescale_factor"] = 1.0
+        return list(weights), list(biases)
+    rs = Rescale.from_factors(c, [w.shape[0] for w in weights])
+    run.extra["rescale"] = rs
+    run.extra["rescale_factor"] = rs.g
+    return rs.apply(weights, biases)
+
+
+def planted_parametrisation(run: Run) -> tuple[list[Tensor], list[Tensor]]:
+    """The run's trained weights with its last rescale divided out: the network a pruner scores (it computes
+    the same function up to the output factors, and biases rank against weights as in the planted network)."""
+    rs = run.extra.get("rescale")
+    if rs is None:
+        return list(run.weights), list(run.biases)
+    return rs.divide_out(run.weights, run.biases)
 
 
 def train_with_dense(live: list[Run], masks: list[Mask], dense: list[Run], settings: Settings, epochs: int,
@@ -174,7 +259,7 @@ def _pruned(runs: list[Run], density_of: Callable[[Run], float], masks: dict[int
                         r.error = m
                         continue
                     try:
-                        r.mask = _checked(r, m, None if masks is None else masks[k])
+                        r.mask = _checked(r, m, None if masks is None else masks[k], density_of(r))
                     except Exception as exc:  # noqa: BLE001
                         r.error = exc
                 continue
@@ -274,7 +359,8 @@ class MultiShot(Protocol):
             for r in live:
                 t0 = time.perf_counter()
                 net0 = planted[id(r)]
-                trained = replace(net0, weights=list(r.weights), biases=list(r.biases))
+                tw, tb = planted_parametrisation(r)
+                trained = replace(net0, weights=tw, biases=tb)
                 try:
                     r.net = trained  # the pruner scores the trained weights
                     r.mask = prune_run(r, r.density ** (rnd / R), r.mask)
@@ -306,11 +392,14 @@ class Strong(Protocol):
 # ------------------------------------------------------------------------------------------------ fitted scales
 
 def fit_regression_scale(outputs: Tensor, targets: Tensor) -> Tensor:
-    """Per-output least-squares factors c_k = <o_k, y_k> / <o_k, o_k> (0 where an output is identically 0).
+    """Per-output positive factors (`plantseek.rescale.positive_factors`: the least-squares factor where it is
+    positive, else the ratio of RMS values; 0 where an output is identically 0). A ReLU network cannot flip a
+    sign by rescaling, so neither may its read-out.
 
-    outputs, targets: (N, K). Returns (K,) on the outputs' device.
+    outputs, targets: (N, K). Returns (K,) on the outputs' device and dtype.
     """
-    return _train.least_squares_factor(outputs, targets, dim=0)
+    c = positive_factors(outputs, targets)
+    return torch.nan_to_num(c, nan=0.0).to(device=outputs.device, dtype=outputs.dtype)
 
 
 def fit_temperature(logits: Tensor, labels: Tensor, iterations: int = 100) -> float:

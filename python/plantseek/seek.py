@@ -19,9 +19,13 @@ Metrics (flat keys): test_loss, test_accuracy (classification), test_loss_rescal
 least-squares factor fitted on the test outputs, the paper's evaluation), test_loss_planted_scale and
 output_scale_fitted (strong), ticket_test_loss/ticket_test_accuracy (the planted ticket itself),
 dense_test_loss/dense_test_accuracy (the dense host trained for ``epochs`` epochs with the same optimiser,
-cached per configuration), requested_density, density (achieved, biases included), weight_density,
+cached per configuration; it trains ``epochs`` epochs from the planted weights, under multishot the same
+budget as every pruned run's final phase, whose rounds end in a rewind), rescale_factor (g of the last weak
+training phase's rescale, 1 when the rule skipped it; absent with rescale="none"), requested_density, density (achieved, biases included), weight_density,
 ticket_density, effective_density, dead_neurons, layer_collapse, precision/recall/f1/jaccard overall and per
-layer (``recall_layer_{i}`` ...), ticket_survived, layer_density_{i} and ticket_layer_density_{i} (kept
+layer (``recall_layer_{i}`` ...), functional_recall and functional_recall_layer_{i} (ticket neurons whose
+activations on the test inputs some found neuron of the same layer computes up to a positive factor; see
+`plantseek.metrics.functional_recall`), ticket_survived, layer_density_{i} and ticket_layer_density_{i} (kept
 fraction of the weights of layer i), train_time_s (wall time of this run; batched work is shared equally),
 hiding_median_percentile.
 """
@@ -44,18 +48,21 @@ from . import tasks as _tasks
 from . import train as _train
 from .device import resolve_device, resolve_dtype
 from .masks import Mask
-from .pruners.base import check_density
+from .pruners.base import check_density, default_scope, parse_density
+from .rescale import check_mode as check_rescale
 
 DEFAULTS: dict[str, Any] = dict(
     task="circle", depth=4, width=100, pruner="synflow", density=0.1, protocol="singleshot", epochs=10, seed=0,
     device="auto", dtype="float32", lr=1e-3, batch_size=32, optimizer="adam", rounds=10, round_epochs=5,
     scope=None, prune_bias=True, n_samples=10_000, noise=0.01, pruning_samples=40, init="he-scaled",
-    dense_baseline=True, progress=True, impl="auto", pruner_options=None,
+    dense_baseline=True, progress=True, impl="auto", pruner_options=None, rescale="fit",
 )
 
 # settings that must agree for runs to be trained together
 GROUP_KEYS = ("task", "depth", "width", "protocol", "epochs", "dtype", "device", "lr", "batch_size", "optimizer",
-              "rounds", "round_epochs", "n_samples", "impl")
+              "rounds", "round_epochs", "n_samples", "impl", "rescale")
+# options that take only True or False (prune_bias, dense_baseline, progress)
+BOOLEAN_KEYS = tuple(k for k, v in DEFAULTS.items() if isinstance(v, bool))
 
 
 @dataclass
@@ -106,11 +113,11 @@ def make_pruner(pruner: Any, options: dict | None = None, pruning_samples: int |
     return _pruners.get(pruner, **opts)
 
 
-def _check_density(density: Any) -> float | str:
-    """The pruners' density check, keeping "ticket" symbolic until the planted network exists."""
-    if isinstance(density, str) and density.strip().lower() == "ticket":
-        return "ticket"
-    return check_density(density)
+def check_bool(name: str, value: Any) -> bool:
+    """A boolean option: only True or False (a string such as "no" is truthy and would silently mean True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -141,7 +148,7 @@ def normalize(kwargs: dict) -> dict:
         cfg["width"] = [_positive_int("width", v) for v in w]
     else:
         cfg["width"] = _positive_int("width", w)
-    cfg["density"] = _check_density(cfg["density"])
+    cfg["density"] = parse_density(cfg["density"])  # "ticket" stays symbolic until the planted network exists
     cfg["epochs"] = _positive_int("epochs", cfg["epochs"], 0)
     cfg["seed"] = _positive_int("seed", cfg["seed"], 0)
     cfg["batch_size"] = _positive_int("batch_size", cfg["batch_size"])
@@ -153,16 +160,16 @@ def normalize(kwargs: dict) -> dict:
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     cfg["lr"] = float(lr)
-    if float(cfg["noise"]) < 0:
-        raise ValueError(f"noise must be >= 0, got {cfg['noise']!r}")
-    cfg["noise"] = float(cfg["noise"])
+    cfg["noise"] = task.check_noise(cfg["noise"])
     if cfg["scope"] is not None and cfg["scope"] not in ("global", "layer"):
         raise ValueError(f"scope must be 'global', 'layer' or None (the pruner's default), got {cfg['scope']!r}")
     if cfg["optimizer"] not in ("adam", "sgd"):
         raise ValueError(f"unknown optimizer {cfg['optimizer']!r}; available: adam, sgd")
     if cfg["impl"] not in ("auto", "dense", "sparse"):
         raise ValueError(f"unknown impl {cfg['impl']!r}; available: auto, dense, sparse")
-    cfg["prune_bias"] = bool(cfg["prune_bias"])
+    cfg["rescale"] = check_rescale(cfg["rescale"])
+    for key in BOOLEAN_KEYS:
+        cfg[key] = check_bool(key, cfg[key])
     dev = resolve_device(cfg["device"])
     cfg["device"] = str(dev)
     cfg["dtype"] = str(resolve_dtype(cfg["dtype"])).replace("torch.", "")
@@ -252,7 +259,7 @@ def _ticket_metrics(cfg: dict, net, data) -> dict:
 
 def _dense_key(cfg: dict) -> tuple:
     return (cfg["task"], cfg["depth"], _width_key(cfg["width"]), cfg["seed"], cfg["init"], cfg["n_samples"], cfg["noise"],
-            cfg["epochs"], cfg["lr"], cfg["batch_size"], cfg["optimizer"], cfg["dtype"], cfg["device"])
+            cfg["epochs"], cfg["lr"], cfg["batch_size"], cfg["optimizer"], cfg["dtype"], cfg["device"], cfg["rescale"])
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -329,6 +336,8 @@ def _make_run(cfg: dict, device: torch.device, dtype: torch.dtype):
         density = float(net.ticket_density if cfg["prune_bias"] else net.ticket_weight_density)
     else:
         density = float(cfg["density"])
+    # a density that keeps nothing is refused before any training (multishot would reach it in its last round)
+    check_density(density, net_cpu, scope=cfg["scope"] or default_scope(cfg["pruner_obj"]), prune_bias=cfg["prune_bias"])
     run = _protocols.Run(
         label=_label(cfg), net=net, data=data, pruner=cfg["pruner_obj"], density=density, scope=cfg["scope"],
         prune_bias=cfg["prune_bias"],
@@ -346,7 +355,7 @@ def _run_group(cfgs: list[dict]) -> list[SeekResult | BaseException]:
     proto = _protocols.get(c0["protocol"])
     settings = _protocols.Settings(
         task=task, epochs=c0["epochs"], batch_size=c0["batch_size"], lr=c0["lr"], optimizer=c0["optimizer"],
-        rounds=c0["rounds"], round_epochs=c0["round_epochs"], impl=c0["impl"],
+        rounds=c0["rounds"], round_epochs=c0["round_epochs"], impl=c0["impl"], rescale=c0["rescale"],
         progress=any(c["progress"] for c in cfgs),
     )
     results: list[SeekResult | BaseException | None] = [None] * len(cfgs)
@@ -397,11 +406,15 @@ def _run_group(cfgs: list[dict]) -> list[SeekResult | BaseException]:
             m.update(tickets[i])
             if cfg["dense_baseline"]:
                 m.update(_DENSE.get(_dense_key(cfg), {}))
+                m["dense_epochs"] = cfg["epochs"]  # the final-phase budget of every protocol (multishot rewinds)
             m["requested_density"] = r.density
             m.update(mask_metrics(r.mask, r.net))
+            m.update(_metrics.flat_functional_recall(r.weights, r.biases, r.net.ticket.weights, r.net.ticket.biases,
+                                                     r.data.x_test))
             m["hiding_median_percentile"] = float(r.net.hiding.get("median_percentile", float("nan")))
-            if "train_loss" in r.extra:
-                m["train_loss"] = r.extra["train_loss"]
+            for key in ("train_loss", "rescale_factor"):
+                if key in r.extra:
+                    m[key] = r.extra[key]
             m["output_scale"] = float(r.net.output_scale)
             r.time_s += time.perf_counter() - t0
             m["train_time_s"] = r.time_s
@@ -499,6 +512,7 @@ def seek(
     progress: bool = True,
     impl: str = "auto",
     pruner_options: dict | None = None,
+    rescale: str = "fit",
 ) -> SeekResult:
     """Plant, prune, train (or not: strong) and measure one configuration; raises on failure.
 
@@ -508,7 +522,8 @@ def seek(
     lr=1e-3, batch_size=32, optimizer="adam", rounds=10, round_epochs=5, scope=None (the pruner's default;
     "global" or "layer"), prune_bias=True, n_samples=10000, noise=0.01, pruning_samples=40 (for pruners that
     score on data), init="he-scaled", dense_baseline=True, progress=True, impl="auto" ("dense", "sparse"),
-    pruner_options=None (with a pruner name).
+    pruner_options=None (with a pruner name), rescale="fit" (the function-preserving rescale before each weak
+    training phase, `plantseek.rescale`; "none" is the paper's protocol).
     """
     kwargs = dict(locals())
     res = seek_batch([kwargs])[0]

@@ -12,10 +12,10 @@ HEADLINE = [
     "test_loss", "test_accuracy", "test_loss_rescaled", "test_loss_planted_scale", "output_scale_fitted",
     "ticket_test_loss", "ticket_test_accuracy", "dense_test_loss", "dense_test_accuracy",
     "requested_density", "density", "weight_density", "ticket_density", "effective_density",
-    "recall", "precision", "f1", "jaccard", "ticket_survived", "dead_neurons", "layer_collapse",
+    "recall", "functional_recall", "precision", "f1", "jaccard", "ticket_survived", "dead_neurons", "layer_collapse",
     "hiding_median_percentile", "train_time_s",
 ]
-LAYER_COLUMNS = ["layer_density", "ticket_layer_density", "recall_layer", "precision_layer"]
+LAYER_COLUMNS = ["layer_density", "ticket_layer_density", "recall_layer", "functional_recall_layer", "precision_layer"]
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -44,12 +44,17 @@ def parse_width(text: str) -> int | list[int]:
 
 
 def parse_density(text: str) -> float | str:
-    if text.strip().lower() == "ticket":
-        return "ticket"
+    """--density: the text as a number when it is one, then the one rule `plantseek.pruners.parse_density`."""
+    from .pruners.base import parse_density as rule
+
     try:
-        return float(text)
+        value: float | str = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"density must be a number in (0, 1] or 'ticket', got {text!r}") from None
+        value = text
+    try:
+        return rule(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _fmt(v: Any) -> str:
@@ -118,6 +123,9 @@ class SeekCommand:
         p.add_argument("--noise", type=float, default=0.01)
         p.add_argument("--pruning-samples", type=int, default=40)
         p.add_argument("--impl", choices=["auto", "dense", "sparse"], default="auto", help="masked layer implementation")
+        p.add_argument("--rescale", choices=["fit", "none"], default="fit",
+                       help="weak protocols: 'fit' rescales each masked network to its fitted output scale before "
+                            "training (function-preserving); 'none' is the paper's protocol")
         p.add_argument("--no-dense", action="store_true", help="skip the dense-host baseline")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument("--json", metavar="PATH", help="also write config and metrics as JSON")
@@ -132,7 +140,7 @@ class SeekCommand:
             pruner_options=options or None, density=args.density, protocol=args.protocol, epochs=args.epochs,
             seed=args.seed, device=args.device, dtype=args.dtype, lr=args.lr, batch_size=args.batch_size,
             rounds=args.rounds, round_epochs=args.round_epochs, scope=args.scope, prune_bias=not args.no_prune_bias,
-            n_samples=args.n_samples, noise=args.noise, pruning_samples=args.pruning_samples, impl=args.impl,
+            n_samples=args.n_samples, noise=args.noise, pruning_samples=args.pruning_samples, impl=args.impl, rescale=args.rescale,
             dense_baseline=not args.no_dense, progress=not args.no_progress,
         )
         c = res.config

@@ -401,7 +401,8 @@ BOOKKEEPING = ("status", "error", "key", "version", "device", "duration_s", "bat
 _FIRST_METRICS = ("density_measured", "requested_density", "weight_density", "effective_density", "ticket_density",
                   "test_accuracy", "test_loss", "test_loss_rescaled", "test_loss_planted_scale",
                   "output_scale_fitted", "ticket_test_accuracy", "ticket_test_loss", "dense_test_accuracy",
-                  "dense_test_loss", "recall", "precision", "f1", "jaccard", "ticket_survived", "layer_collapse")
+                  "dense_test_loss", "recall", "functional_recall", "precision", "f1", "jaccard", "ticket_survived",
+                  "layer_collapse")
 
 
 def _metric_order(name: str):
@@ -469,6 +470,7 @@ def summary_table(df):
     df["ok"] = df["status"] == "ok"
     agg = {"runs": ("status", "size"), "failed": ("ok", lambda s: int((~s).sum()))}
     for col, name in (("test_accuracy", "accuracy"), ("test_loss", "loss"), ("recall", "recall"),
+                      ("functional_recall", "functional_recall"),
                       ("density" + COLLISION_SUFFIX, "density_kept")):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")

@@ -119,10 +119,14 @@ def test_scale_free_loss():
     o = torch.randn(32, 3, generator=g, dtype=torch.float64)
     y = torch.randn(32, 3, generator=g, dtype=torch.float64)
     loss = edge_popup.scale_free_loss(o, y)
-    # invariant to a positive (or any nonzero) per-output rescaling of the outputs: no softmax, no fixed scale
+    # invariant to a positive per-output rescaling of the outputs: no softmax, no fixed scale
     assert float(edge_popup.scale_free_loss(o * torch.tensor([1e-3, 5.0, 2.0], dtype=torch.float64), y)) == pytest.approx(float(loss), rel=1e-10)
-    c = (o * y).sum(0) / (o * o).sum(0)
+    # the strong read-out's positive factor: least squares where positive, else the ratio of RMS values
+    ls = (o * y).sum(0) / (o * o).sum(0)
+    c = torch.where(ls > 0, ls, (y * y).sum(0).sqrt() / (o * o).sum(0).sqrt())
     assert float(loss) == pytest.approx(float(((o * c - y) ** 2).mean()), rel=1e-12)
+    y1 = y[:, :1]  # an anti-correlated output: no sign flip rescues it (factor rms(y)/rms(o) = 1 here)
+    assert float(edge_popup.scale_free_loss(-y1, y1)) == pytest.approx(4 * float((y1 * y1).mean()), rel=1e-12)
     labels = torch.randint(0, 3, (32,), generator=g)
     assert float(edge_popup.scale_free_loss(o, labels)) == pytest.approx(float(torch.nn.functional.cross_entropy(o, labels)))
 

@@ -217,3 +217,49 @@ def test_synflow_native_rounds_equal_the_generic_rounds(small_circle, scope, pru
         fast = p.prune(net, data, 0.03, scope=scope, prune_bias=prune_bias, mask=mask)
         slow = pruners.ScorePruner.prune(p, net, data, 0.03, scope=scope, prune_bias=prune_bias, mask=mask)
         assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(fast, slow))
+
+
+def _options(name):
+    return {"epochs": 1, "batch_size": 64} if name.startswith("edge-popup") else {}
+
+
+@pytest.mark.parametrize("name", pruners.available())
+@pytest.mark.parametrize("scope", [None, "global", "layer"])
+@pytest.mark.parametrize("prune_bias", [True, False])
+def test_every_registered_pruner_passes_the_protocols_mask_check(name, scope, prune_bias, small_circle):
+    """`protocols.prune_run` refuses masks that are not exact; every registered pruner passes it, nested too."""
+    from plantseek import protocols
+
+    net, data = small_circle
+    run = protocols.Run(label="t", net=net, data=data, pruner=pruners.get(name, **_options(name)), scope=scope,
+                        prune_bias=prune_bias, prune_generator=torch.Generator().manual_seed(0))
+    outer = protocols.prune_run(run, 0.5)
+    inner = protocols.prune_run(run, 0.1, outer)
+    assert all(bool((wm & ~ow).sum() == 0) for (wm, _), (ow, _) in zip(inner, outer))
+
+
+def test_edge_popup_batched_path_passes_the_mask_check(monkeypatch):
+    """prune_many's masks go through the same check (and the batched path does not fall back to one by one)."""
+    import plantseek
+    from plantseek import protocols, tasks
+
+    p = pruners.get("edge-popup", epochs=1, batch_size=64)
+    runs = [protocols.Run(label=f"s{s}", net=plantseek.plant("circle", width=20, depth=3, seed=s),
+                          data=tasks.get("circle").data(300, 0.01, s), pruner=p, prune_bias=pb,
+                          prune_generator=torch.Generator().manual_seed(s))
+            for s, pb in ((0, True), (1, True))]
+    monkeypatch.setattr(type(p), "prune", lambda *a, **k: pytest.fail("fell back to one by one"))
+    protocols._pruned(runs, lambda r: 0.1)
+    for r in runs:
+        assert r.ok, r.error
+        assert _counted(r.mask, "layer", True) == _expected(r.net, 0.1, "layer", True)
+
+    class Loose(type(p)):  # a batched pruner whose masks keep too much is caught too
+        def prune_many(self, nets, *a, **k):
+            return [[(torch.ones_like(w, dtype=torch.bool), torch.ones_like(b, dtype=torch.bool))
+                     for w, b in zip(n.weights, n.biases)] for n in nets]
+
+    bad = [protocols.Run(label=r.label, net=r.net, data=r.data, pruner=Loose(epochs=1)) for r in runs]
+    protocols._pruned(bad, lambda r: 0.1)
+    assert all(isinstance(r.error, ValueError) and "pruner 'edge-popup' kept" in str(r.error)
+               and "expected exactly" in str(r.error) for r in bad)

@@ -125,3 +125,26 @@ def test_asking_for_more_than_the_current_mask_keeps(small_circle):
     m = pruners.get("magnitude").prune(net, data, 0.2)
     with pytest.raises(ValueError, match="never come back"):
         pruners.get("magnitude").prune(net, data, 0.5, mask=m)
+
+
+@pytest.mark.parametrize("name", pruners.available())
+def test_a_density_that_keeps_nothing_names_the_smallest_that_keeps_one(name, small_circle):
+    net, data = small_circle  # 772 parameters, 720 weights
+    opts = {"epochs": 1} if name.startswith("edge-popup") else {}
+    with pytest.raises(ValueError, match=r"density 1e-12 keeps none of the 772 prunable parameters.*\(1/772\)"):
+        pruners.get(name, **opts).prune(net, data, 1e-12, scope="global")
+    with pytest.raises(ValueError, match=r"keeps none of the 720 .*\(1/720\)"):
+        pruners.get(name, **opts).prune(net, data, 1e-12, scope="global", prune_bias=False)
+    with pytest.raises(ValueError, match=r"no prunable parameter in any layer .*scope='layer'.*\(1/600\)"):
+        pruners.get(name, **opts).prune(net, data, 5e-4, scope="layer")
+
+
+def test_density_ticket_in_any_case(small_circle):
+    net, data = small_circle
+    ref = pruners.get("magnitude").prune(net, data, "ticket")
+    for spelling in ("Ticket", " TICKET "):
+        m = pruners.get("magnitude").prune(net, data, spelling)
+        assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(m, ref))
+    for bad in ("0.1", "tickets", "yes"):
+        with pytest.raises(ValueError, match=r"density must be a number in \(0, 1\] or 'ticket', got"):
+            pruners.parse_density(bad)

@@ -27,7 +27,10 @@ def _densities(text: str | None):
         part = part.strip()
         if not part:
             continue
-        out.append("ticket" if part.lower() == "ticket" else float(part))
+        try:
+            out.append(float(part))
+        except ValueError:
+            out.append(part)  # "ticket" in any case; density_grid applies the one rule
     return out
 
 

@@ -35,6 +35,7 @@ from .. import pruners as _pruners
 from .. import tasks as _tasks
 from ..device import resolve_device, resolve_dtype
 from ..masks import Mask
+from ..pruners.base import parse_density
 from . import models
 from .planting import ConvNetwork, PlantedModule, plant_state_dict
 
@@ -226,13 +227,10 @@ def density_grid(ticket_density: float, densities: Sequence[float | str] | None)
         return ["ticket"] + [d for d in DEFAULT_GRID if d > ticket_density]
     out: list[float | str] = []
     for d in densities:
-        if isinstance(d, str) and d.strip().lower() == "ticket":
-            out.append("ticket")
-        else:
-            v = float(d)
-            if not 0 < v <= 1:
-                raise ValueError(f"densities must lie in (0, 1] or be 'ticket', got {d!r}")
-            out.append(v)
+        try:
+            out.append(parse_density(d))
+        except ValueError:
+            raise ValueError(f"densities must lie in (0, 1] or be 'ticket', got {d!r}") from None
     return list(dict.fromkeys(out))
 
 

@@ -11,7 +11,7 @@ import pkgutil
 
 from .base import (
     Pruner, ScorePruner, available, check_density, default_loss, descriptions, device_generator,
-    effective_parameters, forward, get, kept_count, pruning_set, register,
+    effective_parameters, forward, get, kept_count, parse_density, pruning_set, register,
 )
 from .selection import select, select_reference, topk_keep
 from . import basic, gradient, synflow  # noqa: F401  (registration)
@@ -23,6 +23,6 @@ for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
 
 __all__ = [
     "Pruner", "ScorePruner", "register", "get", "available", "descriptions", "kept_count", "select", "select_reference",
-    "topk_keep", "check_density", "default_loss", "device_generator", "effective_parameters", "forward",
+    "topk_keep", "check_density", "parse_density", "default_loss", "device_generator", "effective_parameters", "forward",
     "pruning_set",
 ]

@@ -25,30 +25,77 @@ from . import selection
 from .selection import SCOPES, kept_count
 
 __all__ = [
-    "Pruner", "ScorePruner", "register", "get", "available", "descriptions", "check_density",
+    "Pruner", "ScorePruner", "register", "get", "available", "descriptions", "check_density", "parse_density",
+    "check_keeps_one", "prunable_counts", "default_scope",
     "effective_parameters", "forward", "network_forward", "default_loss", "pruning_set", "device_generator", "kept_count",
 ]
 
 
 # ------------------------------------------------------------------------------------------------ validation
 
-def check_density(density: Any, net=None) -> float:
-    """A density as a float in (0, 1]; ``"ticket"`` means the planted ticket's own density (needs ``net``)."""
+def parse_density(density: Any) -> float | str:
+    """The one rule for a density given by a user (`seek`, the CLI, sweep files): a number in (0, 1], or
+    ``"ticket"`` in any case (returned as ``"ticket"``). Booleans and other strings are refused."""
     if isinstance(density, str):
         if density.strip().lower() == "ticket":
-            if net is None:
-                raise ValueError('density="ticket" needs the planted network')
-            return float(net.ticket_density)
-        try:
-            density = float(density)
-        except ValueError:
-            raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}") from None
+            return "ticket"
+        raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}")
     if isinstance(density, bool) or not isinstance(density, numbers.Real):
         raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}")
     d = float(density)
     if not math.isfinite(d) or not 0.0 < d <= 1.0:
         raise ValueError(f"density must lie in (0, 1] (the fraction of prunable parameters kept), got {density!r}")
     return d
+
+
+def check_density(density: Any, net=None, *, scope: str = "global", prune_bias: bool = True) -> float:
+    """A density as a float in (0, 1]; ``"ticket"`` means the planted ticket's own density (needs ``net``).
+
+    With ``net``, a density that keeps no parameter at all (in ``scope``, with ``prune_bias``) is refused."""
+    d = parse_density(density)
+    if d == "ticket":
+        if net is None:
+            raise ValueError('density="ticket" needs the planted network')
+        d = float(net.ticket_density)
+    if net is not None:
+        check_keeps_one(d, prunable_counts(net, prune_bias), scope)
+    return d
+
+
+def prunable_counts(net, prune_bias: bool = True) -> list[int]:
+    """The number of prunable parameters of each layer (weights, plus biases when they are prunable)."""
+    return [w.numel() + (b.numel() if prune_bias else 0) for w, b in zip(net.weights, net.biases)]
+
+
+def check_keeps_one(density: float, counts: Sequence[int], scope: str = "global") -> None:
+    """ValueError naming the smallest density that keeps a parameter when ``density`` keeps none.
+
+    ``counts``: prunable parameters per layer; scope ``"layer"`` keeps ``kept_count`` of each layer."""
+    counts = [int(n) for n in counts]
+    if scope == "layer":
+        if not counts or any(kept_count(density, n) for n in counts):
+            return
+        n = max(counts)
+        what = f"no prunable parameter in any layer of this network (scope='layer'; the largest layer has {n})"
+    else:
+        n = sum(counts)
+        if n == 0 or kept_count(density, n):
+            return
+        what = f"none of the {n} prunable parameters of this network"
+    raise ValueError(f"density {density:g} keeps {what}; the smallest density that keeps one is {1.0 / n:.3g} (1/{n})")
+
+
+def default_scope(pruner: Any) -> str:
+    """The scope a pruner (a name, class or instance) prunes in when none is given: the default of its
+    ``prune`` method's ``scope`` argument, else ``"global"``."""
+    if isinstance(pruner, str):
+        pruner = _REGISTRY.get(pruner)
+    try:
+        param = inspect.signature(pruner.prune).parameters.get("scope")
+    except (AttributeError, TypeError, ValueError):
+        param = None
+    default = param.default if param is not None else None
+    return default if default in SCOPES else "global"
 
 
 def check_scope(scope: str) -> str:
@@ -161,6 +208,9 @@ class Pruner:
     name: str = ""
     #: whether the pruner needs the task data (the CLI and the protocols pass it in any case)
     needs_data: bool = False
+    #: whether its masks keep exactly round(density x prunable count) per scope (the protocols check it);
+    #: False for pruners that keep something else (the ticket oracle): what they keep is reported
+    exact: bool = True
 
     def __init__(self, **options: Any) -> None:
         if options:
@@ -263,7 +313,7 @@ class ScorePruner(Pruner):
         return checked
 
     def prune(self, net, data, density, *, scope="global", prune_bias=True, generator=None, mask=None) -> Mask:
-        density = check_density(density, net)
+        density = check_density(density, net, scope=scope, prune_bias=bool(prune_bias))
         check_scope(scope)
         current = current_mask(net, mask)
         gen = device_generator(generator, net.device)

@@ -51,8 +51,10 @@ class TicketPruner(Pruner):
     still validated); use ``density="ticket"`` elsewhere to give other pruners the ticket's budget.
     """
 
+    exact = False  # keeps the ticket, whatever the density
+
     def prune(self, net, data, density, *, scope="global", prune_bias=True, generator=None, mask=None) -> Mask:
-        check_density(density, net)
+        check_density(density, net, scope=scope, prune_bias=bool(prune_bias))
         check_scope(scope)
         current_mask(net, mask)  # validates shapes only
         return [

@@ -23,21 +23,23 @@ import torch
 import torch.nn.functional as F
 
 from ..masks import Mask
-from ..train import least_squares_factor, sgd_step_
+from ..rescale import positive_factors
+from ..train import sgd_step_
 from . import selection
 from .base import (Pruner, check_density, check_reachable, check_scope, current_mask, device_generator,
                    network_forward, register)
 
 
 def scale_free_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on raw logits for integer labels; for float targets the MSE after the per-output
-    least-squares factor c_k = <o_k, y_k> / <o_k, o_k> fitted on this batch (detached: at the optimum of c
-    its derivative is zero, so the gradient in the outputs is the same)."""
+    """Cross-entropy on raw logits for integer labels; for float targets the MSE after the per-output positive
+    factor of the strong read-out (`plantseek.rescale.positive_factors`: least squares where positive) fitted
+    on this batch (detached: at the optimum of c its derivative is zero, so the gradient in the outputs is
+    the same)."""
     if not targets.is_floating_point():
         return F.cross_entropy(outputs, targets)
     y = targets.to(outputs.dtype).reshape(outputs.shape)
     with torch.no_grad():
-        c = least_squares_factor(outputs, y, dim=0)
+        c = torch.nan_to_num(positive_factors(outputs, y, dim=0), nan=0.0).to(outputs.dtype)
     diff = outputs * c - y
     return (diff * diff).mean()
 
@@ -54,7 +56,7 @@ def _scale_free_losses(outputs: torch.Tensor, targets: torch.Tensor, regression:
         return F.cross_entropy(outputs.reshape(M * Bn, -1), targets.reshape(M * Bn), reduction="none").view(M, Bn).mean(1)
     y = targets.to(outputs.dtype)
     with torch.no_grad():
-        c = least_squares_factor(outputs, y, dim=1)
+        c = torch.nan_to_num(positive_factors(outputs, y, dim=1), nan=0.0).to(outputs.dtype)
     diff = outputs * c.unsqueeze(1) - y
     return (diff * diff).mean(dim=(1, 2))
 
@@ -185,7 +187,7 @@ class EdgePopupPruner(Pruner):
                 raise ValueError(f"prune_many: network {k} does not have the shape of network 0")
             if net.device != dev or net.dtype != dt:
                 raise ValueError(f"prune_many: network {k} is on {net.device}/{net.dtype}, network 0 on {dev}/{dt}")
-            d = check_density(densities[k], net)
+            d = check_density(densities[k], net, scope=scope, prune_bias=prune_bias)
             cur = current_mask(net, masks[k])
             check_reachable(cur, d, scope, prune_bias)
             if data is None:
@@ -293,7 +295,7 @@ class EdgePopupPruner(Pruner):
         return masks
 
     def _prune(self, net, data, density, *, scope, prune_bias, generator, mask) -> Mask:
-        density = check_density(density, net)
+        density = check_density(density, net, scope=scope, prune_bias=bool(prune_bias))
         check_scope(scope)
         current = current_mask(net, mask)
         check_reachable(current, density, scope, bool(prune_bias))

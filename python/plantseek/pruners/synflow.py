@@ -73,7 +73,7 @@ class SynFlowPruner(ScorePruner):
         if (callable(getattr(net, "forward_params", None))  # conv networks: autograd `scores`
                 or type(self).scores is not SynFlowPruner.scores):  # a subclass with scores of its own
             return super().prune(net, data, density, scope=scope, prune_bias=prune_bias, generator=generator, mask=mask)
-        density = check_density(density, net)
+        density = check_density(density, net, scope=scope, prune_bias=bool(prune_bias))
         check_scope(scope)
         current = current_mask(net, mask)
         check_reachable(current, density, scope, bool(prune_bias))

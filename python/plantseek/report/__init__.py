@@ -29,7 +29,9 @@ __all__ = ["build_report", "ReportResult"]
 class ReportResult:
     html: Path
     figures: list[Path] = field(default_factory=list)
-    table: pd.DataFrame | None = None
+    table: pd.DataFrame | None = None  # sparsest matching density per setting, protocol and pruner
+    verdicts: pd.DataFrame | None = None  # the verdict of every cell (setting, protocol, pruner, density)
+    findings: list = field(default_factory=list)  # plantseek.report.findings.Finding, one per paper finding
 
 
 @dataclass
@@ -89,6 +91,7 @@ def build_report(db: str | os.PathLike, out: str | os.PathLike, *, acc_tol: floa
     from tqdm.auto import tqdm
 
     from . import figures as F
+    from . import findings as _findings
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,8 +102,9 @@ def build_report(db: str | os.PathLike, out: str | os.PathLike, *, acc_tol: floa
     raw = to_dataframe(records)
     df = _data.prepare(raw)
     settings_list = _data.settings(df, config_cols)
-    table = _data.sparsest_match(df, acc_tol=acc_tol, loss_factor=loss_factor, config_cols=config_cols) \
-        if settings_list else pd.DataFrame()
+    verdicts = _data.verdicts(df, acc_tol, loss_factor, config_cols) if settings_list else pd.DataFrame()
+    table = _data.sparsest_match(df, table=verdicts) if settings_list else pd.DataFrame()
+    found = _findings.evaluate_table(verdicts) if settings_list else []
     colors = F.colors_for(df["label"]) if "label" in df else {}
 
     figs: list[_Fig] = []
@@ -139,22 +143,28 @@ def build_report(db: str | os.PathLike, out: str | os.PathLike, *, acc_tol: floa
             png, paths = _render(fig, out, slug, formats)
             files.extend(paths)
             figs.append(_Fig(section, ftitle, slug, png, caption))
-    if not table.empty:
-        table.to_csv(out / "sparsest_match.csv", index=False)
-        files.append(out / "sparsest_match.csv")
-    page = _html(db, df, figs, table, sweeps, notes, acc_tol, loss_factor, title, formats)
+    for name, frame in (("sparsest_match", table), ("verdicts", verdicts),
+                        ("findings", _findings.findings_frame(found))):
+        if not frame.empty:
+            frame.to_csv(out / f"{name}.csv", index=False)
+            files.append(out / f"{name}.csv")
+    page = _html(db, df, figs, table, found, sweeps, notes, acc_tol, loss_factor, title, formats)
     html_path = out / "index.html"
     html_path.write_text(page, encoding="utf-8")
-    return ReportResult(html=html_path, figures=files, table=table)
+    return ReportResult(html=html_path, figures=files, table=table, verdicts=verdicts, findings=found)
 
 
 _CAPTIONS = {
     "performance": ("Test performance of the network each pruner found (after training, for singleshot and "
                     "multishot; mask only, output read through a scale fitted on training data, for strong), "
-                    "mean over seeds with a ±1 std band. The star is the planted ticket at its own density, "
-                    "the dashed line the dense network trained with the same budget. Classification shows "
-                    "accuracy (higher is better), regression the MSE (log axis, lower is better)."),
-    "recall": ("Fraction of the planted ticket's parameters (weights and biases) that the found mask kept. "
+                    "mean over seeds with a band for its 95% Student t confidence interval (regression: "
+                    "geometric mean, interval of the log MSE). The black diamond (with its interval) and "
+                    "dotted line are the ticket oracle run under the same protocol, the reference of every "
+                    "verdict; the star is the untrained planted ticket at its own density, the dashed line the "
+                    "dense network trained with the same budget. Classification shows accuracy (higher is "
+                    "better), regression the MSE (log axis, lower is better)."),
+    "recall": ("Fraction of the planted ticket's parameters (weights and biases) that the found mask kept, "
+               "mean over seeds with a band for its 95% Student t confidence interval. "
                "The dotted diagonal is what a uniformly random mask keeps on average."),
     "layers": ("Density of each layer of the found masks (mean over seeds, per requested density) next to the "
                "planted ticket's own layer densities (black dashed). ▼ marks a layer left empty (collapse)."),
@@ -200,75 +210,70 @@ def _table_html(table: pd.DataFrame, highlight=None) -> str:
 
 
 def _pivot_html(table: pd.DataFrame) -> str:
-    """One compact table per setting: pruners down, protocols across."""
+    """One compact table per setting: pruners down, protocols across; each cell the sparsest density whose
+    verdict against the protocol's oracle is "matches", and the verdict one density sparser."""
     out = []
     order = {p: i for i, p in enumerate(_data.PROTOCOL_ORDER)}
     for setting, sub in table.groupby("setting", sort=False):
         protos = sorted(dict.fromkeys(sub["protocol"]), key=lambda p: (order.get(p, 99), p))
-        pruners = sorted(dict.fromkeys(sub["pruner"]), key=lambda p: (p == "ticket", p))
+        pruners = sorted(dict.fromkeys(sub["pruner"]), key=lambda p: (p.startswith(_data.ORACLE), p))
         first = sub.iloc[0]
         metric = first["metric"]
         head = "".join(f"<th>{html.escape(p)}</th>" for p in protos)
-        rows = []
+        rows = [f"<tr class='ref'><td class='l'>oracle (reference)</td>"
+                + "".join(_oracle_cell(sub[sub["protocol"] == proto]) for proto in protos) + "</tr>"]
         for pr in pruners:
             cells = []
             for proto in protos:
                 r = sub[(sub["pruner"] == pr) & (sub["protocol"] == proto)]
-                if r.empty:
-                    cells.append("<td></td>")
-                    continue
-                r = r.iloc[0]
-                d, x = r["sparsest matching density"], r["x ticket density"]
-                if d is not None and not pd.isna(d):
-                    ratio = f" ({x:.3g}×)" if x is not None and not pd.isna(x) else ""
-                    cls = "ok" if (x is not None and not pd.isna(x) and x <= 2 and pr != "ticket") else ""
-                    cells.append(f"<td class='{cls}'>{d:.3g}{ratio}</td>")
-                else:
-                    cells.append(f"<td class='miss'>— <span class='meta'>(best {_fmt(r['best'])} at "
-                                 f"{_fmt(r['best at density'])})</span></td>")
-            cls = " class='ref'" if pr == "ticket" else ""
+                cells.append("<td></td>" if r.empty else _pivot_cell(r.iloc[0], pr.startswith(_data.ORACLE)))
+            cls = " class='ref'" if pr.startswith(_data.ORACLE) else ""
             rows.append(f"<tr{cls}><td class='l'>{html.escape(pr)}</td>{''.join(cells)}</tr>")
-        caption = (f"{html.escape(setting)}: planted ticket {metric} {_fmt(first['ticket'])} at density "
-                   f"{_fmt(first['ticket density'])}")
+        caption = (f"{html.escape(setting)}: {metric}; untrained planted ticket {_fmt(first['planted ticket'])} at "
+                   f"density {_fmt(first['ticket density'])}")
         out.append(f"<table><caption>{caption}</caption><thead><tr><th class='l'>pruner</th>{head}</tr></thead>"
                    f"<tbody>{''.join(rows)}</tbody></table>")
     return "<div class='pivots'>" + "".join(out) + "</div>"
 
 
-def _findings(table: pd.DataFrame) -> list[str]:
-    """Plain sentences from the sparsest-match table: who reaches the ticket's performance sparsest."""
-    out = []
-    if table.empty:
-        return out
-    order = {p: i for i, p in enumerate(_data.PROTOCOL_ORDER)}
-    groups = sorted(table.groupby(["setting", "protocol"], sort=False),
-                    key=lambda g: (list(dict.fromkeys(table["setting"])).index(g[0][0]), order.get(g[0][1], 99)))
-    for (setting, protocol), sub in groups:
-        sub = sub[sub["pruner"] != "ticket"]
-        if sub.empty:
-            continue
-        matched = sub.dropna(subset=["sparsest matching density"])
-        if matched.empty:
-            out.append(f"<b>{html.escape(setting)}, {protocol}</b>: no pruner matches the planted ticket's "
-                       f"performance at any density tried.")
-            continue
-        best_d = matched["sparsest matching density"].min()
-        tied = matched[matched["sparsest matching density"] <= best_d * (1 + 1e-9)]
-        best = tied.iloc[0]
-        ratio = best["x ticket density"]
-        ratio_txt = f" ({ratio:.3g}× the ticket's density)" if ratio is not None and not pd.isna(ratio) else ""
-        never = sorted(set(sub["pruner"]) - set(matched["pruner"]))
-        who = ", ".join(sorted(tied["pruner"]))
-        verb = "matches" if len(tied) == 1 else "match"
-        s = (f"<b>{html.escape(setting)}, {protocol}</b>: {html.escape(who)} {verb} the ticket down to "
-             f"density {best_d:.3g}{ratio_txt}")
-        if never:
-            s += f"; never within tolerance: {html.escape(', '.join(never))}"
-        out.append(s + ".")
-    return out
+def _oracle_cell(sub: pd.DataFrame) -> str:
+    if sub.empty or pd.isna(sub.iloc[0]["oracle"]):
+        return "<td class='miss'>no oracle rows</td>"
+    r = sub.iloc[0]
+    return f"<td>{_fmt(r['oracle'])} <span class='meta'>({int(r['oracle seeds'])} seeds)</span></td>"
 
 
-def _html(db, df, figs, table, sweeps, notes, acc_tol, loss_factor, title, formats) -> str:
+def _pivot_cell(r, oracle: bool) -> str:
+    d, x = r["sparsest matching density"], r["x ticket density"]
+    nxt = ""
+    if r["next sparser density"] is not None and not pd.isna(r["next sparser density"]):
+        nxt = (f"<br><span class='meta'>{_fmt(r['next sparser density'])}: {html.escape(r['next sparser verdict'])} "
+               f"(d {html.escape(r['d at next sparser'])})</span>")
+    if d is not None and not pd.isna(d):
+        ratio = f" ({x:.3g}×)" if x is not None and not pd.isna(x) else ""
+        cls = "ok" if (x is not None and not pd.isna(x) and x <= 2 and not oracle) else ""
+        return f"<td class='{cls}' title='{html.escape(r['verdicts'])}'>{d:.3g}{ratio}{nxt}</td>"
+    return (f"<td class='miss' title='{html.escape(r['verdicts'])}'>— <span class='meta'>(best "
+            f"{_fmt(r['best'])} at {_fmt(r['best at density'])})</span></td>")
+
+
+_STATUS_CLASS = {"reproduced": "ok", "not reproduced": "miss", "undecided": ""}
+
+
+def _findings_html(found) -> str:
+    """The paper's findings as evaluated by `plantseek.report.findings`: result, numbers, scale."""
+    rows = []
+    for f in found:
+        evidence = "<br>".join(html.escape(e) for e in f.evidence)
+        rows.append(f"<tr><td class='l'>{html.escape(f.claim)}</td>"
+                    f"<td class='l {_STATUS_CLASS.get(f.status, '')}'><b>{html.escape(f.status)}</b></td>"
+                    f"<td class='l'>{evidence}</td><td class='l meta'>{html.escape(f.scale)}</td></tr>")
+    return ("<table><thead><tr><th class='l'>finding (paper)</th><th class='l'>result</th>"
+            "<th class='l'>numbers</th><th class='l'>scale</th></tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table>")
+
+
+def _html(db, df, figs, table, found, sweeps, notes, acc_tol, loss_factor, title, formats) -> str:
     n = len(df)
     ok = int((df["status"] == "ok").sum()) if n else 0
     failed = n - ok
@@ -294,23 +299,33 @@ def _html(db, df, figs, table, sweeps, notes, acc_tol, loss_factor, title, forma
         "<p class='meta'>Depth counts linear (weight) layers; the paper counts neuron layers including the input, "
         "so the paper's depth L is depth L−1 here. Density is the fraction of prunable parameters kept (weights "
         "and biases); the x axes show the measured density of the masks, and a requested density "
-        "<code>ticket</code> is the planted ticket's own. Bands are ±1 standard deviation over seeds.</p>")
+        "<code>ticket</code> is the planted ticket's own. Bands and error bars are 95% Student t confidence "
+        "intervals of the mean over seeds (regression: of the log MSE, around the geometric mean).</p>")
     if n == 0:
         parts.append("<p class='note'>The database has no runs yet.</p></body></html>")
         return "".join(parts)
     parts.append("<h2 id='summary'>Summary</h2>")
     if not table.empty:
         parts.append(
-            f"<h3>Sparsest density at which each pruner still matches the planted ticket</h3>"
-            f"<p class='meta'>Matches: mean test accuracy over seeds ≥ the ticket's − {acc_tol:g} (classification), "
-            f"or mean test loss ≤ {loss_factor:g} × the ticket's (regression). Each cell gives that density and, in "
-            f"brackets, how many times the planted ticket's density it is (1× = the ticket's own); — means no "
-            f"density tried matched, with the pruner's best result. Green cells are within 2× of the ticket's "
-            f"density. The full table is in <code>sparsest_match.csv</code>.</p>")
+            f"<h3>Sparsest density at which each pruner still matches the ticket oracle</h3>"
+            f"<p class='meta'>The reference of each protocol is the ticket oracle run under that protocol (trained "
+            f"if the protocol trains, read through the fitted scale under strong). With d = oracle accuracy − the "
+            f"pruner's (classification) or log(pruner's loss / oracle's) (regression), paired by seed when both "
+            f"have the same seeds and by Welch's t otherwise: <b>matches</b> when the one-sided 95% upper bound of "
+            f"d is ≤ {acc_tol:g} (accuracy) or log {loss_factor:g} (loss), <b>does not match</b> when the lower "
+            f"bound exceeds it, <b>undecided</b> otherwise or with fewer than 2 seeds. Each cell gives the "
+            f"sparsest matching density and, in brackets, how many times the planted ticket's density it is (1× = "
+            f"the ticket's own), with the verdict one density sparser and its d [lower, upper bound]; — means no "
+            f"density tried matched, with the pruner's best mean. Green cells are within 2× of the ticket's "
+            f"density; hover a cell for the verdict at every density. Full tables: <code>sparsest_match.csv</code>, "
+            f"<code>verdicts.csv</code>.</p>")
         parts.append(_pivot_html(table))
-        findings = _findings(table)
-        if findings:
-            parts.append("<h3>What the runs show</h3><ul>" + "".join(f"<li>{f}</li>" for f in findings) + "</ul>")
+    if found:
+        parts.append("<h3>The paper's findings, computed from these runs</h3><p class='meta'>Each finding is a "
+                     "function over the verdicts (<code>plantseek findings DB</code>; rules in "
+                     "docs/findings.md). In the numbers, [a, b] after a mean is its 95% t-interval and after d "
+                     "its one-sided 95% bounds.</p>")
+        parts.append(_findings_html(found))
     for note in notes:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
     for section in sections:

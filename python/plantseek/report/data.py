@@ -12,9 +12,14 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from . import verdicts as V
+
 PROTOCOL_ORDER = ("singleshot", "multishot", "strong")
-# configuration columns that are the axes of a figure rather than what separates figures
-AXIS_COLUMNS = ("task", "pruner", "pruner_options", "protocol", "density", "seed")
+# configuration columns that are the axes of a figure rather than what separates figures; `rescale` (the
+# weak protocols' function-preserving rescale, "fit" by default) is part of a pruner's label instead
+AXIS_COLUMNS = ("task", "pruner", "pruner_options", "protocol", "density", "seed", "rescale")
+DEFAULT_RESCALE = "fit"
+ORACLE = "ticket"  # the pruner that returns the planted mask: every protocol's reference
 BOOKKEEPING = ("status", "error", "key", "version", "device", "duration_s", "batch_runs", "attempts",
                "started_at", "finished_at")
 LAYER_RE = re.compile(r"^layer_density_(\d+)$")
@@ -33,6 +38,13 @@ def pruner_label(pruner: str, options: Any) -> str:
         return str(pruner)
     inner = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
     return f"{pruner}[{inner}]"
+
+
+def rescale_key(value: Any) -> str:
+    """The rescale option of a run as text; rows from before the option existed ran the default."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        return DEFAULT_RESCALE
+    return str(value).lower()
 
 
 @dataclass
@@ -73,7 +85,9 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
     opts = df["pruner_options"] if "pruner_options" in df else pd.Series([None] * len(df), index=df.index)
-    df["label"] = [pruner_label(p, o) for p, o in zip(df["pruner"], opts)]
+    df["rescale_key"] = df["rescale"].map(rescale_key) if "rescale" in df else DEFAULT_RESCALE
+    df["label"] = [pruner_label(p, o) + ("" if r == DEFAULT_RESCALE else f" (rescale {r})")
+                   for p, o, r in zip(df["pruner"], opts, df["rescale_key"])]
     requested = pd.to_numeric(df["density"], errors="coerce")
     measured = pd.to_numeric(df["density_measured"], errors="coerce") if "density_measured" in df else requested
     df["x"] = measured.fillna(requested)
@@ -168,20 +182,28 @@ def _scalar(v):
     return v
 
 
-def curves(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per protocol, pruner label and requested density: mean x, mean, std, min, max and count of `metric`."""
+def curves(frame: pd.DataFrame, metric: str, log: bool = False,
+           confidence: float = V.CONFIDENCE) -> pd.DataFrame:
+    """Per protocol, pruner label and requested density: mean x, the mean of `metric` with its two-sided
+    Student t confidence interval over seeds (`ci_lo`, `ci_hi`), std, min, max and count.
+
+    ``log=True`` (losses on a log axis) gives the geometric mean and the t-interval of the log values."""
     if metric not in frame or frame[metric].notna().sum() == 0:
         return pd.DataFrame()
     g = frame.dropna(subset=[metric]).groupby(["protocol", "label", "density_key"], sort=False)
-    table = g.agg(x=("x", "mean"), mean=(metric, "mean"), std=(metric, "std"), lo=(metric, "min"),
-                  hi=(metric, "max"), n=(metric, "size")).reset_index()
+    table = g.agg(x=("x", "mean"), std=(metric, "std"), lo=(metric, "min"), hi=(metric, "max"),
+                  n=(metric, "size")).reset_index()
+    intervals = [V.t_interval(sub[metric], confidence, log=log) for _, sub in g]
+    table["mean"] = [t[0] for t in intervals]
+    table["ci_lo"] = [t[1] for t in intervals]
+    table["ci_hi"] = [t[2] for t in intervals]
     table["std"] = table["std"].fillna(0.0)
     return table.sort_values(["protocol", "label", "x"])
 
 
-def ticket_reference(frame: pd.DataFrame, ticket_metric: str) -> tuple[float | None, float | None]:
-    """(ticket density, ticket performance): from `ticket_density` if the rows have it, else from the runs
-    that asked for density "ticket"."""
+def planted_ticket(frame: pd.DataFrame, ticket_metric: str) -> tuple[float | None, float | None]:
+    """(ticket density, the untrained planted ticket's performance): the density from `ticket_density` if
+    the rows have it, else from the runs that asked for density "ticket"."""
     density = None
     if "ticket_density" in frame and frame["ticket_density"].notna().any():
         density = float(pd.to_numeric(frame["ticket_density"], errors="coerce").mean())
@@ -193,6 +215,22 @@ def ticket_reference(frame: pd.DataFrame, ticket_metric: str) -> tuple[float | N
     if ticket_metric in frame and frame[ticket_metric].notna().any():
         perf = float(frame[ticket_metric].mean())
     return density, perf
+
+
+def oracle_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The reference runs of one protocol's rows: the ticket oracle with the default rescale (rows of
+    another rescale only when there are no others), at density "ticket" when it ran there (the oracle keeps
+    the planted mask whatever the density asked, so any one density will do)."""
+    rows = frame[frame["pruner"] == ORACLE]
+    if "rescale_key" in rows and (rows["rescale_key"] == DEFAULT_RESCALE).any():
+        rows = rows[rows["rescale_key"] == DEFAULT_RESCALE]
+    elif "rescale_key" in rows and len(rows):
+        rows = rows[rows["rescale_key"] == rows["rescale_key"].iloc[0]]
+    if len(rows) and (rows["density_key"] == "ticket").any():
+        return rows[rows["density_key"] == "ticket"]
+    if len(rows):
+        return rows[rows["density_key"] == sorted(set(rows["density_key"]))[0]]
+    return rows
 
 
 def layer_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -208,37 +246,117 @@ def protocols_in(frame: pd.DataFrame) -> list[str]:
     return [p for p in PROTOCOL_ORDER if p in present] + [p for p in present if p not in PROTOCOL_ORDER]
 
 
-def sparsest_match(df: pd.DataFrame, acc_tol: float = 0.02, loss_factor: float = 2.0,
-                   config_cols: Iterable[str] | None = None) -> pd.DataFrame:
-    """Per setting, protocol and pruner: the sparsest density whose mean performance over seeds still
-    matches the planted ticket's (accuracy >= ticket's - acc_tol; loss <= ticket's x loss_factor)."""
+SCALE_COLUMNS = ("depth", "width", "n_samples", "epochs", "rounds", "round_epochs")
+
+
+def _values_text(series: pd.Series):
+    values = list(dict.fromkeys(_scalar(v) for v in series.dropna()))
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else ", ".join(map(str, sorted(values, key=_sort_key)))
+
+
+def verdicts(df: pd.DataFrame, acc_tol: float = V.ACC_TOL, loss_factor: float = V.LOSS_FACTOR,
+             config_cols: Iterable[str] | None = None, confidence: float = V.CONFIDENCE) -> pd.DataFrame:
+    """Per setting, protocol, pruner label and requested density: the mean with its t-interval over seeds,
+    the oracle reference of that protocol, the difference ``d`` with its one-sided bounds and the verdict
+    (`plantseek.report.verdicts`). Losses are geometric means. One row per cell, in density order."""
     rows = []
     for s in settings(df, config_cols):
         metric, ticket_metric, _, _ = performance_column(s.frame)
-        t_density, t_perf = ticket_reference(s.frame, ticket_metric)
-        table = curves(s.frame, metric)
-        if table.empty:
-            continue
-        for (protocol, label), sub in table.groupby(["protocol", "label"], sort=False):
-            if t_perf is None:
-                matched = sub.iloc[0:0]
-            elif metric == "test_accuracy":
-                matched = sub[sub["mean"] >= t_perf - acc_tol]
-            else:
-                matched = sub[sub["mean"] <= t_perf * loss_factor]
-            best = sub.loc[sub["mean"].idxmax() if metric == "test_accuracy" else sub["mean"].idxmin()]
-            row = {"setting": s.title, "task": s.task, "protocol": protocol, "pruner": label,
-                   "metric": _short(metric), "ticket": t_perf, "ticket density": t_density,
-                   "sparsest matching density": None, "x ticket density": None,
-                   "best": float(best["mean"]), "best at density": float(best["x"]),
-                   "seeds": int(sub["n"].max())}
-            if len(matched):
-                m = matched.loc[matched["x"].idxmin()]
-                row["sparsest matching density"] = float(m["x"])
-                if t_density:
-                    row["x ticket density"] = float(m["x"]) / t_density
-            rows.append(row)
+        tol = V.tolerance(metric, acc_tol, loss_factor)
+        log = V.log_scale(metric)
+        t_density, _ = planted_ticket(s.frame, ticket_metric)
+        for protocol in protocols_in(s.frame):
+            pframe = s.frame[s.frame["protocol"] == protocol].dropna(subset=[metric])
+            ref = oracle_rows(pframe)
+            r_mean, r_lo, r_hi, r_n = V.t_interval(ref[metric], confidence, log=log)
+            _, planted = planted_ticket(pframe, ticket_metric)
+            for (label, key), cell in pframe.groupby(["label", "density_key"], sort=False):
+                c = V.compare_runs(cell, ref, metric, tol, confidence)
+                mean, lo, hi, n = V.t_interval(cell[metric], confidence, log=log)
+                row = {"setting": s.title, "task": s.task, "protocol": protocol, "pruner": label,
+                       "pruner_name": str(cell["pruner"].iloc[0]),
+                       "is_oracle": bool(len(ref)) and cell.index.isin(ref.index).all(),
+                       "density_key": key, "density": float(cell["x"].mean()),
+                       "requested_density": float(cell["x"].mean()) if key == "ticket" else float(key),
+                       "metric": _short(metric),
+                       "n": n, "mean": mean, "ci_lo": lo, "ci_hi": hi,
+                       "reference": r_mean, "reference_ci_lo": r_lo, "reference_ci_hi": r_hi, "reference_n": r_n,
+                       "reference_pruner": str(ref["label"].iloc[0]) if len(ref) else None,
+                       "planted_ticket": planted, "ticket_density": t_density,
+                       "d": c.d, "d_lower": c.lower, "d_upper": c.upper, "test": c.test, "tolerance": tol,
+                       "verdict": c.verdict, "note": _note(c, ref),
+                       "layer_collapse": _rate(cell["layer_collapse"]) if "layer_collapse" in cell else math.nan}
+                for col in SCALE_COLUMNS:
+                    if col in cell:
+                        row[col] = _values_text(cell[col])
+                rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.sort_values(["setting", "protocol", "pruner", "density"], kind="stable").reset_index(drop=True)
+
+
+def _note(c: V.Comparison, ref: pd.DataFrame) -> str:
+    """Why a verdict is undecided without a test."""
+    if ref.empty:
+        return "no oracle rows for this protocol"
+    if c.n < 2 or c.n_reference < 2:
+        return "fewer than 2 seeds"
+    return ""
+
+
+def _rate(series: pd.Series) -> float:
+    """Mean of a boolean metric (True/False, 1/0 or their text from a CSV); NaN without values."""
+    v = series.dropna().map(lambda x: {"true": 1.0, "false": 0.0}.get(str(x).lower(), x))
+    v = pd.to_numeric(v, errors="coerce").dropna()
+    return float(v.mean()) if len(v) else math.nan
+
+
+def sparsest_match(df: pd.DataFrame, acc_tol: float = V.ACC_TOL, loss_factor: float = V.LOSS_FACTOR,
+                   config_cols: Iterable[str] | None = None, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per setting, protocol and pruner: the sparsest density whose verdict against the protocol's ticket
+    oracle is "matches" (`verdicts`), the verdict one density sparser, and the verdicts at every density.
+
+    ``table``: the `verdicts` table when it is already computed."""
+    if table is None:
+        table = verdicts(df, acc_tol, loss_factor, config_cols)
+    rows = []
+    if table.empty:
+        return pd.DataFrame(rows)
+    for (setting, protocol, label), sub in table.groupby(["setting", "protocol", "pruner"], sort=False):
+        sub = sub.sort_values("density", ascending=False)
+        first = sub.iloc[0]
+        accuracy = first["metric"] == "accuracy"
+        best = sub.loc[sub["mean"].idxmax() if accuracy else sub["mean"].idxmin()]
+        row = {"setting": setting, "task": first["task"], "protocol": protocol, "pruner": label,
+               "metric": first["metric"], "oracle": first["reference"], "oracle seeds": first["reference_n"],
+               "planted ticket": first["planted_ticket"], "ticket density": first["ticket_density"],
+               "sparsest matching density": None, "x ticket density": None, "d at match": None,
+               "next sparser density": None, "next sparser verdict": None, "d at next sparser": None,
+               "best": float(best["mean"]), "best at density": float(best["density"]), "seeds": int(sub["n"].max()),
+               "verdicts": "; ".join(f"{r.density:.3g}: {r.verdict}" for r in sub.itertuples())}
+        matched = [i for i, v in enumerate(sub["verdict"]) if v == V.MATCHES]
+        if matched:
+            m = sub.iloc[matched[-1]]
+            row["sparsest matching density"] = float(m["density"])
+            row["d at match"] = _d_text(m)
+            if first["ticket_density"] and not pd.isna(first["ticket_density"]):
+                row["x ticket density"] = float(m["density"]) / float(first["ticket_density"])
+            if matched[-1] + 1 < len(sub):
+                nxt = sub.iloc[matched[-1] + 1]
+                row["next sparser density"] = float(nxt["density"])
+                row["next sparser verdict"] = nxt["verdict"]
+                row["d at next sparser"] = _d_text(nxt)
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _d_text(row) -> str:
+    """``d`` with its one-sided 95% bounds: ``0.013 [-0.004, 0.03]`` (a log ratio for losses)."""
+    return V.Comparison(row["d"], row["d_lower"], row["d_upper"], int(row["n"]), int(row["reference_n"]),
+                        row["test"], row["tolerance"], row["verdict"]).interval()
 
 
 def _short(metric: str) -> str:

@@ -14,13 +14,15 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter  # noqa: E402
 
-from .data import (Setting, curves, layer_columns, performance_column, protocols_in,  # noqa: E402
-                   ticket_reference)
+from .data import (Setting, curves, layer_columns, oracle_rows, performance_column,  # noqa: E402
+                   planted_ticket, protocols_in)
+from .verdicts import CONFIDENCE, t_interval  # noqa: E402
 
 TICKET_COLOR = "black"
 DENSE_COLOR = "0.45"
 _PALETTE = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("Dark2").colors)
 X_LABEL = "density (kept weights + biases, log)"
+CI_TEXT = f"{CONFIDENCE:.0%} Student t confidence interval over seeds"
 
 
 def colors_for(labels) -> dict[str, tuple]:
@@ -61,36 +63,42 @@ def _style_x(ax, xs) -> None:
 
 
 def performance_figure(setting: Setting, colors: dict) -> Figure | None:
-    """Test performance against density, one panel per protocol: mean over seeds with a +-1 std band for
-    each pruner, the planted ticket as a star at its density, the dense network as a dashed line."""
+    """Test performance against density, one panel per protocol: per pruner the mean over seeds with a band
+    for its 95% Student t confidence interval (losses: geometric mean, interval of the log values); the ticket
+    oracle run under the panel's protocol (every verdict's reference) as a black diamond with its interval and
+    a dotted line; the untrained planted ticket as a star at its density; the dense network as a dashed line."""
     frame = setting.frame
     metric, ticket_metric, dense_metric, ylabel = performance_column(frame)
-    table = curves(frame, metric)
+    regression = metric == "test_loss"
+    table = curves(frame, metric, log=regression)
     if table.empty:
         return None
     protocols = protocols_in(frame)
     fig, axes = _new(len(protocols))
-    t_density, t_perf = ticket_reference(frame, ticket_metric)
-    regression = metric == "test_loss"
+    t_density, t_perf = planted_ticket(frame, ticket_metric)
     for ax, protocol in zip(axes.flat, protocols):
+        pframe = frame[frame["protocol"] == protocol]
+        ref = oracle_rows(pframe.dropna(subset=[metric]))
+        ref_label = ref["label"].iloc[0] if len(ref) else None
         sub = table[table["protocol"] == protocol]
         xs = list(sub["x"])
         for label, c in sub.groupby("label", sort=True):
-            c = c.sort_values("x")
-            style = dict(color=colors.get(label), lw=1.8 if label != "ticket" else 1.2,
-                         ls="-" if label != "ticket" else ":", marker="o", ms=3.5)
-            ax.plot(c["x"], c["mean"], label=label, **style)
-            lo, hi = c["mean"] - c["std"], c["mean"] + c["std"]
-            if regression:
-                lo = np.maximum(lo, c["lo"])
-            ax.fill_between(c["x"], lo, hi, color=colors.get(label), alpha=0.15, lw=0)
-        pframe = frame[frame["protocol"] == protocol]
+            if label != ref_label:
+                _mean_and_interval(ax, c.sort_values("x"), label, colors.get(label), regression)
+        if len(ref):
+            mean, lo, hi, _ = t_interval(ref[metric], log=regression)
+            x = float(ref["x"].mean())
+            ax.errorbar([x], [mean], yerr=[[mean - lo], [hi - mean]], marker="D", ms=6, color=TICKET_COLOR,
+                        mfc="white", mew=1.5, capsize=3, ls="none", zorder=7,
+                        label="ticket oracle, this protocol (reference)")
+            ax.axhline(mean, color=TICKET_COLOR, ls=":", lw=1.0)
+            xs.append(x)
         if dense_metric in pframe and pframe[dense_metric].notna().any():
             ax.axhline(float(pframe[dense_metric].mean()), color=DENSE_COLOR, ls="--", lw=1.2,
                        label="dense network")
         if t_density and t_perf is not None:
             ax.plot([t_density], [t_perf], marker="*", ms=15, color="gold", mec="black", mew=1.0, ls="none",
-                    label="planted ticket", zorder=5)
+                    label="planted ticket, untrained", zorder=4)
             xs.append(t_density)
         _style_x(ax, xs)
         if regression:
@@ -98,13 +106,29 @@ def performance_figure(setting: Setting, colors: dict) -> Figure | None:
             _log(ax.yaxis)
         else:
             ax.set_ylim(0.0, 1.02)
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(f"{ylabel}, {'geometric mean' if regression else 'mean'}")
         ax.set_title(setting.panel_title(protocol), fontsize=10)
     for ax in list(axes.flat)[len(protocols):]:
         ax.axis("off")
+    axes.flat[0].fill_between([], [], [], color="0.5", alpha=0.25, lw=0, label=f"band: {CI_TEXT}")
     _legend(fig, axes)
-    fig.suptitle(f"{setting.title}: {ylabel}", fontsize=11)
+    fig.suptitle(f"{setting.title}: {ylabel}, mean over seeds with its {CI_TEXT.replace(' over seeds', '')}",
+                 fontsize=11)
     return fig
+
+
+def _mean_and_interval(ax, c, label: str, color, positive: bool) -> None:
+    """One pruner's curve: the mean with a band for its confidence interval (error bars at a lone density)."""
+    lo, hi = c["ci_lo"], c["ci_hi"]
+    if positive:
+        lo = lo.clip(lower=1e-300)
+    if len(c) == 1:
+        m = c["mean"].to_numpy()
+        ax.errorbar(c["x"], m, yerr=[m - lo.to_numpy(), hi.to_numpy() - m], marker="o", ms=4, color=color,
+                    capsize=3, ls="none", label=label)
+        return
+    ax.plot(c["x"], c["mean"], label=label, color=color, lw=1.8, marker="o", ms=3.5)
+    ax.fill_between(c["x"], lo, hi, color=color, alpha=0.15, lw=0)
 
 
 def _legend(fig: Figure, axes) -> None:
@@ -119,12 +143,15 @@ def _legend(fig: Figure, axes) -> None:
 
 
 def recall_figure(setting: Setting, colors: dict) -> Figure | None:
-    """Ticket recall (fraction of the planted ticket's parameters kept) against density, per protocol; the
-    dotted diagonal is what a random mask keeps on average."""
+    """Ticket recall against density, per protocol: positional recall (fraction of the planted ticket's
+    parameters kept; solid, with a band for its 95% Student t confidence interval over seeds) and, where the
+    results have it, functional recall (fraction of ticket neurons the found network computes up to a
+    positive factor; dashed, same colour). The dotted diagonal is what a random mask keeps on average."""
     frame = setting.frame
     table = curves(frame, "recall")
     if table.empty:
         return None
+    functional = curves(frame, "functional_recall")
     protocols = protocols_in(frame)
     fig, axes = _new(len(protocols))
     for ax, protocol in zip(axes.flat, protocols):
@@ -132,8 +159,14 @@ def recall_figure(setting: Setting, colors: dict) -> Figure | None:
         for label, c in sub.groupby("label", sort=True):
             c = c.sort_values("x")
             ax.plot(c["x"], c["mean"], label=label, color=colors.get(label), marker="o", ms=3.5, lw=1.6)
-            ax.fill_between(c["x"], (c["mean"] - c["std"]).clip(0), (c["mean"] + c["std"]).clip(upper=1),
+            ax.fill_between(c["x"], c["ci_lo"].clip(0), c["ci_hi"].clip(upper=1),
                             color=colors.get(label), alpha=0.15, lw=0)
+        if not functional.empty:
+            for label, c in functional[functional["protocol"] == protocol].groupby("label", sort=True):
+                c = c.sort_values("x")
+                ax.plot(c["x"], c["mean"], color=colors.get(label), ls="--", marker="x", ms=3.5, lw=1.2)
+            ax.plot([], [], color="0.3", lw=1.6, marker="o", ms=3.5, label="positional recall (solid)")
+            ax.plot([], [], color="0.3", lw=1.2, ls="--", marker="x", ms=3.5, label="functional recall (dashed)")
         xs = [x for x in sub["x"] if x > 0]
         if xs:
             grid = np.geomspace(min(xs), max(xs), 50)

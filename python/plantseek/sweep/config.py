@@ -71,7 +71,7 @@ FALLBACK_PRUNERS = (
 # training options of plantseek.seek, used when seek's signature cannot be read
 FALLBACK_OPTIONS = (
     "lr", "batch_size", "optimizer", "rounds", "round_epochs", "scope", "prune_bias", "n_samples", "noise",
-    "pruning_samples", "init", "dense_baseline", "impl",
+    "pruning_samples", "init", "dense_baseline", "impl", "rescale",
 )
 # seek parameters that the sweep sets itself (or that are not run settings)
 _SEEK_RESERVED = {"task", "pruner", "density", "protocol", "epochs", "seed", "depth", "width", "dtype",
@@ -446,13 +446,14 @@ def _expand_table(table: Mapping[str, Any], where: str) -> Iterable[RunConfig]:
                 except SweepConfigError as exc:
                     raise SweepConfigError(f"{where}: key {key!r}: {exc}") from None
     defaults = seek_defaults()
+    _check_booleans(options, defaults, where)
     keys = list(grid) + list(options)
     lists = [grid[k] for k in grid] + [options[k] for k in options]
     for combo in itertools.product(*lists):
         d = dict(zip(keys, combo))
         pruner = d.pop("pruner")
         opts = {k: d.pop(k) for k in list(options)}
-        yield _with_defaults(RunConfig(
+        yield _checked_run(_with_defaults(RunConfig(
             task=d["task"],
             pruner=pruner[0],
             pruner_options=dict(pruner[1]),
@@ -464,7 +465,46 @@ def _expand_table(table: Mapping[str, Any], where: str) -> Iterable[RunConfig]:
             epochs=d.get("epochs"),
             dtype=d.get("dtype"),
             options=_normalise(opts),
-        ), defaults)
+        ), defaults), where)
+
+
+def _check_booleans(options: Mapping[str, list], defaults: Mapping[str, Any] | None, where: str) -> None:
+    """Options whose seek default is a boolean take only true or false (a string such as "no" is truthy)."""
+    for key, values in options.items():
+        if defaults is not None and isinstance(defaults.get(key), bool):
+            for v in values:
+                if not isinstance(v, bool):
+                    raise SweepConfigError(f"{where}: key {key!r}: bad value {v!r}; allowed: true, false")
+
+
+def _checked_run(run: RunConfig, where: str) -> RunConfig:
+    """Refuse before the sweep starts what the run would fail on: a noise outside its task's range, a
+    density that keeps no parameter of its network (see `plantseek.pruners.base.check_keeps_one`)."""
+    try:
+        from plantseek import tasks
+        from plantseek.pruners.base import check_keeps_one, default_scope
+
+        task = tasks.get(run.task)
+    except Exception:  # the registries are not importable: seek checks at run time
+        return run
+    try:
+        if "noise" in run.options:
+            task.check_noise(run.options["noise"])
+    except ValueError as exc:
+        raise SweepConfigError(f"{where}: key 'noise': {exc}") from None
+    widths = run.width if isinstance(run.width, list) else [run.width] * (run.depth - 1)
+    if run.density == "ticket" or not task.builds_ticket or len(widths) != run.depth - 1:
+        return run
+    prune_bias = run.options.get("prune_bias", True) is not False
+    full = [task.input_dim] + list(widths) + [task.output_dim]
+    counts = [a * b + (b if prune_bias else 0) for a, b in zip(full[:-1], full[1:])]
+    scope = run.options.get("scope") or default_scope(run.pruner)
+    try:
+        check_keeps_one(float(run.density), counts, scope)
+    except ValueError as exc:
+        raise SweepConfigError(f"{where}: key 'density' (task {run.task!r}, depth {run.depth}, width "
+                               f"{run.width}): {exc}") from None
+    return run
 
 
 def _with_defaults(run: RunConfig, defaults: Mapping[str, Any] | None) -> RunConfig:
@@ -524,12 +564,12 @@ def _validate_grid(canon: str, key: str, value: Any, where: str) -> list:
                 raise bad(v, ", ".join(PROTOCOLS))
             out.append(v)
         elif canon == "density":
-            if v == "ticket":
-                out.append(v)
-            elif isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1:
-                out.append(float(v))
-            else:
-                raise bad(v, 'numbers in (0, 1] or "ticket"')
+            from plantseek.pruners.base import parse_density  # the one rule of seek, the CLI and sweeps
+
+            try:
+                out.append(parse_density(v))
+            except ValueError:
+                raise bad(v, 'numbers in (0, 1] or "ticket" (any case)') from None
         elif canon == "seed":
             if not _is_int(v) or v < 0:
                 raise bad(v, "non-negative integers, a list of them, or {start = 0, count = N}")

@@ -1,6 +1,8 @@
 """The task interface, its data container and the registry of tasks."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -44,6 +46,17 @@ class Task:
     builds_ticket: bool = True  # False for tasks whose ticket is found by training (the image task)
 
     # -- data
+    def check_noise(self, noise) -> float:
+        """``noise`` as a float, or ValueError naming the task and its allowed range: for classification the
+        probability that a label is flipped (in [0, 1]), for regression a standard deviation (finite, >= 0)."""
+        classes = self.kind == "classification"
+        ok = not isinstance(noise, bool) and isinstance(noise, numbers.Real) and math.isfinite(noise) and noise >= 0
+        if not ok or (classes and noise > 1):
+            allowed = ("a number in [0, 1] (the probability that a label is flipped)" if classes
+                       else "a finite number >= 0 (the standard deviation of the target noise)")
+            raise ValueError(f"task {self.name!r}: noise must be {allowed}, got {noise!r}")
+        return float(noise)
+
     def inputs(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Inputs uniform on [-1, 1]^d (float64)."""
         return torch.rand(n, self.input_dim, generator=generator, dtype=torch.float64) * 2.0 - 1.0
@@ -64,8 +77,7 @@ class Task:
             raise ValueError(f"n must be at least 2 (got {n})")
         if not 0 < train_fraction < 1:
             raise ValueError(f"train_fraction must lie in (0, 1) (got {train_fraction})")
-        if noise < 0:
-            raise ValueError(f"noise must be >= 0 (got {noise})")
+        noise = self.check_noise(noise)
         g = torch.Generator(device="cpu").manual_seed(int(seed))
         x = self.inputs(n, g)
         y = self.corrupt(self.target(x), noise, g)

@@ -72,6 +72,7 @@ class Cifar10Task(ImageTask):
              data_dir: str | os.PathLike | None = None, n_test: int | None = None, **_ignored) -> TaskData:
         """The official split from the local copy (missing training batches are skipped; at least one must
         exist); ``n`` / ``n_test`` take seeded subsamples; ``noise`` flips that share of training labels."""
+        noise = self.check_noise(noise)
         folder = find_folder(data_dir)
         parts = [read_batch(folder / f) for f in TRAIN_FILES if (folder / f).is_file()]
         xtr = np.concatenate([p[0] for p in parts])

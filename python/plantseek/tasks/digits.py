@@ -81,6 +81,7 @@ class DigitsTask(ImageTask):
         """All 1797 images (or a seeded subsample of ``n``), split ``train_fraction`` / rest, standardised;
         ``noise`` flips that share of the training labels to another class. Extra keywords (``data_dir``) are
         accepted and ignored so that every image task takes the same call."""
+        noise = self.check_noise(noise)
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
