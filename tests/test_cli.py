@@ -48,3 +48,38 @@ def test_help_everywhere():
 def test_console_entry_point_runs():
     res = subprocess.run([sys.executable, "-m", "plantseek", "info"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "plantseek" in res.stdout
+
+
+def _info(monkeypatch, capsys, devices: list[str]) -> str:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(devices))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(devices))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: devices[i])
+    assert main(["info"]) == 0
+    return capsys.readouterr().out
+
+
+def test_info_tells_the_cuda_module_from_a_cuda_device(monkeypatch, capsys):
+    from plantseek import native
+
+    out = _info(monkeypatch, capsys, [])
+    built = "yes" if native.cuda_available() else "no"
+    assert f"CUDA module built: {built}" in out and "CUDA device: none" in out
+    assert "native cuda: True" not in out
+    out = _info(monkeypatch, capsys, ["NVIDIA H200", "NVIDIA H200"])
+    assert "CUDA device: 2 (cuda:0 NVIDIA H200, cuda:1 NVIDIA H200)" in out
+    assert "available: cpu, cuda:0, cuda:1" in out
+
+
+def test_info_says_when_the_cuda_module_is_missing_or_broken(monkeypatch, capsys):
+    from plantseek import native
+
+    native._load()
+    monkeypatch.setattr(native, "_cuda", None)
+    monkeypatch.setattr(native, "_cuda_built", False)
+    assert "CUDA module built: no" in _info(monkeypatch, capsys, [])
+    monkeypatch.setattr(native, "_cuda_built", True)
+    monkeypatch.setattr(native, "_cuda_error", "libcudart.so.12: cannot open shared object file")
+    out = _info(monkeypatch, capsys, [])
+    assert "CUDA module built: yes, but it did not load (libcudart.so.12" in out

@@ -1,8 +1,13 @@
 """plantseek.kernels: native scores and top-k against the PyTorch references."""
+import math
+import os
+import re
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from plantseek import kernels as K
@@ -173,3 +178,391 @@ def test_native_topk_validation():
         ext.topk_masks([[np.zeros((4, 2))[:, 0]]], [0], [1])
     with pytest.raises(ValueError, match="eligible"):
         ext.topk_masks([[a]], [0], [3], [[np.array([True, False, False, True])]])
+
+
+# --------------------------------------------------------------------------------------------- argument validation
+# Every public wrapper raises ValueError naming the bad argument, on the native path, on its fallback
+# (PLANTSEEK_NATIVE=0) and in its reference; valid edge cases keep working.
+
+
+def _names(arg):
+    """pytest.raises(ValueError) whose message names `arg` (not as part of a longer word)."""
+    return pytest.raises(ValueError, match=rf"(^|\W){re.escape(arg)}(\W|$)")
+
+
+def _no_native(fn):
+    def call(*args, **kwargs):
+        with mock.patch.dict(os.environ, {"PLANTSEEK_NATIVE": "0"}):
+            return fn(*args, **kwargs)
+    return call
+
+
+def _three(fn, reference):
+    return [fn, _no_native(fn), reference]
+
+
+bad_fraction_st = st.one_of(st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not 0 <= x <= 1),
+                            st.sampled_from([True, "0.5", None, [0.5], complex(0.5, 0), torch.tensor([0.1, 0.2])]))
+bad_count_st = st.one_of(st.integers(max_value=-1),
+                         st.floats(allow_nan=True, allow_infinity=True).filter(
+                             lambda x: not (math.isfinite(x) and x.is_integer() and x >= 0)),
+                         st.sampled_from([True, False, "3", None, [3]]))
+
+
+@FAST
+@given(density=bad_fraction_st, n=st.integers(0, 100))
+def test_kept_count_and_schedule_reject_bad_densities(density, n):
+    with _names("density"):
+        K.kept_count(density, n)
+    with _names("density"):
+        K.density_schedule(1.0, density, 3)
+    with _names("d0"):
+        K.density_schedule(density, 0.5, 3)
+
+
+@FAST
+@given(n=bad_count_st, rounds=st.one_of(bad_count_st, st.just(0)))
+def test_kept_count_and_schedule_reject_bad_integers(n, rounds):
+    with _names("n"):
+        K.kept_count(0.5, n)
+    with _names("rounds"):
+        K.density_schedule(0.5, 0.25, rounds)
+
+
+def test_kept_count_and_schedule_valid_edges():
+    assert K.kept_count(0, 0) == 0 and K.kept_count(1, 7) == 7 and K.kept_count(0.5, 10.0) == 5
+    assert K.kept_count(np.float64(0.25), np.int64(8)) == 2 and K.kept_count(torch.tensor(0.5), 4) == 2
+    assert K.density_schedule(0.0, 0.5, 3) == [0.5] * 3 and K.density_schedule(1, 1, 1) == [1.0]
+    assert K.density_schedule(1.0, 0.25, 2) == [0.5, 0.25]
+
+
+def _synflow_fns():
+    scores = _three(K.synflow_scores, K.synflow_scores_reference)
+    prune = _three(K.synflow_prune, K.synflow_prune_reference)
+    return ([lambda ws, bs, masks=None, f=f: f(ws, bs, masks) for f in scores]
+            + [lambda ws, bs, masks=None, f=f: f(ws, bs, 0.0, rounds=2, masks=masks) for f in prune])
+
+
+NETWORK_FNS = [lambda ws, bs, masks=None: K.magnitude_scores(ws, bs),
+               lambda ws, bs, masks=None: K.grad_times_weight_scores(ws, bs, [None] * len(bs), [None] * len(bs))
+               ] + _synflow_fns()
+NETWORK_DEFECTS = ["empty", "tensor for the list", "list for a tensor", "bool weights", "int biases", "complex weights",
+                   "bias shape", "chain", "inf weight", "nan bias", "one bias short", "no networks", "mixed stacking"]
+
+
+def _defective_network(defect, ws, bs, l, M):
+    """(weights, biases, the argument the error must name) with one defect in layer l; None: not applicable."""
+    ws, bs = [w.clone() for w in ws], [b.clone() for b in bs]
+    later = max(l, 1)  # layer 0 sets the input width and the (plain or stacked) form
+    if defect == "empty":
+        return [], [], "weights"
+    if defect == "tensor for the list":
+        return ws[0], bs, "weights"
+    if defect == "list for a tensor":
+        ws[l] = ws[l].tolist()
+        return ws, bs, f"weights[{l}]"
+    if defect == "bool weights":
+        ws[l] = ws[l] > 0
+        return ws, bs, f"weights[{l}]"
+    if defect == "int biases":
+        bs[l] = bs[l].to(torch.int32)
+        return ws, bs, f"biases[{l}]"
+    if defect == "complex weights":
+        ws[l] = ws[l].to(torch.complex128)
+        return ws, bs, f"weights[{l}]"
+    if defect == "bias shape":
+        bs[l] = torch.cat([bs[l], bs[l][..., :1]], dim=-1)
+        return ws, bs, f"biases[{l}]"
+    if defect == "chain" and len(ws) > 1:
+        ws[later] = torch.cat([ws[later], ws[later][..., :1]], dim=-1)
+        return ws, bs, f"weights[{later}]"
+    if defect == "inf weight":
+        ws[l].reshape(-1)[-1] = -math.inf
+        return ws, bs, f"weights[{l}]"
+    if defect == "nan bias":
+        bs[l].reshape(-1)[0] = math.nan
+        return ws, bs, f"biases[{l}]"
+    if defect == "one bias short":
+        return ws, bs[:-1], "biases"
+    if defect == "no networks" and M:
+        return [w[:0] for w in ws], [b[:0] for b in bs], "weights[0]"
+    if defect == "mixed stacking" and len(ws) > 1:
+        ws[later], bs[later] = (ws[later][0], bs[later][0]) if M else (ws[later][None], bs[later][None])
+        return ws, bs, f"weights[{later}]"
+    return None
+
+
+@FAST
+@given(widths=widths_st, M=st.sampled_from([None, 2]), defect=st.sampled_from(NETWORK_DEFECTS),
+       layer=st.integers(0, 4), seed=st.integers(0, 100))
+def test_network_arguments_are_checked(widths, M, defect, layer, seed):
+    ws, bs, _ = _net(seed, widths, M)
+    case = _defective_network(defect, ws, bs, layer % len(ws), M)
+    assume(case is not None)
+    bad_ws, bad_bs, name = case
+    for fn in NETWORK_FNS:
+        with _names(name):
+            fn(bad_ws, bad_bs)
+
+
+@FAST
+@given(widths=widths_st, M=st.sampled_from([None, 2]), defect=st.sampled_from(["float", "shape", "count", "pair"]),
+       layer=st.integers(0, 4), seed=st.integers(0, 100))
+def test_synflow_mask_arguments_are_checked(widths, M, defect, layer, seed):
+    ws, bs, masks = _net(seed, widths, M)
+    l = layer % len(ws)
+    masks = list(masks)
+    if defect == "float":
+        masks[l], name = (masks[l][0].double(), masks[l][1]), f"masks[{l}][0]"
+    elif defect == "shape":
+        masks[l], name = (masks[l][0], masks[l][1][..., :-1]), f"masks[{l}][1]"
+    elif defect == "count":
+        masks, name = masks[:-1], "masks"
+    else:
+        masks[l], name = masks[l][0], f"masks[{l}]"
+    for fn in _synflow_fns():
+        with _names(name):
+            fn(ws, bs, masks)
+
+
+@FAST
+@given(widths=widths_st, M=st.sampled_from([None, 2]), defect=st.sampled_from(["shape", "bool", "inf", "short", "tensor"]),
+       layer=st.integers(0, 4), seed=st.integers(0, 100))
+def test_gradient_arguments_are_checked(widths, M, defect, layer, seed):
+    ws, bs, _ = _net(seed, widths, M)
+    l = layer % len(ws)
+    gws, gbs = [torch.ones_like(w) for w in ws], [None] * len(bs)
+    if defect == "shape":
+        gws[l], name = gws[l][..., :-1], f"weight_grads[{l}]"
+    elif defect == "bool":
+        gbs[l], name = torch.ones_like(bs[l], dtype=torch.bool), f"bias_grads[{l}]"
+    elif defect == "inf":
+        gws[l].reshape(-1)[0], name = math.inf, f"weight_grads[{l}]"
+    elif defect == "short":
+        gbs, name = gbs[:-1], "bias_grads"
+    else:
+        gws, name = torch.ones(3), "weight_grads"
+    with _names(name):
+        K.grad_times_weight_scores(ws, bs, gws, gbs)
+    # valid: all gradients missing scores 0, a gradient of ones gives |w|
+    g = K.grad_times_weight_scores(ws, bs, [torch.ones_like(w) for w in ws], [None] * len(bs))
+    assert all(torch.equal(s, w.abs()) and not bool(sb.any()) for (s, sb), w in zip(g, ws))
+
+
+def test_magnitude_scores_from_the_issue():
+    with _names("weights[0]"):
+        K.magnitude_scores([torch.ones(1, 6, dtype=torch.bool)], [torch.ones(1, dtype=torch.int32)])
+
+
+@FAST
+@given(widths=widths_st, M=st.sampled_from([None, 2]), layer=st.integers(0, 4), where=st.sampled_from(["w", "b"]),
+       value=st.sampled_from([math.inf, -math.inf, math.nan]), masked=st.booleans(), seed=st.integers(0, 100))
+def test_synflow_rejects_non_finite_parameters(widths, M, layer, where, value, masked, seed):
+    ws, bs, masks = _net(seed, widths, M)
+    l = layer % len(ws)
+    t, m, name = (ws[l], masks[l][0], f"weights[{l}]") if where == "w" else (bs[l], masks[l][1], f"biases[{l}]")
+    t.reshape(-1)[0] = value
+    m.reshape(-1)[0] = not masked  # a pruned parameter must be finite too (the reference multiplies it by 0)
+    for fn in _synflow_fns():
+        with _names(name):
+            fn(ws, bs, masks)
+        with _names(name):
+            fn(ws, bs)
+
+
+@FAST
+@given(depth=st.integers(3, 5), M=st.sampled_from([None, 2]), scale=st.sampled_from([1e120, 1e200, 1e300]),
+       width=st.integers(1, 4))
+def test_synflow_rejects_a_flow_that_overflows(depth, M, scale, width):
+    lead = () if M is None else (M,)
+    ws = [torch.full((*lead, width, width), scale, dtype=torch.float64) for _ in range(depth)]
+    bs = [torch.zeros(*lead, width, dtype=torch.float64) for _ in range(depth)]
+    for fn in _synflow_fns():
+        with _names("weights"):
+            fn(ws, bs)
+    # with the weights after layer 0 pruned the flow is finite: valid, and native and reference agree
+    masks = [(torch.full(w.shape, l == 0), torch.ones(b.shape, dtype=torch.bool)) for l, (w, b) in enumerate(zip(ws, bs))]
+    got, want = K.synflow_scores(ws, bs, masks), K.synflow_scores_reference(ws, bs, masks)
+    for (a, b), (c, d) in zip(got, want):
+        assert bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=0)
+        torch.testing.assert_close(b, d, rtol=1e-12, atol=0)
+    assert _equal_masks(K.synflow_prune(ws, bs, 0.0, rounds=2, masks=masks),
+                        K.synflow_prune_reference(ws, bs, 0.0, rounds=2, masks=masks))
+
+
+def test_synflow_inf_weights_from_the_issue():
+    ws, bs, _ = _net(0, [3, 4, 2])
+    ws[0][1, 1] = math.inf
+    for fn in (K.synflow_prune, _no_native(K.synflow_prune), K.synflow_prune_reference):
+        with _names("weights[0]"):
+            fn(ws, bs, 0.5, rounds=3)
+
+
+@FAST
+@given(density=bad_fraction_st, rounds=st.one_of(bad_count_st, st.just(0)), seed=st.integers(0, 100))
+def test_synflow_prune_scalar_arguments_are_checked(density, rounds, seed):
+    ws, bs, _ = _net(seed, [3, 4, 2])
+    for fn in _three(K.synflow_prune, K.synflow_prune_reference):
+        with _names("density"):
+            fn(ws, bs, density, rounds=2)
+        with _names("rounds"):
+            fn(ws, bs, 0.5, rounds=rounds)
+        with _names("scope"):
+            fn(ws, bs, 0.5, rounds=2, scope="row")
+        with _names("prune_bias"):
+            fn(ws, bs, 0.5, rounds=2, prune_bias="no")
+
+
+TOPK_DEFECTS = ["empty", "bool scores", "complex scores", "pair", "no networks", "stacking", "k negative",
+                "k too large", "k fractional", "k nan", "k bool", "k list", "layer k length", "layer k entry",
+                "density", "eligible length", "eligible dtype", "eligible shape", "k above eligible", "scope", "both"]
+
+
+def _topk_case(defect, scores, masks, l, M):
+    """(scores, keyword arguments, the argument the error must name) with one defect; None: not applicable."""
+    s = [list(p) for p in scores]
+    L, n_net = len(s), M or 1
+    counts = [sum(t.numel() // n_net for t in p if t is not None) for p in s]
+    kw = dict(k=1, eligible=None, scope="global")
+    later = max(l, 1)
+    if defect == "empty":
+        return [], kw, "scores"
+    if defect == "bool scores":
+        s[l][0] = s[l][0] > 0
+        return s, kw, f"scores[{l}][0]"
+    if defect == "complex scores":
+        s[l][0] = s[l][0].to(torch.complex64)
+        return s, kw, f"scores[{l}][0]"
+    if defect == "pair":
+        s[l] = s[l][0]
+        return s, kw, f"scores[{l}]"
+    if defect == "no networks" and M:
+        return [(w[:0], None if b is None else b[:0]) for w, b in s], kw, "scores[0][0]"
+    if defect == "stacking" and M and L > 1:
+        s[later][0] = s[later][0][:1]
+        return s, kw, f"scores[{later}][0]"
+    if defect.startswith("k "):
+        k = {"k negative": -1, "k too large": sum(counts) + 1, "k fractional": 0.5, "k nan": math.nan, "k bool": True,
+             "k list": [1]}.get(defect)
+        if defect == "k above eligible":
+            kw["eligible"] = [(torch.zeros_like(wm), bm) for wm, bm in masks]
+            k = 1
+        return s, dict(kw, k=k), "k"
+    if defect == "layer k length":
+        return s, dict(kw, k=[0] * (L + 1), scope="layer"), "k"
+    if defect == "layer k entry":
+        k = [0] * L
+        k[l] = counts[l] + 1
+        return s, dict(kw, k=k, scope="layer"), f"k[{l}]"
+    if defect == "density":
+        return s, dict(kw, k=None, density=1.5), "density"
+    if defect == "both":
+        return s, dict(kw, density=0.5), "density"
+    if defect == "scope":
+        return s, dict(kw, scope="row"), "scope"
+    el = [list(p) for p in masks]
+    if defect == "eligible length":
+        return s, dict(kw, eligible=el[:-1]), "eligible"
+    if defect == "eligible dtype":
+        el[l][0] = el[l][0].float()
+        return s, dict(kw, eligible=el), f"eligible[{l}][0]"
+    if defect == "eligible shape":
+        el[l][0] = el[l][0][..., :-1]
+        return s, dict(kw, eligible=el), f"eligible[{l}][0]"
+    return None
+
+
+@FAST
+@given(widths=widths_st, M=st.sampled_from([None, 3]), with_bias=st.booleans(), defect=st.sampled_from(TOPK_DEFECTS),
+       layer=st.integers(0, 4), seed=st.integers(0, 100))
+def test_topk_arguments_are_checked(widths, M, with_bias, defect, layer, seed):
+    ws, bs, masks = _net(seed, widths, M)
+    scores = [(w.abs(), b.abs() if with_bias else None) for w, b in zip(ws, bs)]
+    case = _topk_case(defect, scores, masks, layer % len(ws), M)
+    assume(case is not None)
+    bad, kw, name = case
+    for fn in _three(K.global_topk, K.global_topk_reference):
+        with _names(name):
+            fn(bad, **kw)
+
+
+@FAST
+@given(n=st.integers(1, 30), defect=st.sampled_from(["bool", "k missing", "k negative", "k too large", "k fractional",
+                                                     "eligible shape", "eligible dtype", "k above eligible"]))
+def test_flat_topk_arguments_are_checked(n, defect):
+    s, k, el, name = torch.arange(n, dtype=torch.float64), 1, None, "k"
+    if defect == "bool":
+        s, name = s > 0, "scores"
+    elif defect == "k missing":
+        k = None
+    elif defect == "k negative":
+        k = -1
+    elif defect == "k too large":
+        k = n + 1
+    elif defect == "k fractional":
+        k = 0.5
+    elif defect == "eligible shape":
+        el, name = torch.ones(n + 1, dtype=torch.bool), "eligible"
+    elif defect == "eligible dtype":
+        el, name = torch.ones(n), "eligible"
+    else:
+        el = torch.zeros(n, dtype=torch.bool)
+    for fn in _three(K.global_topk, K.global_topk_reference):
+        with _names(name):
+            fn(s, k, el)
+
+
+def test_topk_from_the_issue():
+    for fn in _three(K.global_topk, K.global_topk_reference):
+        with _names("scores[0][0]"):
+            fn([(torch.zeros(0, 1, 5), None)], k=[0], scope="layer")
+
+
+@FAST
+@given(widths=st.lists(st.integers(0, 6), min_size=2, max_size=4), M=st.sampled_from([None, 1, 3]),
+       scope=st.sampled_from(["global", "layer"]), with_bias=st.booleans(), frac=st.sampled_from([0.0, 0.5, 1.0]),
+       seed=st.integers(0, 100))
+def test_topk_and_synflow_valid_edges(widths, M, scope, with_bias, frac, seed):
+    """Zero-size layers, k = 0 and k = n, integer scores: every implementation gives the same exact masks."""
+    ws, bs, _ = _net(seed, widths, M)
+    gen = torch.Generator().manual_seed(seed)
+    scores = [(torch.randint(0, 3, w.shape, generator=gen), torch.randint(0, 3, b.shape, generator=gen) if with_bias else None)
+              for w, b in zip(ws, bs)]
+    n_net = M or 1
+    counts = [sum(t.numel() // n_net for t in p if t is not None) for p in scores]
+    k = int(frac * sum(counts)) if scope == "global" else [int(frac * c) for c in counts]
+    want = K.global_topk_reference(scores, k, scope=scope)
+    float_scores = [(w.double(), None if b is None else b.double()) for w, b in scores]
+    for fn in _three(K.global_topk, K.global_topk_reference):
+        assert _equal_masks(fn(scores, k, scope=scope), want)
+        assert _equal_masks(fn(float_scores, k, scope=scope), want)
+    kept = sum(int(wm.sum()) + (int(bm.sum()) if with_bias else 0) for wm, bm in want)
+    assert kept == n_net * (k if scope == "global" else sum(k))
+    got = [fn(ws, bs, frac, rounds=2, scope=scope, prune_bias=with_bias)
+           for fn in _three(K.synflow_prune, K.synflow_prune_reference)]
+    assert _equal_masks(got[0], got[1]) and _equal_masks(got[0], got[2])
+
+
+def test_cuda_wrappers_check_arguments_before_launching():
+    mask = [(torch.ones(2, 3, dtype=torch.bool), torch.ones(2, dtype=torch.bool))]
+    with _names("reference[0][0]"):
+        K.cuda_overlap_counts([mask], mask)  # CPU masks: not for the CUDA kernels
+    with _names("reference"):
+        K.cuda_overlap_counts([mask], [])
+    with _names("found"):
+        K.cuda_overlap_counts(mask[0][0], mask)
+    with _names("found[1][0][0]"):
+        K.cuda_overlap_counts([mask, [(mask[0][0].t(), mask[0][1])]], mask)
+    with _names("masks_list[0][0][0]"):
+        K.cuda_reachability([mask], [3, 2])
+    with _names("widths"):
+        K.cuda_reachability([mask], [3])
+    with _names("widths[1]"):
+        K.cuda_reachability([mask], [3, -2])
+    with _names("masks_list"):
+        K.cuda_reachability([], [3, 2])
+    with _names("masks_list[0][0][0]"):
+        K.cuda_reachability([[(torch.ones(2, 4, dtype=torch.bool), mask[0][1])]], [3, 2])
+    with _names("masks_list[1][0][1]"):
+        K.cuda_reachability([mask, [(mask[0][0], mask[0][1].float())]], [3, 2])

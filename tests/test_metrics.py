@@ -1,7 +1,11 @@
 """plantseek.metrics: recovery and connectivity, native against the PyTorch references."""
+import os
+import re
+from unittest import mock
+
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from plantseek import metrics, native
@@ -97,6 +101,110 @@ def test_errors():
         metrics.recovery([], good)
     with pytest.raises(ValueError, match="differ"):
         metrics.recovery([(torch.ones(2, 4, dtype=torch.bool), torch.ones(2, dtype=torch.bool))], good)
+
+
+def _names(arg):
+    """pytest.raises(ValueError) whose message names `arg` (not as part of a longer word)."""
+    return pytest.raises(ValueError, match=rf"(^|\W){re.escape(arg)}(\W|$)")
+
+
+def _no_native(fn):
+    def call(*args, **kwargs):
+        with mock.patch.dict(os.environ, {"PLANTSEEK_NATIVE": "0"}):
+            return fn(*args, **kwargs)
+    return call
+
+
+REACHABILITY = [metrics.reachability_counts, _no_native(metrics.reachability_counts),
+                metrics.reachability_counts_reference]
+MASK_DEFECTS = ["empty list", "empty mask", "one mask", "float", "int bias", "shape differs", "unchained", "3-D",
+                "layers differ", "not tensors", "device"]
+
+
+def _defective_masks(defect, ms, i, l):
+    """(masks_list, the argument the error must name) with one defect in mask i, layer l; None: not applicable."""
+    ms = [list(m) for m in ms]
+    wm, bm = ms[i][l]
+    if defect == "empty list":
+        return [], "masks_list"
+    if defect == "empty mask":
+        ms[i] = []
+        return ms, f"masks_list[{i}]"
+    if defect == "one mask":
+        return ms[0], "masks_list[0]"
+    if defect == "float":
+        ms[i][l] = (wm.float(), bm)
+        return ms, f"masks_list[{i}][{l}][0]"
+    if defect == "int bias":
+        ms[i][l] = (wm, bm.to(torch.int8))
+        return ms, f"masks_list[{i}][{l}][1]"
+    if defect == "shape differs" and i > 0:
+        ms[i][l] = (wm[:, :-1], bm)
+        return ms, f"masks_list[{i}][{l}][0]"
+    if defect == "unchained" and l > 0:
+        ms[0][l] = (torch.cat([wm, wm[:, :1]], dim=1), bm)
+        return ms, f"masks_list[0][{l}][0]"
+    if defect == "3-D":
+        ms[0][l] = (wm[None], bm)
+        return ms, f"masks_list[0][{l}]"
+    if defect == "layers differ" and i > 0:
+        ms[i] = ms[i][:-1]
+        return ms, f"masks_list[{i}]"
+    if defect == "not tensors":
+        ms[i][l] = (wm.tolist(), bm)
+        return ms, f"masks_list[{i}][{l}][0]"
+    if defect == "device" and i > 0:
+        ms[i][l] = (wm.to("meta"), bm)
+        return ms, f"masks_list[{i}][{l}][0]"
+    return None
+
+
+@FAST
+@given(widths=st.lists(st.integers(1, 6), min_size=2, max_size=4), M=st.integers(1, 3),
+       defect=st.sampled_from(MASK_DEFECTS), i=st.integers(0, 2), l=st.integers(0, 3), seed=st.integers(0, 100))
+def test_reachability_arguments_are_checked(widths, M, defect, i, l, seed):
+    gen = torch.Generator().manual_seed(seed)
+    ms = [_mask(gen, widths, 0.5) for _ in range(M)]
+    case = _defective_masks(defect, ms, i % M, l % (len(widths) - 1))
+    assume(case is not None)
+    bad, name = case
+    for fn in REACHABILITY:
+        with _names(name):
+            fn(bad)
+
+
+def test_connectivity_arguments_are_checked():
+    good = [(torch.ones(2, 3, dtype=torch.bool), torch.ones(2, dtype=torch.bool))]
+    for fn in (metrics.connectivity, metrics.effective_density, metrics.dead_neurons, metrics.layer_collapse):
+        with _names("masks"):
+            fn([])
+        with _names("masks[0][0]"):
+            fn([(torch.ones(2, 3), torch.ones(2))])
+        with _names("masks[1][0]"):  # stacked masks of different M
+            fn([(torch.ones(2, 2, 3, dtype=torch.bool), torch.ones(2, 2, dtype=torch.bool)),
+                (torch.ones(3, 4, 2, dtype=torch.bool), torch.ones(2, 4, dtype=torch.bool))])
+        with _names("masks"):
+            fn([(torch.ones(0, 2, 3, dtype=torch.bool), torch.ones(0, 2, dtype=torch.bool))])
+        with _names("masks[1]"):
+            fn([good, good[0]])
+    with _names("masks_list"):
+        metrics.reachability_counts([])
+
+
+@FAST
+@given(widths=st.lists(st.integers(0, 6), min_size=2, max_size=5), M=st.integers(1, 3),
+       density=st.sampled_from([0.0, 0.5, 1.0]), seed=st.integers(0, 100))
+def test_reachability_of_zero_size_layers(widths, M, density, seed):
+    """Layers of width 0 are valid: every implementation agrees (and nothing before a width-0 layer is
+    effective)."""
+    gen = torch.Generator().manual_seed(seed)
+    ms = [_mask(gen, widths, density) for _ in range(M)]
+    want = metrics.reachability_counts_reference(ms)
+    for fn in REACHABILITY:
+        for a, b in zip(fn(ms), want):
+            assert torch.equal(a, b)
+    if 0 in widths[1:-1]:
+        assert not bool(want[1][:, :2 * widths[1:-1].index(0)].any())
 
 
 @pytest.mark.skipif(native.cpu_module() is None, reason="native core not built")

@@ -180,3 +180,21 @@ def test_planted_values_stay_on_the_hosts_scale(name):
         for (wm, _), w in zip(net.ticket_mask, net.weights):
             host = w[~wm].abs().max()
             assert float(w[wm].abs().max()) <= 1000 * float(host)  # the 1e-16 residue bug gave 1e14
+
+
+@pytest.mark.parametrize("name", ["relu", "circle", "helix"])
+def test_masked_host_equals_scaled_ticket_to_1e_12(name):
+    """The README's claim: not bit-equal (float64 rounding), but within 1e-12 of the largest output."""
+    task = tasks.get(name)
+    for depth in (2, 4, 9):
+        net = plant(task.ticket(depth), width=100, seed=0)
+        assert relative_error(net, net.ticket, task.data(n=2000, seed=0).x_test) <= 1e-12
+
+
+def test_repr_is_short_and_names_the_task():
+    net = plant(tasks.get("circle").ticket(4), width=100, seed=0)
+    text = repr(net)
+    assert len(text) < 300 and "tensor" not in text
+    assert text.startswith("PlantedNetwork(task='circle', widths=[2, 100, 100, 100, 4]")
+    assert "ticket_density=" in text and "output_scale=" in text
+    assert str(net) == text

@@ -313,3 +313,15 @@ def test_slow_singleshot_ticket_relu_paper_size():
     m = seek(task="relu", depth=4, width=100, pruner="ticket", density="ticket", progress=False, device="cpu",
              dense_baseline=False).metrics
     assert m["test_loss"] <= 1.05 * m["ticket_test_loss"] and m["test_loss"] < 2e-4
+
+
+def test_repr_is_short_with_the_run_and_its_headline_metrics():
+    r = seek(pruner=pruners.get("synflow", iterations=1), density=0.2, **FAST)
+    text = repr(r)
+    assert len(text) < 300 and "tensor" not in text and str(r) == text
+    for part in ("task='circle'", "pruner='synflow[iterations=1]'", "protocol='singleshot'", "seed=0",
+                 "density=", "test_accuracy=", "recall=", "functional_recall="):
+        assert part in text, (part, text)
+    reg = seek(task="relu", depth=3, width=20, n_samples=800, epochs=1, progress=False, device="cpu",
+               pruner="random", density=0.5)
+    assert "test_loss=" in repr(reg) and "test_accuracy" not in repr(reg)

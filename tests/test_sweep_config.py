@@ -15,7 +15,7 @@ ISSUE_EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "issue_examp
 
 def test_issue_example_expands_to_the_product():
     sweep = parse_sweep(ISSUE_EXAMPLE)
-    assert len(sweep) == 2 * 3 * 1 * 3 * 2
+    assert len(sweep) == 2 * (2 * 3 + 1) * 1 * 2  # the ticket oracle once, at density "ticket"
     first = sweep.runs[0].to_dict()
     assert {k: first[k] for k in ("task", "pruner", "protocol", "density", "seed", "depth", "width", "epochs")} == \
         {"task": "circle", "pruner": "random", "protocol": "singleshot", "density": 0.1, "seed": 0,
@@ -134,7 +134,7 @@ def test_defaults_of_seek_complete_the_key():
 
 def test_duplicates_are_dropped():
     sweep = parse_sweep(ISSUE_EXAMPLE + '\n[[experiment]]\nepochs = 1\n[[experiment]]\nepochs = [1, 2]\n')
-    assert len(sweep) == 36 * 2
+    assert len(sweep) == 28 * 2
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -178,6 +178,45 @@ def test_density_ticket_in_any_case_is_the_same_run():
     assert {r.density for r in upper.runs} == {0.1, 0.01, "ticket"}
 
 
+ORACLE_SWEEP = """
+[sweep]
+task = "circle"
+pruners = [{pruners}]
+protocols = ["singleshot", "strong"]
+densities = [{densities}]
+seeds = [0, 1]
+depth = 3
+width = 30
+epochs = 1
+"""
+
+
+def test_ticket_oracle_runs_once_per_configuration(tmp_path, capsys):
+    """The oracle keeps the planted mask whatever density is asked: one run per configuration, at density
+    "ticket"; the other pruners' runs and keys are what they were."""
+    both = parse_sweep(ORACLE_SWEEP.format(pruners='"random", "ticket"', densities='0.1, 0.5, "ticket"'))
+    oracle = [r for r in both.runs if r.pruner == "ticket"]
+    assert len(oracle) == 2 * 2 and {r.density for r in oracle} == {"ticket"}  # protocols x seeds
+    assert len(both) == 2 * 2 * 3 + 4
+    alone = parse_sweep(ORACLE_SWEEP.format(pruners='"random"', densities='0.1, 0.5, "ticket"'))
+    assert [r.key for r in both.runs if r.pruner == "random"] == [r.key for r in alone.runs]
+    at_ticket = parse_sweep(ORACLE_SWEEP.format(pruners='"ticket"', densities='"ticket"'))
+    assert [r.key for r in oracle] == [r.key for r in at_ticket.runs]  # results stored before still count
+    assert at_ticket.notes == []
+    # densities without "ticket": the oracle still runs, at its own density
+    numeric = parse_sweep(ORACLE_SWEEP.format(pruners='"ticket"', densities="0.1, 0.5"))
+    assert [r.key for r in numeric.runs] == [r.key for r in at_ticket.runs]
+    (note,) = both.notes
+    assert "once per configuration" in note and "(4 runs)" in note and "(8 runs fewer)" in note
+    from plantseek.cli import main
+
+    f = tmp_path / "s.toml"
+    f.write_text(ORACLE_SWEEP.format(pruners='"random", "ticket"', densities='0.1, 0.5, "ticket"'))
+    assert main(["sweep", str(f), "--db", str(tmp_path / "r.db"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "16 runs, 0 already in" in out and "note: pruner 'ticket' (the oracle)" in out
+
+
 def test_booleans_and_regression_noise_that_are_fine():
     sweep = parse_sweep(ISSUE_EXAMPLE + 'prune_bias = false\ndense_baseline = [true, false]\n')
     assert {(r.options["prune_bias"], r.options["dense_baseline"]) for r in sweep.runs} == {(False, True), (False, False)}
@@ -208,7 +247,7 @@ def test_load_sweep_file_names_the_file(tmp_path):
     p = tmp_path / "mine.toml"
     p.write_text(ISSUE_EXAMPLE)
     sweep = load_sweep(p)
-    assert sweep.name == "mine" and sweep.source == ISSUE_EXAMPLE and len(sweep) == 36
+    assert sweep.name == "mine" and sweep.source == ISSUE_EXAMPLE and len(sweep) == 28
     with pytest.raises(FileNotFoundError, match="nope.toml"):
         load_sweep(tmp_path / "nope.toml")
 

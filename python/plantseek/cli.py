@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         code = args._run(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # bad arguments and files the user named: one line, not a traceback
         print(f"plantseek {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

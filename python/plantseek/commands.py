@@ -4,13 +4,20 @@ from __future__ import annotations
 import argparse
 import json
 
+from .arguments import depth_type, output_file, seed_type, width_type
 from .cli import command
 
 
 def ticket_table(depth: int | None = None, width: int = 100) -> list[dict]:
     """One row per task: minimum depth, ticket size at `depth` (default: the minimum) and its test performance."""
     from . import plant, tasks
+    from .arguments import depth as check_depth
 
+    if depth is not None:
+        depth = check_depth(depth)
+        lowest = min((tasks.get(n).min_depth for n in tasks.available() if tasks.get(n).builds_ticket), default=1)
+        if depth < lowest:
+            raise ValueError(f"depth {depth} is below every task's minimum depth; allowed: depth >= {lowest}")
     rows = []
     for name in tasks.available():
         task = tasks.get(name)
@@ -43,8 +50,8 @@ def print_rows(rows: list[dict]) -> None:
 class TasksCommand:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--depth", type=int, default=None, help="ticket depth (default: each task's minimum)")
-        p.add_argument("--width", type=int, default=100, help="host width used for the density columns")
+        p.add_argument("--depth", type=depth_type, default=None, help="ticket depth (default: each task's minimum)")
+        p.add_argument("--width", type=width_type, default=100, help="host width used for the density columns")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -90,9 +97,9 @@ class PlantCommand:
         from . import init, tasks
 
         p.add_argument("--task", required=True, choices=tasks.available())
-        p.add_argument("--depth", type=int, default=None, help="number of linear layers (default: task minimum)")
-        p.add_argument("--width", type=str, default="100", help="host width, or comma-separated per hidden layer")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--depth", type=depth_type, default=None, help="number of linear layers (default: task minimum)")
+        p.add_argument("--width", type=width_type, default=100, help="host width, or comma-separated per hidden layer")
+        p.add_argument("--seed", type=seed_type, default=0)
         p.add_argument("--init", default="he-scaled", choices=init.available())
         p.add_argument("--out", default=None, help="where to save the planted network (.pt)")
         p.add_argument("--json", default=None, help="also write the summary as JSON here")
@@ -102,17 +109,18 @@ class PlantCommand:
         from . import plant, tasks
 
         task = tasks.get(args.task)
-        width = [int(w) for w in args.width.split(",")] if "," in args.width else int(args.width)
+        out = output_file(args.out, "--out") if args.out else None  # before the work, not after it
+        json_out = output_file(args.json, "--json") if args.json else None
         depth = task.min_depth if args.depth is None else args.depth
-        net = plant(task.ticket(depth), width=width, seed=args.seed, init=args.init)
+        net = plant(task.ticket(depth), width=args.width, seed=args.seed, init=args.init)
         net.config["task"] = task.name
         info = describe(net, task.name)
         print_description(info)
-        if args.out:
-            net.save(args.out)
-            print(f"saved to {args.out}")
-        if args.json:
-            with open(args.json, "w") as fh:
+        if out:
+            net.save(out)
+            print(f"saved to {out}")
+        if json_out:
+            with open(json_out, "w") as fh:
                 json.dump(info, fh, indent=2)
         return 0
 
@@ -143,9 +151,9 @@ class InfoCommand:
         import torch
 
         from . import __version__, native
-        from .device import available_devices
+        from .device import available_devices, cuda_devices
 
         print(f"plantseek {__version__}, torch {torch.__version__}, {available_devices()}")
-        for k, v in native.info().items():
-            print(f"  native {k}: {v}")
+        for line in native.describe(cuda_devices()):
+            print(f"  {line}")
         return 0

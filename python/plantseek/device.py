@@ -34,6 +34,15 @@ def available_devices() -> str:
     return "available: " + ", ".join(names)
 
 
+def cuda_devices() -> str:
+    """The visible CUDA devices in words: "none", or their count and names ("1 (cuda:0 NVIDIA H200)")."""
+    if not torch.cuda.is_available():
+        return "none"
+    count = torch.cuda.device_count()
+    names = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(count))
+    return f"{count} ({names})"
+
+
 def resolve_dtype(dtype: str | torch.dtype | None = "float32") -> torch.dtype:
     """Accept torch dtypes or their names; only float32 and float64 are supported for training."""
     if dtype is None:

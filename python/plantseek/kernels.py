@@ -17,7 +17,10 @@ Functions: `magnitude_scores`, `grad_times_weight_scores`, `synflow_scores`, `sy
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+import numbers
+from collections.abc import Iterable
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +28,133 @@ import torch
 from . import native
 
 Pairs = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+# --------------------------------------------------------------------------------------------- argument checks
+# One set of checks for every public wrapper here and the reachability functions of `plantseek.metrics`: each
+# raises ArgumentError naming the argument, what it got and what is allowed.
+
+
+class ArgumentError(ValueError, TypeError):
+    """A bad argument to a kernel wrapper. A ValueError, as plantseek's argument errors are; also a TypeError,
+    which these wrappers raised for wrong types and dtypes before, so that existing handlers still catch it."""
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {str(value.dtype).replace('torch.', '')} tensor of shape {tuple(value.shape)} on {value.device}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _fail(name: str, need: str, value) -> ArgumentError:
+    return ArgumentError(f"{name} must {need}, got {_describe(value)}")
+
+
+def _range(lo, hi) -> str:
+    return f"[{lo}, {hi}]" if hi is not None else f"[{lo}, inf)"
+
+
+def _scalar(value):
+    """Python scalar of a one-element tensor or array (they were accepted through float() and int())."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 or isinstance(value, np.ndarray) and value.size == 1:
+        return value.item()
+    return value
+
+
+def check_real(name: str, value, lo: float | None = None, hi: float | None = None) -> float:
+    """A finite real number (not a bool) in [lo, hi], as a float."""
+    v = _scalar(value)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+        raise _fail(name, f"be a finite real number in {_range(lo, hi)}", value)
+    v = float(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ArgumentError(f"{name} = {v!r} is outside {_range(lo, hi)}")
+    return v
+
+
+def check_int(name: str, value, lo: int | None = 0, hi: int | None = None) -> int:
+    """An integer (or an integral float such as 10.0; not a bool) in [lo, hi], as an int."""
+    v = _scalar(value)
+    integral = isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real) and float(v).is_integer())
+    if isinstance(v, (bool, np.bool_)) or not integral:
+        raise _fail(name, f"be an integer in {_range(lo, hi)}", value)
+    v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ArgumentError(f"{name} = {v} is outside {_range(lo, hi)}")
+    return v
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise _fail(name, "be True or False", value)
+    return bool(value)
+
+
+_KINDS = {  # kind -> (what the error says is allowed, dtype test)
+    "float": ("a floating-point", lambda d: d.is_floating_point),
+    "real": ("a real (floating-point or integer, not bool)", lambda d: not d.is_complex and d != torch.bool),
+    "bool": ("a bool", lambda d: d == torch.bool),
+}
+
+
+def check_tensor(name: str, t, kind: str = "float", *, shape=None, device=None, finite: bool = False) -> torch.Tensor:
+    """A tensor of a dtype kind ("float", "real", "bool"); ``shape`` a tuple whose None entries match any size;
+    on ``device`` when given; without inf or NaN when ``finite``."""
+    label, dtype_ok = _KINDS[kind]
+    if not isinstance(t, torch.Tensor) or not dtype_ok(t.dtype):
+        raise _fail(name, f"be {label} tensor", t)
+    if shape is not None and (t.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape))):
+        raise _fail(name, f"have shape ({', '.join('*' if s is None else str(s) for s in shape)}{',' * (len(shape) == 1)})", t)
+    if device is not None and t.device != torch.device(device):
+        raise _fail(name, f"be on {device} (with the other tensors)", t)
+    if finite and t.is_floating_point():
+        bad = ~torch.isfinite(t.detach())
+        if bool(bad.any()):
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            raise ArgumentError(f"{name} must be finite, got {int(bad.sum())} inf/NaN value(s), the first "
+                                f"{t[first].item()} at index {first}")
+    return t
+
+
+def check_list(name: str, seq, what: str, min_len: int = 1) -> list:
+    """A list (or other non-tensor iterable) of at least ``min_len`` items, as a list."""
+    if isinstance(seq, (torch.Tensor, np.ndarray, str, bytes, dict)) or not isinstance(seq, Iterable):
+        raise _fail(name, f"be a list of {what}", seq)
+    out = list(seq)
+    if len(out) < min_len:
+        raise _fail(name, f"be a list of {what} with at least {min_len} item(s)" if min_len > 1
+                    else f"be a non-empty list of {what}", seq)
+    return out
+
+
+def check_pair(name: str, pair, what: str = "a (weight, bias) pair") -> tuple:
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise _fail(name, f"be {what}", pair)
+    return pair[0], pair[1]
+
+
+def check_mask(name: str, mask, shapes=None, device=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A mask: a non-empty list of (weight_mask, bias_mask) pairs of bool tensors on one device (``device``,
+    else the first tensor's); with ``shapes`` (one (weight_shape, bias_shape) per layer) of those shapes."""
+    pairs = check_list(name, mask, "(weight_mask, bias_mask) pairs")
+    if shapes is not None and len(pairs) != len(shapes):
+        raise ArgumentError(f"{name} must have one (weight_mask, bias_mask) pair per layer ({len(shapes)} layers), "
+                            f"got {len(pairs)}")
+    out = []
+    for l, pair in enumerate(pairs):
+        wm, bm = check_pair(f"{name}[{l}]", pair, "a (weight_mask, bias_mask) pair")
+        ws, bs = shapes[l] if shapes is not None else (None, None)
+        check_tensor(f"{name}[{l}][0]", wm, "bool", shape=ws, device=device)
+        device = wm.device if device is None else device
+        check_tensor(f"{name}[{l}][1]", bm, "bool", shape=bs, device=device)
+        out.append((wm, bm))
+    return out
+
+
+def _check_scope(scope):
+    if scope not in ("global", "layer"):
+        raise _fail("scope", "be 'global' or 'layer'", scope)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -36,36 +166,35 @@ def _threads() -> int:
 
 def _split_params(weights, biases):
     """Accept (weights, biases) lists or one list of (w, b) pairs; return two lists."""
-    if biases is None and len(weights) and isinstance(weights[0], (tuple, list)):
-        return [p[0] for p in weights], [p[1] for p in weights]
     if biases is None:
-        raise ValueError("biases are required (or pass one list of (weight, bias) pairs)")
-    if len(weights) != len(biases):
-        raise ValueError(f"{len(weights)} weight tensors but {len(biases)} bias tensors")
-    return list(weights), list(biases)
+        pairs = check_list("weights", weights, "weight tensors (with biases) or of (weight, bias) pairs")
+        if not isinstance(pairs[0], (tuple, list)):
+            raise ArgumentError("biases are required (or pass one list of (weight, bias) pairs as weights)")
+        pairs = [check_pair(f"weights[{l}]", p) for l, p in enumerate(pairs)]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    ws = check_list("weights", weights, "weight tensors")
+    bs = check_list("biases", biases, "bias tensors")
+    if len(ws) != len(bs):
+        raise ArgumentError(f"biases must hold one tensor per layer of weights ({len(ws)}), got {len(bs)}")
+    return ws, bs
 
 
-def _check_network(weights, biases, name="weights"):
-    """Validate shapes of a plain or stacked network; returns (stacked, M, widths)."""
-    if len(weights) == 0:
-        raise ValueError(f"{name} must hold at least one layer")
-    stacked = weights[0].dim() == 3
-    M = int(weights[0].shape[0]) if stacked else 1
-    widths = [int(weights[0].shape[-1])]
+def _check_network(weights, biases):
+    """Validate a plain or stacked network: finite floating-point tensors on one device with chained shapes;
+    returns (stacked, M, widths)."""
+    w0 = check_tensor("weights[0]", weights[0])
+    if w0.dim() not in (2, 3):
+        raise _fail("weights[0]", "have shape (out, in), or (M, out, in) for M stacked networks", w0)
+    stacked = w0.dim() == 3
+    M = int(w0.shape[0]) if stacked else 1
+    if M < 1:
+        raise _fail("weights[0]", "hold at least one network (M >= 1) in its leading dimension", w0)
+    lead = (M,) if stacked else ()
+    widths = [int(w0.shape[-1])]
     for l, (w, b) in enumerate(zip(weights, biases)):
-        if not isinstance(w, torch.Tensor) or not isinstance(b, torch.Tensor):
-            raise TypeError(f"layer {l}: weights and biases must be tensors")
-        if w.dim() != (3 if stacked else 2):
-            raise ValueError(f"layer {l}: weight has shape {tuple(w.shape)}; all layers must be "
-                             f"{'(M, out, in)' if stacked else '(out, in)'}")
-        if stacked and w.shape[0] != M:
-            raise ValueError(f"layer {l}: {w.shape[0]} networks, layer 0 has {M}")
-        if w.shape[-1] != widths[-1]:
-            raise ValueError(f"layer {l}: weight takes {w.shape[-1]} inputs but the previous layer has {widths[-1]} outputs")
-        expect_b = (M, w.shape[-2]) if stacked else (w.shape[-2],)
-        if tuple(b.shape) != tuple(expect_b):
-            raise ValueError(f"layer {l}: bias has shape {tuple(b.shape)}, expected {expect_b}")
+        check_tensor(f"weights[{l}]", w, shape=lead + (None, widths[-1]), device=w0.device, finite=True)
         widths.append(int(w.shape[-2]))
+        check_tensor(f"biases[{l}]", b, shape=lead + (widths[-1],), device=w0.device, finite=True)
     return stacked, M, widths
 
 
@@ -73,15 +202,8 @@ def _check_masks(masks, weights, biases):
     if masks is None:
         return [(torch.ones(w.shape, dtype=torch.bool, device=w.device),
                  torch.ones(b.shape, dtype=torch.bool, device=b.device)) for w, b in zip(weights, biases)]
-    if len(masks) != len(weights):
-        raise ValueError(f"masks have {len(masks)} layers, the network has {len(weights)}")
-    for l, ((wm, bm), w, b) in enumerate(zip(masks, weights, biases)):
-        if wm.shape != w.shape or bm.shape != b.shape:
-            raise ValueError(f"mask layer {l}: shapes {tuple(wm.shape)}/{tuple(bm.shape)} do not match "
-                             f"{tuple(w.shape)}/{tuple(b.shape)}")
-        if wm.dtype != torch.bool or bm.dtype != torch.bool:
-            raise TypeError(f"mask layer {l}: masks must be bool tensors")
-    return [(wm, bm) for wm, bm in masks]
+    return check_mask("masks", masks, [(tuple(w.shape), tuple(b.shape)) for w, b in zip(weights, biases)],
+                      weights[0].device)
 
 
 def _np(t: torch.Tensor, dtype=None) -> np.ndarray:
@@ -111,6 +233,7 @@ def magnitude_scores(weights, biases=None) -> Pairs:
     Elementwise PyTorch: one op per layer already covers all M stacked networks, so there is no native
     version (it would only add a copy)."""
     ws, bs = _split_params(weights, biases)
+    _check_network(ws, bs)
     return [(w.detach().abs(), b.detach().abs()) for w, b in zip(ws, bs)]
 
 
@@ -118,6 +241,9 @@ def grad_times_weight_scores(weights, biases, weight_grads, bias_grads) -> Pairs
     """|g * w| and |g_b * b| per layer (SNIP-style saliency), plain or stacked; a missing (None) gradient
     scores 0. Elementwise PyTorch for the same reason as `magnitude_scores`."""
     ws, bs = _split_params(weights, biases)
+    _check_network(ws, bs)
+    weight_grads = _check_grads("weight_grads", weight_grads, ws)
+    bias_grads = _check_grads("bias_grads", bias_grads, bs)
     out = []
     for l, (w, b) in enumerate(zip(ws, bs)):
         gw, gb = weight_grads[l], bias_grads[l]
@@ -125,6 +251,17 @@ def grad_times_weight_scores(weights, biases, weight_grads, bias_grads) -> Pairs
         sb = torch.zeros_like(b) if gb is None else (gb.detach() * b.detach()).abs()
         out.append((sw, sb))
     return out
+
+
+def _check_grads(name, grads, params):
+    """One gradient per parameter tensor: None, or a finite floating-point tensor of its shape and device."""
+    grads = check_list(name, grads, "gradient tensors or None", min_len=0)
+    if len(grads) != len(params):
+        raise ArgumentError(f"{name} must hold one gradient (or None) per layer ({len(params)}), got {len(grads)}")
+    for l, (g, p) in enumerate(zip(grads, params)):
+        if g is not None:
+            check_tensor(f"{name}[{l}]", g, shape=tuple(p.shape), device=p.device, finite=True)
+    return grads
 
 
 # --------------------------------------------------------------------------------------------- SynFlow
@@ -137,14 +274,13 @@ def synflow_scores(weights, biases=None, masks=None) -> Pairs:
     the sum of its outputs; the score of a parameter theta is |theta| * dR/d|theta| (so masked parameters
     score 0). All quantities are non-negative, so the ReLUs are identities. Computed in float64, returned in
     the parameters' dtype. Accepts ``synflow_scores(weights, biases, masks)`` or ``synflow_scores(params)``
-    with params a list of (w, b) pairs that are already masked.
+    with params a list of (w, b) pairs that are already masked. ValueError for non-finite parameters and for
+    networks whose flow overflows float64 (the scores would be inf or NaN).
     """
-    ws, bs = _split_params(weights, biases)
-    stacked, M, widths = _check_network(ws, bs)
-    masks = _check_masks(masks, ws, bs)
+    ws, bs, masks, stacked, M, widths = _synflow_problem(weights, biases, masks)
     ext = _native_for(ws)
     if ext is None:
-        return synflow_scores_reference(ws, bs, masks)
+        return _synflow_scores_torch(ws, bs, masks, stacked, M)
     dtype = ws[0].dtype
     L = len(ws)
     args = [[_np(_per_network(t, stacked, M)[m], torch.float64) for t in tensors] for tensors in (ws, bs)
@@ -166,9 +302,51 @@ def synflow_scores(weights, biases=None, masks=None) -> Pairs:
 
 def synflow_scores_reference(weights, biases=None, masks=None) -> Pairs:
     """PyTorch autograd reference of `synflow_scores`, looped over the networks (float64)."""
+    ws, bs, masks, stacked, M, _ = _synflow_problem(weights, biases, masks)
+    return _synflow_scores_torch(ws, bs, masks, stacked, M)
+
+
+def _synflow_problem(weights, biases, masks):
+    """Validated (ws, bs, masks, stacked, M, widths) of `synflow_scores` and its reference."""
     ws, bs = _split_params(weights, biases)
-    stacked, M, _ = _check_network(ws, bs)
+    stacked, M, widths = _check_network(ws, bs)
     masks = _check_masks(masks, ws, bs)
+    _check_flow(ws, bs, masks, stacked, M)
+    return ws, bs, masks, stacked, M, widths
+
+
+def _check_flow(ws, bs, masks, stacked, M):
+    """ArgumentError when the synaptic flow overflows float64: infinite activations or backward signals of
+    the linearised network make scores inf or NaN. Pruning only removes non-negative path products, so the
+    check of the starting mask holds for every later round. ``masks`` None: all kept."""
+    def linear(l):  # |w| and |b| of layer l, masked, with a network dimension
+        w, b = ws[l].detach().to(torch.float64).abs(), bs[l].detach().to(torch.float64).abs()
+        if masks is not None:
+            w, b = w.masked_fill(~masks[l][0], 0.0), b.masked_fill(~masks[l][1], 0.0)
+        return (w, b) if stacked else (w.unsqueeze(0), b.unsqueeze(0))
+
+    def finite(v, what, l):
+        bad = ~torch.isfinite(v).all(dim=1)
+        if bool(bad.any()):
+            m = int(bad.nonzero()[0])
+            raise ArgumentError(f"weights: the synaptic flow of network {m} overflows float64 ({what} of layer {l} "
+                                f"reach inf); SynFlow needs |w| products along paths below 1.8e308, so scale the "
+                                f"weights down")
+
+    with torch.no_grad():
+        h = torch.ones(M, ws[0].shape[-1], dtype=torch.float64, device=ws[0].device)
+        for l in range(len(ws)):
+            w, b = linear(l)
+            h = torch.bmm(w, h.unsqueeze(-1)).squeeze(-1) + b
+            finite(h, "the outputs", l)
+        g = torch.ones(M, ws[-1].shape[-2], dtype=torch.float64, device=ws[0].device)
+        for l in range(len(ws) - 1, 0, -1):
+            g = torch.bmm(linear(l)[0].transpose(1, 2), g.unsqueeze(-1)).squeeze(-1)
+            finite(g, "the gradients at the inputs", l)
+
+
+def _synflow_scores_torch(ws, bs, masks, stacked, M) -> Pairs:
+    """The autograd scores of validated arguments."""
     dtype = ws[0].dtype
     per_net = []
     for m in range(M):
@@ -200,16 +378,21 @@ def synflow_scores_reference(weights, biases=None, masks=None) -> Pairs:
 
 
 def kept_count(density: float, n: int) -> int:
-    """Exact kept count at a density: Python's ``round(density * n)`` (as the pruners use it)."""
-    return int(round(float(density) * int(n)))
+    """Exact kept count at a density in [0, 1] of n >= 0 parameters: Python's ``round(density * n)`` (as the
+    pruners use it)."""
+    return int(round(check_real("density", density, 0, 1) * check_int("n", n, 0)))
 
 
 def density_schedule(d0: float, density: float, rounds: int) -> list[float]:
-    """Densities of rounds 1..R: d0^(1 - r/R) * density^(r/R), the last one exactly ``density``."""
+    """Densities of rounds 1..R: d0^(1 - r/R) * density^(r/R), the last one exactly ``density`` (d0 and
+    density in [0, 1], rounds >= 1)."""
+    d0 = check_real("d0", d0, 0, 1)
+    density = check_real("density", density, 0, 1)
+    rounds = check_int("rounds", rounds, 1)
     out = []
     for r in range(1, rounds + 1):
         if r == rounds or d0 <= 0:
-            out.append(float(density))
+            out.append(density)
         else:
             out.append((d0 ** (1.0 - r / rounds)) * (density ** (r / rounds)))
     return out
@@ -250,11 +433,6 @@ def _schedule_counts(counts0, widths, density, rounds, scope, prune_bias):
     return [[kept_count(d, sizes[l][0] + (sizes[l][1] if prune_bias else 0)) for l in range(L)] for d in dens]
 
 
-def _check_scope(scope):
-    if scope not in ("global", "layer"):
-        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-
-
 def synflow_prune(weights, biases, density: float, rounds: int = 100, masks=None, scope: str = "global",
                   prune_bias: bool = True) -> Pairs:
     """Iterative SynFlow for one network or M stacked networks in one native call; returns the masks.
@@ -266,24 +444,12 @@ def synflow_prune(weights, biases, density: float, rounds: int = 100, masks=None
     biases are neither counted nor pruned. The schedule is computed from network 0's starting mask (give
     all networks the same starting density).
     """
-    _check_scope(scope)
-    if not (0.0 <= float(density) <= 1.0):
-        raise ValueError(f"density must lie in [0, 1], got {density}")
-    if int(rounds) < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
-    ws, bs = _split_params(weights, biases)
-    stacked, M, widths = _check_network(ws, bs)
+    ws, bs, masks, stacked, M, widths, keep, rounds, prune_bias = _prune_problem(
+        weights, biases, density, rounds, masks, scope, prune_bias)
     full = masks is None
-    if full:  # every network starts dense: no mask tensors needed, one shared all-ones array per layer
-        counts = [[(widths[l + 1] * widths[l], widths[l + 1]) for l in range(len(ws))] for _ in range(M)]
-    else:
-        masks = _check_masks(masks, ws, bs)
-        counts = _mask_counts(masks, stacked, M)
-    keep = _schedule_counts(counts[0], widths, density, int(rounds), scope, prune_bias)
-    _check_reachable(counts, keep[-1], scope, prune_bias)
     ext = _native_for(ws)
     if ext is None:
-        return synflow_prune_reference(ws, bs, density, rounds, None if full else masks, scope, prune_bias)
+        return _synflow_prune_torch(ws, bs, _check_masks(masks, ws, bs), stacked, M, keep, scope, prune_bias)
     L = len(ws)
     group, _ = _groups(widths, scope, prune_bias)
     W_lists = [[_np(_per_network(w, stacked, M)[m], torch.float64) for w in ws] for m in range(M)]
@@ -296,7 +462,7 @@ def synflow_prune(weights, biases, density: float, rounds: int = 100, masks=None
         WM = [[_np(_per_network(wm, stacked, M)[m]) for wm, _ in masks] for m in range(M)]
         BM = [[_np(_per_network(bm, stacked, M)[m]) for _, bm in masks] for m in range(M)]
     flat_keep = [k for row in keep for k in row]
-    out_w, out_b = ext.synflow(W_lists, B_lists, WM, BM, group, int(rounds), flat_keep, _threads())
+    out_w, out_b = ext.synflow(W_lists, B_lists, WM, BM, group, rounds, flat_keep, _threads())
     dev = ws[0].device
     result = []
     for l in range(L):
@@ -306,6 +472,26 @@ def synflow_prune(weights, biases, density: float, rounds: int = 100, masks=None
     return result
 
 
+def _prune_problem(weights, biases, density, rounds, masks, scope, prune_bias):
+    """Validated arguments of `synflow_prune` and its reference, with the keep counts of every round:
+    (ws, bs, masks or None, stacked, M, widths, keep, rounds, prune_bias)."""
+    _check_scope(scope)
+    density = check_real("density", density, 0, 1)
+    rounds = check_int("rounds", rounds, 1)
+    prune_bias = check_bool("prune_bias", prune_bias)
+    ws, bs = _split_params(weights, biases)
+    stacked, M, widths = _check_network(ws, bs)
+    if masks is None:  # every network starts dense: no mask tensors needed
+        counts = [[(widths[l + 1] * widths[l], widths[l + 1]) for l in range(len(ws))] for _ in range(M)]
+    else:
+        masks = _check_masks(masks, ws, bs)
+        counts = _mask_counts(masks, stacked, M)
+    keep = _schedule_counts(counts[0], widths, density, rounds, scope, prune_bias)
+    _check_reachable(counts, keep[-1], scope, prune_bias)
+    _check_flow(ws, bs, masks, stacked, M)
+    return ws, bs, masks, stacked, M, widths, keep, rounds, prune_bias
+
+
 def _check_reachable(counts, final_keep, scope, prune_bias):
     for m, per_layer in enumerate(counts):
         have_layers = [kw + (kb if prune_bias else 0) for kw, kb in per_layer]
@@ -313,30 +499,31 @@ def _check_reachable(counts, final_keep, scope, prune_bias):
         for g, (k, h) in enumerate(zip(final_keep, have)):
             if k > h:
                 where = "in total" if scope == "global" else f"in layer {g}"
-                raise ValueError(f"network {m}: the target keeps {k} parameters {where} but the starting mask keeps "
-                                 f"only {h}; pruned parameters never come back (lower the density)")
+                raise ArgumentError(f"density: network {m}: the target keeps {k} parameters {where} but the starting "
+                                    f"mask keeps only {h}; pruned parameters never come back (lower the density)")
 
 
 def synflow_prune_reference(weights, biases, density: float, rounds: int = 100, masks=None, scope: str = "global",
                             prune_bias: bool = True) -> Pairs:
     """Reference of `synflow_prune`: autograd scores (`synflow_scores_reference`) and `global_topk_reference`
     per round, looped over the networks."""
-    _check_scope(scope)
-    ws, bs = _split_params(weights, biases)
-    stacked, M, widths = _check_network(ws, bs)
-    masks = _check_masks(masks, ws, bs)
-    keep = _schedule_counts(_mask_counts(masks, stacked, M)[0], widths, density, int(rounds), scope, prune_bias)
+    ws, bs, masks, stacked, M, _, keep, _, prune_bias = _prune_problem(
+        weights, biases, density, rounds, masks, scope, prune_bias)
+    return _synflow_prune_torch(ws, bs, _check_masks(masks, ws, bs), stacked, M, keep, scope, prune_bias)
+
+
+def _synflow_prune_torch(ws, bs, masks, stacked, M, keep, scope, prune_bias) -> Pairs:
+    """The reference rounds on validated arguments (``keep``: counts per round and scope group)."""
     per_net = []
     for m in range(M):
         w_m = [_per_network(w, stacked, M)[m] for w in ws]
         b_m = [_per_network(b, stacked, M)[m] for b in bs]
         cur = [(_per_network(wm, stacked, M)[m].clone(), _per_network(bm, stacked, M)[m].clone()) for wm, bm in masks]
-        for r in range(int(rounds)):
-            scores = synflow_scores_reference(w_m, b_m, cur)
+        for ks in keep:
+            scores = _synflow_scores_torch(w_m, b_m, cur, False, 1)
             if not prune_bias:
                 scores = [(sw, None) for sw, _ in scores]
-            k = keep[r][0] if scope == "global" else keep[r]
-            cur = global_topk_reference(scores, k, eligible=cur, scope=scope)
+            cur = global_topk_reference(scores, ks[0] if scope == "global" else ks, eligible=cur, scope=scope)
         per_net.append(cur)
     if not stacked:
         return per_net[0]
@@ -362,45 +549,49 @@ def global_topk(scores, k=None, eligible=None, *, density: float | None = None, 
       of k gives k = round(density * n) per scope. ``eligible`` is the current mask (pairs): ineligible
       parameters are never kept. Returns a mask (list of bool pairs), stacked when the scores are.
 
-    NaN scores raise ValueError. Native (one call for all M networks) on the CPU, `global_topk_reference`
-    elsewhere.
+    Scores are real (floating-point or integer) tensors on one device; NaN scores raise ValueError, as do
+    k or density that ask for more than the eligible parameters. Native (one call for all M networks) on the
+    CPU, `global_topk_reference` elsewhere.
     """
     if isinstance(scores, torch.Tensor):
         return _topk_flat(scores, k, eligible)
-    _check_scope(scope)
-    seg_scores, seg_elig, group, counts, stacked, M = _topk_layout(scores, eligible, scope)
-    ks = _resolve_k(k, density, counts, scope)
-    ext = _native_for([seg_scores[0]])
-    if ext is None or seg_scores[0].dtype not in (torch.float32, torch.float64):
-        return global_topk_reference(scores, k, eligible, density=density, scope=scope)
-    dtype = seg_scores[0].dtype
+    lay = _topk_layout(scores, eligible, scope)
+    ks = _resolve_k(k, density, lay, scope)
+    ext = _native_for([lay.segments[0]])
+    if ext is None or lay.segments[0].dtype not in (torch.float32, torch.float64):
+        return _topk_torch(lay, ks)
+    dtype, M, stacked = lay.segments[0].dtype, lay.M, lay.stacked
     per_net_scores = [[_np(_per_network(s, stacked, M)[m].reshape(-1) if stacked else s.reshape(-1), dtype)
-                       for s in seg_scores] for m in range(M)]
+                       for s in lay.segments] for m in range(M)]
     per_net_elig = None
-    if eligible is not None:
+    if lay.eligible is not None:
         per_net_elig = [[_np(_per_network(e, stacked, M)[m].reshape(-1) if stacked else e.reshape(-1))
-                         for e in seg_elig] for m in range(M)]
-    out = ext.topk_masks(per_net_scores, group, ks, per_net_elig, _threads())
-    return _masks_from_segments(out, scores, eligible, stacked, M)
+                         for e in lay.seg_eligible] for m in range(M)]
+    out = ext.topk_masks(per_net_scores, lay.group, ks, per_net_elig, _threads())
+    return _masks_from_segments(out, lay.pairs, lay.eligible, stacked, M)
+
+
+def _check_flat(scores, k, eligible) -> int:
+    """Validate the flat form; returns k."""
+    check_tensor("scores", scores, "real")
+    if eligible is not None:
+        check_tensor("eligible", eligible, "bool", shape=tuple(scores.shape))
+    if k is None:
+        raise ArgumentError("k is required for a flat score tensor")
+    k = check_int("k", k, 0)
+    n_el = scores.numel() if eligible is None else int(eligible.sum())
+    if k > n_el:
+        raise ArgumentError(f"k must be at most the number of eligible entries ({n_el}), got {k}")
+    return k
 
 
 def _topk_flat(scores, k, eligible):
-    if k is None:
-        raise ValueError("k is required for a flat score tensor")
-    k = int(k)
+    k = _check_flat(scores, k, eligible)
     flat = scores.detach().reshape(-1)
-    if eligible is not None:
-        if eligible.shape != scores.shape or eligible.dtype != torch.bool:
-            raise ValueError("eligible must be a bool tensor shaped like scores")
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
     ext = _native_for([flat])
     if ext is None or flat.dtype not in (torch.float32, torch.float64):
         return _topk_flat_reference(scores, k, eligible)
     el = None if eligible is None else [[_np(eligible.reshape(-1))]]
-    n_el = flat.numel() if eligible is None else int(eligible.sum())
-    if k > n_el:
-        raise ValueError(f"cannot keep {k} parameters: only {n_el} are eligible")
     out = ext.topk_masks([[_np(flat)]], [0], [k], el, _threads())
     return torch.from_numpy(out[0][0]).reshape(scores.shape).to(scores.device)
 
@@ -408,11 +599,11 @@ def _topk_flat(scores, k, eligible):
 def _topk_flat_reference(scores, k, eligible):
     flat = scores.detach().reshape(-1)
     if torch.isnan(flat).any():
-        raise ValueError("scores contain NaN")
+        raise ArgumentError("scores contain NaN")
     el = torch.ones_like(flat, dtype=torch.bool) if eligible is None else eligible.reshape(-1).to(flat.device)
     n_el = int(el.sum())
     if k > n_el:
-        raise ValueError(f"cannot keep {k} parameters: only {n_el} are eligible")
+        raise ArgumentError(f"cannot keep {k} parameters: only {n_el} are eligible")
     order = torch.sort(flat, descending=True, stable=True).indices
     order = order[torch.sort((~el[order]).to(torch.uint8), stable=True).indices]  # eligible first, order kept
     keep = torch.zeros_like(el)
@@ -420,55 +611,81 @@ def _topk_flat_reference(scores, k, eligible):
     return keep.reshape(scores.shape)
 
 
-def _topk_layout(scores, eligible, scope):
-    if len(scores) == 0:
-        raise ValueError("scores must hold at least one layer")
-    stacked = scores[0][0].dim() == 3
-    M = int(scores[0][0].shape[0]) if stacked else 1
-    seg_scores, seg_elig, group, counts = [], [], [], []
-    L = len(scores)
-    if eligible is not None and len(eligible) != L:
-        raise ValueError(f"eligible has {len(eligible)} layers, scores have {L}")
-    for l, (sw, sb) in enumerate(scores):
+class _Layout(NamedTuple):
+    """Validated list-form arguments of `global_topk`, as segments (weight 0, bias 0 when prunable, ...)."""
+    pairs: list  # the (weight_scores, bias_scores or None) pairs
+    eligible: list | None  # the (weight_mask, bias_mask) pairs
+    segments: list
+    seg_eligible: list
+    group: list  # scope group of each segment
+    counts: list  # prunable parameters per group (per network)
+    available: list | None  # per group: (fewest eligible over the networks, that network)
+    stacked: bool
+    M: int
+
+
+def _topk_layout(scores, eligible, scope) -> _Layout:
+    _check_scope(scope)
+    pairs = [check_pair(f"scores[{l}]", p, "a (weight_scores, bias_scores or None) pair")
+             for l, p in enumerate(check_list("scores", scores, "(weight_scores, bias_scores) pairs"))]
+    s0 = check_tensor("scores[0][0]", pairs[0][0], "real")
+    stacked = s0.dim() == 3
+    M = int(s0.shape[0]) if stacked else 1
+    if M < 1:
+        raise _fail("scores[0][0]", "hold at least one network (M >= 1) in its leading dimension", s0)
+    L = len(pairs)
+    if eligible is not None:
+        eligible = check_list("eligible", eligible, "(weight_mask, bias_mask) pairs")
+        if len(eligible) != L:
+            raise ArgumentError(f"eligible must hold one (weight_mask, bias_mask) pair per layer of scores ({L}), "
+                                f"got {len(eligible)}")
+        eligible = [check_pair(f"eligible[{l}]", p, "a (weight_mask, bias_mask) pair") for l, p in enumerate(eligible)]
+    segments, seg_eligible, group, counts, n_eligible = [], [], [], [], []
+    for l, (sw, sb) in enumerate(pairs):
         g = 0 if scope == "global" else l
-        parts = [(sw, 0)] + ([(sb, 1)] if sb is not None else [])
-        layer_count = 0
-        for t, j in parts:
-            if not isinstance(t, torch.Tensor):
-                raise TypeError(f"scores layer {l}: expected tensors")
-            seg_scores.append(t)
+        if g == len(counts):
+            counts.append(0)
+            n_eligible.append(0)
+        for t, j in [(sw, 0)] + ([(sb, 1)] if sb is not None else []):
+            check_tensor(f"scores[{l}][{j}]", t, "real", device=s0.device)
+            if stacked and (t.dim() < 2 or t.shape[0] != M):
+                raise _fail(f"scores[{l}][{j}]", f"have shape ({M}, ...): stacked like scores[0][0]", t)
+            segments.append(t)
             group.append(g)
+            counts[g] += t.numel() // M
             if eligible is not None:
-                e = eligible[l][j]
-                if e.shape != t.shape or e.dtype != torch.bool:
-                    raise ValueError(f"eligible layer {l}: must be bool tensors shaped like the scores")
-                seg_elig.append(e)
-            layer_count += t.numel() // M
-        if scope == "global":
-            counts = [counts[0] + layer_count] if counts else [layer_count]
-        else:
-            counts.append(layer_count)
-    return seg_scores, seg_elig, group, counts, stacked, M
+                e = check_tensor(f"eligible[{l}][{j}]", eligible[l][j], "bool", shape=tuple(t.shape))
+                seg_eligible.append(e)
+                n_eligible[g] = n_eligible[g] + (e.reshape(M, -1).sum(dim=1) if stacked else e.sum().reshape(1)).cpu()
+        if sb is None and eligible is not None:
+            check_tensor(f"eligible[{l}][1]", eligible[l][1], "bool")
+    available = None
+    if eligible is not None:
+        available = [(int(n.min()), int(n.argmin())) if isinstance(n, torch.Tensor) else (0, 0) for n in n_eligible]
+    return _Layout(pairs, eligible, segments, seg_eligible, group, counts, available, stacked, M)
 
 
-def _resolve_k(k, density, counts, scope):
+def _resolve_k(k, density, lay: _Layout, scope) -> list[int]:
+    counts = lay.counts
     if (k is None) == (density is None):
-        raise ValueError("give exactly one of k and density")
+        raise ArgumentError("give exactly one of k and density")
     if density is not None:
-        if not (0.0 <= float(density) <= 1.0):
-            raise ValueError(f"density must lie in [0, 1], got {density}")
-        return [kept_count(density, n) for n in counts]
-    if scope == "global":
+        density = check_real("density", density, 0, 1)
+        ks = [kept_count(density, n) for n in counts]
+    elif scope == "global":
         if isinstance(k, (list, tuple)):
-            raise ValueError("scope='global' takes one int k")
-        ks = [int(k)]
+            raise _fail("k", "be one integer for scope='global'", k)
+        ks = [check_int("k", k, 0, counts[0])]
     else:
         if not isinstance(k, (list, tuple)) or len(k) != len(counts):
-            raise ValueError(f"scope='layer' takes one k per layer ({len(counts)} ints)")
-        ks = [int(v) for v in k]
-    for v, n in zip(ks, counts):
-        if v < 0 or v > n:
-            raise ValueError(f"k = {v} is outside [0, {n}]")
+            raise _fail("k", f"be a list of {len(counts)} integers (one per layer) for scope='layer'", k)
+        ks = [check_int(f"k[{l}]", v, 0, n) for l, (v, n) in enumerate(zip(k, counts))]
+    for g, (v, (n, m)) in enumerate(zip(ks, lay.available or [])):
+        if v > n:
+            name = f"density {density!r}" if density is not None else ("k" if scope == "global" else f"k[{g}]")
+            where = "in total" if scope == "global" else f"in layer {g}"
+            raise ArgumentError(f"{name} asks to keep {v} parameters {where}, but network {m} has only {n} eligible "
+                                f"ones there (ineligible parameters are never kept)")
     return ks
 
 
@@ -503,18 +720,20 @@ def _fill_bias(result, scores, eligible):
 def global_topk_reference(scores, k=None, eligible=None, *, density: float | None = None, scope: str = "global"):
     """Reference of `global_topk` with one stable sort per scope and network (any device)."""
     if isinstance(scores, torch.Tensor):
-        return _topk_flat_reference(scores, int(k), eligible)
-    _check_scope(scope)
-    seg_scores, seg_elig, group, counts, stacked, M = _topk_layout(scores, eligible, scope)
-    ks = _resolve_k(k, density, counts, scope)
-    n_groups = len(ks)
+        return _topk_flat_reference(scores, _check_flat(scores, k, eligible), eligible)
+    lay = _topk_layout(scores, eligible, scope)
+    return _topk_torch(lay, _resolve_k(k, density, lay, scope))
+
+
+def _topk_torch(lay: _Layout, ks) -> list:
+    seg_scores, seg_elig, group, stacked, M = lay.segments, lay.seg_eligible, lay.group, lay.stacked, lay.M
     seg_out = [[None] * len(seg_scores) for _ in range(M)]
     for m in range(M):
-        for g in range(n_groups):
+        for g in range(len(ks)):
             idx = [s for s in range(len(seg_scores)) if group[s] == g]
             flat = torch.cat([(seg_scores[s][m] if stacked else seg_scores[s]).reshape(-1) for s in idx])
             el = None
-            if eligible is not None:
+            if lay.eligible is not None:
                 el = torch.cat([(seg_elig[s][m] if stacked else seg_elig[s]).reshape(-1) for s in idx])
             keep = _topk_flat_reference(flat, ks[g], el)
             off = 0
@@ -524,7 +743,7 @@ def global_topk_reference(scores, k=None, eligible=None, *, density: float | Non
                 off += n
     result = []
     s = 0
-    for l, (sw, sb) in enumerate(scores):
+    for l, (sw, sb) in enumerate(lay.pairs):
         per = []
         for t in ([sw] + ([sb] if sb is not None else [])):
             parts = [seg_out[m][s] for m in range(M)]
@@ -533,7 +752,7 @@ def global_topk_reference(scores, k=None, eligible=None, *, density: float | Non
         if sb is None:
             per.append(None)
         result.append(per)
-    return _fill_bias(result, scores, eligible)
+    return _fill_bias(result, lay.pairs, lay.eligible)
 
 
 # --------------------------------------------------------------------------------------------- CUDA launches
@@ -557,14 +776,14 @@ def _dtype_name(dtype: torch.dtype) -> str:
         return "float32"
     if dtype == torch.float64:
         return "float64"
-    raise TypeError(f"CUDA sparse kernels support float32 and float64, got {dtype}")
+    raise ArgumentError(f"CUDA sparse kernels support float32 and float64, got {dtype}")
 
 
 def _require_cuda(t: torch.Tensor, name: str, device, dtype=None) -> torch.Tensor:
     if t.device != device:
-        raise ValueError(f"{name} is on {t.device}, expected {device}")
+        raise _fail(name, f"be on {device}", t)
     if dtype is not None and t.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype}, got {t.dtype}")
+        raise ArgumentError(f"{name} must have dtype {dtype}, got {t.dtype}")
     return t.contiguous()
 
 
@@ -608,6 +827,12 @@ def _cuda_sparse_backward(gy: torch.Tensor, x: torch.Tensor, vals: torch.Tensor,
     return gx, gvals
 
 
+def _cuda_device(name: str, t: torch.Tensor) -> torch.device:
+    if t.device.type != "cuda":
+        raise _fail(name, "be on a CUDA device", t)
+    return t.device
+
+
 def _pointer_table(tensors, device) -> torch.Tensor:
     return torch.tensor([t.data_ptr() for t in tensors], dtype=torch.int64, device=device)
 
@@ -615,19 +840,14 @@ def _pointer_table(tensors, device) -> torch.Tensor:
 def cuda_overlap_counts(found: Sequence[Pairs], reference: Pairs):
     """`plantseek.masks.overlap_counts` for masks on a CUDA device: (inter (M, S), kept (M, S), ref_kept (S,)),
     int64 CPU tensors, segments weight 0, bias 0, ... One kernel launch for all masks and segments."""
+    reference = check_mask("reference", reference)
+    shapes = [(tuple(wm.shape), tuple(bm.shape)) for wm, bm in reference]
+    found = [check_mask(f"found[{m}]", mask, shapes, reference[0][0].device)
+             for m, mask in enumerate(check_list("found", found, "masks (lists of (weight_mask, bias_mask) pairs)"))]
+    dev = _cuda_device("reference[0][0]", reference[0][0])
     ext = _cuda_ext()
-    dev = reference[0][0].device
     ref_segs = [t.reshape(-1).contiguous() for pair in reference for t in pair]
-    segs = []
-    for m, mask in enumerate(found):
-        mine = [t.reshape(-1).contiguous() for pair in mask for t in pair]
-        if len(mine) != len(ref_segs) or any(a.numel() != b.numel() for a, b in zip(mine, ref_segs)):
-            raise ValueError(f"found mask {m} does not have the reference's structure")
-        for t in mine:
-            _require_cuda(t, f"found mask {m}", dev, torch.bool)
-        segs.extend(mine)
-    for t in ref_segs:
-        _require_cuda(t, "reference mask", dev, torch.bool)
+    segs = [t.reshape(-1).contiguous() for mask in found for pair in mask for t in pair]
     M, S = len(found), len(ref_segs)
     sizes = [t.numel() for t in ref_segs]
     inter = torch.zeros(M, S, dtype=torch.int64, device=dev)
@@ -646,14 +866,18 @@ def cuda_overlap_counts(found: Sequence[Pairs], reference: Pairs):
 def cuda_reachability(masks_list: Sequence[Pairs], widths: Sequence[int]):
     """Reachability counts (kept, effective, dead) for masks on a CUDA device; see
     `plantseek.metrics.reachability_counts`. One launch per layer and pass for all masks."""
+    widths = [check_int(f"widths[{i}]", w, 0)
+              for i, w in enumerate(check_list("widths", widths, "layer widths (inputs first)", min_len=2))]
+    shapes = [((widths[l + 1], widths[l]), (widths[l + 1],)) for l in range(len(widths) - 1)]
+    masks_list = check_list("masks_list", masks_list, "masks (lists of (weight_mask, bias_mask) pairs)")
+    first = check_mask("masks_list[0]", masks_list[0], shapes)
+    masks_list = [first] + [check_mask(f"masks_list[{m}]", mask, shapes, first[0][0].device)
+                            for m, mask in enumerate(masks_list[1:], 1)]
+    dev = _cuda_device("masks_list[0][0][0]", first[0][0])
     ext = _cuda_ext()
-    dev = masks_list[0][0][0].device
     M, L = len(masks_list), len(widths) - 1
     wsegs = [[m[l][0].contiguous() for m in masks_list] for l in range(L)]
     bsegs = [[m[l][1].contiguous() for m in masks_list] for l in range(L)]
-    for l in range(L):
-        for t in wsegs[l] + bsegs[l]:
-            _require_cuda(t, f"mask layer {l}", dev, torch.bool)
     kept = torch.zeros(M, 2 * L, dtype=torch.int64, device=dev)
     eff = torch.zeros(M, 2 * L, dtype=torch.int64, device=dev)
     dead = torch.zeros(M, max(L - 1, 0), dtype=torch.int64, device=dev)

@@ -16,11 +16,40 @@ from . import native
 Mask = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-def check_mask(mask: Mask, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], name: str = "mask") -> None:
-    """Raise ValueError unless `mask` has one bool (weight, bias) pair per layer with the layers' shapes."""
-    if len(mask) != len(weights):
-        raise ValueError(f"{name} has {len(mask)} layers, the network has {len(weights)}")
+def describe(value) -> str:
+    """A short description of a value found where a mask or scores were expected (for error messages)."""
+    if value is None:
+        return "None"
+    if isinstance(value, torch.Tensor):
+        where = "a meta tensor (no data)" if value.is_meta else f"a tensor on {value.device}"
+        return f"{where} of dtype {str(value.dtype).replace('torch.', '')} and shape {tuple(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} item(s)"
+    return f"a {type(value).__name__}"
+
+
+def layer_pairs(value, depth: int, name: str, what: str = "(weight_mask, bias_mask) pair") -> list[tuple]:
+    """`value` as a list of `depth` pairs, or a ValueError naming `name` and what it was instead."""
+    expected = f"expected one {what} per layer ({depth} layers)"
+    if value is None or isinstance(value, (torch.Tensor, str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{name} is {describe(value)}; {expected}")
+    items = list(value)
+    if len(items) != depth:
+        raise ValueError(f"{name} has {len(items)} layers, the network has {depth}; {expected}")
+    for i, pair in enumerate(items):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"{name} layer {i} is {describe(pair)}, not a {what}; {expected}")
+    return [tuple(pair) for pair in items]
+
+
+def check_mask(mask: Mask, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], name: str = "mask") -> Mask:
+    """Raise ValueError unless `mask` has one bool (weight, bias) pair of tensors with data per layer with the
+    layers' shapes; returns it as a list of tuples."""
+    mask = layer_pairs(mask, len(weights), name)
     for i, ((wm, bm), w, b) in enumerate(zip(mask, weights, biases)):
+        for part, t in (("weight", wm), ("bias", bm)):
+            if not isinstance(t, torch.Tensor) or t.is_meta:
+                raise ValueError(f"{name} layer {i}: the {part} mask is {describe(t)}, not a bool tensor with data")
         if tuple(wm.shape) != tuple(w.shape) or tuple(bm.shape) != tuple(b.shape):
             raise ValueError(
                 f"{name} layer {i}: shapes {tuple(wm.shape)}/{tuple(bm.shape)} do not match the network's "
@@ -28,6 +57,7 @@ def check_mask(mask: Mask, weights: Sequence[torch.Tensor], biases: Sequence[tor
             )
         if wm.dtype != torch.bool or bm.dtype != torch.bool:
             raise ValueError(f"{name} layer {i}: masks must be bool tensors, got {wm.dtype}/{bm.dtype}")
+    return mask
 
 
 def segments(mask: Mask) -> list[torch.Tensor]:

@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import kernels
 from . import masks as masks_mod
 from . import native
 
@@ -48,49 +49,49 @@ def _is_single(obj) -> bool:
 
 def _as_mask_list(obj, name: str) -> tuple[list[Mask], bool]:
     """(list of masks, whether the caller gave several)."""
-    if isinstance(obj, (tuple, list)) and len(obj) == 0:
-        raise ValueError(f"{name} is empty")
+    obj = kernels.check_list(name, obj, "(weight_mask, bias_mask) pairs, or of masks")
     if _is_single(obj):
         wm0 = obj[0][0]
         if wm0.dim() == 3:  # stacked
             M = int(wm0.shape[0])
+            if M < 1:
+                raise kernels.ArgumentError(f"{name} must stack at least one mask (M >= 1), got shape {tuple(wm0.shape)}")
+            for l, pair in enumerate(obj):
+                wm, bm = kernels.check_pair(f"{name}[{l}]", pair, "a (weight_mask, bias_mask) pair")
+                kernels.check_tensor(f"{name}[{l}][0]", wm, "bool", shape=(M, None, None))
+                kernels.check_tensor(f"{name}[{l}][1]", bm, "bool", shape=(M, None))
             return [[(wm[m], bm[m]) for wm, bm in obj] for m in range(M)], True
         return [list(obj)], False
     out = []
     for i, m in enumerate(obj):
         if not _is_single(m):
-            raise TypeError(f"{name}[{i}] is not a mask (a list of (weight_mask, bias_mask) pairs)")
+            raise kernels.ArgumentError(f"{name}[{i}] must be a mask (a list of (weight_mask, bias_mask) pairs), "
+                                        f"got {type(m).__name__}")
         out.append(list(m))
     return out, True
 
 
 def _check_structure(masks: Sequence[Mask], name: str, chained: bool = True) -> list[int]:
     """Validate bool dtype and shapes; return the widths. `chained`: MLP masks whose layers feed each other
-    (reachability needs that); otherwise any (out, ...) weight mask with an (out,) bias mask (Conv2d too)."""
-    first = masks[0]
-    widths = [int(first[0][0].shape[1])]
+    (reachability needs that); otherwise any (out, ...) weight mask with an (out,) bias mask (Conv2d too).
+    Errors are `plantseek.kernels.ArgumentError` (a ValueError and a TypeError)."""
+    masks = kernels.check_list(name, masks, "masks (lists of (weight_mask, bias_mask) pairs)")
+    first = kernels.check_mask(f"{name}[0]", masks[0])
+    widths = []
     for l, (wm, bm) in enumerate(first):
-        if not chained:
-            if wm.dim() < 2 or bm.dim() != 1 or bm.shape[0] != wm.shape[0]:
-                raise ValueError(f"{name} layer {l}: expected (out, ...) and (out,) masks, got {tuple(wm.shape)}, "
-                                 f"{tuple(bm.shape)}")
-            widths.append(int(wm.shape[0]))
-            continue
-        if wm.dim() != 2 or bm.dim() != 1:
-            raise ValueError(f"{name} layer {l}: expected (out, in) and (out,) masks, got {tuple(wm.shape)}, {tuple(bm.shape)}")
-        if wm.shape[1] != widths[-1] or bm.shape[0] != wm.shape[0]:
-            raise ValueError(f"{name} layer {l}: shapes {tuple(wm.shape)}/{tuple(bm.shape)} do not chain with width {widths[-1]}")
+        form = "(out, in)" if chained else "(out, ...)"
+        if (wm.dim() != 2 if chained else wm.dim() < 2) or bm.dim() != 1 or bm.shape[0] != wm.shape[0]:
+            raise kernels.ArgumentError(f"{name}[0][{l}] must be a {form} weight mask with an (out,) bias mask, got "
+                                        f"shapes {tuple(wm.shape)} and {tuple(bm.shape)}")
+        if l == 0:
+            widths.append(int(wm.shape[1]))
+        elif chained and wm.shape[1] != widths[-1]:
+            raise kernels.ArgumentError(f"{name}[0][{l}][0] must take {widths[-1]} inputs (the outputs of layer "
+                                        f"{l - 1}), got shape {tuple(wm.shape)}")
         widths.append(int(wm.shape[0]))
-    for i, m in enumerate(masks):
-        if len(m) != len(first):
-            raise ValueError(f"{name}[{i}] has {len(m)} layers, the first has {len(first)}")
-        for l, ((wm, bm), (w0, b0)) in enumerate(zip(m, first)):
-            if wm.dtype != torch.bool or bm.dtype != torch.bool:
-                raise TypeError(f"{name}[{i}] layer {l}: masks must be bool tensors, got {wm.dtype}/{bm.dtype}")
-            if wm.shape != w0.shape or bm.shape != b0.shape:
-                raise ValueError(f"{name}[{i}] layer {l}: shapes differ from the first mask's")
-            if wm.device != w0.device or bm.device != w0.device:
-                raise ValueError(f"{name}[{i}] layer {l}: all masks must be on one device")
+    shapes = [(tuple(wm.shape), tuple(bm.shape)) for wm, bm in first]
+    for i, m in enumerate(masks[1:], 1):
+        kernels.check_mask(f"{name}[{i}]", m, shapes, first[0][0].device)
     return widths
 
 
@@ -149,8 +150,6 @@ def recovery(found_masks, ticket_mask: Mask):
 def _overlap(found: list[Mask], ticket: Mask):
     device = ticket[0][0].device
     if device.type == "cuda" and native.cuda_module() is not None:
-        from . import kernels
-
         return kernels.cuda_overlap_counts(found, ticket)
     inter, kept, ref = masks_mod.overlap_counts(found, ticket)
     return inter, kept, ref
@@ -162,13 +161,16 @@ def _overlap(found: list[Mask], ticket: Mask):
 def reachability_counts(masks_list: list[Mask]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(kept (M, 2L), effective (M, 2L), dead (M, L-1)) int64 counts; segments weight 0, bias 0, ...
 
-    Native on CPU (and CUDA when built), PyTorch reference otherwise."""
-    widths = _check_structure(masks_list, "masks")
+    ``masks_list``: a non-empty list of MLP masks of one structure on one device. Native on CPU (and CUDA when
+    built), PyTorch reference otherwise."""
+    return _reachability_counts(masks_list, "masks_list")
+
+
+def _reachability_counts(masks_list, name):
+    widths = _check_structure(masks_list, name)
     device = masks_list[0][0][0].device
     if device.type == "cuda":
         if native.cuda_module() is not None:
-            from . import kernels
-
             return kernels.cuda_reachability(masks_list, widths)
         return reachability_counts_reference(masks_list)
     ext = native.cpu_module()
@@ -181,7 +183,7 @@ def reachability_counts(masks_list: list[Mask]) -> tuple[torch.Tensor, torch.Ten
 
 def reachability_counts_reference(masks_list: list[Mask]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PyTorch reference of `reachability_counts` (float64 matrix-vector products on the masks' device)."""
-    widths = _check_structure(masks_list, "masks")
+    widths = _check_structure(masks_list, "masks_list")
     L = len(widths) - 1
     M = len(masks_list)
     kept = torch.zeros(M, 2 * L, dtype=torch.int64)
@@ -211,7 +213,7 @@ def connectivity(masks) -> dict | list[dict]:
     ``layer_effective`` (per layer, weights + biases), ``dead_neurons`` (total), ``layer_dead`` (per hidden
     layer), ``layer_collapse``, ``kept``."""
     ms, many = _as_mask_list(masks, "masks")
-    kept, eff, dead = reachability_counts(ms)
+    kept, eff, dead = _reachability_counts(ms, "masks")
     total = sum(wm.numel() + bm.numel() for wm, bm in ms[0])
     out = []
     for m in range(len(ms)):

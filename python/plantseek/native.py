@@ -12,11 +12,12 @@ _cpu: ModuleType | None = None
 _cuda: ModuleType | None = None
 _cpu_error: str | None = None
 _cuda_error: str | None = None
+_cuda_built = False  # the module file exists, whether or not it loaded
 _loaded = False
 
 
 def _load() -> None:
-    global _cpu, _cuda, _cpu_error, _cuda_error, _loaded
+    global _cpu, _cuda, _cpu_error, _cuda_error, _cuda_built, _loaded
     if _loaded:
         return
     _loaded = True
@@ -26,8 +27,10 @@ def _load() -> None:
         _cpu, _cpu_error = None, str(exc)
     try:
         _cuda = importlib.import_module("plantseek._C_cuda")
+        _cuda_built = True
     except ImportError as exc:  # built without nvcc, or no CUDA runtime on this machine
         _cuda, _cuda_error = None, str(exc)
+        _cuda_built = not (isinstance(exc, ModuleNotFoundError) and exc.name == "plantseek._C_cuda")
 
 
 def enabled() -> bool:
@@ -75,3 +78,21 @@ def info() -> dict:
         "cuda": _cuda is not None,
         "cuda_error": _cuda_error,
     }
+
+
+def describe(cuda_devices: str) -> list[str]:
+    """`plantseek info`'s lines: whether each module is built and loaded, and the CUDA devices in words.
+
+    A CUDA module can be built (nvcc was found) on a machine without a GPU, so the two are said apart.
+    """
+    _load()
+    cpu = "loaded" if _cpu is not None else f"not loaded ({_cpu_error})"
+    use = "native kernels" if enabled() else "PyTorch references (PLANTSEEK_NATIVE=0)"
+    if _cuda is not None:
+        built = "yes"
+    elif _cuda_built:
+        built = f"yes, but it did not load ({_cuda_error})"
+    else:
+        built = "no (no CUDA compiler at build time, or PLANTSEEK_CUDA=OFF)"
+    return [f"C++ core: {cpu}; kernels in use: {use}",
+            f"CUDA module built: {built}; CUDA device: {cuda_devices}"]

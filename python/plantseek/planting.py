@@ -7,6 +7,7 @@ their order and share one positive `output_scale` chosen by the median rule of D
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -14,6 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import arguments as _args
 from . import init as inits
 from .device import resolve_device, resolve_dtype
 from .masks import Mask, check_mask
@@ -81,6 +83,14 @@ class PlantedNetwork(LayerParameters):
         """Ticket weights over host weights (the paper's "sparsity rho")."""
         return self.ticket.weight_nnz / self.n_weights
 
+    def __repr__(self) -> str:
+        # the dataclass repr would print every tensor
+        task = self.config.get("task", self.ticket.name)
+        dtype = str(self.dtype).replace("torch.", "")
+        return (f"PlantedNetwork(task={task!r}, widths={self.widths}, ticket_nnz={self.ticket.nnz}, "
+                f"ticket_density={self.ticket_density:.3g}, output_scale={self.output_scale:.3g}, "
+                f"seed={self.config.get('seed')}, device={self.device}, dtype={dtype})")
+
     # -- compute
     def forward(self, x: torch.Tensor, mask: Mask | None = None) -> torch.Tensor:
         """Host output for inputs (n, in); with `mask`, pruned weights and biases count as zero."""
@@ -125,13 +135,15 @@ class PlantedNetwork(LayerParameters):
 
     # -- persistence
     def save(self, path: str | Path) -> None:
-        """Write everything (tensors on the CPU) with torch.save; read back with `plantseek.load`."""
+        """Write everything (tensors on the CPU) with torch.save; read back with `plantseek.load`. Missing
+        parent directories are created; a path that is a directory is a ValueError."""
+        path = _args.output_file(path, "path")
         torch.save(
             {
                 "format": "plantseek.PlantedNetwork",
                 "version": FORMAT_VERSION,
-                "weights": [w.cpu() for w in self.weights],
-                "biases": [b.cpu() for b in self.biases],
+                "weights": [w.detach().to("cpu", torch.float64) for w in self.weights],
+                "biases": [b.detach().to("cpu", torch.float64) for b in self.biases],
                 "ticket_mask": [(wm.cpu(), bm.cpu()) for wm, bm in self.ticket_mask],
                 "output_scale": float(self.output_scale),
                 "ticket": self.ticket.to_dict(),
@@ -155,9 +167,61 @@ def load(path: str | Path) -> PlantedNetwork:
         raise ValueError(f"{path} is not a plantseek planted network ({exc.__class__.__name__}: {exc})") from exc
     if not isinstance(d, dict) or d.get("format") != "plantseek.PlantedNetwork":
         raise ValueError(f"{path} is not a plantseek planted network")
+    return _from_saved(d, str(path))
+
+
+_SAVED_FIELDS = ("weights", "biases", "ticket_mask", "output_scale", "ticket")  # the rest have defaults
+
+
+def _from_saved(d: dict, where: str) -> PlantedNetwork:
+    """The network of a dict written by `PlantedNetwork.save`, each field checked: a ValueError names the
+    file, the field and what is wrong (a crafted or damaged file fails here, not deep in a matmul)."""
+    version = d.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{where}: format version {version!r} is not valid (this plantseek reads version "
+                         f"{FORMAT_VERSION})")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{where} has format version {version}, written by a newer plantseek (this one reads "
+                         f"version {FORMAT_VERSION}); upgrade plantseek")
+    missing = [k for k in _SAVED_FIELDS if k not in d]
+    if missing:
+        raise ValueError(f"{where} lacks the field(s) {', '.join(map(repr, missing))} of a planted network; "
+                         f"the file is damaged or was not written by PlantedNetwork.save")
+    weights, biases, ticket_mask = d["weights"], d["biases"], d["ticket_mask"]
+    for key, dim in (("weights", 2), ("biases", 1)):
+        v = d[key]
+        if not isinstance(v, (list, tuple)) or not v:
+            raise ValueError(f"{where}: field {key!r} must be a non-empty list of tensors, got {type(v).__name__}")
+        for i, t in enumerate(v):
+            if not isinstance(t, torch.Tensor) or t.dim() != dim or t.dtype != torch.float64:
+                got = (f"a {str(t.dtype).replace('torch.', '')} tensor of shape {tuple(t.shape)}"
+                       if isinstance(t, torch.Tensor) else type(t).__name__)
+                raise ValueError(f"{where}: field {key!r} layer {i} must be a {dim}-D float64 tensor (as "
+                                 f"PlantedNetwork.save writes it), got {got}")
+    if len(weights) != len(biases):
+        raise ValueError(f"{where}: {len(weights)} weight matrices but {len(biases)} bias vectors")
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        if b.shape[0] != w.shape[0] or (i > 0 and w.shape[1] != weights[i - 1].shape[0]):
+            raise ValueError(f"{where}: layer {i} has weight {tuple(w.shape)} and bias {tuple(b.shape)}, which do "
+                             f"not fit {'its bias' if b.shape[0] != w.shape[0] else f'layer {i - 1}'}")
+    if not isinstance(ticket_mask, (list, tuple)) or not all(isinstance(p, (list, tuple)) and len(p) == 2
+                                                             and all(isinstance(t, torch.Tensor) for t in p)
+                                                             for p in ticket_mask):
+        raise ValueError(f"{where}: field 'ticket_mask' must be a list of (weight_mask, bias_mask) tensor pairs")
+    ticket_mask = [tuple(p) for p in ticket_mask]
+    check_mask(ticket_mask, weights, biases, name=f"{where}: field 'ticket_mask'")
+    scale = d["output_scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{where}: field 'output_scale' must be a positive finite number, got {scale!r}")
+    try:
+        ticket = Ticket.from_dict(d["ticket"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{where}: field 'ticket' is not a ticket ({exc.__class__.__name__}: {exc})") from None
+    host = [weights[0].shape[1]] + [w.shape[0] for w in weights]
+    if ticket.depth != len(weights) or ticket.input_dim != host[0] or ticket.output_dim != host[-1]:
+        raise ValueError(f"{where}: the ticket (widths {ticket.widths}) does not fit the host (widths {host})")
     return PlantedNetwork(
-        list(d["weights"]), list(d["biases"]), [tuple(p) for p in d["ticket_mask"]], float(d["output_scale"]),
-        Ticket.from_dict(d["ticket"]), d.get("hiding", {}), d.get("config", {}),
+        list(weights), list(biases), ticket_mask, float(scale), ticket, d.get("hiding", {}), d.get("config", {}),
         d.get("neuron_map", []), d.get("neuron_scales", []),
     )
 
@@ -166,10 +230,11 @@ def load(path: str | Path) -> PlantedNetwork:
 
 def _host_widths(ticket: Ticket, width: int | Sequence[int], depth: int) -> list[int]:
     hidden = depth - 1
-    if isinstance(width, (int, np.integer)):
-        ws = [int(width)] * hidden
+    width = _args.width(width)
+    if isinstance(width, int):
+        ws = [width] * hidden
     else:
-        ws = [int(w) for w in width]
+        ws = width
         if len(ws) != hidden:
             raise ValueError(f"width lists need one entry per hidden layer: {hidden} for depth {depth}, got {len(ws)}")
     need = ticket.widths[1:-1]
@@ -198,13 +263,16 @@ def plant(
     from . import tasks as _tasks
 
     task_name = None
+    seed = _args.seed(seed)
+    if depth is not None:
+        depth = _args.depth(depth)
     if isinstance(ticket, str):
         task = _tasks.get(ticket)
         task_name = task.name
         ticket = task.ticket(task.min_depth if depth is None else depth)
     if not isinstance(ticket, Ticket):
         raise TypeError(f"plant needs a Ticket or a task name, got {type(ticket).__name__}")
-    depth = ticket.depth if depth is None else int(depth)
+    depth = ticket.depth if depth is None else depth
     if depth < ticket.depth:
         raise ValueError(f"host depth {depth} is below the ticket's depth {ticket.depth} (minimum depth: {ticket.depth})")
     if depth > ticket.depth:

@@ -99,9 +99,8 @@ def prune_run(run: Run, density: float, mask: Mask | None = None) -> Mask:
 def _checked(run: Run, new, mask: Mask | None, density: float) -> Mask:
     """A pruner's answer as a validated mask on the run's device, nested in `mask` when given, keeping exactly
     what `density` asks for (unless the pruner says ``exact = False``): nothing silently wrong is stored."""
-    new = [tuple(p) for p in new]
     name = getattr(run.pruner, "name", None) or type(run.pruner).__name__
-    check_mask(new, run.net.weights, run.net.biases, name=f"the mask of pruner {name!r}")
+    new = check_mask(new, run.net.weights, run.net.biases, name=f"the mask that pruner {name!r} returned")
     _check_device(new, run.net.device, name)
     if mask is not None:  # nested, whatever the pruner did
         new = [(wm & om, bm & obm) for (wm, bm), (om, obm) in zip(new, mask)]

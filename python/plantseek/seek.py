@@ -42,10 +42,12 @@ from typing import Any, Sequence
 
 import torch
 
+from . import arguments as _args
 from . import metrics as _metrics
 from . import protocols as _protocols
 from . import tasks as _tasks
 from . import train as _train
+from .arguments import check_bool
 from .device import resolve_device, resolve_dtype
 from .masks import Mask
 from .pruners.base import check_density, default_scope, parse_density
@@ -77,6 +79,17 @@ class SeekResult:
 
     def __getitem__(self, key: str) -> Any:
         return self.metrics[key]
+
+    def __repr__(self) -> str:
+        # the dataclass repr would print every mask; show the run's identity and its headline metrics
+        c, m = self.config, self.metrics
+        name, opts = c.get("pruner"), c.get("pruner_options") or {}
+        pruner = f"{name}[{', '.join(f'{k}={v}' for k, v in opts.items())}]" if opts else name
+        test = "test_accuracy" if m.get("test_accuracy") is not None else "test_loss"
+        keys = ("density", test, f"ticket_{test}", "recall", "functional_recall")
+        shown = ", ".join(f"{k}={m[k]:.4g}" for k in keys if isinstance(m.get(k), (int, float)))
+        return (f"SeekResult(task={c.get('task')!r}, depth={c.get('depth')}, width={c.get('width')}, "
+                f"pruner={pruner!r}, protocol={c.get('protocol')!r}, seed={c.get('seed')}, {shown})")
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -113,19 +126,6 @@ def make_pruner(pruner: Any, options: dict | None = None, pruning_samples: int |
     return _pruners.get(pruner, **opts)
 
 
-def check_bool(name: str, value: Any) -> bool:
-    """A boolean option: only True or False (a string such as "no" is truthy and would silently mean True)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def normalize(kwargs: dict) -> dict:
     """Fill in defaults and validate one run's arguments; returns the normalised configuration.
 
@@ -140,22 +140,18 @@ def normalize(kwargs: dict) -> dict:
     cfg["task"] = task.name
     proto = _protocols.get(cfg["protocol"])
     cfg["protocol"] = proto.name
-    cfg["depth"] = _positive_int("depth", cfg["depth"], 1)
+    cfg["depth"] = _args.depth(cfg["depth"])
     if cfg["depth"] < task.min_depth:
         raise ValueError(f"task {task.name!r} needs depth >= {task.min_depth} (got {cfg['depth']})")
-    w = cfg["width"]
-    if isinstance(w, (list, tuple)):
-        cfg["width"] = [_positive_int("width", v) for v in w]
-    else:
-        cfg["width"] = _positive_int("width", w)
+    cfg["width"] = _args.width(cfg["width"])
     cfg["density"] = parse_density(cfg["density"])  # "ticket" stays symbolic until the planted network exists
-    cfg["epochs"] = _positive_int("epochs", cfg["epochs"], 0)
-    cfg["seed"] = _positive_int("seed", cfg["seed"], 0)
-    cfg["batch_size"] = _positive_int("batch_size", cfg["batch_size"])
-    cfg["rounds"] = _positive_int("rounds", cfg["rounds"])
-    cfg["round_epochs"] = _positive_int("round_epochs", cfg["round_epochs"], 0)
-    cfg["n_samples"] = _positive_int("n_samples", cfg["n_samples"], 2)
-    cfg["pruning_samples"] = _positive_int("pruning_samples", cfg["pruning_samples"])
+    cfg["epochs"] = _args.integer("epochs", cfg["epochs"], 0)
+    cfg["seed"] = _args.seed(cfg["seed"])
+    cfg["batch_size"] = _args.integer("batch_size", cfg["batch_size"])
+    cfg["rounds"] = _args.integer("rounds", cfg["rounds"])
+    cfg["round_epochs"] = _args.integer("round_epochs", cfg["round_epochs"], 0)
+    cfg["n_samples"] = _args.integer("n_samples", cfg["n_samples"], 2)
+    cfg["pruning_samples"] = _args.integer("pruning_samples", cfg["pruning_samples"])
     lr = cfg["lr"]
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")

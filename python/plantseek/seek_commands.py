@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+from .arguments import depth_type, output_file, seed_type, width_type
 from .cli import command
 
 HEADLINE = [
@@ -30,17 +31,6 @@ def parse_option(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
-
-
-def parse_width(text: str) -> int | list[int]:
-    parts = [p for p in text.replace(" ", "").split(",") if p]
-    try:
-        vals = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"width must be an int or a comma-separated list of ints, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError("width is empty")
-    return vals[0] if len(vals) == 1 else vals
 
 
 def parse_density(text: str) -> float | str:
@@ -102,15 +92,15 @@ class SeekCommand:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("--task", default="circle", help="task name (plantseek tasks)")
-        p.add_argument("--depth", type=int, default=4, help="number of linear layers (the paper's depth - 1)")
-        p.add_argument("--width", type=parse_width, default=100, help="hidden width, or a comma-separated list")
+        p.add_argument("--depth", type=depth_type, default=4, help="number of linear layers (the paper's depth - 1)")
+        p.add_argument("--width", type=width_type, default=100, help="hidden width, or a comma-separated list")
         p.add_argument("--pruner", default="synflow", help="pruner name (plantseek pruners)")
         p.add_argument("--pruner-option", action="append", default=[], metavar="KEY=VALUE",
                        help="pruner option, repeatable (e.g. iterations=1)")
         p.add_argument("--density", type=parse_density, default=0.1, help="kept fraction in (0, 1], or 'ticket'")
         p.add_argument("--protocol", default="singleshot", help="singleshot, multishot or strong")
         p.add_argument("--epochs", type=int, default=10)
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=seed_type, default=0)
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
         p.add_argument("--dtype", default="float32", help="float32 or float64")
         p.add_argument("--lr", type=float, default=1e-3)
@@ -135,6 +125,7 @@ class SeekCommand:
         from .seek import seek
 
         options = dict(parse_option(o) for o in args.pruner_option)
+        json_out = output_file(args.json, "--json") if args.json else None  # before the run, not after it
         res = seek(
             task=args.task, depth=args.depth, width=args.width, pruner=args.pruner,
             pruner_options=options or None, density=args.density, protocol=args.protocol, epochs=args.epochs,
@@ -149,8 +140,8 @@ class SeekCommand:
               f"  density {c['density']}  {c['protocol']}  epochs {c['epochs']}  seed {c['seed']}"
               f"  ({c['device']}, {c['dtype']})")
         print(format_table(res.metrics))
-        if args.json:
-            with open(args.json, "w") as fh:
+        if json_out:
+            with open(json_out, "w") as fh:
                 json.dump(_json_safe({"config": c, "metrics": res.metrics}), fh, indent=2, sort_keys=True)
             print(f"wrote {args.json}")
         return 0

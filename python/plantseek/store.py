@@ -129,9 +129,15 @@ class ResultStore:
             if not create or readonly:
                 raise FileNotFoundError(f"results database {str(self.path)!r} does not exist")
             if self.path.parent and not self.path.parent.exists():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create the directory of results database {str(self.path)!r}: "
+                                     f"{exc.strerror or exc}") from None
         elif self.path.is_dir():
             raise StoreError(f"{str(self.path)!r} is a directory, not a results database")
+        if not readonly:
+            self._check_writable()
         self._check_header()
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
@@ -163,6 +169,20 @@ class ResultStore:
                 f"{str(self.path)!r} is not a plantseek results database: it is not an SQLite file "
                 f"(it may be corrupt, or another kind of file); use a new --db path"
             )
+
+    def _check_writable(self) -> None:
+        """Refuse a read-only file or directory up front: writing needs the file and, in WAL mode, the
+        directory (SQLite creates the -wal and -shm files beside the database)."""
+        directory = self.path.parent if str(self.path.parent) else Path(".")
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            raise StoreError(self._readonly_message("the file is not writable"))
+        wal = all(Path(f"{self.path}{s}").exists() for s in ("-wal", "-shm"))
+        if not wal and not os.access(directory, os.W_OK | os.X_OK):
+            raise StoreError(self._readonly_message(f"its directory {str(directory)!r} is not writable"))
+
+    def _readonly_message(self, why: str) -> str:
+        return (f"results database {str(self.path)!r} is read-only ({why}); a sweep writes its results there: "
+                f"make it writable, or pass a --db path on a writable disk")
 
     def _corrupt_message(self, exc: Exception) -> str:
         return (f"results database {str(self.path)!r} is corrupt or unreadable ({exc}); "
@@ -220,6 +240,8 @@ class ResultStore:
                 return fn()
             except sqlite3.OperationalError as exc:
                 msg = str(exc).lower()
+                if "readonly" in msg or "read-only" in msg:  # a read-only file, directory or mount
+                    raise StoreError(self._readonly_message(f"SQLite: {exc}")) from None
                 if ("locked" not in msg and "busy" not in msg) or attempt == self.retries:
                     raise
                 time.sleep(delay * (0.5 + random.random()))

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..masks import Mask, check_mask
+from ..masks import Mask, check_mask, describe, layer_pairs
 from . import selection
 from .selection import SCOPES, kept_count
 
@@ -237,7 +237,8 @@ class Pruner:
         mask: Mask | None = None,
     ) -> Mask:
         """Masks keeping ``round(density * prunable count)`` parameters per scope (a list of pairs)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"pruner {self.name or type(self).__name__!r} does not implement prune(net, data, "
+                                  f"density, ...); override it, or derive from ScorePruner and write scores()")
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if not callable(v))
@@ -248,6 +249,22 @@ class Pruner:
         """The first line of the class docstring."""
         doc = inspect.getdoc(cls) or ""
         return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _score_tensor(scores, param: torch.Tensor, name: str, layer: int, part: str) -> torch.Tensor:
+    """One layer's weight or bias scores as a real tensor on the parameter's device, or a ValueError naming
+    the pruner and what it returned."""
+    where = f"pruner {name!r} layer {layer}: the {part} scores are"
+    expected = f"expected real numbers (floating-point or integer) shaped like the layer's {part} tensor"
+    if scores is None or (isinstance(scores, torch.Tensor) and scores.is_meta):
+        raise ValueError(f"{where} {describe(scores)}; {expected}")
+    try:
+        t = torch.as_tensor(scores, device=param.device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{where} {describe(scores)}, not numbers ({exc}); {expected}") from None
+    if t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{where} {str(t.dtype).replace('torch.', '')}; {expected}")
+    return t
 
 
 class ScorePruner(Pruner):
@@ -273,7 +290,8 @@ class ScorePruner(Pruner):
         self._set_options(iterations=int(it))
 
     def scores(self, net, data, generator: torch.Generator, mask: Mask) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        raise NotImplementedError
+        raise NotImplementedError(f"score pruner {self.name or type(self).__name__!r} does not implement "
+                                  f"scores(net, data, generator, mask)")
 
     # -- framework
     def _call_scores(self, net, data, generator, mask):
@@ -289,13 +307,11 @@ class ScorePruner(Pruner):
 
     def _check_scores(self, net, out):
         name = self.name or type(self).__name__
-        out = list(out)
-        if len(out) != net.depth:
-            raise ValueError(f"pruner {name!r} returned scores for {len(out)} layers, the network has {net.depth}")
+        out = layer_pairs(out, net.depth, f"the scores that pruner {name!r} returned",
+                          what="(weight_scores, bias_scores) pair")
         checked = []
         for i, (pair, w, b) in enumerate(zip(out, net.weights, net.biases)):
-            ws, bs = pair
-            ws, bs = torch.as_tensor(ws, device=w.device), torch.as_tensor(bs, device=b.device)
+            ws, bs = (_score_tensor(s, t, name, i, part) for s, t, part in zip(pair, (w, b), ("weight", "bias")))
             if tuple(ws.shape) != tuple(w.shape) or tuple(bs.shape) != tuple(b.shape):
                 raise ValueError(
                     f"pruner {name!r} layer {i}: score shapes {tuple(ws.shape)}/{tuple(bs.shape)} do not match "

@@ -159,15 +159,17 @@ _CAPTIONS = {
                     "multishot; mask only, output read through a scale fitted on training data, for strong), "
                     "mean over seeds with a band for its 95% Student t confidence interval (regression: "
                     "geometric mean, interval of the log MSE). The black diamond (with its interval) and "
-                    "dotted line are the ticket oracle run under the same protocol, the reference of every "
-                    "verdict; the star is the untrained planted ticket at its own density, the dashed line the "
-                    "dense network trained with the same budget. Classification shows accuracy (higher is "
+                    f"dotted line are the ticket oracle run under the same protocol, the reference of every "
+                    f"verdict: '{_data.ORACLE_TRAINED}' under the weak protocols, '{_data.ORACLE_MASK}' (the "
+                    f"mask alone) under strong; the star is the '{_data.PLANTED}' at its own density, the "
+                    "dashed line the dense network trained with the same budget. Classification shows accuracy (higher is "
                     "better), regression the MSE (log axis, lower is better)."),
     "recall": ("Fraction of the planted ticket's parameters (weights and biases) that the found mask kept, "
                "mean over seeds with a band for its 95% Student t confidence interval. "
                "The dotted diagonal is what a uniformly random mask keeps on average."),
-    "layers": ("Density of each layer of the found masks (mean over seeds, per requested density) next to the "
-               "planted ticket's own layer densities (black dashed). ▼ marks a layer left empty (collapse)."),
+    "layers": ("Density of each layer of the found masks (mean over seeds, one panel per requested density, "
+               f"sparsest first, the ticket's own density last) next to the layer densities of the '{_data.PLANTED}' "
+               "(black dashed). ▼ marks a layer left empty (collapse)."),
 }
 
 _CSS = """
@@ -216,20 +218,21 @@ def _pivot_html(table: pd.DataFrame) -> str:
     order = {p: i for i, p in enumerate(_data.PROTOCOL_ORDER)}
     for setting, sub in table.groupby("setting", sort=False):
         protos = sorted(dict.fromkeys(sub["protocol"]), key=lambda p: (order.get(p, 99), p))
-        pruners = sorted(dict.fromkeys(sub["pruner"]), key=lambda p: (p.startswith(_data.ORACLE), p))
+        pruners = sorted(dict.fromkeys(sub["pruner"]), key=lambda p: (_data.is_oracle_label(p), p))
         first = sub.iloc[0]
         metric = first["metric"]
         head = "".join(f"<th>{html.escape(p)}</th>" for p in protos)
-        rows = [f"<tr class='ref'><td class='l'>oracle (reference)</td>"
+        names = " / ".join(dict.fromkeys(sub.set_index("protocol").loc[protos, "reference"]))
+        rows = [f"<tr class='ref'><td class='l'>reference: {html.escape(names)}</td>"
                 + "".join(_oracle_cell(sub[sub["protocol"] == proto]) for proto in protos) + "</tr>"]
         for pr in pruners:
             cells = []
             for proto in protos:
                 r = sub[(sub["pruner"] == pr) & (sub["protocol"] == proto)]
-                cells.append("<td></td>" if r.empty else _pivot_cell(r.iloc[0], pr.startswith(_data.ORACLE)))
-            cls = " class='ref'" if pr.startswith(_data.ORACLE) else ""
+                cells.append("<td></td>" if r.empty else _pivot_cell(r.iloc[0], _data.is_oracle_label(pr)))
+            cls = " class='ref'" if _data.is_oracle_label(pr) else ""
             rows.append(f"<tr{cls}><td class='l'>{html.escape(pr)}</td>{''.join(cells)}</tr>")
-        caption = (f"{html.escape(setting)}: {metric}; untrained planted ticket {_fmt(first['planted ticket'])} at "
+        caption = (f"{html.escape(setting)}: {metric}; {_data.PLANTED} {_fmt(first[_data.PLANTED])} at "
                    f"density {_fmt(first['ticket density'])}")
         out.append(f"<table><caption>{caption}</caption><thead><tr><th class='l'>pruner</th>{head}</tr></thead>"
                    f"<tbody>{''.join(rows)}</tbody></table>")
@@ -237,10 +240,10 @@ def _pivot_html(table: pd.DataFrame) -> str:
 
 
 def _oracle_cell(sub: pd.DataFrame) -> str:
-    if sub.empty or pd.isna(sub.iloc[0]["oracle"]):
+    if sub.empty or pd.isna(sub.iloc[0]["reference mean"]):
         return "<td class='miss'>no oracle rows</td>"
     r = sub.iloc[0]
-    return f"<td>{_fmt(r['oracle'])} <span class='meta'>({int(r['oracle seeds'])} seeds)</span></td>"
+    return f"<td>{_fmt(r['reference mean'])} <span class='meta'>({int(r['reference seeds'])} seeds)</span></td>"
 
 
 def _pivot_cell(r, oracle: bool) -> str:
@@ -308,8 +311,10 @@ def _html(db, df, figs, table, found, sweeps, notes, acc_tol, loss_factor, title
     if not table.empty:
         parts.append(
             f"<h3>Sparsest density at which each pruner still matches the ticket oracle</h3>"
-            f"<p class='meta'>The reference of each protocol is the ticket oracle run under that protocol (trained "
-            f"if the protocol trains, read through the fitted scale under strong). With d = oracle accuracy − the "
+            f"<p class='meta'>The reference of each protocol is the ticket oracle run under that protocol: "
+            f"<b>{_data.ORACLE_TRAINED}</b> under the weak protocols (the planted ticket's mask, trained), "
+            f"<b>{_data.ORACLE_MASK}</b> under strong (the mask alone, read through the fitted scale); the "
+            f"<b>{_data.PLANTED}</b> is the ticket itself, before any training. With d = oracle accuracy − the "
             f"pruner's (classification) or log(pruner's loss / oracle's) (regression), paired by seed when both "
             f"have the same seeds and by Welch's t otherwise: <b>matches</b> when the one-sided 95% upper bound of "
             f"d is ≤ {acc_tol:g} (accuracy) or log {loss_factor:g} (loss), <b>does not match</b> when the lower "

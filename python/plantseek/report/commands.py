@@ -18,8 +18,10 @@ class ReportCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        from ..arguments import output_dir
         from . import build_report
 
+        output_dir(args.out, "--out", create=False)  # build_report creates it once the database opened
         result = build_report(args.db, args.out, acc_tol=args.acc_tol, loss_factor=args.loss_factor,
                               formats=("png",) if args.no_svg else ("png", "svg"), progress=not args.no_progress)
         print(f"report: {result.html} ({len(result.figures)} files)")

@@ -20,6 +20,11 @@ PROTOCOL_ORDER = ("singleshot", "multishot", "strong")
 AXIS_COLUMNS = ("task", "pruner", "pruner_options", "protocol", "density", "seed", "rescale")
 DEFAULT_RESCALE = "fit"
 ORACLE = "ticket"  # the pruner that returns the planted mask: every protocol's reference
+# what the report calls the oracle's rows and the planted ticket, the same in every figure and table: the
+# oracle's "ticket" beside the "planted ticket" read as one thing, though the first is trained (weak protocols)
+ORACLE_TRAINED = "ticket mask (trained)"  # the oracle under the weak protocols: the ticket's mask, trained
+ORACLE_MASK = "ticket mask"  # the oracle under strong: the mask alone, read through the fitted scale
+PLANTED = "planted ticket (untrained)"  # the planted ticket itself (its weights, before any training)
 BOOKKEEPING = ("status", "error", "key", "version", "device", "duration_s", "batch_runs", "attempts",
                "started_at", "finished_at")
 LAYER_RE = re.compile(r"^layer_density_(\d+)$")
@@ -38,6 +43,26 @@ def pruner_label(pruner: str, options: Any) -> str:
         return str(pruner)
     inner = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
     return f"{pruner}[{inner}]"
+
+
+def oracle_name(protocol: str) -> str:
+    """The name of the ticket oracle's rows under ``protocol``."""
+    return ORACLE_MASK if protocol == "strong" else ORACLE_TRAINED
+
+
+def display_label(pruner: str, options: Any, protocol: str, rescale: str = DEFAULT_RESCALE) -> str:
+    """A pruner's label in figures and tables: its name with options, the oracle named after what it is
+    (`oracle_name`), and the rescale when it is not the default."""
+    oracle = pruner == ORACLE
+    label = pruner_label(ORACLE_MASK if oracle else pruner, options)
+    notes = (["trained"] if oracle and protocol != "strong" else []) + \
+        ([] if rescale == DEFAULT_RESCALE else [f"rescale {rescale}"])
+    return label + (f" ({', '.join(notes)})" if notes else "")
+
+
+def is_oracle_label(label: str) -> bool:
+    """Whether a `display_label` is the ticket oracle's (with any options or rescale)."""
+    return str(label) == ORACLE_MASK or str(label).startswith((ORACLE_MASK + " (", ORACLE_MASK + "["))
 
 
 def rescale_key(value: Any) -> str:
@@ -80,14 +105,15 @@ class Setting:
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
-    """Add `label` (pruner with options), `x` (measured density, else the requested one) and `kind`."""
+    """Add `label` (`display_label`), `x` (measured density, else the requested one) and `density_key` (the
+    requested density as text: a number, or "ticket" for the planted ticket's own)."""
     df = df.copy()
     if df.empty:
         return df
     opts = df["pruner_options"] if "pruner_options" in df else pd.Series([None] * len(df), index=df.index)
     df["rescale_key"] = df["rescale"].map(rescale_key) if "rescale" in df else DEFAULT_RESCALE
-    df["label"] = [pruner_label(p, o) + ("" if r == DEFAULT_RESCALE else f" (rescale {r})")
-                   for p, o, r in zip(df["pruner"], opts, df["rescale_key"])]
+    df["label"] = [display_label(p, o, proto, r)
+                   for p, o, proto, r in zip(df["pruner"], opts, df["protocol"], df["rescale_key"])]
     requested = pd.to_numeric(df["density"], errors="coerce")
     measured = pd.to_numeric(df["density_measured"], errors="coerce") if "density_measured" in df else requested
     df["x"] = measured.fillna(requested)
@@ -233,6 +259,18 @@ def oracle_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def requested_order(keys: Iterable[str]) -> list[str]:
+    """Density keys (`prepare`) in the order of the requested density, sparsest first, and "ticket" (symbolic:
+    the planted ticket's own density, whatever it measures) last."""
+    keys = set(keys)
+    return sorted((k for k in keys if k != "ticket"), key=float) + (["ticket"] if "ticket" in keys else [])
+
+
+def requested_densities(frame: pd.DataFrame) -> list[float]:
+    """The numeric densities the runs of ``frame`` asked for, sparsest first (not "ticket")."""
+    return [float(k) for k in requested_order(frame["density_key"]) if k != "ticket"]
+
+
 def layer_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     found = sorted((c for c in frame.columns if LAYER_RE.match(c) and frame[c].notna().any()),
                    key=lambda c: int(LAYER_RE.match(c).group(1)))
@@ -317,7 +355,8 @@ def _rate(series: pd.Series) -> float:
 def sparsest_match(df: pd.DataFrame, acc_tol: float = V.ACC_TOL, loss_factor: float = V.LOSS_FACTOR,
                    config_cols: Iterable[str] | None = None, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per setting, protocol and pruner: the sparsest density whose verdict against the protocol's ticket
-    oracle is "matches" (`verdicts`), the verdict one density sparser, and the verdicts at every density.
+    oracle is "matches" (`verdicts`), the verdict one density sparser, and the verdicts at every density;
+    `reference` names the oracle's rows (`oracle_name`), `reference mean` is their mean.
 
     ``table``: the `verdicts` table when it is already computed."""
     if table is None:
@@ -330,9 +369,11 @@ def sparsest_match(df: pd.DataFrame, acc_tol: float = V.ACC_TOL, loss_factor: fl
         first = sub.iloc[0]
         accuracy = first["metric"] == "accuracy"
         best = sub.loc[sub["mean"].idxmax() if accuracy else sub["mean"].idxmin()]
+        ref = first["reference_pruner"] if isinstance(first["reference_pruner"], str) else oracle_name(protocol)
         row = {"setting": setting, "task": first["task"], "protocol": protocol, "pruner": label,
-               "metric": first["metric"], "oracle": first["reference"], "oracle seeds": first["reference_n"],
-               "planted ticket": first["planted_ticket"], "ticket density": first["ticket_density"],
+               "metric": first["metric"], "reference": ref,
+               "reference mean": first["reference"], "reference seeds": first["reference_n"],
+               PLANTED: first["planted_ticket"], "ticket density": first["ticket_density"],
                "sparsest matching density": None, "x ticket density": None, "d at match": None,
                "next sparser density": None, "next sparser verdict": None, "d at next sparser": None,
                "best": float(best["mean"]), "best at density": float(best["density"]), "seeds": int(sub["n"].max()),

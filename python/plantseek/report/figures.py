@@ -3,6 +3,7 @@ and drawings of the tickets. Each function returns a matplotlib Figure; the call
 from __future__ import annotations
 
 import math
+import re
 
 import matplotlib
 
@@ -12,10 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from .data import (Setting, curves, layer_columns, oracle_rows, performance_column,  # noqa: E402
-                   planted_ticket, protocols_in)
+from .data import (ORACLE_MASK, ORACLE_TRAINED, PLANTED, Setting, curves, layer_columns,  # noqa: E402
+                   oracle_rows, performance_column, planted_ticket, protocols_in, requested_densities,
+                   requested_order)
 from .verdicts import CONFIDENCE, t_interval  # noqa: E402
 
 TICKET_COLOR = "black"
@@ -29,7 +31,7 @@ def colors_for(labels) -> dict[str, tuple]:
     """A fixed colour per pruner label, the same in every figure; the ticket oracle is black."""
     out, i = {}, 0
     for label in sorted(set(labels)):
-        if label == "ticket":
+        if label in (ORACLE_TRAINED, ORACLE_MASK):
             out[label] = TICKET_COLOR
         else:
             out[label] = _PALETTE[i % len(_PALETTE)]
@@ -51,7 +53,9 @@ def _log(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _style_x(ax, xs) -> None:
+def _style_x(ax, xs, tried=(), marks=()) -> None:
+    """Log density axis over the points ``xs``, labelled at the densities ``tried``, every decade and the
+    ``marks`` (the planted ticket's density), in that order of priority where labels would collide."""
     ax.set_xscale("log")
     _log(ax.xaxis)
     ax.set_xlabel(X_LABEL)
@@ -60,6 +64,20 @@ def _style_x(ax, xs) -> None:
     if xs:
         lo, hi = min(xs), max(xs)
         ax.set_xlim(lo / 1.6, min(hi * 1.6, 1.6))
+        ax.xaxis.set_major_locator(FixedLocator(_density_ticks(ax, tried, marks)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+
+
+def _density_ticks(ax, tried, marks) -> list[float]:
+    lo, hi = ax.get_xlim()
+    width = ax.get_position().width * ax.figure.get_figwidth() * 0.8  # inches, less what the layout takes
+    gap = math.log10(hi / lo) * 0.42 / max(width, 0.5)  # decades between two labels about 0.42 in apart
+    decades = [10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
+    ticks: list[float] = []
+    for v in [*tried, *decades, *marks]:
+        if v and lo <= v <= hi and all(abs(math.log10(v / t)) >= gap for t in ticks):
+            ticks.append(float(v))
+    return sorted(ticks)
 
 
 def performance_figure(setting: Setting, colors: dict) -> Figure | None:
@@ -76,6 +94,7 @@ def performance_figure(setting: Setting, colors: dict) -> Figure | None:
     protocols = protocols_in(frame)
     fig, axes = _new(len(protocols))
     t_density, t_perf = planted_ticket(frame, ticket_metric)
+    tried = requested_densities(frame)
     for ax, protocol in zip(axes.flat, protocols):
         pframe = frame[frame["protocol"] == protocol]
         ref = oracle_rows(pframe.dropna(subset=[metric]))
@@ -90,7 +109,7 @@ def performance_figure(setting: Setting, colors: dict) -> Figure | None:
             x = float(ref["x"].mean())
             ax.errorbar([x], [mean], yerr=[[mean - lo], [hi - mean]], marker="D", ms=6, color=TICKET_COLOR,
                         mfc="white", mew=1.5, capsize=3, ls="none", zorder=7,
-                        label="ticket oracle, this protocol (reference)")
+                        label=f"{ref_label}: reference (oracle, this protocol)")
             ax.axhline(mean, color=TICKET_COLOR, ls=":", lw=1.0)
             xs.append(x)
         if dense_metric in pframe and pframe[dense_metric].notna().any():
@@ -98,9 +117,9 @@ def performance_figure(setting: Setting, colors: dict) -> Figure | None:
                        label="dense network")
         if t_density and t_perf is not None:
             ax.plot([t_density], [t_perf], marker="*", ms=15, color="gold", mec="black", mew=1.0, ls="none",
-                    label="planted ticket, untrained", zorder=4)
+                    label=PLANTED, zorder=4)
             xs.append(t_density)
-        _style_x(ax, xs)
+        _style_x(ax, xs, tried, [t_density] if t_density else [])
         if regression:
             ax.set_yscale("log")
             _log(ax.yaxis)
@@ -112,8 +131,7 @@ def performance_figure(setting: Setting, colors: dict) -> Figure | None:
         ax.axis("off")
     axes.flat[0].fill_between([], [], [], color="0.5", alpha=0.25, lw=0, label=f"band: {CI_TEXT}")
     _legend(fig, axes)
-    fig.suptitle(f"{setting.title}: {ylabel}, mean over seeds with its {CI_TEXT.replace(' over seeds', '')}",
-                 fontsize=11)
+    _suptitle(fig, f"{setting.title}: {ylabel}, mean over seeds with its {CI_TEXT.replace(' over seeds', '')}")
     return fig
 
 
@@ -131,15 +149,42 @@ def _mean_and_interval(ax, c, label: str, color, positive: bool) -> None:
     ax.fill_between(c["x"], lo, hi, color=color, alpha=0.15, lw=0)
 
 
+def _wrap(text: str, width: int) -> str:
+    """Break ``text`` into lines of about ``width`` characters after spaces or commas (pruner options)."""
+    lines, line = [], ""
+    for part in re.split(r"(?<=[ ,])", text):
+        if line and len(line) + len(part.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += part
+    return "\n".join(lines + [line.rstrip()])
+
+
 def _legend(fig: Figure, axes) -> None:
+    """One legend for every panel, right of them; the figure grows by the legend's size, so that long labels
+    (pruner options) never squeeze the panels (constrained_layout gives up when they collapse)."""
     handles, labels = {}, []
     for ax in axes.flat:
         for h, l in zip(*ax.get_legend_handles_labels()):
             if l not in handles:
                 handles[l] = h
                 labels.append(l)
-    if handles:
-        fig.legend([handles[l] for l in labels], labels, loc="outside right center", fontsize=8, frameon=False)
+    if not handles:
+        return
+    legend = fig.legend([handles[l] for l in labels], [_wrap(l, 34) for l in labels], loc="outside right center",
+                        fontsize=8, frameon=False)
+    renderer = fig.canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    columns = max(1, math.ceil(box.height / fig.dpi / (0.92 * fig.get_figheight())))
+    if columns > 1:
+        legend.set_ncols(columns)
+        box = legend.get_window_extent(renderer)
+    fig.set_figwidth(fig.get_figwidth() + box.width / fig.dpi + 0.15)
+
+
+def _suptitle(fig: Figure, text: str, fontsize: float = 11) -> None:
+    """The figure's title, in lines that fit its width."""
+    fig.suptitle(_wrap(text, max(30, int(fig.get_figwidth() * 72 / (0.6 * fontsize)))), fontsize=fontsize)
 
 
 def recall_figure(setting: Setting, colors: dict) -> Figure | None:
@@ -153,6 +198,7 @@ def recall_figure(setting: Setting, colors: dict) -> Figure | None:
         return None
     functional = curves(frame, "functional_recall")
     protocols = protocols_in(frame)
+    tried = requested_densities(frame)
     fig, axes = _new(len(protocols))
     for ax, protocol in zip(axes.flat, protocols):
         sub = table[table["protocol"] == protocol]
@@ -171,30 +217,30 @@ def recall_figure(setting: Setting, colors: dict) -> Figure | None:
         if xs:
             grid = np.geomspace(min(xs), max(xs), 50)
             ax.plot(grid, grid, color="0.6", ls=":", lw=1, label="random expectation")
-        _style_x(ax, xs)
+        _style_x(ax, xs, tried)
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("ticket recall")
         ax.set_title(setting.panel_title(protocol), fontsize=10)
     for ax in list(axes.flat)[len(protocols):]:
         ax.axis("off")
     _legend(fig, axes)
-    fig.suptitle(f"{setting.title}: ticket recall", fontsize=11)
+    _suptitle(fig, f"{setting.title}: ticket recall")
     return fig
 
 
 def layer_density_figure(setting: Setting, colors: dict, max_columns: int = 5) -> Figure | None:
     """Layer-wise density of the found masks (mean over seeds) beside the planted ticket's, one row per
-    protocol and one column per requested density."""
+    protocol and one column per requested density: sparsest first, the ticket's own density ("ticket") last."""
     frame = setting.frame
     found, ticket = layer_columns(frame)
     if not found:
         return None
     protocols = protocols_in(frame)
-    keys = list(dict.fromkeys(frame.sort_values("x")["density_key"]))
-    # drop density 1 (every layer is full) and keep at most max_columns, sparsest first
+    keys = requested_order(frame["density_key"])
+    # drop density 1 (every layer is full) and keep at most max_columns, sparsest first, "ticket" kept
     keys = [k for k in keys if k != "1"] or keys
     if len(keys) > max_columns:
-        keys = keys[:max_columns]
+        keys = keys[:max_columns - 1] + keys[-1:] if keys[-1] == "ticket" else keys[:max_columns]
     fig, axes = plt.subplots(len(protocols), len(keys), figsize=(3.3 * len(keys) + 1.5, 2.9 * len(protocols)),
                              squeeze=False, constrained_layout=True, sharey=True)
     layers = np.arange(1, len(found) + 1)
@@ -215,7 +261,7 @@ def layer_density_figure(setting: Setting, colors: dict, max_columns: int = 5) -
                     ax.plot(dead, np.full(len(dead), 1e-5), marker="v", ls="none", color=colors.get(label), ms=6)
             if t_profile is not None:
                 tl = np.arange(1, len(t_profile) + 1)
-                ax.plot(tl, t_profile, color="black", lw=2.2, ls="--", marker="s", ms=4, label="planted ticket")
+                ax.plot(tl, t_profile, color="black", lw=2.2, ls="--", marker="s", ms=4, label=PLANTED)
             ax.set_yscale("log")
             _log(ax.yaxis)
             ax.set_xticks(layers)
@@ -227,7 +273,7 @@ def layer_density_figure(setting: Setting, colors: dict, max_columns: int = 5) -
                 ax.set_xlabel("layer")
             ax.grid(True, alpha=0.3)
     _legend(fig, axes)
-    fig.suptitle(f"{setting.title}: layer-wise density (▼ = empty layer)", fontsize=11)
+    _suptitle(fig, f"{setting.title}: layer-wise density (▼ = empty layer)")
     return fig
 
 
@@ -278,8 +324,9 @@ def ticket_figure(ticket, title: str) -> Figure:
               Line2D([0], [0], color="#2e6fd8", lw=2.5, label="negative weight"),
               Line2D([0], [0], marker="o", ls="none", mfc="#f3b7b0", mec="black", label="positive bias"),
               Line2D([0], [0], marker="o", ls="none", mfc="#b5cdf5", mec="black", label="negative bias")]
-    ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=4, fontsize=8, frameon=False)
+    # below the layer names, not over them: the layout keeps the legend outside the axes and their labels
+    fig.legend(handles=legend, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     nnz = int(sum((w != 0).sum() + (b != 0).sum() for w, b in zip(weights, biases)))
-    ax.set_title(f"{title}: {len(weights)} layers, widths {'-'.join(map(str, sizes))}, {nnz} nonzero parameters "
-                 f"(line width ∝ |weight|)", fontsize=10)
+    ax.set_title(_wrap(f"{title}: {len(weights)} layers, widths {'-'.join(map(str, sizes))}, {nnz} nonzero "
+                       f"parameters (line width ∝ |weight|)", int(fig.get_figwidth() * 72 / 6.5)), fontsize=10)
     return fig

@@ -122,16 +122,19 @@ def _seekers(table: pd.DataFrame, protocol: str | tuple[str, ...], tasks: Iterab
 
 
 def _cell(r) -> str:
-    """One verdict cell in words: ``synflow at 0.1 on circle: 0.95 [0.93, 0.97] vs oracle 0.97, d 0.02
-    [0.004, 0.036]: undecided`` (t-interval of the mean; one-sided 95% bounds of d)."""
+    """One verdict cell in words: ``synflow at 0.1 on circle: 0.95 [0.93, 0.97] vs ticket mask (trained) 0.97,
+    d 0.02 [0.004, 0.036]: undecided`` (t-interval of the mean; one-sided 95% bounds of d; the reference named
+    as in the figures, `plantseek.report.data.oracle_name`)."""
     def f(v):
         return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
 
     spread = f" [{f(r['ci_lo'])}, {f(r['ci_hi'])}]" if r["n"] > 1 else ""
     bounds = f" [{f(r['d_lower'])}, {f(r['d_upper'])}]" if not math.isnan(r["d_lower"]) else ""
     note = f" ({r['note']})" if isinstance(r.get("note"), str) and r["note"] else ""
+    ref = r.get("reference_pruner")
+    ref = ref if isinstance(ref, str) else _data.oracle_name(r["protocol"])
     return (f"{r['pruner']} at {f(r['density'])} on {r['task']} ({r['protocol']}, {int(r['n'])} seeds): "
-            f"{r['metric']} {f(r['mean'])}{spread} vs oracle {f(r['reference'])}, d {f(r['d'])}{bounds}: "
+            f"{r['metric']} {f(r['mean'])}{spread} vs {ref} {f(r['reference'])}, d {f(r['d'])}{bounds}: "
             f"{r['verdict']}{note}")
 
 
@@ -445,9 +448,9 @@ def _md_pivot(table: pd.DataFrame) -> list[str]:
     for setting, sub in table.groupby("setting", sort=True):
         protos = sorted(dict.fromkeys(sub["protocol"]), key=lambda p: (order.get(p, 99), p))
         first = sub.iloc[0]
-        lines += ["", f"*{setting}* ({first['metric']}; ticket density {first['ticket density']:.3g}):", "",
+        lines += ["", f"*{setting}* ({first['metric']}; planted ticket density {first['ticket density']:.3g}):", "",
                   "| pruner | " + " | ".join(protos) + " |", "|---|" + "---|" * len(protos)]
-        for pruner in sorted(dict.fromkeys(sub["pruner"]), key=lambda p: (p.startswith(_data.ORACLE), p)):
+        for pruner in sorted(dict.fromkeys(sub["pruner"]), key=lambda p: (_data.is_oracle_label(p), p)):
             cells = []
             for proto in protos:
                 r = sub[(sub["pruner"] == pruner) & (sub["protocol"] == proto)]
@@ -476,7 +479,8 @@ def readme_block(source: str | os.PathLike, display: str = README_CSV, acc_tol: 
              f"{display} after `make demo` with `plantseek findings report/paper_small.db --csv-out {display}` "
              f"(docs/findings.md). Do not edit by hand. -->",
              f"Computed from the results by `plantseek findings` ({display}, {seeds} seeds at most per cell): "
-             f"a pruner matches the ticket oracle of its protocol when the one-sided 95% "
+             f"a pruner matches the ticket oracle of its protocol ({_data.ORACLE_TRAINED} under the weak "
+             f"protocols, {_data.ORACLE_MASK} under strong) when the one-sided 95% "
              f"upper bound of the gap is within {acc_tol:g} accuracy or {loss_factor:g}x the loss, and does not "
              f"match when the lower bound is beyond it (paired t over seeds, else Welch); in the numbers, "
              f"[a, b] after a mean is its 95% t-interval and after d its one-sided 95% bounds.", ""]

@@ -98,6 +98,8 @@ def run_sweep(
         report = SweepReport(total=len(sweep.runs), skipped=skipped)
         log(f"sweep {sweep.name!r}: {len(sweep.runs)} runs, {skipped} already in {db}, {len(runs)} to run "
             f"with {ex.describe()}")
+        for note in sweep.notes:
+            log(f"note: {note}")
         if not runs:
             return report
 

@@ -79,6 +79,8 @@ class SweepCommand:
             else:
                 runs, skipped = sweep.runs, 0
             print(f"{args.file}: {len(sweep.runs)} runs, {skipped} already in {args.db}, {len(runs)} to run")
+            for note in sweep.notes:
+                print(f"note: {note}")
             return 0
         report = execute(args, sweep, args.db)
         print(report)

@@ -20,6 +20,10 @@ Every other key is a training option passed to ``plantseek.seek`` (``lr``, ``bat
 ...). Widths of uneven networks are lists: ``width = [[100, 50]]`` is one network; ``width = [50, 100]``
 is a grid of two widths.
 
+The ticket oracle (pruner ``ticket``) keeps the planted mask whatever density is asked, so it runs once per
+configuration, at density ``"ticket"``, whatever densities the file lists (`Sweep.notes` says how many runs
+that spares).
+
 Every run has a stable key: the SHA-256 of the canonical JSON of its full configuration plus the package
 version. The execution device is not part of the key (it is an execution setting, not a run setting).
 """
@@ -33,6 +37,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from .. import arguments
 
 __all__ = [
     "SweepConfigError",
@@ -61,6 +67,8 @@ GRID_KEYS: dict[str, tuple[str, ...]] = {
 REQUIRED_KEYS = ("task", "pruner", "protocol", "density", "seed", "depth", "width")
 # keys of [sweep] / [[experiment]] that are not part of the grid
 META_KEYS = ("name", "description", "imports", "device")
+# the pruner that returns the planted mask whatever the density: it runs at density "ticket" only
+ORACLE = "ticket"
 PROTOCOLS = ("singleshot", "multishot", "strong")
 DTYPES = ("float32", "float64")
 # used when the registries cannot be imported (keeps the sweep module usable on its own)
@@ -239,6 +247,7 @@ class Sweep:
     device: str | None = None
     source: str = ""  # the TOML text, stored with the results
     path: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the expansion did that the file does not say
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -380,14 +389,24 @@ def parse_sweep(text: str | Mapping[str, Any], origin: str = "<sweep>") -> Sweep
 
     runs: list[RunConfig] = []
     seen: set[str] = set()
+    folded: set[str] = set()
     for label, table in tables:
-        for run in _expand_table(table, f"{origin}: {label}"):
+        for run in _expand_table(table, f"{origin}: {label}", folded):
             k = canonical_json(run.to_dict())
             if k not in seen:
                 seen.add(k)
                 runs.append(run)
     return Sweep(runs=runs, name=name, description=description, imports=list(imports), device=device,
-                 source=source)
+                 source=source, notes=_oracle_note(runs, folded))
+
+
+def _oracle_note(runs: Sequence[RunConfig], folded: set[str]) -> list[str]:
+    if not folded:
+        return []
+    n = sum(r.pruner == ORACLE for r in runs)
+    return [f"pruner {ORACLE!r} (the oracle) keeps the planted mask whatever density is asked: it runs once per "
+            f"configuration, at density \"ticket\" ({n} runs), not at the file's other densities "
+            f"({len(folded)} runs fewer)"]
 
 
 def _import_plugins(modules: Sequence[str], origin: str) -> None:
@@ -411,7 +430,9 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _expand_table(table: Mapping[str, Any], where: str) -> Iterable[RunConfig]:
+def _expand_table(table: Mapping[str, Any], where: str, folded: set[str] | None = None) -> Iterable[RunConfig]:
+    """The runs of one table; the oracle's runs at a numeric density become its run at density "ticket" (their
+    canonical configurations go to ``folded``)."""
     grid: dict[str, list] = {}
     options: dict[str, list] = {}
     for key, value in table.items():
@@ -453,7 +474,7 @@ def _expand_table(table: Mapping[str, Any], where: str) -> Iterable[RunConfig]:
         d = dict(zip(keys, combo))
         pruner = d.pop("pruner")
         opts = {k: d.pop(k) for k in list(options)}
-        yield _checked_run(_with_defaults(RunConfig(
+        run = _with_defaults(RunConfig(
             task=d["task"],
             pruner=pruner[0],
             pruner_options=dict(pruner[1]),
@@ -465,7 +486,12 @@ def _expand_table(table: Mapping[str, Any], where: str) -> Iterable[RunConfig]:
             epochs=d.get("epochs"),
             dtype=d.get("dtype"),
             options=_normalise(opts),
-        ), defaults), where)
+        ), defaults)
+        if run.pruner == ORACLE and run.density != "ticket":
+            if folded is not None:
+                folded.add(canonical_json(run.to_dict()))
+            run.density = "ticket"
+        yield _checked_run(run, where)
 
 
 def _check_booleans(options: Mapping[str, list], defaults: Mapping[str, Any] | None, where: str) -> None:
@@ -492,6 +518,13 @@ def _checked_run(run: RunConfig, where: str) -> RunConfig:
             task.check_noise(run.options["noise"])
     except ValueError as exc:
         raise SweepConfigError(f"{where}: key 'noise': {exc}") from None
+    if "rescale" in run.options:
+        from plantseek.rescale import check_mode
+
+        try:
+            check_mode(run.options["rescale"])
+        except ValueError as exc:
+            raise SweepConfigError(f"{where}: key 'rescale': {exc}") from None
     widths = run.width if isinstance(run.width, list) else [run.width] * (run.depth - 1)
     if run.density == "ticket" or not task.builds_ticket or len(widths) != run.depth - 1:
         return run
@@ -531,7 +564,8 @@ def _validate_grid(canon: str, key: str, value: Any, where: str) -> list:
     values = _as_list(value)
     if canon == "seed" and isinstance(value, Mapping):
         start, count = value.get("start", 0), value.get("count")
-        if set(value) - {"start", "count"} or not _is_int(start) or not _is_int(count) or count < 1 or start < 0:
+        if set(value) - {"start", "count"} or not _accepts(arguments.seed, start) or not _is_int(count) \
+                or count < 1 or not _accepts(arguments.seed, start + count - 1):
             raise SweepConfigError(
                 f"{where}: key {key!r}: a seed table is {{start = 0, count = N}} with non-negative integers"
             )
@@ -570,21 +604,18 @@ def _validate_grid(canon: str, key: str, value: Any, where: str) -> list:
                 out.append(parse_density(v))
             except ValueError:
                 raise bad(v, 'numbers in (0, 1] or "ticket" (any case)') from None
-        elif canon == "seed":
-            if not _is_int(v) or v < 0:
-                raise bad(v, "non-negative integers, a list of them, or {start = 0, count = N}")
-            out.append(int(v))
+        elif canon == "seed":  # the one rule of seek, plant and the CLI (plantseek.arguments)
+            if not _accepts(arguments.seed, v):
+                raise bad(v, "non-negative integers below 2**63, a list of them, or {start = 0, count = N}")
+            out.append(arguments.seed(v))
         elif canon == "depth":
-            if not _is_int(v) or v < 1:
+            if not _accepts(arguments.depth, v):
                 raise bad(v, "integers >= 1 (number of linear layers)")
-            out.append(int(v))
+            out.append(arguments.depth(v))
         elif canon == "width":
-            if _is_int(v) and v >= 1:
-                out.append(int(v))
-            elif isinstance(v, list) and v and all(_is_int(w) and w >= 1 for w in v):
-                out.append([int(w) for w in v])
-            else:
+            if isinstance(v, tuple) or not _accepts(arguments.width, v):
                 raise bad(v, "integers >= 1, or lists of them for uneven hidden layers (width = [[100, 50]])")
+            out.append(arguments.width(v))
         elif canon == "epochs":
             if not _is_int(v) or v < 0:
                 raise bad(v, "integers >= 0")
@@ -594,6 +625,15 @@ def _validate_grid(canon: str, key: str, value: Any, where: str) -> list:
                 raise bad(v, ", ".join(DTYPES))
             out.append(v)
     return out
+
+
+def _accepts(check, v: Any) -> bool:
+    """Whether one of the `plantseek.arguments` checks accepts `v` (the sweep file words its own error)."""
+    try:
+        check(v)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_int(v: Any) -> bool:

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .. import arguments as _args
 from ..tickets import Ticket
 
 
@@ -80,6 +81,9 @@ class Task:
         noise = self.check_noise(noise)
         g = torch.Generator(device="cpu").manual_seed(int(seed))
         x = self.inputs(n, g)
+        if tuple(x.shape) != (n, self.input_dim):
+            raise ValueError(f"task {self.name!r}: inputs(n={n}) gave shape {tuple(x.shape)}, but the task's "
+                             f"input_dim is {self.input_dim}: expected ({n}, {self.input_dim})")
         y = self.corrupt(self.target(x), noise, g)
         n_train = min(max(int(round(n * train_fraction)), 1), n - 1)
         return TaskData(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
@@ -102,12 +106,28 @@ class Task:
     # -- ticket
     def ticket(self, depth: int | None = None) -> Ticket:
         """The task's ticket with `depth` linear layers (default: the task's minimum)."""
-        depth = self.min_depth if depth is None else int(depth)
+        depth = self.min_depth if depth is None else _args.depth(depth)
         if depth < self.min_depth:
             raise ValueError(f"task {self.name!r} needs depth >= {self.min_depth} (got {depth})")
         t = self.build_ticket(depth)
+        self._check_ticket(t, depth)
         t.name = self.name
         return t
+
+    def _check_ticket(self, t, depth: int) -> None:
+        """A ValueError naming the task unless `build_ticket(depth)` gave a Ticket of that depth that fits the
+        task's input_dim and output_dim (a mismatch would otherwise fail deep inside planting or training)."""
+        where = f"task {self.name!r} ({type(self).__name__}.build_ticket({depth}))"
+        if not isinstance(t, Ticket):
+            raise ValueError(f"{where} returned a {type(t).__name__}, not a plantseek.tickets.Ticket")
+        for what, want, got in (("input_dim", self.input_dim, t.input_dim),
+                                ("output_dim", self.output_dim, t.output_dim)):
+            if want != got:
+                raise ValueError(f"{where}: the task's {what} is {want} but its ticket has {got} "
+                                 f"{'inputs' if what == 'input_dim' else 'outputs'} (ticket widths {t.widths}); "
+                                 f"make the two agree")
+        if t.depth != depth:
+            raise ValueError(f"{where} returned a ticket of depth {t.depth}; the depth asked for is {depth}")
 
     def build_ticket(self, depth: int) -> Ticket:
         raise NotImplementedError
@@ -121,10 +141,20 @@ def register(name: str):
     def wrap(cls):
         if name in _TASKS:
             raise ValueError(f"task {name!r} is already registered")
+        if isinstance(cls, type):
+            _check_task_class(name, cls)
         _TASKS[name] = cls
         cls.name = name
         return cls
     return wrap
+
+
+def _check_task_class(name: str, cls: type) -> None:
+    """The class attributes that planting, training and the sweeps rely on, checked when a task registers."""
+    if cls.kind not in ("regression", "classification"):
+        raise ValueError(f"task {name!r}: kind must be 'regression' or 'classification', got {cls.kind!r}")
+    for attr in ("input_dim", "output_dim", "min_depth"):
+        _args.integer(f"task {name!r}: {attr}", getattr(cls, attr))
 
 
 def get(name: str, **options) -> Task:
