@@ -131,6 +131,24 @@ def test_strong_finding():
     assert "undecided: no rows for strong edge-popup on circle near density 0.5" in f.evidence
 
 
+def test_evidence_names_the_reference_as_the_figures_do():
+    """The oracle's rows are "ticket mask (trained)" under the weak protocols and "ticket mask" under strong."""
+    weak = one("singleshot-weak-tickets", table(*singleshot_cells()))
+    assert any("vs ticket mask (trained) 0.9" in e for e in weak.evidence)
+    assert not any("vs oracle" in e for e in weak.evidence)
+    strong = one("strong-only-edge-popup", table(cell("circle", "strong", "edge-popup", 0.5, "matches")))
+    assert any("vs ticket mask 0.9" in e for e in strong.evidence)
+    # the markdown table gives the oracle one row, named both ways
+    from plantseek.report.data import prepare, sparsest_match
+
+    rows = [{"task": "circle", "pruner": pr, "protocol": proto, "density": "ticket", "seed": s, "depth": 2,
+             "width": 10, "density_measured": 0.004, "test_accuracy": 0.9 + s / 100, "ticket_test_accuracy": 0.95,
+             "status": "ok"} for pr in ("ticket", "p") for proto in ("singleshot", "strong") for s in range(3)]
+    md = "\n".join(F._md_pivot(sparsest_match(prepare(pd.DataFrame(rows)), config_cols=["depth", "width"])))
+    assert "| ticket mask (trained) / ticket mask | 0.004 (1x) | 0.004 (1x) |" in md
+    assert "| ticket |" not in md and "planted ticket density 0.004" in md
+
+
 def test_regression_finding():
     cls = [cell("circle", "singleshot", "synflow", 0.1, "matches", ticket_density=0.005)]  # 20x the ticket
     reg = [cell("relu", "singleshot", "synflow", 0.1, "matches", ticket_density=0.0002)]  # 500x

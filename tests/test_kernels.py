@@ -326,8 +326,9 @@ def test_synflow_mask_arguments_are_checked(widths, M, defect, layer, seed):
 
 
 @FAST
-@given(widths=widths_st, M=st.sampled_from([None, 2]), defect=st.sampled_from(["shape", "bool", "inf", "short", "tensor"]),
-       layer=st.integers(0, 4), seed=st.integers(0, 100))
+@given(widths=widths_st, M=st.sampled_from([None, 2]),
+       defect=st.sampled_from(["shape", "bool", "inf", "short", "tensor"]), layer=st.integers(0, 4),
+       seed=st.integers(0, 100))
 def test_gradient_arguments_are_checked(widths, M, defect, layer, seed):
     ws, bs, _ = _net(seed, widths, M)
     l = layer % len(ws)
@@ -380,8 +381,11 @@ def test_synflow_rejects_a_flow_that_overflows(depth, M, scale, width):
     for fn in _synflow_fns():
         with _names("weights"):
             fn(ws, bs)
-    # with the weights after layer 0 pruned the flow is finite: valid, and native and reference agree
-    masks = [(torch.full(w.shape, l == 0), torch.ones(b.shape, dtype=torch.bool)) for l, (w, b) in enumerate(zip(ws, bs))]
+    # with layer 0 of moderate weights and the huge weights after it pruned the flow is finite: valid (the
+    # bound on unpruned weights is not enough, the exact check decides), and native and reference agree
+    ws[0] = torch.ones_like(ws[0])
+    masks = [(torch.full(w.shape, l == 0), torch.ones(b.shape, dtype=torch.bool))
+             for l, (w, b) in enumerate(zip(ws, bs))]
     got, want = K.synflow_scores(ws, bs, masks), K.synflow_scores_reference(ws, bs, masks)
     for (a, b), (c, d) in zip(got, want):
         assert bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())
@@ -527,8 +531,8 @@ def test_topk_and_synflow_valid_edges(widths, M, scope, with_bias, frac, seed):
     """Zero-size layers, k = 0 and k = n, integer scores: every implementation gives the same exact masks."""
     ws, bs, _ = _net(seed, widths, M)
     gen = torch.Generator().manual_seed(seed)
-    scores = [(torch.randint(0, 3, w.shape, generator=gen), torch.randint(0, 3, b.shape, generator=gen) if with_bias else None)
-              for w, b in zip(ws, bs)]
+    scores = [(torch.randint(0, 3, w.shape, generator=gen),
+               torch.randint(0, 3, b.shape, generator=gen) if with_bias else None) for w, b in zip(ws, bs)]
     n_net = M or 1
     counts = [sum(t.numel() // n_net for t in p if t is not None) for p in scores]
     k = int(frac * sum(counts)) if scope == "global" else [int(frac * c) for c in counts]

@@ -81,12 +81,13 @@ def test_sparsest_match_table(report):
     assert set(t["protocol"]) == {"singleshot", "strong"}
     v = report.verdicts
     row = t[(t["task"] == "circle") & (t["protocol"] == "singleshot") & (t["pruner"] == "synflow")].iloc[0]
-    assert row["metric"] == "accuracy" and row["planted ticket"] == pytest.approx(0.95)
+    assert row["metric"] == "accuracy" and row["planted ticket (untrained)"] == pytest.approx(0.95)
     # the reference is the singleshot oracle's own runs at density "ticket", not the untrained planted ticket
     oracle = v[(v["task"] == "circle") & (v["protocol"] == "singleshot") & v["is_oracle"]]
     assert len(oracle) == 1 and oracle.iloc[0]["density_key"] == "ticket"
-    assert row["oracle"] == pytest.approx(oracle.iloc[0]["mean"]) and row["oracle"] != pytest.approx(0.95)
-    assert row["oracle seeds"] == 2 and row["seeds"] == 2  # seed 2 failed
+    assert row["reference mean"] == pytest.approx(oracle.iloc[0]["mean"]) and row["reference mean"] != pytest.approx(0.95)
+    assert row["reference"] == "ticket mask (trained)"
+    assert row["reference seeds"] == 2 and row["seeds"] == 2  # seed 2 failed
     assert oracle.iloc[0]["verdict"] == "matches" and oracle.iloc[0]["d"] == 0  # paired with itself
     # the fake random stays far below the oracle: every density is a clear miss
     rand = t[(t["task"] == "circle") & (t["protocol"] == "singleshot") & (t["pruner"] == "random")].iloc[0]
@@ -96,7 +97,7 @@ def test_sparsest_match_table(report):
     assert strong["reference"].isna().all() and set(strong["verdict"]) == {"undecided"}
     assert set(strong["note"]) == {"no oracle rows for this protocol"}
     relu = t[(t["task"] == "relu") & (t["pruner"] == "synflow") & (t["protocol"] == "singleshot")].iloc[0]
-    assert relu["metric"] == "loss" and relu["planted ticket"] == pytest.approx(1e-4)
+    assert relu["metric"] == "loss" and relu["planted ticket (untrained)"] == pytest.approx(1e-4)
     assert relu["x ticket density"] == pytest.approx(relu["sparsest matching density"] / relu["ticket density"])
     assert (report.html.parent / "verdicts.csv").exists() and (report.html.parent / "findings.csv").exists()
 
@@ -124,7 +125,7 @@ def test_sparsest_match_rule_on_a_handmade_table():
     df = prepare(pd.DataFrame(_rows(cells)))
     t = sparsest_match(df, acc_tol=0.02, config_cols=["depth", "width"])
     p = t[t["pruner"] == "p"].iloc[0]
-    assert p["oracle"] == pytest.approx(np.mean(oracle)) and p["planted ticket"] == pytest.approx(0.95)
+    assert p["reference mean"] == pytest.approx(np.mean(oracle)) and p["planted ticket (untrained)"] == pytest.approx(0.95)
     assert p["sparsest matching density"] == pytest.approx(0.1)
     assert p["next sparser density"] == pytest.approx(0.01) and p["next sparser verdict"] == "does not match"
     assert p["verdicts"] == "1: matches; 0.1: matches; 0.01: does not match"
@@ -141,20 +142,20 @@ def test_reference_is_the_oracle_of_the_same_protocol_with_the_default_rescale()
     for r in rows:
         r.setdefault("rescale", "fit" if r["protocol"] == "singleshot" else None)
     df = prepare(pd.DataFrame(rows))
-    assert set(df["label"]) == {"ticket", "p", "ticket (rescale none)"}
+    assert set(df["label"]) == {"ticket mask (trained)", "p", "ticket mask (trained, rescale none)"}
     (s,) = settings(df, ["depth", "width", "rescale"])  # rescale is a label, not a setting
     v = verdicts(df, config_cols=["depth", "width", "rescale"])
     ref = v.drop_duplicates("protocol").set_index("protocol")["reference"]
     assert ref["singleshot"] == pytest.approx(0.972333, abs=1e-5)  # not the rescale="none" oracle
     assert ref["multishot"] == pytest.approx(0.81)  # old rows without rescale: the default
-    none = v[v["pruner"] == "ticket (rescale none)"].iloc[0]
+    none = v[v["pruner"] == "ticket mask (trained, rescale none)"].iloc[0]
     assert not none["is_oracle"] and none["verdict"] == "does not match"
     assert set(v.loc[v["pruner"] == "p", "verdict"]) == {"matches"}
     # only rescale="none" oracle rows: those are the reference
     only_none = prepare(pd.DataFrame([r for r in rows if not (r["pruner"] == "ticket" and r["rescale"] == "fit")]))
     v2 = verdicts(only_none, config_cols=["depth", "width", "rescale"])
     assert v2[v2["protocol"] == "singleshot"].iloc[0]["reference"] == pytest.approx(0.71)
-    assert v2.loc[v2["pruner"] == "ticket (rescale none)", "is_oracle"].all()
+    assert v2.loc[v2["pruner"] == "ticket mask (trained, rescale none)", "is_oracle"].all()
 
 
 def test_verdict_clear_match_and_clear_miss():
@@ -223,12 +224,13 @@ def test_performance_figure_draws_the_t_interval_and_the_oracle():
     t_half = 4.302652729911275 * spread / math.sqrt(3)
     assert y.max() == pytest.approx(np.mean(values[0.5]) + t_half)  # the widest point of the band
     assert y.max() != pytest.approx(np.mean(values[0.5]) + spread)  # not +-1 std
-    assert "95% Student t confidence interval" in fig._suptitle.get_text()
-    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "95% Student t confidence interval" in fig._suptitle.get_text().replace("\n", " ")
+    legend = [t.get_text().replace("\n", " ") for t in fig.legends[0].get_texts()]
     assert "band: 95% Student t confidence interval over seeds" in legend
-    assert "ticket oracle, this protocol (reference)" in legend and "planted ticket, untrained" in legend
+    assert "ticket mask (trained): reference (oracle, this protocol)" in legend
+    assert "planted ticket (untrained)" in legend
     # the oracle is the reference marker, not a curve of its own
-    assert "ticket" not in legend
+    assert "ticket" not in legend and "ticket mask (trained)" not in legend
     dotted = [l for l in ax.get_lines() if l.get_linestyle() == ":"]
     assert any(np.allclose(l.get_ydata(), 0.975) for l in dotted)
     plt.close(fig)
@@ -261,6 +263,131 @@ def test_ticket_drawing_of_every_task(tmp_path):
         fig = ticket_figure(task.ticket(task.min_depth + 2), name)
         fig.savefig(tmp_path / f"{name}.png")
     assert len(list(tmp_path.glob("*.png"))) == len(names)
+
+
+def _layer_rows(cells, ticket_density=0.004, protocol="singleshot", **extra):
+    """`_rows` with layer densities; the oracle's rows keep the ticket's density whatever was asked (rows of
+    sweeps that ran it at every density)."""
+    rows = _rows(cells, protocol=protocol, **extra)
+    for r in rows:
+        if r["pruner"] == "ticket" or r["density"] == "ticket":
+            r["density_measured"] = ticket_density
+        r.update(layer_density_0=r["density_measured"], layer_density_1=r["density_measured"] / 2,
+                 ticket_layer_density_0=ticket_density, ticket_layer_density_1=ticket_density / 2)
+    return rows
+
+
+def test_layer_panels_follow_the_requested_density_with_the_ticket_last():
+    from plantseek.report.figures import colors_for, layer_density_figure
+
+    cells = {(pruner, d): [0.9, 0.91, 0.92] for pruner in ("p", "ticket") for d in (0.5, 0.02, "ticket", 0.1)}
+    df = prepare(pd.DataFrame(_layer_rows(cells)))
+    (s,) = settings(df, ["depth", "width"])
+    fig = layer_density_figure(s, colors_for(df["label"]))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == [f"singleshot, density {d}" for d in ("0.02", "0.1", "0.5", "ticket")]
+    plt.close(fig)
+
+
+def _tick_labels(axis) -> dict[float, str]:
+    axis.figure.canvas.draw()
+    return {round(t.get_loc(), 12): t.label1.get_text() for t in axis.get_major_ticks()
+            if t.label1.get_visible() and t.label1.get_text()}
+
+
+def test_density_axes_label_every_decade_and_the_densities_tried():
+    from plantseek.report.figures import colors_for, performance_figure, recall_figure
+
+    cells = {("p", d): [0.6, 0.62, 0.61] for d in (0.02, 0.05, 0.1, 0.2, 0.5)}
+    cells[("ticket", "ticket")] = [0.97, 0.98, 0.975]
+    rows = _rows(cells)
+    for r in rows:
+        r["recall"] = 0.5
+        if r["density"] == "ticket":
+            r["density_measured"] = 0.03
+    df = prepare(pd.DataFrame(rows))
+    (s,) = settings(df, ["depth", "width"])
+    for make in (performance_figure, recall_figure):
+        fig = make(s, colors_for(df["label"]))
+        ax = fig.axes[0]
+        labels = _tick_labels(ax.xaxis)
+        for d in (0.02, 0.05, 0.1, 0.2, 0.5):
+            assert labels.get(d) == f"{d:g}", (make.__name__, labels)
+        lo, hi = ax.get_xlim()
+        decades = [10.0 ** e for e in range(-6, 1) if lo <= 10.0 ** e <= hi]
+        assert decades and all(round(d, 12) in labels for d in decades)
+        plt.close(fig)
+
+
+def test_ticket_drawing_legend_leaves_the_layer_names_free(tmp_path):
+    from plantseek import tasks
+    from plantseek.report.figures import ticket_figure
+
+    for name in ("relu", "circle", "helix"):
+        task = tasks.get(name)
+        fig = ticket_figure(task.ticket(task.min_depth + 1), name)
+        fig.savefig(tmp_path / f"{name}.png")  # lays the figure out, as the report does
+        renderer = fig.canvas.get_renderer()
+        (legend,) = fig.legends + [l for l in (ax.get_legend() for ax in fig.axes) if l is not None]
+        box = legend.get_window_extent(renderer)
+        names = [t for t in fig.axes[0].get_xticklabels() if t.get_text()]
+        assert any(t.get_text() == "layer 1" for t in names)
+        for t in names:
+            assert not box.overlaps(t.get_window_extent(renderer)), (name, t.get_text())
+        plt.close(fig)
+
+
+def test_long_pruner_labels_keep_the_layout(recwarn):
+    """Labels with many options (edge-popup's) once collapsed the panels: constrained_layout gave up."""
+    import io
+    import warnings
+
+    from plantseek.report.figures import colors_for, layer_density_figure, performance_figure, recall_figure
+
+    long = ("edge-popup-annealed", '{"batch_size": 32, "epochs": 1, "lr": 0.1, "momentum": 0.9, '
+            '"samples": null, "score_init": "kaiming", "weight_decay": 0.0005}')
+    cells = {("p", d): [0.2, 0.21] for d in (0.1, "ticket")}
+    rows = _layer_rows(cells, protocol="strong")
+    for r in rows:
+        r["pruner"], r["pruner_options"], r["recall"] = long[0], long[1], 0.3
+    df = prepare(pd.DataFrame(rows))
+    (s,) = settings(df, ["depth", "width"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*constrained_layout not applied")
+        for make in (performance_figure, recall_figure, layer_density_figure):
+            fig = make(s, colors_for(df["label"]))
+            fig.savefig(io.BytesIO(), format="png", dpi=110)
+            axes = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+            assert all(ax.get_position().width > 0.2 for ax in axes), make.__name__
+            plt.close(fig)
+
+
+def test_the_oracle_and_the_planted_ticket_are_named_apart(report):
+    """The oracle's rows are "ticket mask (trained)" ("ticket mask" under strong), the star is the "planted
+    ticket (untrained)", in the tables, the page and the figures; the database keeps the pruner "ticket"."""
+    t, v = report.table, report.verdicts
+    single = t[(t["protocol"] == "singleshot")]
+    assert "ticket mask (trained)" in set(single["pruner"]) and "ticket" not in set(t["pruner"])
+    assert set(single["reference"]) == {"ticket mask (trained)"}
+    assert set(t.loc[t["protocol"] == "strong", "reference"]) == {"ticket mask"}
+    assert "planted ticket (untrained)" in t.columns and "planted ticket" not in t.columns
+    assert set(v.loc[v["is_oracle"], "pruner_name"]) == {"ticket"}
+    page = report.html.read_text()
+    assert "ticket mask (trained)" in page and "planted ticket (untrained)" in page
+    assert "oracle (reference)" not in page and "untrained planted ticket" not in page
+
+
+def test_strong_oracle_is_the_ticket_mask():
+    rows = _rows({("ticket", "ticket"): [0.9, 0.91, 0.92], ("p", 0.1): [0.5, 0.52, 0.51]}, protocol="strong")
+    df = prepare(pd.DataFrame(rows))
+    assert set(df["label"]) == {"ticket mask", "p"}
+    from plantseek.report.figures import colors_for, performance_figure
+
+    (s,) = settings(df, ["depth", "width"])
+    fig = performance_figure(s, colors_for(df["label"]))
+    legend = [x.get_text().replace("\n", " ") for x in fig.legends[0].get_texts()]
+    assert "ticket mask: reference (oracle, this protocol)" in legend and "planted ticket (untrained)" in legend
+    plt.close(fig)
 
 
 def test_store_and_report_never_import_training_code():

@@ -50,8 +50,8 @@ def test_make_chunks_groups_by_shape_and_balances():
     for chunk in chunks:
         assert len({r.group_key for r in chunk}) == 1
         assert len(chunk) <= 10
-    # 2 tasks x 2 depths = 4 groups of 18 runs, each split into 2 chunks of 9
-    assert sorted(len(c) for c in chunks) == [9] * 8
+    # 2 tasks x 2 depths = 4 groups of 14 runs (the ticket oracle once per seed), each 2 chunks of 7
+    assert sorted(len(c) for c in chunks) == [7] * 8
     assert make_chunks(sweep.runs, 10) == chunks  # deterministic
     assert sum(len(c) for c in make_chunks(sweep.runs)) == len(sweep.runs)
     with pytest.raises(ValueError, match="max_batch"):
@@ -62,25 +62,25 @@ def test_local_sweep_writes_every_run_and_resumes(tmp_path):
     f = Recorder()
     db = tmp_path / "r.db"
     rep = run_sweep(_sweep_file(tmp_path), db, batch_fn=f.batch, single_fn=f, progress=False, log=lambda m: None)
-    assert (rep.total, rep.skipped, rep.ran, rep.ok, rep.failed) == (36, 0, 36, 36, 0)
-    assert sorted(f.batches) == [18, 18] and f.singles == 0  # one batched call per task
+    assert (rep.total, rep.skipped, rep.ran, rep.ok, rep.failed) == (28, 0, 28, 28, 0)
+    assert sorted(f.batches) == [14, 14] and f.singles == 0  # one batched call per task
     with ResultStore(db) as store:
         recs = store.records()
-    assert len(recs) == 36
+    assert len(recs) == 28
     sweep = load_sweep(_sweep_file(tmp_path))
     by_key = {r["key"]: r for r in recs}
     for run in sweep.runs:
         rec = by_key[run.key]
         assert rec["status"] == "ok" and rec["config"] == run.to_dict()
         assert rec["metrics"] == pytest.approx(fake_metrics(run.seek_kwargs()))
-        assert rec["batch_runs"] == 18 and rec["version"] == plantseek.__version__
+        assert rec["batch_runs"] == 14 and rec["version"] == plantseek.__version__
     # rerun: nothing left to do
     rep2 = run_sweep(_sweep_file(tmp_path), db, batch_fn=f.batch, single_fn=f, progress=False, log=lambda m: None)
-    assert (rep2.skipped, rep2.ran) == (36, 0) and len(f.batches) == 2
+    assert (rep2.skipped, rep2.ran) == (28, 0) and len(f.batches) == 2
     # growing the sweep runs only the new runs
     rep3 = run_sweep(_sweep_file(tmp_path, SWEEP.replace("seeds = [0, 1]", "seeds = [0, 1, 2]")), db,
                      batch_fn=f.batch, single_fn=f, progress=False, log=lambda m: None)
-    assert (rep3.total, rep3.skipped, rep3.ran) == (54, 36, 18)
+    assert (rep3.total, rep3.skipped, rep3.ran) == (42, 28, 14)
 
 
 def test_failing_runs_are_recorded_and_retried(tmp_path):
@@ -88,12 +88,12 @@ def test_failing_runs_are_recorded_and_retried(tmp_path):
     f = Recorder(fail_seeds=[1], fail_batches=True)
     rep = run_sweep(_sweep_file(tmp_path), db, batch_fn=f.batch, single_fn=f, max_batch=6, progress=False,
                     log=lambda m: None)
-    assert (rep.ok, rep.failed) == (18, 18)
+    assert (rep.ok, rep.failed) == (14, 14)
     # every chunk held a failing seed, so every chunk fell back to one-by-one: only the bad runs failed
-    assert f.singles == 36
+    assert f.singles == 28
     with ResultStore(db) as store:
         failed = [r for r in store.records() if r["status"] == "failed"]
-    assert len(failed) == 18 and all(r["config"]["seed"] == 1 for r in failed)
+    assert len(failed) == 14 and all(r["config"]["seed"] == 1 for r in failed)
     assert all(r["error"].startswith("RuntimeError: fake failure for seed 1") for r in failed)
     assert all("Traceback" in r["error"] for r in failed)
     # a plain rerun skips the failed runs; --retry-failed reruns exactly those
@@ -103,10 +103,10 @@ def test_failing_runs_are_recorded_and_retried(tmp_path):
     assert rep2.ran == 0
     rep3 = run_sweep(_sweep_file(tmp_path), db, batch_fn=good.batch, single_fn=good, retry_failed=True,
                      progress=False, log=lambda m: None)
-    assert (rep3.ran, rep3.ok, rep3.failed) == (18, 18, 0)
+    assert (rep3.ran, rep3.ok, rep3.failed) == (14, 14, 0)
     with ResultStore(db) as store:
         recs = store.records()
-        assert store.count() == {"ok": 36, "failed": 0}
+        assert store.count() == {"ok": 28, "failed": 0}
     assert {r["attempts"] for r in recs if r["config"]["seed"] == 1} == {2}
     assert all(r["error"] is None for r in recs)
 
@@ -141,10 +141,10 @@ def test_keyboard_interrupt_keeps_finished_chunks(tmp_path):
         run_sweep(_sweep_file(tmp_path), db, batch_fn=batch, single_fn=fake, max_batch=6, progress=False,
                   log=lambda m: None)
     with ResultStore(db) as store:
-        assert store.count()["ok"] == 12  # two chunks of 6 finished before Ctrl-C
+        assert store.count()["ok"] == 10  # two chunks of 5 (14 runs per task in 3 chunks) before Ctrl-C
     rep = run_sweep(_sweep_file(tmp_path), db, batch_fn=fake.batch, single_fn=fake, max_batch=6, progress=False,
                     log=lambda m: None)
-    assert (rep.skipped, rep.ran, rep.ok) == (12, 24, 24)
+    assert (rep.skipped, rep.ran, rep.ok) == (10, 18, 18)
 
 
 _CHILD = textwrap.dedent("""
@@ -192,7 +192,7 @@ def test_killed_sweep_process_resumes(tmp_path, sig):
     while _ok_rows(db) < 6 and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
-    assert 6 <= _ok_rows(db) < 36, "the sweep finished before the test could kill it"
+    assert 6 <= _ok_rows(db) < 28, "the sweep finished before the test could kill it"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode != 0
@@ -200,13 +200,13 @@ def test_killed_sweep_process_resumes(tmp_path, sig):
         assert b"interrupted" in err
     with ResultStore(db) as store:
         done_before = {r["key"]: r["finished_at"] for r in store.records()}
-    assert 6 <= len(done_before) < 36
+    assert 6 <= len(done_before) < 28
     f = Recorder()
     rep = run_sweep(sweep_file, db, batch_fn=f.batch, single_fn=f, max_batch=2, progress=False, log=lambda m: None)
-    assert rep.skipped == len(done_before) and rep.ran == 36 - len(done_before)
+    assert rep.skipped == len(done_before) and rep.ran == 28 - len(done_before)
     with ResultStore(db) as store:
         recs = store.records()
-    assert len(recs) == 36 and all(r["status"] == "ok" for r in recs)
+    assert len(recs) == 28 and all(r["status"] == "ok" for r in recs)
     for r in recs:  # finished runs were not redone
         if r["key"] in done_before:
             assert r["finished_at"] == done_before[r["key"]] and r["attempts"] == 1
@@ -217,7 +217,7 @@ def test_cli_dry_run_and_bad_device(tmp_path, capsys):
 
     f = _sweep_file(tmp_path)
     assert main(["sweep", str(f), "--db", str(tmp_path / "r.db"), "--dry-run"]) == 0
-    assert "36 runs, 0 already in" in capsys.readouterr().out
+    assert "28 runs, 0 already in" in capsys.readouterr().out
     assert main(["sweep", str(f), "--db", str(tmp_path / "r.db"), "--device", "tpu:0"]) == 2
     assert "tpu" in capsys.readouterr().err
     assert main(["sweep", str(f), "--db", str(tmp_path / "r.db"), "--workers", "2"]) == 2
@@ -248,7 +248,7 @@ def test_end_to_end_with_the_real_seeker(tmp_path, capsys):
     f = _sweep_file(tmp_path, TINY)
     db = tmp_path / "r.db"
     assert main(["sweep", str(f), "--db", str(db), "--no-progress"]) == 0
-    assert "48 runs in the sweep: 0 already in the database, 48 run now (48 ok, 0 failed)" in capsys.readouterr().out
+    assert "40 runs in the sweep: 0 already in the database, 40 run now (40 ok, 0 failed)" in capsys.readouterr().out
     with ResultStore(db) as store:
         recs = {r["key"]: r for r in store.records()}
     assert all(r["batch_runs"] > 1 for r in recs.values())
@@ -262,14 +262,14 @@ def test_end_to_end_with_the_real_seeker(tmp_path, capsys):
         if isinstance(v, float) and k not in ("train_time_s",):
             assert batched[k] == pytest.approx(v, rel=1e-9, abs=1e-12, nan_ok=True), k
     assert main(["sweep", str(f), "--db", str(db), "--no-progress"]) == 0
-    assert "48 already in the database, 0 run now" in capsys.readouterr().out
+    assert "40 already in the database, 0 run now" in capsys.readouterr().out
     assert main(["export", str(db), "--out", str(tmp_path / "r.csv")]) == 0
     assert main(["report", str(db), "--out", str(tmp_path / "rep"), "--no-progress", "--no-svg"]) == 0
     assert (tmp_path / "rep" / "index.html").exists()
     pytest.importorskip("distributed")
     rep = run_sweep(f, tmp_path / "d.db", executor="dask-local", workers=2, processes=False, progress=False,
                     log=lambda m: None)
-    assert rep.ok == 48
+    assert rep.ok == 40
     with ResultStore(tmp_path / "d.db") as store:
         drecs = {r["key"]: r for r in store.records()}
     assert drecs.keys() == recs.keys()

@@ -77,9 +77,8 @@ def parse_int(text: str) -> Any:
 
 def parse_width(text: str) -> Any:
     """``--width 100`` or ``--width 100,50`` (one per hidden layer) as an int or a list of ints."""
-    parts = [p for p in text.replace(" ", "").split(",")]
-    values = [parse_int(p) for p in parts]
-    if "," not in text:
+    values = [parse_int(p) for p in text.replace(" ", "").split(",")]
+    if len(values) == 1:
         return values[0]
     return values if all(isinstance(v, int) for v in values) else text
 

@@ -11,6 +11,12 @@ Conventions shared by every function here:
 - The flat order of parameters, used to break ties, is weight 0, bias 0, weight 1, bias 1, ... with each
   tensor row-major. Among equal scores the lowest flat index is kept.
 - ``PLANTSEEK_NATIVE=0`` forces the references; CUDA tensors use the references (PyTorch ops on the device).
+- Arguments are checked before any work, alike on the native and the reference path: networks are non-empty
+  lists of finite floating-point tensors on one device (M >= 1 when stacked), masks bool tensors of the
+  parameters' shapes, scores real tensors, densities finite in [0, 1], counts integers in range. A bad one
+  raises `ArgumentError` (a ValueError, and a TypeError as before) naming the argument, e.g. ``weights[1]``,
+  what it got and what is allowed. The checks (`check_real`, `check_int`, `check_tensor`, `check_list`,
+  `check_mask`, ...) are shared with `plantseek.metrics`; booleans go through `plantseek.arguments`.
 
 Functions: `magnitude_scores`, `grad_times_weight_scores`, `synflow_scores`, `synflow_prune`,
 `global_topk`, each with a ``*_reference`` twin where the native path differs.
@@ -26,6 +32,7 @@ import numpy as np
 import torch
 
 from . import native
+from .arguments import check_bool
 
 Pairs = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -57,7 +64,7 @@ def _range(lo, hi) -> str:
 
 def _scalar(value):
     """Python scalar of a one-element tensor or array (they were accepted through float() and int())."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 or isinstance(value, np.ndarray) and value.size == 1:
+    if (isinstance(value, torch.Tensor) and value.numel() == 1) or (isinstance(value, np.ndarray) and value.size == 1):
         return value.item()
     return value
 
@@ -85,12 +92,6 @@ def check_int(name: str, value, lo: int | None = 0, hi: int | None = None) -> in
     return v
 
 
-def check_bool(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise _fail(name, "be True or False", value)
-    return bool(value)
-
-
 _KINDS = {  # kind -> (what the error says is allowed, dtype test)
     "float": ("a floating-point", lambda d: d.is_floating_point),
     "real": ("a real (floating-point or integer, not bool)", lambda d: not d.is_complex and d != torch.bool),
@@ -105,16 +106,22 @@ def check_tensor(name: str, t, kind: str = "float", *, shape=None, device=None, 
     if not isinstance(t, torch.Tensor) or not dtype_ok(t.dtype):
         raise _fail(name, f"be {label} tensor", t)
     if shape is not None and (t.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape))):
-        raise _fail(name, f"have shape ({', '.join('*' if s is None else str(s) for s in shape)}{',' * (len(shape) == 1)})", t)
+        text = ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "")
+        raise _fail(name, f"have shape ({text})", t)
     if device is not None and t.device != torch.device(device):
         raise _fail(name, f"be on {device} (with the other tensors)", t)
-    if finite and t.is_floating_point():
+    if finite and t.is_floating_point() and t.numel() and not all(map(math.isfinite, _value_range(t))):
         bad = ~torch.isfinite(t.detach())
-        if bool(bad.any()):
-            first = tuple(int(i) for i in bad.nonzero()[0])
-            raise ArgumentError(f"{name} must be finite, got {int(bad.sum())} inf/NaN value(s), the first "
-                                f"{t[first].item()} at index {first}")
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise ArgumentError(f"{name} must be finite, got {int(bad.sum())} inf/NaN value(s), the first "
+                            f"{t[first].item()} at index {first}")
     return t
+
+
+def _value_range(t: torch.Tensor) -> tuple[float, float]:
+    """(min, max) of a non-empty tensor, NaN when it holds a NaN (one pass, unlike ``isfinite(t).all()``)."""
+    lo, hi = torch.aminmax(t.detach())
+    return float(lo), float(hi)
 
 
 def check_list(name: str, seq, what: str, min_len: int = 1) -> list:
@@ -129,6 +136,7 @@ def check_list(name: str, seq, what: str, min_len: int = 1) -> list:
 
 
 def check_pair(name: str, pair, what: str = "a (weight, bias) pair") -> tuple:
+    """The two items of a 2-tuple or 2-list."""
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         raise _fail(name, f"be {what}", pair)
     return pair[0], pair[1]
@@ -315,34 +323,51 @@ def _synflow_problem(weights, biases, masks):
     return ws, bs, masks, stacked, M, widths
 
 
+_FLOW_LIMIT = 1e300  # below float64's 1.8e308 by a margin for the rounding of long sums
+
+
 def _check_flow(ws, bs, masks, stacked, M):
-    """ArgumentError when the synaptic flow overflows float64: infinite activations or backward signals of
-    the linearised network make scores inf or NaN. Pruning only removes non-negative path products, so the
-    check of the starting mask holds for every later round. ``masks`` None: all kept."""
+    """ArgumentError when the synaptic flow comes near float64's limit: infinite activations or backward
+    signals of the linearised network make scores inf or NaN. Pruning only removes non-negative path
+    products, so the check of the starting mask holds for every later round. ``masks`` None: all kept.
+    A bound from each layer's largest |w| and |b| settles ordinary networks; the exact passes run only when
+    the bound is near the limit."""
+    def max_abs(t):
+        lo, hi = _value_range(t) if t.numel() else (0.0, 0.0)
+        return max(-lo, hi)
+
+    h = g = 1.0
+    for w, b in zip(ws, bs):
+        h = w.shape[-1] * max_abs(w) * h + max_abs(b)
+    for w in ws[:0:-1]:  # the backward signal reaches the inputs of layers L-1 .. 1
+        g = w.shape[-2] * max_abs(w) * g
+    if h < _FLOW_LIMIT and g < _FLOW_LIMIT:
+        return
+
     def linear(l):  # |w| and |b| of layer l, masked, with a network dimension
         w, b = ws[l].detach().to(torch.float64).abs(), bs[l].detach().to(torch.float64).abs()
         if masks is not None:
             w, b = w.masked_fill(~masks[l][0], 0.0), b.masked_fill(~masks[l][1], 0.0)
         return (w, b) if stacked else (w.unsqueeze(0), b.unsqueeze(0))
 
-    def finite(v, what, l):
-        bad = ~torch.isfinite(v).all(dim=1)
+    def below_limit(v, what, l):
+        bad = ~(v < _FLOW_LIMIT).all(dim=1)
         if bool(bad.any()):
             m = int(bad.nonzero()[0])
             raise ArgumentError(f"weights: the synaptic flow of network {m} overflows float64 ({what} of layer {l} "
-                                f"reach inf); SynFlow needs |w| products along paths below 1.8e308, so scale the "
-                                f"weights down")
+                                f"exceed {_FLOW_LIMIT:.0e}); SynFlow needs products of |w| along paths below that, "
+                                f"so scale the weights down")
 
     with torch.no_grad():
         h = torch.ones(M, ws[0].shape[-1], dtype=torch.float64, device=ws[0].device)
         for l in range(len(ws)):
             w, b = linear(l)
             h = torch.bmm(w, h.unsqueeze(-1)).squeeze(-1) + b
-            finite(h, "the outputs", l)
+            below_limit(h, "the outputs", l)
         g = torch.ones(M, ws[-1].shape[-2], dtype=torch.float64, device=ws[0].device)
         for l in range(len(ws) - 1, 0, -1):
             g = torch.bmm(linear(l)[0].transpose(1, 2), g.unsqueeze(-1)).squeeze(-1)
-            finite(g, "the gradients at the inputs", l)
+            below_limit(g, "the gradients at the inputs", l)
 
 
 def _synflow_scores_torch(ws, bs, masks, stacked, M) -> Pairs:

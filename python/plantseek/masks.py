@@ -43,13 +43,13 @@ def layer_pairs(value, depth: int, name: str, what: str = "(weight_mask, bias_ma
 
 
 def check_mask(mask: Mask, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], name: str = "mask") -> Mask:
-    """Raise ValueError unless `mask` has one bool (weight, bias) pair of tensors with data per layer with the
-    layers' shapes; returns it as a list of tuples."""
+    """Raise ValueError unless `mask` has one bool (weight, bias) pair of tensors per layer with the layers'
+    shapes; returns it as a list of tuples."""
     mask = layer_pairs(mask, len(weights), name)
     for i, ((wm, bm), w, b) in enumerate(zip(mask, weights, biases)):
         for part, t in (("weight", wm), ("bias", bm)):
-            if not isinstance(t, torch.Tensor) or t.is_meta:
-                raise ValueError(f"{name} layer {i}: the {part} mask is {describe(t)}, not a bool tensor with data")
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(f"{name} layer {i}: the {part} mask is {describe(t)}, not a bool tensor")
         if tuple(wm.shape) != tuple(w.shape) or tuple(bm.shape) != tuple(b.shape):
             raise ValueError(
                 f"{name} layer {i}: shapes {tuple(wm.shape)}/{tuple(bm.shape)} do not match the network's "

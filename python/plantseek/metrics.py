@@ -55,7 +55,8 @@ def _as_mask_list(obj, name: str) -> tuple[list[Mask], bool]:
         if wm0.dim() == 3:  # stacked
             M = int(wm0.shape[0])
             if M < 1:
-                raise kernels.ArgumentError(f"{name} must stack at least one mask (M >= 1), got shape {tuple(wm0.shape)}")
+                raise kernels.ArgumentError(f"{name} must stack at least one mask (M >= 1), got shape "
+                                            f"{tuple(wm0.shape)}")
             for l, pair in enumerate(obj):
                 wm, bm = kernels.check_pair(f"{name}[{l}]", pair, "a (weight_mask, bias_mask) pair")
                 kernels.check_tensor(f"{name}[{l}][0]", wm, "bool", shape=(M, None, None))

@@ -67,10 +67,17 @@ def test_cli_writes_rows_the_report_reads(tmp_path, capsys):
     assert len(recs) == 3 and {r["config"]["task"] for r in recs} == {"digits"}
     for key in ("test_accuracy", "ticket_test_accuracy", "recall", "precision", "f1", "jaccard", "density"):
         assert all(key in r["metrics"] for r in recs)
+    import warnings
+
     from plantseek.report import build_report
 
-    rep = build_report(db, tmp_path / "report", progress=False, formats=("png",))
+    # the seeker's many options make long legend labels: the layout must still fit them (matplotlib once
+    # warned "constrained_layout not applied" and squeezed the panels to nothing)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*constrained_layout not applied")
+        rep = build_report(db, tmp_path / "report", progress=False, formats=("png",))
     assert "digits" in rep.html.read_text()
+    assert "ticket mask" in rep.html.read_text() and "planted ticket (untrained)" in rep.html.read_text()
 
 
 def test_bad_options_are_clear_errors():

@@ -218,7 +218,8 @@ def _pivot_html(table: pd.DataFrame) -> str:
     order = {p: i for i, p in enumerate(_data.PROTOCOL_ORDER)}
     for setting, sub in table.groupby("setting", sort=False):
         protos = sorted(dict.fromkeys(sub["protocol"]), key=lambda p: (order.get(p, 99), p))
-        pruners = sorted(dict.fromkeys(sub["pruner"]), key=lambda p: (_data.is_oracle_label(p), p))
+        row_of = sub["pruner"].map(_data.pivot_rows(sub["pruner"]))
+        pruners = sorted(dict.fromkeys(row_of), key=lambda p: (_data.is_oracle_label(p), p))
         first = sub.iloc[0]
         metric = first["metric"]
         head = "".join(f"<th>{html.escape(p)}</th>" for p in protos)
@@ -228,7 +229,7 @@ def _pivot_html(table: pd.DataFrame) -> str:
         for pr in pruners:
             cells = []
             for proto in protos:
-                r = sub[(sub["pruner"] == pr) & (sub["protocol"] == proto)]
+                r = sub[(row_of == pr) & (sub["protocol"] == proto)]
                 cells.append("<td></td>" if r.empty else _pivot_cell(r.iloc[0], _data.is_oracle_label(pr)))
             cls = " class='ref'" if _data.is_oracle_label(pr) else ""
             rows.append(f"<tr{cls}><td class='l'>{html.escape(pr)}</td>{''.join(cells)}</tr>")

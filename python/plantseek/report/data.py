@@ -65,6 +65,14 @@ def is_oracle_label(label: str) -> bool:
     return str(label) == ORACLE_MASK or str(label).startswith((ORACLE_MASK + " (", ORACLE_MASK + "["))
 
 
+def pivot_rows(labels: Iterable[str]) -> dict[str, str]:
+    """Row names for tables with the protocols across: the oracle's names under the weak protocols and under
+    strong share one row ("ticket mask (trained) / ticket mask"); every other label is its own row."""
+    labels = list(dict.fromkeys(labels))
+    names = [n for n in (ORACLE_TRAINED, ORACLE_MASK) if n in labels]
+    return {label: " / ".join(names) if label in names else label for label in labels}
+
+
 def rescale_key(value: Any) -> str:
     """The rescale option of a run as text; rows from before the option existed ran the default."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":

@@ -65,19 +65,28 @@ def _style_x(ax, xs, tried=(), marks=()) -> None:
         lo, hi = min(xs), max(xs)
         ax.set_xlim(lo / 1.6, min(hi * 1.6, 1.6))
         ax.xaxis.set_major_locator(FixedLocator(_density_ticks(ax, tried, marks)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _tick(v)))
 
 
 def _density_ticks(ax, tried, marks) -> list[float]:
+    """Tick positions: each of ``tried``, the decades and ``marks`` whose label keeps clear of those before."""
     lo, hi = ax.get_xlim()
     width = ax.get_position().width * ax.figure.get_figwidth() * 0.8  # inches, less what the layout takes
-    gap = math.log10(hi / lo) * 0.42 / max(width, 0.5)  # decades between two labels about 0.42 in apart
+    per_decade = width / math.log10(hi / lo)
+    char = 0.6 * plt.rcParams["font.size"] / 72  # inches per character of a tick label, about
     decades = [10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
     ticks: list[float] = []
     for v in [*tried, *decades, *marks]:
-        if v and lo <= v <= hi and all(abs(math.log10(v / t)) >= gap for t in ticks):
+        if not (v and lo <= v <= hi):
+            continue
+        if all(abs(math.log10(v / t)) * per_decade >= char * (len(_tick(v)) + len(_tick(t))) / 2 + 0.1
+               for t in ticks):
             ticks.append(float(v))
     return sorted(ticks)
+
+
+def _tick(v: float) -> str:
+    return f"{v:.2g}"
 
 
 def performance_figure(setting: Setting, colors: dict) -> Figure | None:
@@ -328,5 +337,5 @@ def ticket_figure(ticket, title: str) -> Figure:
     fig.legend(handles=legend, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     nnz = int(sum((w != 0).sum() + (b != 0).sum() for w, b in zip(weights, biases)))
     ax.set_title(_wrap(f"{title}: {len(weights)} layers, widths {'-'.join(map(str, sizes))}, {nnz} nonzero "
-                       f"parameters (line width ∝ |weight|)", int(fig.get_figwidth() * 72 / 6.5)), fontsize=10)
+                       f"parameters (line width ∝ |weight|)", int(fig.get_figwidth() * 72 / 5.8)), fontsize=10)
     return fig

@@ -450,10 +450,11 @@ def _md_pivot(table: pd.DataFrame) -> list[str]:
         first = sub.iloc[0]
         lines += ["", f"*{setting}* ({first['metric']}; planted ticket density {first['ticket density']:.3g}):", "",
                   "| pruner | " + " | ".join(protos) + " |", "|---|" + "---|" * len(protos)]
-        for pruner in sorted(dict.fromkeys(sub["pruner"]), key=lambda p: (_data.is_oracle_label(p), p)):
+        rows = sub["pruner"].map(_data.pivot_rows(sub["pruner"]))
+        for pruner in sorted(dict.fromkeys(rows), key=lambda p: (_data.is_oracle_label(p), p)):
             cells = []
             for proto in protos:
-                r = sub[(sub["pruner"] == pruner) & (sub["protocol"] == proto)]
+                r = sub[(rows == pruner) & (sub["protocol"] == proto)]
                 cells.append("" if r.empty else _md_cell(r.iloc[0]))
             lines.append(f"| {pruner} | " + " | ".join(cells) + " |")
     return lines

@@ -3,17 +3,13 @@ from __future__ import annotations
 
 import argparse
 
+from ..arguments import cli_type, integer, parse_int
 from ..cli import command
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def _count_type(name: str):
+    """An argparse type for a count >= 1 (the rule of `plantseek.arguments.integer`)."""
+    return cli_type(lambda v: integer(name, v), parse_int)
 
 
 def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,12 +21,12 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
                              "--device cuda one worker per visible GPU); dask-cuda: dask_cuda's "
                              "LocalCUDACluster (pip install dask-cuda)")
     parser.add_argument("--scheduler", help="Dask scheduler address for --executor dask, e.g. tcp://host:8786")
-    parser.add_argument("--workers", type=_positive_int,
+    parser.add_argument("--workers", type=_count_type("workers"),
                         help="worker processes for --executor dask-local (with --device cuda: at most one per "
                              "GPU) or dask-cuda")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the sweep file's device)")
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
-    parser.add_argument("--max-batch", type=_positive_int,
+    parser.add_argument("--max-batch", type=_count_type("max_batch"),
                         help="runs trained together in one batched computation (default: as many as fit "
                              "in the device's free memory, at most 64)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
