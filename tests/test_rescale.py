@@ -78,14 +78,14 @@ def test_fit_factors_skips_masks_without_signal():
 
 def test_rescale_option_is_checked():
     assert check_mode("fit") == "fit" and check_mode("none") == "none"
-    with pytest.raises(ValueError, match="rescale must be one of 'fit', 'none', got 'yes'"):
+    with pytest.raises(ValueError, match="rescale must be one of 'fit', 'fit-even', 'none', got 'yes'"):
         seek(task="relu", width=10, rescale="yes", progress=False)
     with pytest.raises(ValueError, match="rescale"):
         protocols.Settings(task=plantseek.tasks.get("relu"), rescale=True)
 
 
-def _oracle(task, protocol, rescale, seeds=3, depth=4, **kw):
-    runs = seek_batch([dict(task=task, depth=depth, width=100, pruner="ticket", density="ticket", protocol=protocol,
+def _oracle(task, protocol, rescale, seeds=3, depth=4, width=100, **kw):
+    runs = seek_batch([dict(task=task, depth=depth, width=width, pruner="ticket", density="ticket", protocol=protocol,
                             seed=s, dtype="float64", dense_baseline=False, progress=False, rescale=rescale, **kw)
                        for s in range(seeds)])
     assert all(not isinstance(r, BaseException) for r in runs), runs
@@ -169,3 +169,41 @@ def test_multishot_pruner_scores_the_planted_parametrisation(monkeypatch):
         seen_mask = mag.prune(replace(net, weights=list(net_w), biases=list(net_b)), None, 0.3)
         assert all(torch.equal(a, b) for p, q in zip(seen_mask, mask_planted) for a, b in zip(p, q))
         assert any(not torch.equal(a, b) for p, q in zip(mask_planted, mask_rescaled) for a, b in zip(p, q))
+
+
+@settings(max_examples=30, deadline=None)
+@given(depth=st.integers(2, 5), seed=st.integers(0, 2**31 - 1), log_scale=st.floats(-6, 6), keep=st.floats(0.3, 1.0))
+def test_balanced_rescale_keeps_the_function_and_balances_the_neurons(depth, seed, log_scale, keep):
+    g = torch.Generator().manual_seed(seed)
+    widths = [int(torch.randint(1, 7, (1,), generator=g)) for _ in range(depth)]
+    dims = [3] + widths
+    W = [torch.randn(o, i, generator=g, dtype=torch.float64) * 10 ** float(torch.randn(1, generator=g))
+         for i, o in zip(dims[:-1], dims[1:])]
+    B = [torch.randn(o, generator=g, dtype=torch.float64) for o in dims[1:]]
+    mask = [(torch.rand(w.shape, generator=g) < keep, torch.rand(b.shape, generator=g) < keep) for w, b in zip(W, B)]
+    Wm = [w * wm for w, (wm, _) in zip(W, mask)]
+    Bm = [b * bm for b, (_, bm) in zip(B, mask)]
+    x = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    c = torch.exp(log_scale + torch.randn(widths[-1], generator=g, dtype=torch.float64))
+    rs = Rescale.from_factors(c, widths).balanced(W, B, mask)
+    W2, B2 = rs.apply(Wm, Bm)
+    want = _forward(Wm, Bm, x) * c
+    torch.testing.assert_close(_forward(W2, B2, x), want, rtol=1e-9, atol=1e-12 * float(want.abs().max() + 1))
+    for l in range(depth - 1):
+        n_in = (W2[l].pow(2).sum(1) + B2[l].pow(2)).sqrt()
+        n_out = W2[l + 1].pow(2).sum(0).sqrt()
+        both = (n_in > 0) & (n_out > 0)
+        # the last hidden layer is balanced against the final output weights; earlier layers against the next
+        # layer's weights after that layer was itself rescaled, so only the last hidden layer is exactly equal
+        if l == depth - 2:
+            torch.testing.assert_close(n_in[both], n_out[both], rtol=1e-9, atol=0)
+    W3, B3 = rs.divide_out(W2, B2)
+    for a, b in zip(W3 + B3, Wm + Bm):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-300)
+
+
+def test_fit_even_is_the_unbalanced_rule():
+    even = _oracle("circle", "singleshot", "fit-even", seeds=1, width=1000)
+    fit = _oracle("circle", "singleshot", "fit", seeds=1, width=1000)
+    assert even[0]["rescale_factor"] == pytest.approx(fit[0]["rescale_factor"])
+    assert even[0]["test_accuracy"] != fit[0]["test_accuracy"]

@@ -71,7 +71,8 @@ class Settings:
     rounds: int = 10
     round_epochs: int = 5
     impl: str = "auto"
-    rescale: str = "fit"  # "fit": the function-preserving rescale before each weak training phase; "none": the paper's
+    rescale: str = "fit"  # the function-preserving rescale before each weak phase ("fit-even": no neuron balancing;
+    # "none": the paper's protocol)
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -167,8 +168,9 @@ def train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: i
     t0 = time.perf_counter()
     if start is None:
         start = [(r.net.weights, r.net.biases) for r in runs]
-    if settings.rescale == "fit":
-        start = [rescaled_start(r, m, w, b, settings.task.kind) for r, m, (w, b) in zip(runs, masks, start)]
+    if settings.rescale != "none":
+        start = [rescaled_start(r, m, w, b, settings.task.kind, balance=settings.rescale == "fit")
+                 for r, m, (w, b) in zip(runs, masks, start)]
     W, B = _train.stack_params(start)
     M = _train.stack_masks(masks)
     x = torch.stack([r.data.x_train for r in runs])
@@ -186,10 +188,11 @@ def train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: i
             r.extra["train_loss"] = res.train_loss[k]
 
 
-def rescaled_start(run: Run, mask: Mask, weights: list[Tensor], biases: list[Tensor],
-                   kind: str) -> tuple[list[Tensor], list[Tensor]]:
-    """The masked network `weights`/`biases` under `mask`, rescaled by the fitted rule (unchanged when the rule
-    skips it); records the `Rescale` (or None) in ``run.extra["rescale"]`` and its g in ``rescale_factor``."""
+def rescaled_start(run: Run, mask: Mask, weights: list[Tensor], biases: list[Tensor], kind: str,
+                   balance: bool = True) -> tuple[list[Tensor], list[Tensor]]:
+    """The masked network `weights`/`biases` under `mask`, rescaled by the fitted rule (its hidden neurons then
+    balanced unless ``balance=False``; unchanged when the rule skips it); records the `Rescale` (or None) in
+    ``run.extra["rescale"]`` and its g in ``rescale_factor``."""
     Wm = [w * wm.to(w.dtype) for w, (wm, _) in zip(weights, mask)]
     Bm = [b * bm.to(b.dtype) for b, (_, bm) in zip(biases, mask)]
     out = _train.evaluate_outputs([w.unsqueeze(0) for w in Wm], [b.unsqueeze(0) for b in Bm],
@@ -200,6 +203,8 @@ def rescaled_start(run: Run, mask: Mask, weights: list[Tensor], biases: list[Ten
         run.extra["rescale_factor"] = 1.0
         return list(weights), list(biases)
     rs = Rescale.from_factors(c, [w.shape[0] for w in weights])
+    if balance:
+        rs = rs.balanced(weights, biases, mask)
     run.extra["rescale"] = rs
     run.extra["rescale_factor"] = rs.g
     return rs.apply(weights, biases)

@@ -7,13 +7,19 @@ training phase every mask's network is therefore rescaled by one rule, fitted on
 - per-output factors c > 0 (regression: the least-squares factor per output, or the ratio of RMS values where
   that factor is not positive; classification: the one positive temperature of `fit_temperature`);
 - with g the geometric mean of c and L the depth: every layer's weights x g^(1/L), layer l's biases x g^(l/L)
-  (l = 1..L), the output rows (weights and bias) x c_k / g.
+  (l = 1..L), the output rows (weights and bias) x c_k / g;
+- then (``rescale="fit"``, the default; ``"fit-even"`` stops above) every hidden neuron is balanced, layer by
+  layer from the input: its kept incoming weights and bias x a, its kept outgoing weights / a, with
+  a = sqrt(|outgoing| / |incoming|) (L2 norms), so that both norms become their geometric mean.
 
 By the positive homogeneity of ReLU the network then computes c * (its old function): the same function, read at
 the fitted scale. The rescale is skipped when the fitted read-out is no better than a zero output (regression)
 or no positive temperature exists (classification): such a mask carries no signal.
 Spreading g as g^(1/L) over the layers matters: all of it in the output layer left the circle oracle at 0.792 at
-depth 9, all in the first layer at 0.932, spread at 0.96 (issue 14's prototype).
+depth 9, all in the first layer at 0.932, spread at 0.96 (issue 14's prototype). Balancing the neurons matters in
+wide hosts, whose planted ticket neurons carry the host's small He magnitudes (std sqrt(2/1000) at width 1000)
+so that Adam's steps of about lr are large against them: circle oracle at depth 4, width 1000, singleshot, 5
+seeds, float32: 0.9706 even, 0.9764 balanced (width 100: 0.9756 and 0.9774; bench/RESULTS.md, "Ticket oracle").
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import torch
 
 Tensor = torch.Tensor
 
-MODES = ("fit", "none")
+MODES = ("fit", "fit-even", "none")
 
 
 def check_mode(mode: object) -> str:
@@ -86,12 +92,13 @@ def fit_factors(outputs: Tensor, targets: Tensor, kind: str) -> Tensor | None:
 
 @dataclass(frozen=True)
 class Rescale:
-    """The multipliers of one network's rescale: layer l's weight row j is multiplied by ``w_scale[l][j]`` and
-    its bias j by ``b_scale[l][j]`` (float64, one entry per output of the layer); ``g`` is the geometric mean."""
+    """The multipliers of one network's rescale: layer l's weight (j, i) is multiplied by ``w_scale[l][j] *
+    w_cols[l][i]`` and its bias j by ``b_scale[l][j]`` (float64); ``g`` is the geometric mean of the factors."""
 
     w_scale: tuple[Tensor, ...]
     b_scale: tuple[Tensor, ...]
     g: float
+    w_cols: tuple[Tensor, ...] | None = None  # per-input factors of each layer (None: all 1)
 
     @classmethod
     def from_factors(cls, c: Tensor, widths: Sequence[int]) -> "Rescale":
@@ -110,6 +117,26 @@ class Rescale:
             b_scale.append(b)
         return cls(tuple(w_scale), tuple(b_scale), g)
 
+    def balanced(self, weights: Sequence[Tensor], biases: Sequence[Tensor], mask) -> "Rescale":
+        """This rescale followed by balancing every hidden neuron of the masked network (see the module doc);
+        neurons without kept incoming or outgoing parameters keep a = 1."""
+        w_scale, b_scale = [t.clone() for t in self.w_scale], [t.clone() for t in self.b_scale]
+        cols = [torch.ones(w.shape[1], dtype=torch.float64) for w in weights] if self.w_cols is None \
+            else [t.clone() for t in self.w_cols]
+        kept_w = [w.detach().to(torch.float64).cpu() * wm.cpu() for w, (wm, _) in zip(weights, mask)]
+        kept_b = [b.detach().to(torch.float64).cpu() * bm.cpu() for b, (_, bm) in zip(biases, mask)]
+        for l in range(len(weights) - 1):
+            w_in = kept_w[l] * w_scale[l].unsqueeze(1) * cols[l].unsqueeze(0)
+            n_in = (w_in.pow(2).sum(1) + (kept_b[l] * b_scale[l]).pow(2)).sqrt()
+            w_out = kept_w[l + 1] * w_scale[l + 1].unsqueeze(1) * cols[l + 1].unsqueeze(0)
+            n_out = w_out.pow(2).sum(0).sqrt()
+            ok = (n_in > 0) & (n_out > 0) & torch.isfinite(n_in) & torch.isfinite(n_out)
+            a = torch.where(ok, (n_out / torch.where(ok, n_in, torch.ones_like(n_in))).sqrt(), torch.ones_like(n_in))
+            w_scale[l] = w_scale[l] * a
+            b_scale[l] = b_scale[l] * a
+            cols[l + 1] = cols[l + 1] / a
+        return Rescale(tuple(w_scale), tuple(b_scale), self.g, tuple(cols))
+
     def apply(self, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """The rescaled parameters (new tensors; float64 multipliers rounded once to each tensor's dtype)."""
         return self._times(weights, biases, inverse=False)
@@ -120,9 +147,14 @@ class Rescale:
 
     def _times(self, weights, biases, inverse: bool):
         W, B = [], []
-        for w, b, sw, sb in zip(weights, biases, self.w_scale, self.b_scale):
-            fw = (1.0 / sw) if inverse else sw
-            fb = (1.0 / sb) if inverse else sb
-            W.append((w.to(torch.float64) * fw.to(w.device).unsqueeze(1)).to(w.dtype))
-            B.append((b.to(torch.float64) * fb.to(b.device)).to(b.dtype))
+        cols = self.w_cols or [None] * len(self.w_scale)
+        for w, b, sw, sb, sc in zip(weights, biases, self.w_scale, self.b_scale, cols):
+            fw = sw.to(w.device).unsqueeze(1)
+            if sc is not None:
+                fw = fw * sc.to(w.device).unsqueeze(0)
+            fb = sb.to(b.device)
+            if inverse:
+                fw, fb = 1.0 / fw, 1.0 / fb
+            W.append((w.to(torch.float64) * fw).to(w.dtype))
+            B.append((b.to(torch.float64) * fb).to(b.dtype))
         return W, B

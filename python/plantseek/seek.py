@@ -519,7 +519,7 @@ def seek(
     "global" or "layer"), prune_bias=True, n_samples=10000, noise=0.01, pruning_samples=40 (for pruners that
     score on data), init="he-scaled", dense_baseline=True, progress=True, impl="auto" ("dense", "sparse"),
     pruner_options=None (with a pruner name), rescale="fit" (the function-preserving rescale before each weak
-    training phase, `plantseek.rescale`; "none" is the paper's protocol).
+    training phase, `plantseek.rescale`; "fit-even" without the neuron balancing; "none" is the paper's protocol).
     """
     kwargs = dict(locals())
     res = seek_batch([kwargs])[0]

@@ -113,9 +113,10 @@ class SeekCommand:
         p.add_argument("--noise", type=float, default=0.01)
         p.add_argument("--pruning-samples", type=int, default=40)
         p.add_argument("--impl", choices=["auto", "dense", "sparse"], default="auto", help="masked layer implementation")
-        p.add_argument("--rescale", choices=["fit", "none"], default="fit",
-                       help="weak protocols: 'fit' rescales each masked network to its fitted output scale before "
-                            "training (function-preserving); 'none' is the paper's protocol")
+        p.add_argument("--rescale", choices=["fit", "fit-even", "none"], default="fit",
+                       help="weak protocols: 'fit' rescales each masked network to its fitted output scale and "
+                            "balances its neurons before training (function-preserving); 'fit-even' only spreads "
+                            "the scale over the layers; 'none' is the paper's protocol")
         p.add_argument("--no-dense", action="store_true", help="skip the dense-host baseline")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument("--json", metavar="PATH", help="also write config and metrics as JSON")
