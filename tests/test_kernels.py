@@ -1,17 +1,17 @@
 """plantseek.kernels: native scores and top-k against the PyTorch references."""
 import math
-import os
-import re
-from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from plantseek import kernels as K
 from plantseek import native
+
+from validation_helpers import names, no_native
 
 needs_native = pytest.mark.skipif(native.cpu_module() is None, reason="native core not built")
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -185,16 +185,7 @@ def test_native_topk_validation():
 # (PLANTSEEK_NATIVE=0) and in its reference; valid edge cases keep working.
 
 
-def _names(arg):
-    """pytest.raises(ValueError) whose message names `arg` (not as part of a longer word)."""
-    return pytest.raises(ValueError, match=rf"(^|\W){re.escape(arg)}(\W|$)")
-
-
-def _no_native(fn):
-    def call(*args, **kwargs):
-        with mock.patch.dict(os.environ, {"PLANTSEEK_NATIVE": "0"}):
-            return fn(*args, **kwargs)
-    return call
+_names, _no_native = names, no_native
 
 
 def _three(fn, reference):

@@ -1,14 +1,14 @@
 """plantseek.metrics: recovery and connectivity, native against the PyTorch references."""
-import os
-import re
-from unittest import mock
 
 import pytest
 import torch
+
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from plantseek import metrics, native
+
+from validation_helpers import names, no_native
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -103,16 +103,7 @@ def test_errors():
         metrics.recovery([(torch.ones(2, 4, dtype=torch.bool), torch.ones(2, dtype=torch.bool))], good)
 
 
-def _names(arg):
-    """pytest.raises(ValueError) whose message names `arg` (not as part of a longer word)."""
-    return pytest.raises(ValueError, match=rf"(^|\W){re.escape(arg)}(\W|$)")
-
-
-def _no_native(fn):
-    def call(*args, **kwargs):
-        with mock.patch.dict(os.environ, {"PLANTSEEK_NATIVE": "0"}):
-            return fn(*args, **kwargs)
-    return call
+_names, _no_native = names, no_native
 
 
 REACHABILITY = [metrics.reachability_counts, _no_native(metrics.reachability_counts),

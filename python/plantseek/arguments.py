@@ -90,6 +90,15 @@ width_type = cli_type(width, parse_width)
 
 # ------------------------------------------------------------------------------------------------ paths
 
+def _check_parents(p: Path, name: str) -> None:
+    """The nearest existing ancestor of `p` must be a directory."""
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{name} {str(p)!r}: {str(parent)!r} is a file, not a directory")
+            return
+
+
 def output_file(path: str | Path, name: str = "--out") -> Path:
     """A file to write: missing parent directories are created; an existing directory, or a parent that is
     a file, is a ValueError naming the path."""
@@ -97,11 +106,7 @@ def output_file(path: str | Path, name: str = "--out") -> Path:
     if p.is_dir():
         raise ValueError(f"{name} {str(p)!r} is an existing directory; give a file path such as "
                          f"{str(p / 'planted.pt')!r}")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{name} {str(p)!r}: {str(parent)!r} is a file, not a directory")
-            break
+    _check_parents(p, name)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -117,11 +122,7 @@ def output_dir(path: str | Path, name: str = "--out", create: bool = True) -> Pa
     if p.exists() and not p.is_dir():
         raise ValueError(f"{name} {str(p)!r} is an existing file, not a directory; give a directory path "
                          f"(it will be created)")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{name} {str(p)!r}: {str(parent)!r} is a file, not a directory")
-            break
+    _check_parents(p, name)
     if not create:
         return p
     try:
