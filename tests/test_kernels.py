@@ -441,7 +441,7 @@ def _topk_case(defect, scores, masks, l, M):
         k = {"k negative": -1, "k too large": sum(counts) + 1, "k fractional": 0.5, "k nan": math.nan, "k bool": True,
              "k list": [1]}.get(defect)
         if defect == "k above eligible":
-            kw["eligible"] = [(torch.zeros_like(wm), bm) for wm, bm in masks]
+            kw["eligible"] = [(torch.zeros_like(wm), torch.zeros_like(bm)) for wm, bm in masks]  # nothing eligible
             k = 1
         return s, dict(kw, k=k), "k"
     if defect == "layer k length":
