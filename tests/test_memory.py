@@ -187,3 +187,104 @@ def test_batch_size_follows_free_memory_and_max_batch_overrides(monkeypatch):
     run_chunk(configs, [str(i) for i in range(18)], device="cpu", batch_fn=seeker.batch, max_batch=7,
               log=lines.append)
     assert seeker.batches == [7, 7, 4] and "--max-batch" in lines[-1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# refusing runs that cannot fit, before allocating (PLANTSEEK_SKIP_MEMORY_CHECK=1 overrides)
+
+SMALL = dict(task="circle", depth=3, width=30, epochs=1, n_samples=200, dense_baseline=False, progress=False,
+             device="cpu", pruner="magnitude", density=0.5)
+
+
+@pytest.fixture
+def checked(monkeypatch):
+    monkeypatch.delenv(memory.SKIP_ENV, raising=False)
+
+
+def _assert_names_the_numbers(msg: str, free: str | None = None):
+    assert "needs about" in msg and ("TiB" in msg or "GiB" in msg) and "is free" in msg
+    assert "width 200000" in msg and "parameters" in msg
+    assert memory.SKIP_ENV + "=1" in msg
+    if free is not None:
+        assert free in msg
+
+
+def test_plant_refuses_a_host_that_cannot_fit_before_drawing_it(checked):
+    import time
+
+    import plantseek
+
+    t0 = time.perf_counter()
+    with pytest.raises(memory.RunTooLargeError) as info:
+        plantseek.plant("circle", width=200_000, depth=4)
+    assert time.perf_counter() - t0 < 5  # nothing was allocated
+    _assert_names_the_numbers(str(info.value))
+    assert isinstance(info.value, ValueError) and not memory.is_out_of_memory(info.value)
+    assert info.value.estimate > info.value.free > 0
+
+
+def test_seek_refuses_a_run_that_cannot_fit_and_the_other_runs_of_a_batch_go_on(checked):
+    import time
+
+    import plantseek
+
+    t0 = time.perf_counter()
+    with pytest.raises(memory.RunTooLargeError) as info:
+        plantseek.seek(task="circle", width=200_000, depth=4, device="cpu", progress=False)
+    assert time.perf_counter() - t0 < 5
+    _assert_names_the_numbers(str(info.value))
+    assert "run circle depth=4 width=200000" in str(info.value)
+    huge, small = plantseek.seek_batch([dict(SMALL, width=200_000), SMALL])
+    assert isinstance(huge, memory.RunTooLargeError)
+    assert not isinstance(small, BaseException) and "test_loss" in small.metrics  # a normal run is unaffected
+
+
+def test_the_environment_variable_overrides_the_refusal(checked, monkeypatch):
+    import plantseek
+
+    monkeypatch.setattr(memory, "free_memory", lambda dev="cpu": 2**10)  # 1 KiB "free"
+    with pytest.raises(memory.RunTooLargeError) as info:
+        plantseek.seek(**SMALL)
+    assert "1 KiB is free" in str(info.value) and "width 30" in str(info.value)
+    with pytest.raises(memory.RunTooLargeError):
+        plantseek.plant("circle", width=2000, depth=3)
+    monkeypatch.setenv(memory.SKIP_ENV, "1")
+    assert "test_loss" in plantseek.seek(**SMALL).metrics
+    assert plantseek.plant("circle", width=2000, depth=3) is not None
+    monkeypatch.setenv(memory.SKIP_ENV, "0")  # 0 means check
+    with pytest.raises(memory.RunTooLargeError):
+        plantseek.seek(**SMALL)
+
+
+def test_the_cli_prints_the_refusal_on_one_line(checked, capsys):
+    from plantseek.cli import main
+
+    assert main(["plant", "--task", "circle", "--depth", "4", "--width", "200000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "cannot fit" in err and memory.SKIP_ENV in err
+
+
+def test_a_sweep_with_runs_that_cannot_fit_is_refused_before_the_first_run(checked, monkeypatch, tmp_path: Path):
+    f = tmp_path / "s.toml"
+    f.write_text(SWEEP)
+    db = tmp_path / "r.db"
+    per = memory.footprint_of(dict(task="circle", depth=3, width=30, device="cpu"), "cpu").total
+    monkeypatch.setattr(memory, "free_memory", lambda dev="cpu": per // 10)
+    seeker = FakeSeeker()
+    calls: list[int] = []
+
+    def batch(kws):
+        calls.append(len(kws))
+        return seeker.batch(kws)
+
+    with pytest.raises(memory.RunTooLargeError) as info:
+        run_sweep(f, db, batch_fn=batch, single_fn=seeker, device="cpu", progress=False, log=lambda m: None)
+    msg = str(info.value)
+    assert "18 of 18 runs cannot fit" in msg and "run circle depth=3 width=30" in msg
+    assert "needs about" in msg and "is free" in msg and memory.SKIP_ENV in msg
+    assert calls == []
+    with ResultStore(db) as store:
+        assert store.records() == []
+    monkeypatch.setenv(memory.SKIP_ENV, "1")
+    rep = run_sweep(f, db, batch_fn=batch, single_fn=seeker, device="cpu", progress=False, log=lambda m: None)
+    assert rep.ok == 18  # overridden: every run goes on (one at a time: the fake free memory fits none)

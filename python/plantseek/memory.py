@@ -16,6 +16,10 @@
 CPU from psutil when installed, else ``/proc/meminfo``), and `group_size` keeps a safety margin and divides.
 The estimate is deliberately on the generous side: the executor halves a group on an out-of-memory error
 anyway (`is_out_of_memory`), so a low estimate costs a retry, never a run.
+
+`check_fits` (one run of ``seek``), `check_host_fits` (``plant``) and the sweep refuse a run whose estimate
+exceeds the free memory, before anything is allocated, with `RunTooLargeError` (a ValueError: the CLI prints
+it on one line). ``PLANTSEEK_SKIP_MEMORY_CHECK=1`` in the environment turns the refusal off.
 """
 from __future__ import annotations
 
@@ -26,12 +30,14 @@ from typing import Any, Mapping, Sequence
 
 __all__ = [
     "Footprint", "run_footprint", "footprint_of", "free_memory", "group_size", "is_out_of_memory",
-    "SAFETY_FRACTION", "RESERVE_BYTES",
+    "SAFETY_FRACTION", "RESERVE_BYTES", "RunTooLargeError", "check_fits", "check_host_fits",
+    "memory_check_skipped", "SKIP_ENV",
 ]
 
 SAFETY_FRACTION = 0.7  # of the free memory, the share a group may plan to use
 RESERVE_BYTES = 256 * 2**20  # kept free besides (allocator slack, CUDA context, Python objects)
 _DTYPE_BYTES = {"float32": 4, "float64": 8, "float": 4, "double": 8}
+SKIP_ENV = "PLANTSEEK_SKIP_MEMORY_CHECK"  # set to 1 to run what the estimate says cannot fit
 
 
 @dataclass(frozen=True)
@@ -230,3 +236,114 @@ def env_max_batch() -> int | None:
     """``PLANTSEEK_MAX_BATCH`` (an integer >= 1), if set."""
     v = os.environ.get("PLANTSEEK_MAX_BATCH", "").strip()
     return int(v) if v else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# refusing runs that cannot fit
+
+
+class RunTooLargeError(ValueError):
+    """A run whose estimated peak memory exceeds the free memory of its device, refused before allocating.
+
+    A ValueError (not a MemoryError): it is a property of the configuration, so the sweep executors do not
+    halve a batch over it and the CLI prints it on one line. ``estimate`` and ``free`` are in bytes."""
+
+    def __init__(self, message: str, *, estimate: int = 0, free: int = 0, device: str = "cpu") -> None:
+        super().__init__(message)
+        self.estimate = int(estimate)
+        self.free = int(free)
+        self.device = str(device)
+
+
+def memory_check_skipped() -> bool:
+    """Whether ``PLANTSEEK_SKIP_MEMORY_CHECK`` is set (to anything but "", 0, false, no, off)."""
+    return os.environ.get(SKIP_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def format_bytes(n: int | float) -> str:
+    """``12 KiB``, ``512 MiB``, ``22.6 GiB``, ``2.9 TiB``."""
+    n = float(n)
+    if n >= 2**40:
+        return f"{n / 2**40:.1f} TiB"
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.0f} MiB"
+    return f"{n / 2**10:.0f} KiB"
+
+
+def _count(n: int) -> str:
+    for unit, f in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= f:
+            return f"{n / f:.1f}{unit}"
+    return str(n)
+
+
+def _shape_text(sizes: Sequence[int]) -> str:
+    """What dominates: the host's parameter count and its widest layer."""
+    n_p = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    hidden = list(sizes[1:-1])
+    widths = f"width {hidden[0]}" if hidden and len(set(hidden)) == 1 else f"widths {hidden}"
+    big = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return (f"the host (depth {len(sizes) - 1}, {widths}) has {_count(n_p)} parameters, {_count(big)} in its "
+            f"largest layer: the memory grows with width squared times depth")
+
+
+def _advice() -> str:
+    return f"use a narrower or shallower host, or set {SKIP_ENV}=1 to run it anyway"
+
+
+def _refuse(what: str, need: int, device: str, sizes: Sequence[int], part: str) -> None:
+    free = free_memory(device)
+    if need <= free:
+        return
+    raise RunTooLargeError(
+        f"{what} cannot fit: it needs about {format_bytes(need)} on {device} at its peak (estimate; {part}), "
+        f"but only {format_bytes(free)} is free there; {_shape_text(sizes)}; {_advice()}",
+        estimate=need, free=free, device=device)
+
+
+def host_bytes(sizes: Sequence[int]) -> int:
+    """The CPU bytes of drawing and hiding a host of layer sizes `sizes` (input, hidden..., output): the
+    float64 weights and a float64 temporary of the hiding statistics, and the bool masks."""
+    n_p = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    return n_p * (16 + 1)
+
+
+def check_host_fits(sizes: Sequence[int], device: Any = "cpu", *, what: str = "plant") -> None:
+    """``plant``'s check: the float64 host drawn on the CPU (and its float64 copy on `device` when that is
+    not the CPU) must fit the free memory; raises `RunTooLargeError` before anything is allocated."""
+    if memory_check_skipped():
+        return
+    sizes = [int(s) for s in sizes]
+    _refuse(what, host_bytes(sizes), "cpu", sizes, "drawing the float64 host on the CPU")
+    dev = str(device)
+    if not dev.startswith("cpu"):
+        n_p = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        _refuse(what, n_p * 8, dev, sizes, "the float64 host on the device")
+
+
+def check_fits(kwargs: Mapping[str, Any], device: str | None = None, *, what: str = "this run") -> None:
+    """One ``seek`` run's check, before planting: the device-side peak (`footprint_of`) must fit the free
+    memory of the run's device and, on another device, the CPU-side planting (the float64 host) the free
+    RAM. Raises `RunTooLargeError` naming the estimate, the free memory, the host shape and the override
+    (``PLANTSEEK_SKIP_MEMORY_CHECK=1``)."""
+    if memory_check_skipped():
+        return
+    from . import tasks as _tasks
+    from .seek import DEFAULTS
+
+    fp = footprint_of(kwargs, device)
+    cfg = {**DEFAULTS, **dict(kwargs)}
+    dev = str(device or cfg.get("device") or "cpu")
+    if dev == "auto":
+        import torch
+
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    task = _tasks.get(cfg["task"])
+    sizes = _layer_sizes(task.input_dim, task.output_dim, int(cfg["depth"]), cfg["width"])
+    parts = {k: v for k, v in fp.as_dict().items() if k != "total"}
+    top = max(parts, key=parts.get)
+    _refuse(what, fp.total, dev, sizes, f"largest part: {top}, {format_bytes(parts[top])}")
+    if not dev.startswith("cpu"):
+        _refuse(what, host_bytes(sizes), "cpu", sizes, "planting: the float64 host drawn on the CPU")

@@ -278,6 +278,11 @@ def plant(
     if depth > ticket.depth:
         ticket = ticket.deepen(depth)
     widths = _host_widths(ticket, width, depth)
+    # a host that cannot fit is refused before it is drawn (PLANTSEEK_SKIP_MEMORY_CHECK=1: draw it anyway)
+    from .memory import check_host_fits
+
+    check_host_fits(widths, resolve_device(device),
+                    what=f"plant({task_name or ticket.name!r}, width={width!r}, depth={depth})")
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     weights, biases = inits.get(init)(widths, g)
     for l, (w, b) in enumerate(zip(weights, biases)):

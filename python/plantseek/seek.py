@@ -323,6 +323,10 @@ def _label(cfg: dict) -> str:
 
 
 def _make_run(cfg: dict, device: torch.device, dtype: torch.dtype):
+    # a run that cannot fit is refused before planting allocates anything (PLANTSEEK_SKIP_MEMORY_CHECK=1: run it)
+    from .memory import check_fits
+
+    check_fits(cfg, str(device), what=f"run {_label(cfg)}")
     net_cpu = _planted(cfg)
     data_cpu = _data(cfg)
     ticket = _ticket_metrics(cfg, net_cpu, data_cpu)

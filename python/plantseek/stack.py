@@ -16,6 +16,7 @@ import torch
 
 from . import native
 from . import nn as pnn
+from .losses import per_network_loss  # the trainer's loss: the reference of the native one
 
 Tensor = torch.Tensor
 
@@ -113,8 +114,6 @@ class ReferenceStack:
         self._out = None
 
     def train_step(self, x: Tensor, y: Tensor, kind: str, lr: float, alive: Tensor | None = None) -> Tensor:
-        from .train import per_network_loss  # the trainer's loss: the reference of the native one
-
         self.forward(x)
         losses = per_network_loss(self._out, y, kind)
         live = losses if alive is None else torch.where(alive, losses, torch.zeros_like(losses))

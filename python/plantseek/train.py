@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch.optim.adam import adam as _functional_adam
 
 from . import stack as native_stack
+from .losses import per_network_loss
 
 Tensor = torch.Tensor
 LayerMasks = list[tuple[Tensor, Tensor]]  # per layer: (M, out, in) bool, (M, out) bool
@@ -355,15 +355,6 @@ def least_squares_factor(outputs: Tensor, targets: Tensor, dim: int = 0) -> Tens
     num = (outputs * y).sum(dim=dim)
     den = (outputs * outputs).sum(dim=dim)
     return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
-
-
-def per_network_loss(outputs: Tensor, targets: Tensor, kind: str) -> Tensor:
-    """(M,) mean loss of each network: MSE over samples and outputs, or cross-entropy over samples."""
-    M, B = outputs.shape[0], outputs.shape[1]
-    if kind == "classification":
-        return F.cross_entropy(outputs.reshape(M * B, -1), targets.reshape(M * B), reduction="none").view(M, B).mean(dim=1)
-    diff = outputs - targets
-    return (diff * diff).mean(dim=(1, 2))
 
 
 # ------------------------------------------------------------------------------------------------ training

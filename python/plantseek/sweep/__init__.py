@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from .config import (RunConfig, Sweep, SweepConfigError, load_sweep, package_version, parse_sweep,
                      run_key)
-from .executors import DEFAULT_MAX_BATCH, RunPlan, available as available_executors, get as get_executor
+from .executors import DEFAULT_MAX_BATCH, RunPlan, available as available_executors, check_runs_fit
+from .executors import get as get_executor
 
 __all__ = [
     "RunConfig", "Sweep", "SweepConfigError", "SweepReport", "load_sweep", "parse_sweep", "run_key",
@@ -93,6 +94,8 @@ def run_sweep(
     version = package_version()
     with ResultStore(db) as store:
         runs, keys, skipped = plan_sweep(sweep, store, retry_failed=retry_failed)
+        if executor in ("local", "dask-local", "dask-cuda"):  # remote Dask workers refuse runs themselves
+            check_runs_fit(runs, device, name=f"sweep {sweep.name!r}")
         store.record_sweep(sweep.name, path=sweep.path, source=sweep.source, n_runs=len(sweep.runs),
                            version=version)
         report = SweepReport(total=len(sweep.runs), skipped=skipped)

@@ -41,6 +41,7 @@ __all__ = [
     "run_chunk",
     "DEFAULT_MAX_BATCH",
     "plan_batch_size",
+    "check_runs_fit",
     "gpu_cluster",
     "visible_gpus",
 ]
@@ -161,6 +162,34 @@ def plan_batch_size(kwargs: Sequence[Mapping[str, Any]], device: str | None = No
     free = memory.free_memory(dev)
     n = memory.group_size(per_run, free, limit=min(len(kwargs), limit or len(kwargs)))
     return n, f"~{per_run / 2**20:.0f} MiB per run, {free / 2**30:.1f} GiB free on {dev}"
+
+
+def check_runs_fit(runs: Sequence[RunConfig], device: str | None = None, *, name: str = "sweep") -> None:
+    """Refuse, before the first run starts, a sweep holding runs that cannot fit the device's free memory
+    even one at a time (`plantseek.memory.check_fits`): raises `plantseek.memory.RunTooLargeError` naming
+    how many, the first such run and its numbers. ``PLANTSEEK_SKIP_MEMORY_CHECK=1`` turns it off. A run whose
+    arguments cannot be built or estimated is left to fail on its own."""
+    from .. import memory
+
+    if memory.memory_check_skipped():
+        return
+    too_large: list[tuple[RunConfig, BaseException]] = []
+    for run in runs:
+        try:
+            kw = run.seek_kwargs(device)
+            label = (f"run {run.task} depth={run.depth} width={run.width} {run.pruner} density={run.density} "
+                     f"{run.protocol} seed={run.seed}")
+            memory.check_fits(kw, device, what=label)
+        except memory.RunTooLargeError as exc:
+            too_large.append((run, exc))
+        except Exception:  # noqa: BLE001 - bad options, unusable device: the run fails alone with its error
+            continue
+    if too_large:
+        first = too_large[0][1]
+        raise memory.RunTooLargeError(
+            f"{name}: {len(too_large)} of {len(runs)} runs cannot fit the free memory even one at a time; "
+            f"the first: {first}", estimate=getattr(first, "estimate", 0), free=getattr(first, "free", 0),
+            device=getattr(first, "device", "cpu"))
 
 
 def run_chunk(
