@@ -83,3 +83,113 @@ def test_info_says_when_the_cuda_module_is_missing_or_broken(monkeypatch, capsys
     monkeypatch.setattr(native, "_cuda_error", "libcudart.so.12: cannot open shared object file")
     out = _info(monkeypatch, capsys, [])
     assert "CUDA module built: yes, but it did not load (libcudart.so.12" in out
+
+
+# ------------------------------------------------------------------------------------------------ plantseek seek
+
+# a non-default command-line value for every option of seek.DEFAULTS that is not a flag, and what seek receives
+SEEK_VALUES = {
+    "task": ("relu", "relu"), "depth": ("3", 3), "width": ("5,7", [5, 7]), "pruner": ("magnitude", "magnitude"),
+    "density": ("ticket", "ticket"), "protocol": ("multishot", "multishot"), "epochs": ("2", 2), "seed": ("7", 7),
+    "device": ("cpu", "cpu"), "dtype": ("float64", "float64"), "lr": ("0.01", 0.01), "batch_size": ("16", 16),
+    "optimizer": ("sgd", "sgd"), "rounds": ("3", 3), "round_epochs": ("2", 2), "scope": ("layer", "layer"),
+    "n_samples": ("500", 500), "noise": ("0.05", 0.05), "pruning_samples": ("8", 8), "init": ("he", "he"),
+    "impl": ("sparse", "sparse"), "rescale": ("none", "none"),
+}
+SEEK_FLAGS = {"prune_bias": "--no-prune-bias", "dense_baseline": "--no-dense", "progress": "--no-progress"}
+
+
+@pytest.fixture
+def seek_calls(monkeypatch):
+    """Replace `plantseek.seek.seek` by a recorder of the keyword arguments the CLI passes it."""
+    import importlib
+
+    from plantseek.seek import DEFAULTS, SeekResult
+
+    mod = importlib.import_module("plantseek.seek")
+    calls = []
+
+    def fake(**kwargs):
+        calls.append(kwargs)
+        return SeekResult(metrics={}, masks=None, config={**DEFAULTS, **kwargs})
+
+    monkeypatch.setattr(mod, "seek", fake)
+    return calls
+
+
+def test_option_docs_cover_exactly_the_seek_options():
+    from plantseek.seek import DEFAULTS, OPTION_CHOICES, OPTION_DOCS
+
+    assert set(OPTION_DOCS) == set(DEFAULTS)
+    assert all(isinstance(d, str) and d for d in OPTION_DOCS.values())
+    assert set(OPTION_CHOICES) <= set(DEFAULTS)
+
+
+def test_every_seek_option_reaches_seek(seek_calls):
+    from plantseek.seek import BOOLEAN_KEYS, DEFAULTS, option_choices
+
+    assert set(SEEK_VALUES) == set(DEFAULTS) - set(BOOLEAN_KEYS) - {"pruner_options"}
+    assert set(SEEK_FLAGS) == set(BOOLEAN_KEYS)
+    argv = ["seek"]
+    for key, (text, _) in SEEK_VALUES.items():
+        assert (choices := option_choices(key)) is None or text in choices, key
+        argv += ["--" + key.replace("_", "-"), text]
+    argv += list(SEEK_FLAGS.values()) + ["--pruner-option", "iterations=2", "--pruner-option", "mode=x"]
+    assert main(argv) == 0
+    (got,) = seek_calls
+    assert set(got) == set(DEFAULTS)
+    for key, (_, value) in SEEK_VALUES.items():
+        assert got[key] == value and got[key] != DEFAULTS[key], key
+    assert all(got[key] is False for key in SEEK_FLAGS)
+    assert got["pruner_options"] == {"iterations": 2, "mode": "x"}
+
+
+def test_seek_defaults_reach_seek_unchanged(seek_calls):
+    from plantseek.seek import DEFAULTS
+
+    assert main(["seek"]) == 0
+    assert seek_calls == [DEFAULTS]
+
+
+def test_seek_optimizer_and_init_from_the_cli(seek_calls, capsys):
+    from plantseek import init
+
+    assert main(["seek", "--optimizer", "sgd", "--init", "kaiming-uniform"]) == 0
+    assert seek_calls[0]["optimizer"] == "sgd" and seek_calls[0]["init"] == "kaiming-uniform"
+    with pytest.raises(SystemExit) as exc:
+        main(["seek", "--optimizer", "rmsprop"])
+    assert exc.value.code == 2 and "adam" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["seek", "--init", "no-such-init"])
+    err = capsys.readouterr().err
+    assert all(name in err for name in init.available())
+
+
+def test_seek_optimizer_and_init_run(tmp_path):
+    out = tmp_path / "run.json"
+    assert main(["seek", "--task", "relu", "--depth", "2", "--width", "8", "--epochs", "1", "--n-samples", "200",
+                 "--optimizer", "sgd", "--init", "he", "--no-dense", "--no-progress", "--device", "cpu",
+                 "--json", str(out)]) == 0
+    config = json.loads(out.read_text())["config"]
+    assert config["optimizer"] == "sgd" and config["init"] == "he"
+
+
+def test_seek_help_lists_every_option_with_its_doc_and_default(monkeypatch, capsys):
+    from plantseek.seek import DEFAULTS, OPTION_DOCS
+
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option
+    with pytest.raises(SystemExit):
+        main(["seek", "--help"])
+    entries: list[str] = []  # one per option: its invocation and the help argparse may put on the next line
+    for line in capsys.readouterr().out.split("options:", 1)[1].splitlines():
+        if line.strip().startswith("-"):
+            entries.append(line.strip())
+        elif entries and line.strip():
+            entries[-1] += " " + line.strip()
+    lines = {e.split()[0]: e for e in entries}
+    for key, default in DEFAULTS.items():
+        flag = "--pruner-option" if key == "pruner_options" else SEEK_FLAGS.get(key, "--" + key.replace("_", "-"))
+        assert OPTION_DOCS[key] in lines[flag], key
+        if key != "pruner_options":
+            shown = "on" if default is True else "unset" if default is None else default
+            assert f"(default: {shown})" in lines[flag], (key, lines[flag])

@@ -84,7 +84,7 @@ def test_sweep_device_from_the_file_and_the_cli_wins(tmp_path):
     from plantseek.cli import main
     from plantseek.store import ResultStore
     from plantseek.sweep import run_sweep
-    from plantseek.sweep.fake import FakeSeeker
+    from sweep_fake import FakeSeeker
 
     text = """
 [sweep]

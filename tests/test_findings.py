@@ -10,7 +10,7 @@ import pytest
 
 from plantseek.report import findings as F
 from plantseek.sweep import run_sweep
-from plantseek.sweep.fake import FakeSeeker
+from sweep_fake import FakeSeeker
 
 ROOT = Path(__file__).resolve().parents[1]
 

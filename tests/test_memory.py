@@ -11,7 +11,7 @@ from plantseek import memory
 from plantseek.store import ResultStore
 from plantseek.sweep import load_sweep, run_sweep
 from plantseek.sweep.executors import plan_batch_size, run_chunk
-from plantseek.sweep.fake import FakeSeeker, fake_metrics
+from sweep_fake import FakeSeeker, fake_metrics
 
 GiB = 2**30
 

@@ -60,7 +60,7 @@ def test_unknown_scale():
 def test_reproduce_small_with_a_fake_seeker(tmp_path):
     """The whole `reproduce paper` path (sweep file, database, report) with a fake seeker; rerunning resumes."""
     _need_all_pruners()
-    from plantseek.sweep.fake import FakeSeeker
+    from sweep_fake import FakeSeeker
 
     f = FakeSeeker()
     res = reproduce_paper("small", out=tmp_path, batch_fn=f.batch, single_fn=f, progress=False, formats=("png",))

@@ -19,7 +19,7 @@ from plantseek.report.data import prepare, settings, sparsest_match, verdicts
 from plantseek.report.verdicts import MATCHES, NO_MATCH, UNDECIDED, compare, compare_runs, t_interval
 from plantseek.store import ResultStore, to_dataframe
 from plantseek.sweep import run_sweep
-from plantseek.sweep.fake import FakeSeeker
+from sweep_fake import FakeSeeker
 
 SWEEP = """
 [sweep]

@@ -161,7 +161,7 @@ def test_two_sweeps_on_one_database_at_once(tmp_path):
     script = textwrap.dedent("""
         import sys
         from plantseek.sweep import run_sweep
-        from plantseek.sweep.fake import FakeSeeker
+        from sweep_fake import FakeSeeker
         f = FakeSeeker(batch_sleep=0.01)
         run_sweep(sys.argv[1], sys.argv[2], batch_fn=f.batch, single_fn=f, max_batch=1, progress=False)
     """)
@@ -169,8 +169,10 @@ def test_two_sweeps_on_one_database_at_once(tmp_path):
             'densities=[0.1,0.01,"ticket"]\ndepth=3\nwidth=30\nepochs=1\n')
     (tmp_path / "a.toml").write_text(base + "seeds=[0,1,2]\n")
     (tmp_path / "b.toml").write_text(base + "seeds=[2,3,4]\n")
-    env = dict(os.environ, PYTHONPATH=str(Path(plantseek.__file__).resolve().parents[1]) + os.pathsep
-               + os.environ.get("PYTHONPATH", ""))
+    # the children import sweep_fake from tests/
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(plantseek.__file__).resolve().parents[1]),
+                                                       str(Path(__file__).resolve().parent),
+                                                       os.environ.get("PYTHONPATH", "")]))
     db = tmp_path / "r.db"
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f), str(db)], env=env,
                               stderr=subprocess.PIPE) for f in ("a.toml", "b.toml")]
@@ -185,7 +187,7 @@ def test_two_sweeps_on_one_database_at_once(tmp_path):
 
 def test_dataframe_export_and_summary(tmp_path):
     from plantseek.sweep import run_sweep
-    from plantseek.sweep.fake import FakeSeeker
+    from sweep_fake import FakeSeeker
 
     (tmp_path / "s.toml").write_text(
         '[sweep]\ntasks=["circle","relu"]\npruners=["random",{name="synflow",iterations=100}]\nprotocol="singleshot"\n'
@@ -223,7 +225,7 @@ def test_dataframe_export_and_summary(tmp_path):
 
 def test_cli_results_and_export(tmp_path, capsys):
     cli = pytest.importorskip("plantseek.cli")
-    from plantseek.sweep.fake import FakeSeeker
+    from sweep_fake import FakeSeeker
     from plantseek.sweep import run_sweep
 
     (tmp_path / "s.toml").write_text('[sweep]\ntask="relu"\npruner="random"\nprotocol="singleshot"\n'

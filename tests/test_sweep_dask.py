@@ -8,7 +8,7 @@ pytest.importorskip("distributed")
 
 from plantseek.store import ResultStore
 from plantseek.sweep import run_sweep
-from plantseek.sweep.fake import FakeSeeker
+from sweep_fake import FakeSeeker
 from sweep_helpers import results_by_key
 
 SWEEP = """

@@ -14,9 +14,9 @@ import pytest
 
 import plantseek
 from plantseek.store import ResultStore
-from plantseek.sweep import load_sweep, parse_sweep, run_sweep
+from plantseek.sweep import SweepConfigError, load_sweep, parse_sweep, run_sweep
 from plantseek.sweep.executors import make_chunks, run_chunk
-from plantseek.sweep.fake import FakeSeeker, fake_metrics
+from sweep_fake import FakeSeeker, fake_metrics
 
 SWEEP = (Path(__file__).resolve().parents[1] / "examples" / "issue_example.toml").read_text()  # the issue's sweep
 
@@ -154,7 +154,7 @@ _CHILD = textwrap.dedent("""
     # SIGINT ignored, and Python then installs no handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     from plantseek.sweep import run_sweep
-    from plantseek.sweep.fake import FakeSeeker
+    from sweep_fake import FakeSeeker
     f = FakeSeeker(batch_sleep=0.25)
     run_sweep(sys.argv[1], sys.argv[2], batch_fn=f.batch, single_fn=f, max_batch=2, progress=False)
 """)
@@ -163,7 +163,8 @@ _CHILD = textwrap.dedent("""
 def _child_env() -> dict:
     env = dict(os.environ)
     pkg_root = str(Path(plantseek.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
+    tests_dir = str(Path(__file__).resolve().parent)  # the child imports sweep_fake from tests/
+    env["PYTHONPATH"] = os.pathsep.join([pkg_root, tests_dir, env.get("PYTHONPATH", "")])
     return env
 
 
@@ -277,6 +278,85 @@ def test_end_to_end_with_the_real_seeker(tmp_path, capsys):
         a = {m: v for m, v in recs[k]["metrics"].items() if m != "train_time_s"}
         b = {m: v for m, v in drecs[k]["metrics"].items() if m != "train_time_s"}
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True)
+
+
+HALFSHOT = textwrap.dedent('''
+    from dataclasses import replace
+
+    from plantseek import protocols
+
+
+    @protocols.register("halfshot-sweep")
+    class HalfShot(protocols.SingleShot):
+        """Prune once at initialisation like singleshot, then train half the epochs."""
+
+        def run(self, runs, dense, settings):
+            super().run(runs, dense, replace(settings, epochs=settings.epochs // 2))
+''')
+
+
+@pytest.fixture
+def halfshot_module(tmp_path, monkeypatch):
+    """A user's module registering protocol ``halfshot-sweep``; the registry and sys.modules are restored after."""
+    from plantseek import protocols
+
+    (tmp_path / "my_sweep_protocols.py").write_text(HALFSHOT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(protocols, "_PROTOCOLS", dict(protocols._PROTOCOLS))  # unregistered on teardown
+    yield "my_sweep_protocols"
+    sys.modules.pop("my_sweep_protocols", None)
+
+
+def test_a_users_protocol_runs_through_sweep(tmp_path, halfshot_module):
+    """A protocol registered in a module of `imports = [...]` is swept like a built-in one: halfshot at 2 epochs
+    gives singleshot's results at 1 epoch."""
+    pytest.importorskip("plantseek.seek")
+    text = f"""
+[sweep]
+imports = ["{halfshot_module}"]
+tasks = ["relu"]
+pruners = ["magnitude"]
+densities = [0.5]
+seeds = [0, 1]
+depth = 2
+width = 10
+n_samples = 200
+dtype = "float64"
+
+[[experiment]]
+protocols = ["halfshot-sweep"]
+epochs = 2
+
+[[experiment]]
+protocols = ["singleshot"]
+epochs = 1
+"""
+    db = tmp_path / "p.db"
+    rep = run_sweep(_sweep_file(tmp_path, text), db, progress=False, log=lambda m: None)
+    assert (rep.total, rep.ok, rep.failed) == (4, 4, 0)
+    with ResultStore(db) as store:
+        recs = store.records()
+    assert all(r["status"] == "ok" for r in recs)
+    by = {(r["config"]["protocol"], r["config"]["seed"]): r["metrics"] for r in recs}
+    assert sorted(by) == [("halfshot-sweep", 0), ("halfshot-sweep", 1), ("singleshot", 0), ("singleshot", 1)]
+    for seed in (0, 1):
+        assert by[("halfshot-sweep", seed)]["test_loss"] == pytest.approx(by[("singleshot", seed)]["test_loss"],
+                                                                          rel=1e-9)
+
+
+def test_an_unknown_protocol_is_refused_listing_the_registered_ones(halfshot_module):
+    text = TINY.replace("[sweep]", f'[sweep]\nimports = ["{halfshot_module}"]').replace(
+        'protocols = ["singleshot", "strong"]', 'protocols = ["singleshot", "no-such-protocol"]')
+    with pytest.raises(SweepConfigError, match="no-such-protocol") as err:
+        parse_sweep(text)
+    for name in ("halfshot-sweep", "multishot", "singleshot", "strong"):
+        assert name in str(err.value)
+
+
+def test_the_users_protocol_is_unregistered_after_its_test():
+    from plantseek import protocols
+
+    assert "halfshot-sweep" not in protocols.available()
 
 
 def test_a_users_pruner_runs_through_sweep_and_results(tmp_path, monkeypatch, capsys):

@@ -12,7 +12,7 @@ pytest.importorskip("distributed")
 
 from plantseek.sweep import run_sweep
 from plantseek.sweep.executors import gpu_cluster, visible_gpus
-from plantseek.sweep.fake import FakeSeeker
+from sweep_fake import FakeSeeker
 from sweep_helpers import results_by_key
 
 SWEEP = """

@@ -43,6 +43,7 @@ from typing import Any, Sequence
 import torch
 
 from . import arguments as _args
+from . import init as _inits
 from . import metrics as _metrics
 from . import protocols as _protocols
 from . import tasks as _tasks
@@ -51,6 +52,7 @@ from .arguments import check_bool
 from .device import resolve_device, resolve_dtype
 from .masks import Mask
 from .pruners.base import check_density, default_scope, parse_density
+from .rescale import MODES as RESCALE_MODES
 from .rescale import check_mode as check_rescale
 
 DEFAULTS: dict[str, Any] = dict(
@@ -59,6 +61,50 @@ DEFAULTS: dict[str, Any] = dict(
     scope=None, prune_bias=True, n_samples=10_000, noise=0.01, pruning_samples=40, init="he-scaled",
     dense_baseline=True, progress=True, impl="auto", pruner_options=None, rescale="fit",
 )
+
+# one line of help per option of DEFAULTS; the CLI (`plantseek seek --help`) is generated from these two
+OPTION_DOCS: dict[str, str] = dict(
+    task="task name (plantseek tasks)",
+    depth="number of linear layers (the paper's depth - 1)",
+    width="hidden width, or a comma-separated list (one per hidden layer)",
+    pruner="pruner name (plantseek pruners)",
+    density="kept fraction in (0, 1], or 'ticket' (the planted ticket's density)",
+    protocol="pruning protocol: singleshot, multishot or strong",
+    epochs="training epochs (of the final phase under multishot)",
+    seed="seed of the host, the planting, the data, the pruner and the training",
+    device="auto, cpu, cuda, cuda:N",
+    dtype="float32 or float64",
+    lr="learning rate",
+    batch_size="training batch size",
+    optimizer="optimiser of every training phase",
+    rounds="multishot rounds",
+    round_epochs="multishot epochs per round",
+    scope="pruning scope; unset means the pruner's own",
+    prune_bias="prune the biases with the weights",
+    n_samples="samples drawn for the task (90/10 train/test split)",
+    noise="target noise: the standard deviation (regression) or the label-flip probability (classification)",
+    pruning_samples="samples the pruner scores on",
+    init="host initialisation",
+    dense_baseline="train the dense host as a baseline",
+    progress="show a progress bar",
+    impl="masked layer implementation",
+    pruner_options="options of the named pruner (e.g. iterations=1)",
+    rescale="weak protocols: 'fit' rescales each masked network to its fitted output scale and balances its "
+            "neurons before training (function-preserving); 'fit-even' only spreads the scale over the layers; "
+            "'none' is the paper's protocol",
+)
+
+# the allowed values of the options that have a fixed set (a callable: read from a registry when asked)
+OPTION_CHOICES: dict[str, Any] = dict(
+    optimizer=("adam", "sgd"), impl=("auto", "dense", "sparse"), rescale=RESCALE_MODES, scope=("global", "layer"),
+    init=_inits.available,
+)
+
+
+def option_choices(key: str) -> tuple | None:
+    """The allowed values of option `key`, or None when any value of its type may be given."""
+    choices = OPTION_CHOICES.get(key)
+    return tuple(choices()) if callable(choices) else choices
 
 # settings that must agree for runs to be trained together
 GROUP_KEYS = ("task", "depth", "width", "protocol", "epochs", "dtype", "device", "lr", "batch_size", "optimizer",
@@ -157,12 +203,11 @@ def normalize(kwargs: dict) -> dict:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     cfg["lr"] = float(lr)
     cfg["noise"] = task.check_noise(cfg["noise"])
-    if cfg["scope"] is not None and cfg["scope"] not in ("global", "layer"):
+    if cfg["scope"] is not None and cfg["scope"] not in OPTION_CHOICES["scope"]:
         raise ValueError(f"scope must be 'global', 'layer' or None (the pruner's default), got {cfg['scope']!r}")
-    if cfg["optimizer"] not in ("adam", "sgd"):
-        raise ValueError(f"unknown optimizer {cfg['optimizer']!r}; available: adam, sgd")
-    if cfg["impl"] not in ("auto", "dense", "sparse"):
-        raise ValueError(f"unknown impl {cfg['impl']!r}; available: auto, dense, sparse")
+    for key in ("optimizer", "impl"):
+        if cfg[key] not in OPTION_CHOICES[key]:
+            raise ValueError(f"unknown {key} {cfg[key]!r}; available: {', '.join(OPTION_CHOICES[key])}")
     cfg["rescale"] = check_rescale(cfg["rescale"])
     for key in BOOLEAN_KEYS:
         cfg[key] = check_bool(key, cfg[key])

@@ -87,54 +87,59 @@ def _json_safe(v: Any) -> Any:
     return repr(v)
 
 
+# options parsed by a plantseek.arguments check rather than by the default's type
+OPTION_TYPES = {"depth": depth_type, "width": width_type, "seed": seed_type, "density": parse_density}
+# boolean options whose --no-* flag is not spelled from the option's name
+FLAG_NAMES = {"dense_baseline": "--no-dense"}
+
+
+def _shown(value: Any) -> str:
+    """A default as it would be typed on the command line."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def add_seek_options(p: argparse.ArgumentParser) -> None:
+    """One option per key of `seek.DEFAULTS`, its help from `seek.OPTION_DOCS` and its choices from
+    `seek.option_choices`; booleans are --no-* (or --*) flags and pruner_options is a repeatable
+    --pruner-option KEY=VALUE."""
+    from .seek import DEFAULTS, OPTION_DOCS, option_choices
+
+    for key, default in DEFAULTS.items():
+        doc, flag = OPTION_DOCS[key], "--" + key.replace("_", "-")
+        if key == "pruner_options":
+            p.add_argument("--pruner-option", dest=key, action="append", default=[], metavar="KEY=VALUE",
+                           help=f"{doc}; repeatable, the value read as JSON when it parses")
+        elif isinstance(default, bool):
+            name = FLAG_NAMES.get(key, "--no-" + key.replace("_", "-") if default else flag)
+            p.add_argument(name, dest=key, action="store_false" if default else "store_true", default=default,
+                           help=f"turn {'off' if default else 'on'}: {doc} (default: {_shown(default)})")
+        else:
+            kind = OPTION_TYPES.get(key) or (type(default) if isinstance(default, (int, float)) else str)
+            p.add_argument(flag, dest=key, type=kind, default=default, choices=option_choices(key),
+                           help=f"{doc} (default: {_shown(default)})")
+
+
 @command("seek", help="plant a ticket, run a pruner under a protocol, train and measure the found network")
 class SeekCommand:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--task", default="circle", help="task name (plantseek tasks)")
-        p.add_argument("--depth", type=depth_type, default=4, help="number of linear layers (the paper's depth - 1)")
-        p.add_argument("--width", type=width_type, default=100, help="hidden width, or a comma-separated list")
-        p.add_argument("--pruner", default="synflow", help="pruner name (plantseek pruners)")
-        p.add_argument("--pruner-option", action="append", default=[], metavar="KEY=VALUE",
-                       help="pruner option, repeatable (e.g. iterations=1)")
-        p.add_argument("--density", type=parse_density, default=0.1, help="kept fraction in (0, 1], or 'ticket'")
-        p.add_argument("--protocol", default="singleshot", help="singleshot, multishot or strong")
-        p.add_argument("--epochs", type=int, default=10)
-        p.add_argument("--seed", type=seed_type, default=0)
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-        p.add_argument("--dtype", default="float32", help="float32 or float64")
-        p.add_argument("--lr", type=float, default=1e-3)
-        p.add_argument("--batch-size", type=int, default=32)
-        p.add_argument("--rounds", type=int, default=10, help="multishot rounds")
-        p.add_argument("--round-epochs", type=int, default=5, help="multishot epochs per round")
-        p.add_argument("--scope", choices=["global", "layer"], default=None, help="pruning scope (default: the pruner's)")
-        p.add_argument("--no-prune-bias", action="store_true", help="keep every bias (biases are not prunable)")
-        p.add_argument("--n-samples", type=int, default=10_000)
-        p.add_argument("--noise", type=float, default=0.01)
-        p.add_argument("--pruning-samples", type=int, default=40)
-        p.add_argument("--impl", choices=["auto", "dense", "sparse"], default="auto", help="masked layer implementation")
-        p.add_argument("--rescale", choices=["fit", "fit-even", "none"], default="fit",
-                       help="weak protocols: 'fit' rescales each masked network to its fitted output scale and "
-                            "balances its neurons before training (function-preserving); 'fit-even' only spreads "
-                            "the scale over the layers; 'none' is the paper's protocol")
-        p.add_argument("--no-dense", action="store_true", help="skip the dense-host baseline")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        add_seek_options(p)
         p.add_argument("--json", metavar="PATH", help="also write config and metrics as JSON")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from .seek import seek
+        from .seek import DEFAULTS, seek
 
-        options = dict(parse_option(o) for o in args.pruner_option)
+        kwargs = {key: getattr(args, key) for key in DEFAULTS}
+        kwargs["pruner_options"] = dict(parse_option(o) for o in args.pruner_options) or None
         json_out = output_file(args.json, "--json") if args.json else None  # before the run, not after it
-        res = seek(
-            task=args.task, depth=args.depth, width=args.width, pruner=args.pruner,
-            pruner_options=options or None, density=args.density, protocol=args.protocol, epochs=args.epochs,
-            seed=args.seed, device=args.device, dtype=args.dtype, lr=args.lr, batch_size=args.batch_size,
-            rounds=args.rounds, round_epochs=args.round_epochs, scope=args.scope, prune_bias=not args.no_prune_bias,
-            n_samples=args.n_samples, noise=args.noise, pruning_samples=args.pruning_samples, impl=args.impl, rescale=args.rescale,
-            dense_baseline=not args.no_dense, progress=not args.no_progress,
-        )
+        res = seek(**kwargs)
         c = res.config
         print(f"{c['task']}  depth {c['depth']}  width {c['width']}  {c['pruner']}"
               f"{'' if not c['pruner_options'] else ' ' + json.dumps(c['pruner_options'], default=repr)}"

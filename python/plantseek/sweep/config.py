@@ -69,10 +69,10 @@ REQUIRED_KEYS = ("task", "pruner", "protocol", "density", "seed", "depth", "widt
 META_KEYS = ("name", "description", "imports", "device")
 # the pruner that returns the planted mask whatever the density: it runs at density "ticket" only
 ORACLE = "ticket"
-PROTOCOLS = ("singleshot", "multishot", "strong")
 DTYPES = ("float32", "float64")
 # used when the registries cannot be imported (keeps the sweep module usable on its own)
 FALLBACK_TASKS = ("relu", "circle", "helix", "image")
+FALLBACK_PROTOCOLS = ("singleshot", "multishot", "strong")
 FALLBACK_PRUNERS = (
     "random", "magnitude", "snip", "grasp", "synflow", "edge-popup", "edge-popup-annealed", "ticket",
 )
@@ -277,6 +277,19 @@ def _available_pruners() -> tuple[str, ...]:
         return tuple(names) if names else FALLBACK_PRUNERS
     except Exception:
         return FALLBACK_PRUNERS
+
+
+def _available_protocols() -> tuple[str, ...]:
+    try:
+        from plantseek import protocols
+
+        names = protocols.available()
+    except Exception:
+        return FALLBACK_PROTOCOLS
+    if not names:
+        return FALLBACK_PROTOCOLS
+    # the built-ins first, in the paper's order, then the registered ones
+    return tuple(n for n in FALLBACK_PROTOCOLS if n in names) + tuple(n for n in names if n not in FALLBACK_PROTOCOLS)
 
 
 def _seek_module():
@@ -594,8 +607,9 @@ def _validate_grid(canon: str, key: str, value: Any, where: str) -> list:
                 raise bad(v, ", ".join(allowed) + " (or a table {name = ..., option = ...})")
             out.append((name, _normalise(opts)))
         elif canon == "protocol":
-            if v not in PROTOCOLS:
-                raise bad(v, ", ".join(PROTOCOLS))
+            allowed = _available_protocols()
+            if not isinstance(v, str) or v not in allowed:
+                raise bad(v, ", ".join(allowed))
             out.append(v)
         elif canon == "density":
             from plantseek.pruners.base import parse_density  # the one rule of seek, the CLI and sweeps

@@ -1,9 +1,10 @@
 """A deterministic stand-in for ``plantseek.seek`` / ``seek_batch`` that trains nothing.
 
-Used by the sweep, store and report tests (and handy for trying a sweep file's shape without training):
-its metrics are plausible functions of the configuration with seeded noise, with the same flat keys as the
-real seeker. ``FakeSeeker(fail_seeds=..., sleep=...)`` makes chosen runs raise or every run take time.
-Instances are picklable, so they also run on Dask workers.
+A test fake (under tests/, never in the package) used by the sweep, store and report tests: its metrics are
+plausible functions of the configuration with seeded noise, with the same flat keys as the real seeker.
+``FakeSeeker(fail_seeds=..., sleep=...)`` makes chosen runs raise or every run take time.
+Instances are picklable, so they also run on Dask workers (which import this module by name: they need
+tests/ on their path, as in-process workers and spawned ones started from pytest have).
 """
 from __future__ import annotations
 
