@@ -12,7 +12,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.plantseek-installed
 
-.PHONY: all install dev demo test test-slow bench clean asan-test
+.PHONY: all install dev demo test test-slow bench clean asan-test gpu-check
 
 all: install
 
@@ -49,6 +49,14 @@ test-slow: install
 bench: install
 	$(PY) -m pytest bench -q --benchmark-disable-gc -p no:cacheprovider
 	$(PY) bench/write_results.py
+
+# on a machine with an NVIDIA GPU: builds the CUDA module (pip install --no-build-isolation . into GPU_PYTHON when
+# plantseek._C_cuda does not load there), runs every CUDA test and the short GPU benchmarks, writes
+# bench/RESULTS-cuda.md, all within 500 s (docs/gpu.md, "make gpu-check"). Without a GPU it says so and exits 0.
+# Uses .venv's Python when it exists, else the system python3 (a bare GPU machine's, which holds PyTorch).
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py
 
 # C++ tests under AddressSanitizer (see README, "Native core")
 asan-test:

@@ -16,6 +16,7 @@ ticket's). Writes bench/oracle_results.csv and the section "Ticket oracle" of be
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import sys
@@ -32,7 +33,7 @@ import torch  # noqa: E402
 import plantseek  # noqa: E402
 from plantseek import protocols  # noqa: E402
 
-SEEK = sys.modules["plantseek.seek"]
+SEEK = importlib.import_module("plantseek.seek")  # the module (plantseek.seek is the function)
 CSV = Path(__file__).with_name("oracle_results.csv")
 SHAPES = [(2, 100), (4, 100), (9, 100), (4, 1000)]
 

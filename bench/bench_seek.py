@@ -9,6 +9,7 @@ and helix (depth 4, width 100) and multishot SynFlow on circle (depth 4, width 1
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
 import time
@@ -22,7 +23,7 @@ from results import machine, write_section  # noqa: E402
 import plantseek  # noqa: E402
 from plantseek import pruners  # noqa: E402
 
-SEEK = sys.modules["plantseek.seek"]
+SEEK = importlib.import_module("plantseek.seek")  # the module (plantseek.seek is the function)
 
 
 def fmt(v, digits=4):

@@ -19,6 +19,7 @@ The must-show runs of the issue come first, at full size (10 000 samples): width
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -78,7 +79,8 @@ def run_cell(spec: dict) -> dict:
 def measure(spec: dict, timeout: float) -> dict:
     """One cell in a fresh interpreter (so that its peak memory is its own)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "python"), env.get("PYTHONPATH", "")])
+    if importlib.util.find_spec("plantseek") is None:  # a source checkout; else the installed package (its _C)
+        env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "python"), env.get("PYTHONPATH", "")])
     t0 = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, __file__, "--cell", json.dumps(spec)], capture_output=True,

@@ -8,8 +8,8 @@ mask bookkeeping of the recovery metrics; those phases are paused. On a machine 
 """
 from __future__ import annotations
 
+import importlib
 import collections
-import sys
 
 import pytest
 import torch
@@ -56,7 +56,7 @@ def _pausing(recorder, fn):
     ("strong", pruners.get("edge-popup-annealed", epochs=1, batch_size=64), "auto"),
 ])
 def test_everything_is_created_on_the_run_device(monkeypatch, protocol, pruner, impl):
-    mod = sys.modules["plantseek.seek"]
+    mod = importlib.import_module("plantseek.seek")
     mod.clear_caches()
     rec = DeviceRecorder()
     for name in ("_planted", "_data", "_ticket_metrics", "mask_metrics"):
@@ -145,7 +145,7 @@ def test_unknown_device_is_a_clear_error():
 def test_same_seed_same_network_and_masks_on_cpu_and_cuda(pruner, impl):
     """Deterministic pruners: the same seed gives the same planted network and, in float64, the same masks on
     the CPU and on CUDA (and the same metrics within float64 round-off)."""
-    mod = sys.modules["plantseek.seek"]
+    mod = importlib.import_module("plantseek.seek")
     kw = dict(task="circle", depth=3, width=300, pruner=pruner, density=0.01, epochs=1, n_samples=400,
               dtype="float64", progress=False, impl=impl, dense_baseline=False)
     a = mod.seek(device="cpu", **kw)

@@ -4,6 +4,7 @@ Slow checks (the paper-scale must-shows) run only with PLANTSEEK_SLOW=1.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -24,8 +25,7 @@ FAST = dict(task="circle", depth=3, width=20, n_samples=800, epochs=1, rounds=2,
 
 
 def _mod():
-    import sys
-    return sys.modules["plantseek.seek"]
+    return importlib.import_module("plantseek.seek")
 
 
 def test_metrics_keys_and_values():

@@ -169,6 +169,54 @@ def test_validation_errors_name_the_key_and_the_allowed_values(bad, words):
         assert w in msg, msg
 
 
+CIRCLE_SWEEP = """
+[sweep]
+task = "circle"
+pruners = ["random", "synflow"]
+protocol = "singleshot"
+densities = [0.1, 0.5]
+seeds = [0, 1]
+epochs = 1
+"""
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("depth = 4\nwidth = [30, 10]", ["'width'", "10", "'circle'", "depth 4", "at least 18", "width >= 18"]),
+    ("depth = 4\nwidth = 10", ["'width'", "10", "'circle'", "depth 4", "at least 18", "width >= 18"]),
+    ("depth = 4\nwidth = [[30, 30]]", ["'width'", "[30, 30]", "one entry per hidden layer"]),
+    ("depth = 1\nwidth = 30", ["'depth'", "bad value 1", "'circle'", ">= 2"]),
+    ('depth = 3\nwidth = 30\noptimizer = "adamw"', ["'optimizer'", "'adamw'", "adam, sgd"]),
+    ('depth = 3\nwidth = 30\nscope = "row"', ["'scope'", "'row'", "global, layer"]),
+    ('depth = 3\nwidth = 30\nimpl = ["auto", "fast"]', ["'impl'", "'fast'", "auto, dense, sparse"]),
+    ('depth = 3\nwidth = 30\ninit = "xavier"', ["'init'", "'xavier'", "he-scaled"]),
+    ('depth = 3\nwidth = 30\nrescale = "fit-odd"', ["'rescale'", "'fit-odd'", "fit-even"]),
+])
+def test_every_run_setting_is_checked_before_the_first_run(tmp_path, bad, words):
+    """What used to pass validation and then fail every run: a host narrower than the ticket, a depth below
+    the task's minimum, and values outside seek's choices (`plantseek.seek.option_choices`)."""
+    from plantseek.sweep import load_sweep
+
+    f = tmp_path / "bad.toml"
+    f.write_text(CIRCLE_SWEEP + bad + "\n")
+    with pytest.raises(SweepConfigError) as info:
+        load_sweep(f)
+    msg = str(info.value)
+    assert msg.startswith(f"{f}: [sweep]"), msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_valid_settings_pass_with_their_keys():
+    ok = parse_sweep(CIRCLE_SWEEP + 'depth = 4\nwidths = [18, [20, 30, 18]]\noptimizer = "sgd"\nscope = "layer"\n'
+                     'impl = "dense"\ninit = "he"\n')
+    assert len(ok) == 2 * 2 * 2 * 2
+    assert {(r.options["optimizer"], r.options["scope"], r.options["impl"], r.options["init"]) for r in ok.runs} \
+        == {("sgd", "layer", "dense", "he")}
+    # the checks add no key: the file's runs are what they were
+    plain = parse_sweep(CIRCLE_SWEEP + "depth = 3\nwidth = 30\n")
+    assert len({r.key for r in plain.runs}) == len(plain) == 8
+
+
 def test_density_ticket_in_any_case_is_the_same_run():
     lower = parse_sweep(ISSUE_EXAMPLE)
     text = ISSUE_EXAMPLE.replace('0.01, "ticket"]', '0.01, "Ticket"]')

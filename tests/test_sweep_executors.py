@@ -225,6 +225,42 @@ def test_cli_dry_run_and_bad_device(tmp_path, capsys):
     assert "--workers only applies" in capsys.readouterr().err
 
 
+def test_cli_dry_run_prints_each_group_with_its_memory_estimate(tmp_path, capsys):
+    """One line per group (task, shape, protocol, runs, runs per batch, memory per run and per batch, free
+    memory) and the total; nothing runs and no database is written."""
+    import re
+
+    from plantseek import memory
+    from plantseek.cli import main
+    from plantseek.sweep.executors import plan_groups
+
+    f = tmp_path / "s.toml"
+    f.write_text(TINY.replace("width = 24", "widths = [24, 40]"))
+    db = tmp_path / "r.db"
+    assert main(["sweep", str(f), "--db", str(db), "--dry-run", "--device", "cpu", "--max-batch", "5"]) == 0
+    out = capsys.readouterr().out
+    assert not db.exists()
+    sweep = load_sweep(f)
+    plans = plan_groups(sweep.runs, "cpu", 5)
+    assert len(plans) == 2 * 2 * 2  # tasks x protocols x widths
+    lines = [ln.strip() for ln in out.splitlines() if "per batch" in ln]
+    assert len(lines) == len(plans)
+    for plan, line in zip(plans, lines):
+        # (2 pruners x 2 densities + the oracle once) x 2 seeds
+        assert plan.runs == 10 and plan.per_batch == 5 and plan.batches == 2
+        assert line.startswith(f"{plan.task} depth=3 width={plan.width} {plan.protocol}: 10 runs, 5 per batch")
+        group = [r for r in sweep.runs if (r.task, r.width, r.protocol) == (plan.task, plan.width, plan.protocol)]
+        per_run = max(memory.footprint_of(r.seek_kwargs("cpu"), "cpu").total for r in group)
+        assert plan.per_run_bytes == per_run and plan.per_batch_bytes == 5 * per_run
+        assert f"~{memory.format_bytes(plan.per_run_bytes)} per run" in line
+        assert f"~{memory.format_bytes(plan.per_batch_bytes)} per batch" in line
+        assert re.search(r"[\d.]+ [KMGT]iB free on cpu$", line), line
+    assert f"total: {len(sweep.runs)} runs in 8 groups, 16 batches" in out
+    # without --max-batch the batch is what fits the free memory (all of a small group)
+    assert main(["sweep", str(f), "--db", str(db), "--dry-run", "--device", "cpu"]) == 0
+    assert "10 runs, 10 per batch" in capsys.readouterr().out
+
+
 TINY = """
 [sweep]
 tasks = ["relu", "circle"]

@@ -228,7 +228,9 @@ def _from_saved(d: dict, where: str) -> PlantedNetwork:
 
 # ------------------------------------------------------------------------------------------------ planting
 
-def _host_widths(ticket: Ticket, width: int | Sequence[int], depth: int) -> list[int]:
+def host_widths(ticket: Ticket, width: int | Sequence[int], depth: int) -> list[int]:
+    """The layer widths of a host of `width` and `depth` for `ticket` (of that depth), or a ValueError naming
+    the ticket's minimum widths when the host is narrower (the one rule of `plant` and the sweep files)."""
     hidden = depth - 1
     width = _args.width(width)
     if isinstance(width, int):
@@ -277,7 +279,7 @@ def plant(
         raise ValueError(f"host depth {depth} is below the ticket's depth {ticket.depth} (minimum depth: {ticket.depth})")
     if depth > ticket.depth:
         ticket = ticket.deepen(depth)
-    widths = _host_widths(ticket, width, depth)
+    widths = host_widths(ticket, width, depth)
     # a host that cannot fit is refused before it is drawn (PLANTSEEK_SKIP_MEMORY_CHECK=1: draw it anyway)
     from .memory import check_host_fits
 

@@ -57,7 +57,8 @@ class SweepCommand:
         parser.add_argument("file", metavar="FILE.toml", help="sweep file")
         parser.add_argument("--db", required=True, help="SQLite results database (created if missing)")
         parser.add_argument("--dry-run", action="store_true",
-                            help="validate the file and say how many runs it has and how many are left")
+                            help="validate the file, say how many runs it has and how many are left, and print each "
+                                 "group of runs with its batch size and memory estimate; runs nothing")
         add_execution_arguments(parser)
 
     @staticmethod
@@ -77,10 +78,22 @@ class SweepCommand:
             print(f"{args.file}: {len(sweep.runs)} runs, {skipped} already in {args.db}, {len(runs)} to run")
             for note in sweep.notes:
                 print(f"note: {note}")
+            _print_groups(runs, args.device or sweep.device, args.max_batch)
             return 0
         report = execute(args, sweep, args.db)
         print(report)
         return 1 if report.failed else 0
+
+
+def _print_groups(runs, device, max_batch) -> None:
+    """One line per group of the runs to do (as the local executor would train them) and the total."""
+    from .executors import plan_groups
+
+    plans = plan_groups(runs, device, max_batch)
+    for plan in plans:
+        print(f"  {plan}")
+    print(f"total: {sum(p.runs for p in plans)} runs in {len(plans)} groups, {sum(p.batches for p in plans)} "
+          f"batches")
 
 
 @command("results", help="summary table of a results database")

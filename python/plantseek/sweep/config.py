@@ -481,6 +481,8 @@ def _expand_table(table: Mapping[str, Any], where: str, folded: set[str] | None 
                     raise SweepConfigError(f"{where}: key {key!r}: {exc}") from None
     defaults = seek_defaults()
     _check_booleans(options, defaults, where)
+    _check_choices(options, where)
+    tickets: dict = {}  # (task, depth) -> its ticket, built once per table
     keys = list(grid) + list(options)
     lists = [grid[k] for k in grid] + [options[k] for k in options]
     for combo in itertools.product(*lists):
@@ -504,7 +506,7 @@ def _expand_table(table: Mapping[str, Any], where: str, folded: set[str] | None 
             if folded is not None:
                 folded.add(canonical_json(run.to_dict()))
             run.density = "ticket"
-        yield _checked_run(run, where)
+        yield _checked_run(run, where, tickets)
 
 
 def _check_booleans(options: Mapping[str, list], defaults: Mapping[str, Any] | None, where: str) -> None:
@@ -516,16 +518,48 @@ def _check_booleans(options: Mapping[str, list], defaults: Mapping[str, Any] | N
                     raise SweepConfigError(f"{where}: key {key!r}: bad value {v!r}; allowed: true, false")
 
 
-def _checked_run(run: RunConfig, where: str) -> RunConfig:
-    """Refuse before the sweep starts what the run would fail on: a noise outside its task's range, a
-    density that keeps no parameter of its network (see `plantseek.pruners.base.check_keeps_one`)."""
+def _check_choices(options: Mapping[str, list], where: str) -> None:
+    """Options with a fixed set of values (optimizer, impl, rescale, scope, init) take only those; the sets
+    are seek's (`plantseek.seek.option_choices`)."""
+    try:
+        from plantseek.seek import option_choices
+    except Exception:  # seek is not importable: it checks at run time
+        return
+    for key, values in options.items():
+        choices = option_choices(key)
+        if choices is None:
+            continue
+        for v in values:
+            if v not in choices:
+                raise SweepConfigError(f"{where}: key {key!r}: bad value {v!r}; allowed: "
+                                       + ", ".join(map(str, choices)))
+
+
+def _checked_run(run: RunConfig, where: str, tickets: dict | None = None) -> RunConfig:
+    """Refuse before the sweep starts what the run would fail on: a depth below its task's minimum, a width
+    narrower than its ticket (`plantseek.planting.host_widths`), a noise outside its task's range, a density
+    that keeps no parameter of its network (see `plantseek.pruners.base.check_keeps_one`)."""
     try:
         from plantseek import tasks
+        from plantseek.planting import host_widths
         from plantseek.pruners.base import check_keeps_one, default_scope
 
         task = tasks.get(run.task)
     except Exception:  # the registries are not importable: seek checks at run time
         return run
+    if run.depth < task.min_depth:
+        raise SweepConfigError(f"{where}: key 'depth': bad value {run.depth!r} for task {run.task!r}; allowed: "
+                               f"integers >= {task.min_depth} (the task's minimum depth)")
+    if task.builds_ticket:
+        tickets = {} if tickets is None else tickets
+        ticket = tickets.get((run.task, run.depth))
+        if ticket is None:
+            ticket = tickets[(run.task, run.depth)] = task.ticket(run.depth)
+        try:
+            host_widths(ticket, run.width, run.depth)
+        except ValueError as exc:
+            raise SweepConfigError(f"{where}: key 'width': bad value {run.width!r} for task {run.task!r} at "
+                                   f"depth {run.depth}: {exc}") from None
     try:
         if "noise" in run.options:
             task.check_noise(run.options["noise"])

@@ -41,6 +41,8 @@ __all__ = [
     "run_chunk",
     "DEFAULT_MAX_BATCH",
     "plan_batch_size",
+    "plan_groups",
+    "GroupPlan",
     "check_runs_fit",
     "gpu_cluster",
     "visible_gpus",
@@ -161,7 +163,80 @@ def plan_batch_size(kwargs: Sequence[Mapping[str, Any]], device: str | None = No
         return max(1, min(len(kwargs), limit or len(kwargs))), f"no estimate ({type(exc).__name__})"
     free = memory.free_memory(dev)
     n = memory.group_size(per_run, free, limit=min(len(kwargs), limit or len(kwargs)))
-    return n, f"~{per_run / 2**20:.0f} MiB per run, {free / 2**30:.1f} GiB free on {dev}"
+    return n, _estimate_text(per_run, free, dev)
+
+
+def _estimate_text(per_run: int, free: int, dev: str) -> str:
+    return f"~{per_run / 2**20:.0f} MiB per run, {free / 2**30:.1f} GiB free on {dev}"
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """How the local executor would train one group of runs (what ``plantseek sweep --dry-run`` prints)."""
+
+    task: str
+    depth: int
+    width: Any
+    protocol: str
+    runs: int
+    per_batch: int
+    batches: int
+    per_run_bytes: int | None  # None: no estimate (the runs would fail on their own)
+    free_bytes: int | None
+    device: str
+
+    @property
+    def per_batch_bytes(self) -> int | None:
+        return None if self.per_run_bytes is None else self.per_run_bytes * self.per_batch
+
+    def __str__(self) -> str:
+        from ..memory import format_bytes
+
+        head = (f"{self.task} depth={self.depth} width={self.width} {self.protocol}: {self.runs} runs, "
+                f"{self.per_batch} per batch")
+        if self.per_run_bytes is None:
+            return f"{head}, no memory estimate on {self.device}"
+        return (f"{head}, ~{format_bytes(self.per_run_bytes)} per run, ~{format_bytes(self.per_batch_bytes)} "
+                f"per batch, {format_bytes(self.free_bytes)} free on {self.device}")
+
+
+def plan_groups(runs: Sequence[RunConfig], device: str | None = None,
+                max_batch: int | None = None) -> list[GroupPlan]:
+    """The groups of `runs` in the order they would train, each with its batch size and memory estimate, as
+    the local executor decides them (`make_chunks`, then `plan_batch_size` unless ``max_batch`` is given);
+    nothing is run or allocated."""
+    from .. import memory
+
+    groups: dict[str, list[RunConfig]] = {}
+    for run in runs:
+        groups.setdefault(run.group_key, []).append(run)
+    plans = []
+    for members in groups.values():
+        chunks = make_chunks(members, max_batch)
+        chunk = max(chunks, key=len)
+        kwargs = [r.seek_kwargs(device) for r in members]
+        dev = device or "auto"
+        per_run = free = None
+        try:
+            from ..device import resolve_device
+
+            dev = str(resolve_device(dev))
+            per_run = max(memory.footprint_of(kw, dev).total for kw in kwargs)
+            free = memory.free_memory(dev)
+        except Exception:  # noqa: BLE001 - an unusable device or a run without estimate fails on its own
+            per_run = free = None
+        if max_batch is not None or per_run is None:
+            size = len(chunk)
+        else:
+            size = memory.group_size(per_run, free, limit=len(chunk))
+            size = math.ceil(len(chunk) / math.ceil(len(chunk) / size))  # near-equal batches, as run_chunk
+        first = members[0]
+        plans.append(GroupPlan(task=first.task, depth=first.depth, width=first.width, protocol=first.protocol,
+                               runs=len(members), per_batch=size,
+                               batches=sum(math.ceil(len(c) / size) for c in chunks), per_run_bytes=per_run,
+                               free_bytes=free,
+                               device=dev))
+    return plans
 
 
 def check_runs_fit(runs: Sequence[RunConfig], device: str | None = None, *, name: str = "sweep") -> None:
