@@ -16,22 +16,15 @@ BAD_WIDTHS = ["10", 10.5, 0, -3, [], [10, 0], [10, "a"], True, None]
 BAD_DEPTHS = [0, -1, 2.0, "3", True]
 
 
-@pytest.mark.parametrize("value", BAD_SEEDS)
-def test_bad_seeds_are_refused_everywhere(value):
-    ticket = plantseek.tasks.get("relu").ticket(2)
-    for call in (lambda: arguments.seed(value), lambda: plantseek.plant(ticket, width=8, seed=value),
-                 lambda: normalize({"task": "relu", "depth": 2, "width": 8, "seed": value})):
-        with pytest.raises(ValueError, match=r"seed must be an integer") as info:
-            call()
-        assert repr(value) in str(info.value)
+REFUSALS = {"seed": r"seed must be an integer", "width": r"width must be an integer >= 1, or a list of them"}
 
 
-@pytest.mark.parametrize("value", BAD_WIDTHS)
-def test_bad_widths_are_refused_everywhere(value):
+@pytest.mark.parametrize("key, value", [("seed", v) for v in BAD_SEEDS] + [("width", v) for v in BAD_WIDTHS])
+def test_bad_seeds_and_widths_are_refused_everywhere(key, value):
     ticket = plantseek.tasks.get("relu").ticket(2)
-    for call in (lambda: arguments.width(value), lambda: plantseek.plant(ticket, width=value),
-                 lambda: normalize({"task": "relu", "depth": 2, "width": value})):
-        with pytest.raises(ValueError, match=r"width must be an integer >= 1, or a list of them") as info:
+    for call in (lambda: getattr(arguments, key)(value), lambda: plantseek.plant(ticket, **{"width": 8, key: value}),
+                 lambda: normalize({"task": "relu", "depth": 2, "width": 8, key: value})):
+        with pytest.raises(ValueError, match=REFUSALS[key]) as info:
             call()
         assert repr(value) in str(info.value)
 

@@ -247,34 +247,26 @@ class _Scores(pruners.ScorePruner):
         return self.make(net)
 
 
-@pytest.mark.parametrize("make, words", [
-    (lambda net: None, ["'p-none'", "is None", "(weight_mask, bias_mask) pair per layer"]),
-    (lambda net: _masks(net, lambda w, b: (w != 0, b != 0, b != 0)), ["'p-triple'", "tuple of 3"]),
-    (lambda net: list(net.weights), ["'p-tensors'", "layer 0 is a tensor", "not a (weight_mask, bias_mask) pair"]),
-    (lambda net: _masks(net, lambda w, b: (torch.ones(w.shape, dtype=torch.bool, device="meta"), b != 0)),
+@pytest.mark.parametrize("kind, make, words", [
+    (_Returns, lambda net: None, ["'p-none'", "is None", "(weight_mask, bias_mask) pair per layer"]),
+    (_Returns, lambda net: _masks(net, lambda w, b: (w != 0, b != 0, b != 0)), ["'p-triple'", "tuple of 3"]),
+    (_Returns, lambda net: list(net.weights),
+     ["'p-tensors'", "layer 0 is a tensor", "not a (weight_mask, bias_mask) pair"]),
+    (_Returns, lambda net: _masks(net, lambda w, b: (torch.ones(w.shape, dtype=torch.bool, device="meta"), b != 0)),
      ["'p-meta'", "returned its layer 0 mask on meta"]),
-    (lambda net: _masks(net, lambda w, b: (w != 0, None)), ["'p-nonebias'", "bias mask is None"]),
+    (_Returns, lambda net: _masks(net, lambda w, b: (w != 0, None)), ["'p-nonebias'", "bias mask is None"]),
+    (_Scores, lambda net: None, ["'s-none'", "scores", "is None", "(weight_scores, bias_scores) pair per layer"]),
+    (_Scores, lambda net: _masks(net, lambda w, b: (w, b, b)), ["'s-triple'", "tuple of 3"]),
+    (_Scores, lambda net: _masks(net, lambda w, b: (w.to(torch.complex128), b)), ["'s-complex'", "complex128", "real"]),
+    (_Scores, lambda net: _masks(net, lambda w, b: (torch.ones(w.shape, device="meta"), b)), ["'s-meta'", "meta tensor"]),
+    (_Scores, lambda net: _masks(net, lambda w, b: (w, None)), ["'s-nonebias'", "bias scores are None"]),
+    (_Scores, lambda net: _masks(net, lambda w, b: (w > 0, b > 0)), ["'s-bool'", "bool", "real numbers"]),
 ])
-def test_pruner_returning_no_mask(make, words):
+def test_pruner_returning_bad_masks_or_scores(kind, make, words):
+    """A Pruner returning bad masks, or a ScorePruner bad scores: the error names the pruner and the fault."""
     name = words[0].strip("'")
     with pytest.raises(ValueError) as info:
-        _seek(_Returns(name, make))
-    for w in words:
-        assert w in str(info.value), str(info.value)
-
-
-@pytest.mark.parametrize("make, words", [
-    (lambda net: None, ["'s-none'", "scores", "is None", "(weight_scores, bias_scores) pair per layer"]),
-    (lambda net: _masks(net, lambda w, b: (w, b, b)), ["'s-triple'", "tuple of 3"]),
-    (lambda net: _masks(net, lambda w, b: (w.to(torch.complex128), b)), ["'s-complex'", "complex128", "real"]),
-    (lambda net: _masks(net, lambda w, b: (torch.ones(w.shape, device="meta"), b)), ["'s-meta'", "meta tensor"]),
-    (lambda net: _masks(net, lambda w, b: (w, None)), ["'s-nonebias'", "bias scores are None"]),
-    (lambda net: _masks(net, lambda w, b: (w > 0, b > 0)), ["'s-bool'", "bool", "real numbers"]),
-])
-def test_score_pruner_returning_bad_scores(make, words):
-    name = words[0].strip("'")
-    with pytest.raises(ValueError) as info:
-        _seek(_Scores(name, make))
+        _seek(kind(name, make))
     for w in words:
         assert w in str(info.value), str(info.value)
 

@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from plantseek.report import findings as F
-from plantseek.sweep import run_sweep
-from sweep_fake import FakeSeeker
+from sweep_helpers import fake_results_db
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -187,11 +186,7 @@ densities = ["ticket"]
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("findings")
-    (tmp / "s.toml").write_text(SWEEP)
-    f = FakeSeeker()
-    run_sweep(tmp / "s.toml", tmp / "r.db", batch_fn=f.batch, single_fn=f, progress=False, log=lambda m: None)
-    return tmp / "r.db"
+    return fake_results_db(tmp_path_factory.mktemp("findings"), SWEEP)
 
 
 def test_findings_from_a_database_and_from_its_csv_agree(db, tmp_path):

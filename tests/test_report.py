@@ -18,8 +18,7 @@ from plantseek.report import build_report
 from plantseek.report.data import prepare, settings, sparsest_match, verdicts
 from plantseek.report.verdicts import MATCHES, NO_MATCH, UNDECIDED, compare, compare_runs, t_interval
 from plantseek.store import ResultStore, to_dataframe
-from plantseek.sweep import run_sweep
-from sweep_fake import FakeSeeker
+from sweep_helpers import fake_results_db
 
 SWEEP = """
 [sweep]
@@ -44,11 +43,7 @@ seeds = [0, 1]
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("report")
-    (tmp / "s.toml").write_text(SWEEP)
-    f = FakeSeeker(fail_seeds=[2])
-    run_sweep(tmp / "s.toml", tmp / "r.db", batch_fn=f.batch, single_fn=f, progress=False, log=lambda m: None)
-    return tmp / "r.db"
+    return fake_results_db(tmp_path_factory.mktemp("report"), SWEEP, fail_seeds=[2])
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,14 @@ from typing import Any, Callable
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; derived seeds are 63-bit
 
 
+def _is_integer(value: Any, minimum: int) -> bool:
+    """An integer (not a bool) >= ``minimum``: floats (even 2.0) and strings are not."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and int(value) >= minimum
+
+
 def integer(name: str, value: Any, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum``; booleans, floats (even 2.0) and strings are refused."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+    if not _is_integer(value, minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
@@ -31,7 +36,7 @@ def seed(value: Any, name: str = "seed") -> int:
 
 def depth(value: Any, name: str = "depth", minimum: int = 1) -> int:
     """A depth: the number of linear layers, an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+    if not _is_integer(value, minimum):
         raise ValueError(f"{name} must be an integer >= {minimum} (the number of linear layers), got {value!r}")
     return int(value)
 
@@ -40,9 +45,9 @@ def width(value: Any, name: str = "width") -> int | list[int]:
     """A host width: an integer >= 1, or a non-empty list (or tuple) of them, one per hidden layer."""
     allowed = "an integer >= 1, or a list of them (one per hidden layer)"
     if isinstance(value, (list, tuple)):
-        if value and all(not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 1 for v in value):
+        if value and all(_is_integer(v, 1) for v in value):
             return [int(v) for v in value]
-    elif not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 1:
+    elif _is_integer(value, 1):
         return int(value)
     raise ValueError(f"{name} must be {allowed}, got {value!r}")
 

@@ -13,16 +13,15 @@ def ticket_table(depth: int | None = None, width: int = 100) -> list[dict]:
     from . import plant, tasks
     from .arguments import depth as check_depth
 
+    built = [task for task in map(tasks.get, tasks.available()) if task.builds_ticket]
     if depth is not None:
         depth = check_depth(depth)
-        lowest = min((tasks.get(n).min_depth for n in tasks.available() if tasks.get(n).builds_ticket), default=1)
+        lowest = min((task.min_depth for task in built), default=1)
         if depth < lowest:
             raise ValueError(f"depth {depth} is below every task's minimum depth; allowed: depth >= {lowest}")
     rows = []
-    for name in tasks.available():
-        task = tasks.get(name)
-        if not task.builds_ticket:
-            continue
+    for task in built:
+        name = task.name
         d = task.min_depth if depth is None else max(depth, task.min_depth)
         ticket = task.ticket(d)
         data = task.data(seed=0)

@@ -206,10 +206,14 @@ def _check_network(weights, biases):
     return stacked, M, widths
 
 
+def _full_masks(weights, biases):
+    return [(torch.ones(w.shape, dtype=torch.bool, device=w.device),
+             torch.ones(b.shape, dtype=torch.bool, device=b.device)) for w, b in zip(weights, biases)]
+
+
 def _check_masks(masks, weights, biases):
     if masks is None:
-        return [(torch.ones(w.shape, dtype=torch.bool, device=w.device),
-                 torch.ones(b.shape, dtype=torch.bool, device=b.device)) for w, b in zip(weights, biases)]
+        return _full_masks(weights, biases)
     return check_mask("masks", masks, [(tuple(w.shape), tuple(b.shape)) for w, b in zip(weights, biases)],
                       weights[0].device)
 
@@ -405,7 +409,12 @@ def _synflow_scores_torch(ws, bs, masks, stacked, M) -> Pairs:
 def kept_count(density: float, n: int) -> int:
     """Exact kept count at a density in [0, 1] of n >= 0 parameters: Python's ``round(density * n)`` (as the
     pruners use it)."""
-    return int(round(check_real("density", density, 0, 1) * check_int("n", n, 0)))
+    return _kept(check_real("density", density, 0, 1), check_int("n", n, 0))
+
+
+def _kept(density: float, n: int) -> int:
+    """`kept_count` of arguments already validated (the schedules and `global_topk` call it per round)."""
+    return int(round(density * n))
 
 
 def density_schedule(d0: float, density: float, rounds: int) -> list[float]:
@@ -454,8 +463,8 @@ def _schedule_counts(counts0, widths, density, rounds, scope, prune_bias):
     d0 = kept0 / total if total else 1.0
     dens = density_schedule(d0, density, rounds)
     if scope == "global":
-        return [[kept_count(d, total)] for d in dens]
-    return [[kept_count(d, sizes[l][0] + (sizes[l][1] if prune_bias else 0)) for l in range(L)] for d in dens]
+        return [[_kept(d, total)] for d in dens]
+    return [[_kept(d, sizes[l][0] + (sizes[l][1] if prune_bias else 0)) for l in range(L)] for d in dens]
 
 
 def synflow_prune(weights, biases, density: float, rounds: int = 100, masks=None, scope: str = "global",
@@ -474,7 +483,8 @@ def synflow_prune(weights, biases, density: float, rounds: int = 100, masks=None
     full = masks is None
     ext = _native_for(ws)
     if ext is None:
-        return _synflow_prune_torch(ws, bs, _check_masks(masks, ws, bs), stacked, M, keep, scope, prune_bias)
+        return _synflow_prune_torch(ws, bs, _full_masks(ws, bs) if full else masks, stacked, M, keep, scope,
+                                    prune_bias)
     L = len(ws)
     group, _ = _groups(widths, scope, prune_bias)
     W_lists = [[_np(_per_network(w, stacked, M)[m], torch.float64) for w in ws] for m in range(M)]
@@ -534,7 +544,8 @@ def synflow_prune_reference(weights, biases, density: float, rounds: int = 100, 
     per round, looped over the networks."""
     ws, bs, masks, stacked, M, _, keep, _, prune_bias = _prune_problem(
         weights, biases, density, rounds, masks, scope, prune_bias)
-    return _synflow_prune_torch(ws, bs, _check_masks(masks, ws, bs), stacked, M, keep, scope, prune_bias)
+    masks = _full_masks(ws, bs) if masks is None else masks  # validated by _prune_problem
+    return _synflow_prune_torch(ws, bs, masks, stacked, M, keep, scope, prune_bias)
 
 
 def _synflow_prune_torch(ws, bs, masks, stacked, M, keep, scope, prune_bias) -> Pairs:
@@ -548,7 +559,7 @@ def _synflow_prune_torch(ws, bs, masks, stacked, M, keep, scope, prune_bias) -> 
             scores = _synflow_scores_torch(w_m, b_m, cur, False, 1)
             if not prune_bias:
                 scores = [(sw, None) for sw, _ in scores]
-            cur = global_topk_reference(scores, ks[0] if scope == "global" else ks, eligible=cur, scope=scope)
+            cur = _topk_torch(_layout(scores, cur, scope), ks)  # validated once, by the caller
         per_net.append(cur)
     if not stacked:
         return per_net[0]
@@ -622,13 +633,11 @@ def _topk_flat(scores, k, eligible):
 
 
 def _topk_flat_reference(scores, k, eligible):
+    """Top-k of one flat vector; its callers have checked k against the eligible count."""
     flat = scores.detach().reshape(-1)
     if torch.isnan(flat).any():
         raise ArgumentError("scores contain NaN")
     el = torch.ones_like(flat, dtype=torch.bool) if eligible is None else eligible.reshape(-1).to(flat.device)
-    n_el = int(el.sum())
-    if k > n_el:
-        raise ArgumentError(f"cannot keep {k} parameters: only {n_el} are eligible")
     order = torch.sort(flat, descending=True, stable=True).indices
     order = order[torch.sort((~el[order]).to(torch.uint8), stable=True).indices]  # eligible first, order kept
     keep = torch.zeros_like(el)
@@ -650,6 +659,7 @@ class _Layout(NamedTuple):
 
 
 def _topk_layout(scores, eligible, scope) -> _Layout:
+    """The validated `_Layout` of the list form of `global_topk` (its public entry points)."""
     _check_scope(scope)
     pairs = [check_pair(f"scores[{l}]", p, "a (weight_scores, bias_scores or None) pair")
              for l, p in enumerate(check_list("scores", scores, "(weight_scores, bias_scores) pairs"))]
@@ -665,29 +675,38 @@ def _topk_layout(scores, eligible, scope) -> _Layout:
             raise ArgumentError(f"eligible must hold one (weight_mask, bias_mask) pair per layer of scores ({L}), "
                                 f"got {len(eligible)}")
         eligible = [check_pair(f"eligible[{l}]", p, "a (weight_mask, bias_mask) pair") for l, p in enumerate(eligible)]
-    segments, seg_eligible, group, counts, n_eligible = [], [], [], [], []
+    n_eligible = [0] * (1 if scope == "global" else L)
     for l, (sw, sb) in enumerate(pairs):
         g = 0 if scope == "global" else l
-        if g == len(counts):
-            counts.append(0)
-            n_eligible.append(0)
         for t, j in [(sw, 0)] + ([(sb, 1)] if sb is not None else []):
             check_tensor(f"scores[{l}][{j}]", t, "real", device=s0.device)
             if stacked and (t.dim() < 2 or t.shape[0] != M):
                 raise _fail(f"scores[{l}][{j}]", f"have shape ({M}, ...): stacked like scores[0][0]", t)
-            segments.append(t)
-            group.append(g)
-            counts[g] += t.numel() // M
             if eligible is not None:
                 e = check_tensor(f"eligible[{l}][{j}]", eligible[l][j], "bool", shape=tuple(t.shape))
-                seg_eligible.append(e)
                 n_eligible[g] = n_eligible[g] + (e.reshape(M, -1).sum(dim=1) if stacked else e.sum().reshape(1)).cpu()
         if sb is None and eligible is not None:
             check_tensor(f"eligible[{l}][1]", eligible[l][1], "bool")
     available = None
     if eligible is not None:
         available = [(int(n.min()), int(n.argmin())) if isinstance(n, torch.Tensor) else (0, 0) for n in n_eligible]
-    return _Layout(pairs, eligible, segments, seg_eligible, group, counts, available, stacked, M)
+    return _layout(pairs, eligible, scope, stacked, M, available)
+
+
+def _layout(pairs, eligible, scope, stacked=False, M=1, available=None) -> _Layout:
+    """The `_Layout` of arguments already validated (`_topk_layout`, the SynFlow reference rounds)."""
+    segments, seg_eligible, group, counts = [], [], [], []
+    for l, (sw, sb) in enumerate(pairs):
+        g = 0 if scope == "global" else l
+        if g == len(counts):
+            counts.append(0)
+        for t, j in [(sw, 0)] + ([(sb, 1)] if sb is not None else []):
+            segments.append(t)
+            group.append(g)
+            counts[g] += t.numel() // M
+            if eligible is not None:
+                seg_eligible.append(eligible[l][j])
+    return _Layout(list(pairs), eligible, segments, seg_eligible, group, counts, available, stacked, M)
 
 
 def _resolve_k(k, density, lay: _Layout, scope) -> list[int]:
@@ -696,7 +715,7 @@ def _resolve_k(k, density, lay: _Layout, scope) -> list[int]:
         raise ArgumentError("give exactly one of k and density")
     if density is not None:
         density = check_real("density", density, 0, 1)
-        ks = [kept_count(density, n) for n in counts]
+        ks = [_kept(density, n) for n in counts]
     elif scope == "global":
         if isinstance(k, (list, tuple)):
             raise _fail("k", "be one integer for scope='global'", k)

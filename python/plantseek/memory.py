@@ -66,6 +66,11 @@ def _layer_sizes(input_dim: int, output_dim: int, depth: int, width: int | Seque
     return [int(input_dim)] + [int(w) for w in widths] + [int(output_dim)]
 
 
+def _n_params(sizes: Sequence[int]) -> int:
+    """Weights and biases of a host of layer sizes `sizes` (input, hidden..., output)."""
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
 def run_footprint(
     *,
     input_dim: int,
@@ -131,18 +136,26 @@ def run_footprint(
                      activations=int(activations), data=int(data))
 
 
-def footprint_of(kwargs: Mapping[str, Any], device: str | None = None) -> Footprint:
-    """`run_footprint` for one run's ``seek`` keyword arguments (defaults filled in from `plantseek.seek`)."""
+def _resolve(kwargs: Mapping[str, Any], device: str | None) -> tuple[dict, Any, str]:
+    """One run's full configuration (``seek``'s defaults filled in), its task and its device ("auto" resolved)."""
     from . import tasks as _tasks
     from .seek import DEFAULTS
 
     cfg = {**DEFAULTS, **dict(kwargs)}
-    task = _tasks.get(cfg["task"])
-    dev = device or cfg.get("device") or "cpu"
+    dev = str(device or cfg.get("device") or "cpu")
     if dev == "auto":
         import torch
 
         dev = "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg, _tasks.get(cfg["task"]), dev
+
+
+def footprint_of(kwargs: Mapping[str, Any], device: str | None = None) -> Footprint:
+    """`run_footprint` for one run's ``seek`` keyword arguments (defaults filled in from `plantseek.seek`)."""
+    return _footprint(*_resolve(kwargs, device))
+
+
+def _footprint(cfg: Mapping[str, Any], task: Any, dev: str) -> Footprint:
     return run_footprint(
         input_dim=task.input_dim, output_dim=task.output_dim, depth=int(cfg["depth"]), width=cfg["width"],
         density=cfg["density"], protocol=cfg["protocol"], batch_size=int(cfg["batch_size"]),
@@ -281,7 +294,7 @@ def _count(n: int) -> str:
 
 def _shape_text(sizes: Sequence[int]) -> str:
     """What dominates: the host's parameter count and its widest layer."""
-    n_p = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_p = _n_params(sizes)
     hidden = list(sizes[1:-1])
     widths = f"width {hidden[0]}" if hidden and len(set(hidden)) == 1 else f"widths {hidden}"
     big = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
@@ -306,8 +319,7 @@ def _refuse(what: str, need: int, device: str, sizes: Sequence[int], part: str) 
 def host_bytes(sizes: Sequence[int]) -> int:
     """The CPU bytes of drawing and hiding a host of layer sizes `sizes` (input, hidden..., output): the
     float64 weights and a float64 temporary of the hiding statistics, and the bool masks."""
-    n_p = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    return n_p * (16 + 1)
+    return _n_params(sizes) * (16 + 1)
 
 
 def check_host_fits(sizes: Sequence[int], device: Any = "cpu", *, what: str = "plant") -> None:
@@ -319,8 +331,7 @@ def check_host_fits(sizes: Sequence[int], device: Any = "cpu", *, what: str = "p
     _refuse(what, host_bytes(sizes), "cpu", sizes, "drawing the float64 host on the CPU")
     dev = str(device)
     if not dev.startswith("cpu"):
-        n_p = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-        _refuse(what, n_p * 8, dev, sizes, "the float64 host on the device")
+        _refuse(what, _n_params(sizes) * 8, dev, sizes, "the float64 host on the device")
 
 
 def check_fits(kwargs: Mapping[str, Any], device: str | None = None, *, what: str = "this run") -> None:
@@ -330,17 +341,8 @@ def check_fits(kwargs: Mapping[str, Any], device: str | None = None, *, what: st
     (``PLANTSEEK_SKIP_MEMORY_CHECK=1``)."""
     if memory_check_skipped():
         return
-    from . import tasks as _tasks
-    from .seek import DEFAULTS
-
-    fp = footprint_of(kwargs, device)
-    cfg = {**DEFAULTS, **dict(kwargs)}
-    dev = str(device or cfg.get("device") or "cpu")
-    if dev == "auto":
-        import torch
-
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    task = _tasks.get(cfg["task"])
+    cfg, task, dev = _resolve(kwargs, device)
+    fp = _footprint(cfg, task, dev)
     sizes = _layer_sizes(task.input_dim, task.output_dim, int(cfg["depth"]), cfg["width"])
     parts = {k: v for k, v in fp.as_dict().items() if k != "total"}
     top = max(parts, key=parts.get)

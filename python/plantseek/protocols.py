@@ -17,7 +17,6 @@ diverging loss is stored on that run and the others carry on. Register your own 
 from __future__ import annotations
 
 import inspect
-import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -28,7 +27,8 @@ from . import train as _train
 from .masks import Mask, check_mask
 from .pruners.base import check_density, default_scope
 from .pruners.selection import kept_count, prunable_count
-from .rescale import Rescale, check_mode, fit_factors, positive_factors
+from .rescale import Rescale, check_mode, fit_factors
+from .rescale import fit_regression_scale, fit_temperature  # noqa: F401 - the protocols' read-out fits
 
 Tensor = torch.Tensor
 
@@ -391,67 +391,3 @@ class Strong(Protocol):
                 r.weights = [w * wm for w, (wm, _) in zip(r.net.weights, r.mask)]
                 r.biases = [b * bm for b, (_, bm) in zip(r.net.biases, r.mask)]
         self.train_dense(dense, settings)
-
-
-# ------------------------------------------------------------------------------------------------ fitted scales
-
-def fit_regression_scale(outputs: Tensor, targets: Tensor) -> Tensor:
-    """Per-output positive factors (`plantseek.rescale.positive_factors`: the least-squares factor where it is
-    positive, else the ratio of RMS values; 0 where an output is identically 0). A ReLU network cannot flip a
-    sign by rescaling, so neither may its read-out.
-
-    outputs, targets: (N, K). Returns (K,) on the outputs' device and dtype.
-    """
-    c = positive_factors(outputs, targets)
-    return torch.nan_to_num(c, nan=0.0).to(device=outputs.device, dtype=outputs.dtype)
-
-
-def fit_temperature(logits: Tensor, labels: Tensor, iterations: int = 100) -> float:
-    """The positive factor t minimising the mean cross-entropy of ``t * logits`` (a 1-D convex problem).
-
-    f(t) = CE(t z) is convex with f'(t) = mean(E_p[z] - z_label) and f''(t) = mean(Var_p[z]) (p = softmax(t z));
-    the root of f' is found by Newton steps kept inside a bracket (bisection in log t when a step leaves it).
-    Returns 0 when even a tiny t does not help (f'(0) >= 0: the logits carry no information) and the cap
-    1e12 / max|z| when the logits separate the training data so that the loss keeps falling as t grows.
-    """
-    z = logits.detach()
-    z_lab = z.gather(1, labels.reshape(-1, 1)).squeeze(1)
-
-    def derivs(t: float) -> tuple[float, float]:
-        p = torch.softmax(z * t, dim=1)
-        ez = (p * z).sum(dim=1)
-        d1 = (ez - z_lab).mean()
-        d2 = ((p * z * z).sum(dim=1) - ez * ez).mean()
-        return float(d1), float(d2)
-
-    if derivs(0.0)[0] >= 0:
-        return 0.0
-    zmax = float(z.abs().max())
-    if not math.isfinite(zmax) or zmax == 0:
-        return 0.0
-    limit = 1e12 / zmax
-    lo, hi = 0.0, math.inf
-    t = 1.0 / zmax
-    for _ in range(iterations):
-        d1, d2 = derivs(t)
-        if d1 < 0:
-            lo = t
-        else:
-            hi = t
-        if d1 == 0:
-            return t
-        step = t - d1 / d2 if d2 > 0 else math.nan
-        if math.isfinite(step) and lo < step < hi:
-            new = step
-        elif math.isinf(hi):
-            new = t * 4.0
-        else:
-            new = math.sqrt(lo * hi) if lo > 0 else hi / 2.0
-        if new >= limit:
-            if derivs(limit)[0] < 0:
-                return limit
-            new = math.sqrt(lo * limit) if lo > 0 else limit / 2.0
-        if abs(new - t) <= 1e-13 * t:
-            return new
-        t = new
-    return t

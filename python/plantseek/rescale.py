@@ -18,8 +18,8 @@ or no positive temperature exists (classification): such a mask carries no signa
 Spreading g as g^(1/L) over the layers matters: all of it in the output layer left the circle oracle at 0.792 at
 depth 9, all in the first layer at 0.932, spread at 0.96 (issue 14's prototype). Balancing the neurons matters in
 wide hosts, whose planted ticket neurons carry the host's small He magnitudes (std sqrt(2/1000) at width 1000)
-so that Adam's steps of about lr are large against them: circle oracle at depth 4, width 1000, singleshot, 5
-seeds, float32: 0.9706 even, 0.9764 balanced (width 100: 0.9756 and 0.9774; bench/RESULTS.md, "Ticket oracle").
+so that Adam's steps of about lr are large against them: bench/RESULTS.md, "Ticket oracle", compares "fit" with
+"fit-even" and "none".
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ import torch
 Tensor = torch.Tensor
 
 MODES = ("fit", "fit-even", "none")
+TEMPERATURE_CAP = 1e12  # fit_temperature stops at TEMPERATURE_CAP / max|z| (logits that separate the data)
 
 
 def check_mode(mode: object) -> str:
@@ -66,14 +67,12 @@ def fit_factors(outputs: Tensor, targets: Tensor, kind: str) -> Tensor | None:
     nothing). Classification: the positive temperature t of `fit_temperature` for every output, skipped when
     t is 0 (no information) or at its cap (separable data: t would grow without bound).
     """
-    from .protocols import fit_temperature
-
     K = outputs.shape[-1]
     if kind == "classification":
         z = outputs.detach().to(torch.float64)
         t = fit_temperature(z, targets.reshape(-1))
         zmax = float(z.abs().max()) if z.numel() else 0.0
-        if not (t > 0 and math.isfinite(t)) or (zmax > 0 and t >= 0.999 * 1e12 / zmax):
+        if not (t > 0 and math.isfinite(t)) or (zmax > 0 and t >= 0.999 * TEMPERATURE_CAP / zmax):
             return None
         return torch.full((K,), t, dtype=torch.float64)
     c = positive_factors(outputs.reshape(outputs.shape[0], -1), targets.reshape(outputs.shape[0], -1))
@@ -158,3 +157,67 @@ class Rescale:
             W.append((w.to(torch.float64) * fw).to(w.dtype))
             B.append((b.to(torch.float64) * fb).to(b.dtype))
         return W, B
+
+
+# ------------------------------------------------------------------------------------------------ fitted scales
+
+def fit_regression_scale(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Per-output positive factors (`plantseek.rescale.positive_factors`: the least-squares factor where it is
+    positive, else the ratio of RMS values; 0 where an output is identically 0). A ReLU network cannot flip a
+    sign by rescaling, so neither may its read-out.
+
+    outputs, targets: (N, K). Returns (K,) on the outputs' device and dtype.
+    """
+    c = positive_factors(outputs, targets)
+    return torch.nan_to_num(c, nan=0.0).to(device=outputs.device, dtype=outputs.dtype)
+
+
+def fit_temperature(logits: Tensor, labels: Tensor, iterations: int = 100) -> float:
+    """The positive factor t minimising the mean cross-entropy of ``t * logits`` (a 1-D convex problem).
+
+    f(t) = CE(t z) is convex with f'(t) = mean(E_p[z] - z_label) and f''(t) = mean(Var_p[z]) (p = softmax(t z));
+    the root of f' is found by Newton steps kept inside a bracket (bisection in log t when a step leaves it).
+    Returns 0 when even a tiny t does not help (f'(0) >= 0: the logits carry no information) and the cap
+    TEMPERATURE_CAP / max|z| when the logits separate the training data so that the loss keeps falling as t grows.
+    """
+    z = logits.detach()
+    z_lab = z.gather(1, labels.reshape(-1, 1)).squeeze(1)
+
+    def derivs(t: float) -> tuple[float, float]:
+        p = torch.softmax(z * t, dim=1)
+        ez = (p * z).sum(dim=1)
+        d1 = (ez - z_lab).mean()
+        d2 = ((p * z * z).sum(dim=1) - ez * ez).mean()
+        return float(d1), float(d2)
+
+    if derivs(0.0)[0] >= 0:
+        return 0.0
+    zmax = float(z.abs().max())
+    if not math.isfinite(zmax) or zmax == 0:
+        return 0.0
+    limit = TEMPERATURE_CAP / zmax
+    lo, hi = 0.0, math.inf
+    t = 1.0 / zmax
+    for _ in range(iterations):
+        d1, d2 = derivs(t)
+        if d1 < 0:
+            lo = t
+        else:
+            hi = t
+        if d1 == 0:
+            return t
+        step = t - d1 / d2 if d2 > 0 else math.nan
+        if math.isfinite(step) and lo < step < hi:
+            new = step
+        elif math.isinf(hi):
+            new = t * 4.0
+        else:
+            new = math.sqrt(lo * hi) if lo > 0 else hi / 2.0
+        if new >= limit:
+            if derivs(limit)[0] < 0:
+                return limit
+            new = math.sqrt(lo * limit) if lo > 0 else limit / 2.0
+        if abs(new - t) <= 1e-13 * t:
+            return new
+        t = new
+    return t

@@ -348,17 +348,6 @@ def forward(weights: Sequence[Tensor], biases: Sequence[Tensor], x: Tensor, mask
     return h
 
 
-def least_squares_factor(outputs: Tensor, targets: Tensor, dim: int = 0) -> Tensor:
-    """Per-output factors c = <o, y> / <o, o> summed over `dim` (0 where an output is identically 0): the
-    scale that best maps outputs onto targets, used by the strong protocol and edge-popup's loss."""
-    y = targets.to(outputs.dtype).reshape(outputs.shape)
-    num = (outputs * y).sum(dim=dim)
-    den = (outputs * outputs).sum(dim=dim)
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
-
-
-# ------------------------------------------------------------------------------------------------ training
-
 def train(
     weights: Sequence[Tensor],
     biases: Sequence[Tensor],

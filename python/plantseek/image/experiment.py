@@ -202,7 +202,7 @@ def strong_output_metrics(net: PlantedModule, mask: Mask, data) -> dict:
     """The strong protocol's reading of a mask (as `plantseek.seek` does it for the MLP tasks): the masked host's
     logits times one positive temperature fitted on the training data give test_loss / test_accuracy;
     test_loss_planted_scale divides by the planted ``output_scale`` instead (exact for the ticket)."""
-    from ..protocols import fit_temperature
+    from ..rescale import fit_temperature
 
     params = [(w * wm.to(w.dtype), b * bm.to(b.dtype)) for (w, b), (wm, bm) in zip(net.params(), mask)]
     fwd = lambda xb: net.forward_params(params, xb)  # noqa: E731

@@ -111,11 +111,7 @@ def current_mask(net, mask: Mask | None) -> Mask:
             (torch.ones(w.shape, dtype=torch.bool, device=w.device), torch.ones(b.shape, dtype=torch.bool, device=b.device))
             for w, b in zip(net.weights, net.biases)
         ]
-    mask = [tuple(pair) for pair in mask]
-    for i, pair in enumerate(mask):
-        if len(pair) != 2 or not all(isinstance(t, torch.Tensor) for t in pair):
-            raise ValueError(f"mask layer {i} must be a (weight_mask, bias_mask) pair of tensors")
-    check_mask(mask, net.weights, net.biases)
+    mask = check_mask(mask, net.weights, net.biases)
     return [(wm.to(net.device), bm.to(net.device)) for wm, bm in mask]
 
 

@@ -74,7 +74,7 @@ def select_reference(
 def _select(topk, scores: Scores, density: float, current: Mask, scope: str, prune_bias: bool) -> Mask:
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(map(repr, SCOPES))}, got {scope!r}")
-    _check_counts(current, density, scope, prune_bias)
+    # more than the current mask keeps is refused by global_topk (the pruners call check_reachable once, up front)
     pairs = [(ws, bs if prune_bias else None) for ws, bs in scores]
     return [(wm, bm) for wm, bm in topk(pairs, density=density, eligible=current, scope=scope)]
 

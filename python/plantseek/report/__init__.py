@@ -102,9 +102,11 @@ def build_report(db: str | os.PathLike, out: str | os.PathLike, *, acc_tol: floa
     raw = to_dataframe(records)
     df = _data.prepare(raw)
     settings_list = _data.settings(df, config_cols)
-    verdicts = _data.verdicts(df, acc_tol, loss_factor, config_cols) if settings_list else pd.DataFrame()
-    table = _data.sparsest_match(df, table=verdicts) if settings_list else pd.DataFrame()
-    found = _findings.evaluate_table(verdicts) if settings_list else []
+    verdicts, table, found = pd.DataFrame(), pd.DataFrame(), []
+    if settings_list:
+        verdicts = _data.verdicts(df, acc_tol, loss_factor, config_cols)
+        table = _data.sparsest_match(df, table=verdicts)
+        found = _findings.evaluate_table(verdicts)
     colors = F.colors_for(df["label"]) if "label" in df else {}
 
     figs: list[_Fig] = []
@@ -215,9 +217,8 @@ def _pivot_html(table: pd.DataFrame) -> str:
     """One compact table per setting: pruners down, protocols across; each cell the sparsest density whose
     verdict against the protocol's oracle is "matches", and the verdict one density sparser."""
     out = []
-    order = {p: i for i, p in enumerate(_data.PROTOCOL_ORDER)}
     for setting, sub in table.groupby("setting", sort=False):
-        protos = sorted(dict.fromkeys(sub["protocol"]), key=lambda p: (order.get(p, 99), p))
+        protos = _data.protocols_in(sub)
         row_of = sub["pruner"].map(_data.pivot_rows(sub["pruner"]))
         pruners = sorted(dict.fromkeys(row_of), key=lambda p: (_data.is_oracle_label(p), p))
         first = sub.iloc[0]

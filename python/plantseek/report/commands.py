@@ -58,14 +58,14 @@ class FindingsCommand:
         unknown = sorted(set(args.only or ()) - set(F.available()))
         if unknown:
             raise ValueError(f"unknown finding(s) {', '.join(unknown)}; allowed: {', '.join(F.available())}")
-        print(F.format_text(F.evaluate(args.source, acc_tol=args.acc_tol, loss_factor=args.loss_factor,
-                                       keys=args.only)))
+        table = F.verdict_table(args.source, acc_tol=args.acc_tol, loss_factor=args.loss_factor)
+        print(F.format_text(F.evaluate_table(table, keys=args.only)))
         if args.csv_out:
             n = F.export_csv(args.source, args.csv_out)
             print(f"findings: wrote {n} rows to {args.csv_out}")
         if args.readme:
             block = F.readme_block(args.source, display=args.source, acc_tol=args.acc_tol,
-                                   loss_factor=args.loss_factor)
+                                   loss_factor=args.loss_factor, table=table)
             changed = F.update_readme(args.readme, block)
             print(f"findings: {args.readme} {'updated' if changed else 'already up to date'}")
         return 0

@@ -360,7 +360,7 @@ def _rate(series: pd.Series) -> float:
     return float(v.mean()) if len(v) else math.nan
 
 
-def sparsest_match(df: pd.DataFrame, acc_tol: float = V.ACC_TOL, loss_factor: float = V.LOSS_FACTOR,
+def sparsest_match(df: pd.DataFrame | None, acc_tol: float = V.ACC_TOL, loss_factor: float = V.LOSS_FACTOR,
                    config_cols: Iterable[str] | None = None, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per setting, protocol and pruner: the sparsest density whose verdict against the protocol's ticket
     oracle is "matches" (`verdicts`), the verdict one density sparser, and the verdicts at every density;

@@ -29,7 +29,7 @@ from . import data as _data
 from . import verdicts as V
 
 __all__ = ["REPRODUCED", "NOT_REPRODUCED", "UNDECIDED", "Finding", "Outcome", "finding", "available",
-           "load_rows", "evaluate", "evaluate_table", "export_csv", "findings_frame", "format_text",
+           "load_rows", "verdict_table", "evaluate", "evaluate_table", "export_csv", "findings_frame", "format_text",
            "readme_block", "update_readme", "current_block", "BEGIN", "END"]
 
 REPRODUCED, NOT_REPRODUCED, UNDECIDED = "reproduced", "not reproduced", "undecided"
@@ -101,13 +101,13 @@ def _some_match(cells: pd.DataFrame) -> str:
     return NOT_REPRODUCED if (cells["verdict"] == V.NO_MATCH).all() else UNDECIDED
 
 
+_NEGATION = {REPRODUCED: NOT_REPRODUCED, NOT_REPRODUCED: REPRODUCED, UNDECIDED: UNDECIDED}
+
+
 def _none_match(cells: pd.DataFrame) -> str:
-    """Reproduced when every cell does not match the oracle, not when some cell matches."""
-    if cells.empty:
-        return UNDECIDED
-    if (cells["verdict"] == V.MATCHES).any():
-        return NOT_REPRODUCED
-    return REPRODUCED if (cells["verdict"] == V.NO_MATCH).all() else UNDECIDED
+    """Reproduced when every cell does not match the oracle, not when some cell matches: `_some_match`
+    negated."""
+    return _NEGATION[_some_match(cells)]
 
 
 def _seekers(table: pd.DataFrame, protocol: str | tuple[str, ...], tasks: Iterable[str] | None = None,
@@ -270,8 +270,7 @@ def _grasp(table: pd.DataFrame) -> Outcome:
             statuses.append(UNDECIDED)
             evidence.append(f"{setting}: undecided: no grasp rows at density {key}")
             continue
-        statuses.append(NOT_REPRODUCED if (at["verdict"] == V.MATCHES).any() else
-                        REPRODUCED if (at["verdict"] == V.NO_MATCH).all() else UNDECIDED)
+        statuses.append(_none_match(at))
         n_match = int(share.get_group(key)["_m"].sum())
         evidence.append(f"{setting}: {n_match} of {share.get_group(key)['pruner'].nunique()} other pruners "
                         f"match at density {key}; " + _cell(at.iloc[0]))
@@ -366,11 +365,8 @@ def _scale(cells: pd.DataFrame) -> str:
         return "no rows"
     parts = []
     names = {"n_samples": "samples"}
-    for protocol in _data.PROTOCOL_ORDER + tuple(p for p in cells["protocol"].unique()
-                                                 if p not in _data.PROTOCOL_ORDER):
+    for protocol in _data.protocols_in(cells):
         sub = cells[cells["protocol"] == protocol]
-        if sub.empty:
-            continue
         seeds = sorted(set(sub["n"].astype(int)))
         items = [f"seeds {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"]
         for col in _data.SCALE_COLUMNS:
@@ -400,12 +396,17 @@ def evaluate_table(table: pd.DataFrame, keys: Iterable[str] | None = None) -> li
     return out
 
 
+def verdict_table(source: str | os.PathLike, acc_tol: float = V.ACC_TOL,
+                  loss_factor: float = V.LOSS_FACTOR) -> pd.DataFrame:
+    """The `plantseek.report.data.verdicts` table of a results database or an exported CSV."""
+    df, config_cols = load_rows(source)
+    return _data.verdicts(df, acc_tol, loss_factor, config_cols) if len(df) else pd.DataFrame()
+
+
 def evaluate(source: str | os.PathLike, acc_tol: float = V.ACC_TOL, loss_factor: float = V.LOSS_FACTOR,
              keys: Iterable[str] | None = None) -> list[Finding]:
     """Evaluate the paper's findings on a results database or an exported CSV."""
-    df, config_cols = load_rows(source)
-    table = _data.verdicts(df, acc_tol, loss_factor, config_cols) if len(df) else pd.DataFrame()
-    return evaluate_table(table, keys)
+    return evaluate_table(verdict_table(source, acc_tol, loss_factor), keys)
 
 
 def findings_frame(found: list[Finding]) -> pd.DataFrame:
@@ -444,9 +445,8 @@ def export_csv(source: str | os.PathLike, out: str | os.PathLike) -> int:
 def _md_pivot(table: pd.DataFrame) -> list[str]:
     """Markdown: per setting, pruners down and protocols across, the sparsest density that matches."""
     lines = []
-    order = {p: i for i, p in enumerate(_data.PROTOCOL_ORDER)}
     for setting, sub in table.groupby("setting", sort=True):
-        protos = sorted(dict.fromkeys(sub["protocol"]), key=lambda p: (order.get(p, 99), p))
+        protos = _data.protocols_in(sub)
         first = sub.iloc[0]
         lines += ["", f"*{setting}* ({first['metric']}; planted ticket density {first['ticket density']:.3g}):", "",
                   "| pruner | " + " | ".join(protos) + " |", "|---|" + "---|" * len(protos)]
@@ -469,11 +469,13 @@ def _md_cell(r) -> str:
 
 
 def readme_block(source: str | os.PathLike, display: str = README_CSV, acc_tol: float = V.ACC_TOL,
-                 loss_factor: float = V.LOSS_FACTOR) -> str:
+                 loss_factor: float = V.LOSS_FACTOR, table: pd.DataFrame | None = None) -> str:
     """The README's generated findings block (markers included) from a results file; ``display`` is the
-    path the block names as its source."""
-    df, config_cols = load_rows(source)
-    table = _data.verdicts(df, acc_tol, loss_factor, config_cols) if len(df) else pd.DataFrame()
+    path the block names as its source.
+
+    ``table``: the `verdict_table` of ``source`` when it is already computed."""
+    if table is None:
+        table = verdict_table(source, acc_tol, loss_factor)
     found = evaluate_table(table)
     seeds = int(table["n"].max()) if len(table) else 0
     lines = [f"{BEGIN} generated from {display} by `plantseek findings {display} --readme README.md`; regenerate "
@@ -492,7 +494,7 @@ def readme_block(source: str | os.PathLike, display: str = README_CSV, acc_tol: 
     if len(table):
         lines += ["", "Sparsest density at which each pruner matches the ticket oracle (in brackets: times the "
                   "planted ticket's density; — : no density matched, with the best mean):"]
-        lines += _md_pivot(_data.sparsest_match(df, table=table))
+        lines += _md_pivot(_data.sparsest_match(None, table=table))
     lines.append(END)
     return "\n".join(lines) + "\n"
 

@@ -403,8 +403,9 @@ def parse_sweep(text: str | Mapping[str, Any], origin: str = "<sweep>") -> Sweep
     runs: list[RunConfig] = []
     seen: set[str] = set()
     folded: set[str] = set()
+    tickets: dict = {}  # (task, depth) -> its ticket, built once per sweep for the width checks
     for label, table in tables:
-        for run in _expand_table(table, f"{origin}: {label}", folded):
+        for run in _expand_table(table, f"{origin}: {label}", folded, tickets):
             k = canonical_json(run.to_dict())
             if k not in seen:
                 seen.add(k)
@@ -443,9 +444,10 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _expand_table(table: Mapping[str, Any], where: str, folded: set[str] | None = None) -> Iterable[RunConfig]:
+def _expand_table(table: Mapping[str, Any], where: str, folded: set[str] | None = None,
+                  tickets: dict | None = None) -> Iterable[RunConfig]:
     """The runs of one table; the oracle's runs at a numeric density become its run at density "ticket" (their
-    canonical configurations go to ``folded``)."""
+    canonical configurations go to ``folded``); ``tickets`` caches the tickets the runs are checked against."""
     grid: dict[str, list] = {}
     options: dict[str, list] = {}
     for key, value in table.items():
@@ -482,7 +484,7 @@ def _expand_table(table: Mapping[str, Any], where: str, folded: set[str] | None 
     defaults = seek_defaults()
     _check_booleans(options, defaults, where)
     _check_choices(options, where)
-    tickets: dict = {}  # (task, depth) -> its ticket, built once per table
+    tickets = {} if tickets is None else tickets
     keys = list(grid) + list(options)
     lists = [grid[k] for k in grid] + [options[k] for k in options]
     for combo in itertools.product(*lists):
@@ -535,7 +537,7 @@ def _check_choices(options: Mapping[str, list], where: str) -> None:
                                        + ", ".join(map(str, choices)))
 
 
-def _checked_run(run: RunConfig, where: str, tickets: dict | None = None) -> RunConfig:
+def _checked_run(run: RunConfig, where: str, tickets: dict) -> RunConfig:
     """Refuse before the sweep starts what the run would fail on: a depth below its task's minimum, a width
     narrower than its ticket (`plantseek.planting.host_widths`), a noise outside its task's range, a density
     that keeps no parameter of its network (see `plantseek.pruners.base.check_keeps_one`)."""
@@ -551,7 +553,6 @@ def _checked_run(run: RunConfig, where: str, tickets: dict | None = None) -> Run
         raise SweepConfigError(f"{where}: key 'depth': bad value {run.depth!r} for task {run.task!r}; allowed: "
                                f"integers >= {task.min_depth} (the task's minimum depth)")
     if task.builds_ticket:
-        tickets = {} if tickets is None else tickets
         ticket = tickets.get((run.task, run.depth))
         if ticket is None:
             ticket = tickets[(run.task, run.depth)] = task.ticket(run.depth)

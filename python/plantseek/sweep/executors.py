@@ -206,25 +206,28 @@ def plan_groups(runs: Sequence[RunConfig], device: str | None = None,
     the local executor decides them (`make_chunks`, then `plan_batch_size` unless ``max_batch`` is given);
     nothing is run or allocated."""
     from .. import memory
+    from ..device import resolve_device
 
     groups: dict[str, list[RunConfig]] = {}
     for run in runs:
         groups.setdefault(run.group_key, []).append(run)
+    dev = device or "auto"
+    try:  # one device, one reading of its free memory, for every group
+        dev = str(resolve_device(dev))
+        free_now = memory.free_memory(dev)
+    except Exception:  # noqa: BLE001 - an unusable device fails each run on its own
+        free_now = None
     plans = []
     for members in groups.values():
         chunks = make_chunks(members, max_batch)
         chunk = max(chunks, key=len)
-        kwargs = [r.seek_kwargs(device) for r in members]
-        dev = device or "auto"
         per_run = free = None
-        try:
-            from ..device import resolve_device
-
-            dev = str(resolve_device(dev))
-            per_run = max(memory.footprint_of(kw, dev).total for kw in kwargs)
-            free = memory.free_memory(dev)
-        except Exception:  # noqa: BLE001 - an unusable device or a run without estimate fails on its own
-            per_run = free = None
+        if free_now is not None:
+            try:
+                per_run = max(memory.footprint_of(r.seek_kwargs(device), dev).total for r in members)
+                free = free_now
+            except Exception:  # noqa: BLE001 - a run without estimate fails on its own
+                pass
         if max_batch is not None or per_run is None:
             size = len(chunk)
         else:
@@ -234,8 +237,7 @@ def plan_groups(runs: Sequence[RunConfig], device: str | None = None,
         plans.append(GroupPlan(task=first.task, depth=first.depth, width=first.width, protocol=first.protocol,
                                runs=len(members), per_batch=size,
                                batches=sum(math.ceil(len(c) / size) for c in chunks), per_run_bytes=per_run,
-                               free_bytes=free,
-                               device=dev))
+                               free_bytes=free, device=dev))
     return plans
 
 
