@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results import best_of, machine, write_section  # noqa: E402
 
 import plantseek  # noqa: E402
-from plantseek import init as inits  # noqa: E402
+from plantseek import host_init  # noqa: E402
 from plantseek import tasks  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def data_loop_numpy(name: str, n: int = 10_000, noise: float = 0.01, seed: int =
 def plant_loop(ticket, width: int, seed: int = 0):
     """The same planting algorithm with a Python loop over candidate host neurons (the original code's way)."""
     widths = [ticket.input_dim] + [width] * (ticket.depth - 1) + [ticket.output_dim]
-    weights, biases = inits.get("he-scaled")(widths, torch.Generator().manual_seed(seed))
+    weights, biases = host_init.get("he-scaled")(widths, torch.Generator().manual_seed(seed))
     prev_map, prev_scale = list(range(ticket.input_dim)), [1.0] * ticket.input_dim
     for l, (Wt, bt) in enumerate(zip(ticket.weights[:-1], ticket.biases[:-1])):
         W, b = weights[l].numpy(), biases[l].numpy()

@@ -24,8 +24,11 @@ except ImportError:
 
 from results import machine, write_section  # noqa: E402
 
-from plantseek import kernels, masks, metrics, native  # noqa: E402
-from plantseek import nn as pnn  # noqa: E402
+from plantseek import masks, native  # noqa: E402
+from plantseek.kernels import masks as mask_kernels  # noqa: E402
+from plantseek.kernels import scores as score_kernels  # noqa: E402
+from plantseek.kernels import sparse_linear as pnn  # noqa: E402
+from plantseek.sparse_layers import MaskedLinear  # noqa: E402
 
 BATCH = 256
 
@@ -186,9 +189,9 @@ def synflow_loop_reference(ws, bs, density, rounds):
     masks_ = [(torch.ones_like(w, dtype=torch.bool), torch.ones_like(b, dtype=torch.bool)) for w, b in zip(ws, bs)]
     total = sum(w.numel() + b.numel() for w, b in zip(ws, bs))
     for r in range(1, rounds + 1):
-        scores = kernels.synflow_scores_reference(ws, bs, masks_)
+        scores = score_kernels.synflow_scores_reference(ws, bs, masks_)
         flat = torch.cat([t.reshape(-1) for pair in scores for t in pair])
-        k = kernels.kept_count(density ** (r / rounds), total)
+        k = score_kernels.kept_count(density ** (r / rounds), total)
         thr = torch.kthvalue(flat, total - k).values if k < total else flat.min() - 1
         masks_ = [(sw > thr, sb > thr) for sw, sb in scores]
     return masks_
@@ -203,7 +206,7 @@ def bench_synflow(quick=False):
     cpu_clock = torch.get_num_threads() == 1
     clock = time.process_time if cpu_clock else time.perf_counter
     t0 = clock()
-    kernels.synflow_prune(ws, bs, density, rounds=rounds)
+    score_kernels.synflow_prune(ws, bs, density, rounds=rounds)
     t_native = clock() - t0
     ref_nets = 1
     t0 = clock()
@@ -231,12 +234,12 @@ def bench_masks(quick=False):
     ticket = [(torch.rand(widths[l + 1], widths[l], generator=gen) < 0.005, torch.rand(widths[l + 1], generator=gen) < 0.05)
               for l in range(len(widths) - 1)]
     n_params = masks.size(ticket)
-    t_overlap = best(lambda: masks.overlap_counts(found, ticket), repeat=2, warmup=0)
+    t_overlap = best(lambda: mask_kernels.overlap_counts(found, ticket), repeat=2, warmup=0)
     ref_n = 64 if not quick else 8
-    t_overlap_ref = best(lambda: masks.overlap_counts_reference(found[:ref_n], ticket), repeat=1, warmup=0) * n_masks / ref_n
-    t_eff = best(lambda: metrics.reachability_counts(found), repeat=2, warmup=0)
+    t_overlap_ref = best(lambda: mask_kernels.overlap_counts_reference(found[:ref_n], ticket), repeat=1, warmup=0) * n_masks / ref_n
+    t_eff = best(lambda: mask_kernels.reachability_counts(found), repeat=2, warmup=0)
     ref_e = 16 if not quick else 4
-    t_eff_ref = best(lambda: metrics.reachability_counts_reference(found[:ref_e]), repeat=1, warmup=0) * n_masks / ref_e
+    t_eff_ref = best(lambda: mask_kernels.reachability_counts_reference(found[:ref_e]), repeat=1, warmup=0) * n_masks / ref_e
     print(f"masks: overlap {t_overlap:.2f} s vs {t_overlap_ref:.2f} s; effective {t_eff:.2f} s vs {t_eff_ref:.2f} s", flush=True)
     return dict(n_masks=n_masks, n_params=n_params, overlap=t_overlap, overlap_ref=t_overlap_ref, ref_n=ref_n,
                 eff=t_eff, eff_ref=t_eff_ref, ref_e=ref_e)
@@ -271,8 +274,8 @@ def bench_training(quick=False):
 
     def run(mode):
         torch.manual_seed(0)
-        if mode == "stack":  # what plantseek.train runs: one fused native pass per step (plantseek.stack)
-            from plantseek.stack import NativeStack
+        if mode == "stack":  # what plantseek.train runs: one fused native pass per step (plantseek.kernels.sparse_stack)
+            from plantseek.kernels.sparse_stack import NativeStack
             from plantseek.train import TrainConfig
 
             structs = [pnn.mask_structure(wm.unsqueeze(0)) for wm in wms]
@@ -290,7 +293,7 @@ def bench_training(quick=False):
         else:
             layers = []
             for l in range(depth):
-                layer = pnn.MaskedLinear(widths[l], widths[l + 1], impl=mode)
+                layer = MaskedLinear(widths[l], widths[l + 1], impl=mode)
                 with torch.no_grad():
                     layer.weight.copy_(init_w[l])
                     layer.bias.copy_(init_b[l])
@@ -354,8 +357,9 @@ def result_lines(lin, peak_note, cross, syn, mk, tr, quick, threads, load=None):
     lines.append("")
     lines.append(f"Sparse masked linear, forward + backward, batch {BATCH}, square layers, float32. *dense*: "
                  "`x @ (W*M).T` with autograd; *torch CSR*: `torch.sparse.mm` on a CSR weight whose values require "
-                 "grad; *plantseek masked*: `plantseek.nn.masked_linear` (dense weight, dense zero-filled weight "
-                 "gradient); *plantseek values*: `plantseek.nn.sparse_linear` (kept values only, like torch CSR). "
+                 "grad; *plantseek masked*: `plantseek.kernels.sparse_linear.masked_linear` (dense weight, dense "
+                 "zero-filled weight gradient); *plantseek values*: `plantseek.kernels.sparse_linear.sparse_linear` "
+                 "(kept values only, like torch CSR). "
                  f"GFMA/s = 3 x nnz x batch / time of the values path; peak assumed {peak_note}.")
     lines.append("")
     lines.append("| width | density | nnz | dense (ms) | torch CSR (ms) | plantseek masked (ms) | plantseek values (ms) "
@@ -368,7 +372,7 @@ def result_lines(lin, peak_note, cross, syn, mk, tr, quick, threads, load=None):
     lines.append("")
     lines.append("Crossover (first density at which the sparse masked path is slower than the dense one, same "
                  "shapes): " + ", ".join(f"width {n}: {d if d is not None else '> 0.5'}" for n, d in cross.items())
-                 + f". `plantseek.nn.crossover_density()` = {pnn.SPARSE_CROSSOVER_DENSITY} (override with "
+                 + f". `plantseek.kernels.sparse_linear.crossover_density()` = {pnn.SPARSE_CROSSOVER_DENSITY} (override with "
                  "PLANTSEEK_SPARSE_CROSSOVER).")
     lines.append("")
     lines.append(f"SynFlow, {syn['rounds']} rounds (density {syn['density']:g}^(r/R)), depth {syn['depth']}, width "
@@ -386,11 +390,11 @@ def result_lines(lin, peak_note, cross, syn, mk, tr, quick, threads, load=None):
                  f"{mk['eff_ref']:.2f} s (**{mk['eff_ref']/mk['eff']:.0f}x**, reference on {mk['ref_e']} masks, scaled).")
     lines.append("")
     lines.append(f"Training phase of a singleshot run (circle, depth 5, width 1000, density 0.001, Adam, batch 32, "
-                 f"{tr['epochs']} epochs ({tr['measured_epochs']} measured and scaled), plantseek.nn layers): dense masked {tr['dense']:.1f} s, sparse masked "
+                 f"{tr['epochs']} epochs ({tr['measured_epochs']} measured and scaled), plantseek.sparse_layers layers): dense masked {tr['dense']:.1f} s, sparse masked "
                  f"(dense parameters + Adam over them) {tr['sparse']:.1f} s (**{tr['dense']/tr['sparse']:.1f}x**), "
                  f"sparse on kept values (Adam over kept values) {tr['values']:.1f} s "
                  f"(**{tr['dense']/tr['values']:.1f}x**)"
-                 + (f", the network-major native step that plantseek.train uses (plantseek.stack) {tr['stack']:.1f} s "
+                 + (f", the network-major native step that plantseek.train uses (plantseek.kernels.sparse_stack) {tr['stack']:.1f} s "
                     f"(**{tr['dense']/tr['stack']:.1f}x**)." if "stack" in tr else "."))
     lines.append("")
     lines.extend(goal_lines(lin, syn, mk, tr))
@@ -575,7 +579,7 @@ def test_bench_masked_linear_dense(benchmark):
 def test_bench_synflow_native(benchmark):
     _needs_native()
     ws, bs = _synflow_nets(4, 200, 4)
-    benchmark(lambda: kernels.synflow_prune(ws, bs, 0.01, rounds=20))
+    benchmark(lambda: score_kernels.synflow_prune(ws, bs, 0.01, rounds=20))
 
 
 def test_bench_overlap_native(benchmark):
@@ -584,7 +588,7 @@ def test_bench_overlap_native(benchmark):
     widths = [256, 512, 512, 10]
     ms = [[(torch.rand(widths[l + 1], widths[l], generator=gen) < 0.1, torch.rand(widths[l + 1], generator=gen) < 0.1)
            for l in range(3)] for _ in range(16)]
-    benchmark(lambda: masks.overlap_counts(ms, ms[0]))
+    benchmark(lambda: mask_kernels.overlap_counts(ms, ms[0]))
 
 
 if __name__ == "__main__":

@@ -168,7 +168,7 @@ SWEEP_NOTES = """
 A network-step is one optimiser step of one of the 64 runs on a batch of 32 (the dense baselines' steps are not
 counted). "Same results": batched and native one by one are bitwise identical in both dtypes, because every
 network on either side (the dense baselines included: small networks take the native step at any density)
-trains on the same network-major native step (`plantseek.stack`), one network at a time, so the arithmetic is
+trains on the same network-major native step (`plantseek.kernels.sparse_stack`), one network at a time, so the arithmetic is
 the same. Against the dense masked path the float64 metrics agree to about 1e-10 (sums in another order, fused
 multiply-adds); in float32 rounding differences grow through training, and a few metrics of the 64 runs then
 differ in the second digit.

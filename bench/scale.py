@@ -68,7 +68,7 @@ def run_cell(spec: dict) -> dict:
     out = {
         **spec, "wall_s": wall, "ok": len(ok), "errors": errors[:3],
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "base_rss": base_rss,
-        "test_loss": [r.metrics["test_loss"] for r in ok], "kept": [r.metrics["density"] for r in ok],
+        "test_loss": [r.metrics["test_loss"] for r in ok], "kept": [r.metrics["kept_density"] for r in ok],
     }
     if device.startswith("cuda"):
         out["peak_device"] = torch.cuda.max_memory_allocated()

@@ -1,7 +1,8 @@
 """A deterministic stand-in for ``plantseek.seek`` / ``seek_batch`` that trains nothing.
 
 A test fake (under tests/, never in the package) used by the sweep, store and report tests: its metrics are
-plausible functions of the configuration with seeded noise, with the same flat keys as the real seeker.
+plausible functions of the configuration with seeded noise, under the keys `plantseek.metric_schema` says the
+real seeker emits for that run.
 ``FakeSeeker(fail_seeds=..., sleep=...)`` makes chosen runs raise or every run take time.
 Instances are picklable, so they also run on Dask workers (which import this module by name: they need
 tests/ on their path, as in-process workers and spawned ones started from pytest have).
@@ -14,6 +15,8 @@ import math
 import random
 import time
 from typing import Any, Sequence
+
+from plantseek import metric_schema as schema
 
 CLASSIFICATION = {"circle": 4, "image": 10}
 
@@ -35,8 +38,16 @@ def ticket_density(task: str, depth: int, width) -> float:
     return min(1.0, per_layer * depth / params)
 
 
+# the fake's value of a declared metric it does not model, by kind (`plantseek.metric_schema.KINDS`)
+_BY_KIND = {"density": 0.5, "recovery": 0.5, "connectivity": 0.5, "hiding": 0.5, "accuracy": 0.5, "scale": 1.0,
+            "count": 0, "flag": False, "time": 0.01, "error": 0.0}
+
+
 def fake_metrics(kw: dict) -> dict[str, Any]:
+    """Every metric `plantseek.metric_schema.expected` says the run emits (names and per-layer keys from the
+    schema), with modelled values for the ones the report and the findings read."""
     task, depth, width = kw["task"], int(kw["depth"]), kw["width"]
+    protocol = kw.get("protocol", "singleshot")
     pruner = kw["pruner"] if isinstance(kw["pruner"], str) else getattr(kw["pruner"], "name", str(kw["pruner"]))
     rng = _rng({k: v for k, v in kw.items() if k != "pruner"} | {"pruner": pruner})
     td = ticket_density(task, depth, width)
@@ -47,28 +58,46 @@ def fake_metrics(kw: dict) -> dict[str, Any]:
             "random": 0.2, "edge-popup": 0.1, "edge-popup-annealed": 0.05}.get(pruner, 0.1)
     quality = 1.0 / (1.0 + math.exp(-4.0 * (math.log10(density) - math.log10(knee))))
     quality = min(1.0, max(0.0, quality + rng.gauss(0, 0.03)))
-    m: dict[str, Any] = {"density": density, "weight_density": density * 0.98, "effective_density": density * quality}
+    v: dict[str, Any] = {"kept_density": density, "requested_density": density, "weight_density": density * 0.98,
+                         "effective_density": density * quality, "ticket_density": td, "ticket_weight_density": td}
     ticket_perf_acc, dense_acc = 0.95, 0.97
     if task in CLASSIFICATION:
-        chance = 1.0 / CLASSIFICATION[task]
+        kind, n_outputs = "classification", CLASSIFICATION[task]
+        chance = 1.0 / n_outputs
         acc = chance + (ticket_perf_acc + 0.01 - chance) * quality
-        m.update(test_accuracy=acc, test_loss=1.5 * (1 - quality) + 0.1,
+        v.update(test_accuracy=acc, test_loss=1.5 * (1 - quality) + 0.1,
                  ticket_test_accuracy=ticket_perf_acc, ticket_test_loss=0.12,
                  dense_test_accuracy=dense_acc, dense_test_loss=0.08)
     else:
+        kind, n_outputs = "regression", {"helix": 3}.get(task, 1)
         floor = 1e-4 if task == "relu" else 3.2e-4
-        m.update(test_loss=floor * (1 + 1e3 * (1 - quality) ** 2),
+        v.update(test_loss=floor * (1 + 1e3 * (1 - quality) ** 2),
                  ticket_test_loss=floor, dense_test_loss=floor * 2)
     recall = 1.0 if pruner == "ticket" else min(1.0, density * (0.5 + 2 * quality * (pruner == "synflow")))
-    m.update(recall=recall, precision=min(1.0, recall * td / density), ticket_survived=recall >= 1.0,
-             layer_collapse=quality < 0.05)
-    m["f1"] = 2 * m["recall"] * m["precision"] / max(1e-12, m["recall"] + m["precision"])
-    m["jaccard"] = m["f1"] / (2 - m["f1"]) if m["f1"] < 2 else 1.0
-    for i in range(depth):
-        shape = 1.0 + 0.5 * math.cos(i)  # uneven layers
-        m[f"layer_density_{i}"] = min(1.0, density * shape)
-        m[f"ticket_layer_density_{i}"] = min(1.0, td * (2.0 if i in (0, depth - 1) else 0.7))
-        m[f"recall_{i}"] = recall
+    v.update(recall=recall, functional_recall=recall, precision=min(1.0, recall * td / density),
+             ticket_survived=recall >= 1.0, layer_collapse=quality < 0.05, dead_neurons=int(round(10 * (1 - quality))),
+             dense_epochs=int(kw.get("epochs", 10)), train_loss=v["test_loss"], output_scale=1e-3,
+             output_scale_fitted=1e-3, test_loss_rescaled=v["test_loss"] * 0.9,
+             test_loss_planted_scale=v["test_loss"] * 1.1)
+    v["f1"] = 2 * v["recall"] * v["precision"] / max(1e-12, v["recall"] + v["precision"])
+    v["jaccard"] = v["f1"] / (2 - v["f1"]) if v["f1"] < 2 else 1.0
+    per_layer = {  # template -> value of layer i
+        "layer_density_{i}": lambda i: min(1.0, density * (1.0 + 0.5 * math.cos(i))),  # uneven layers
+        "ticket_layer_density_{i}": lambda i: min(1.0, td * (2.0 if i in (0, depth - 1) else 0.7)),
+        "recall_layer_{i}": lambda i: recall, "precision_layer_{i}": lambda i: v["precision"],
+        "f1_layer_{i}": lambda i: v["f1"], "jaccard_layer_{i}": lambda i: v["jaccard"],
+        "functional_recall_layer_{i}": lambda i: recall,
+    }
+    names = schema.expected(protocol, "mlp", kind=kind, n_layers=depth, n_outputs=n_outputs,
+                            dense_baseline=kw.get("dense_baseline", True), rescale=kw.get("rescale", "fit") != "none")
+    m: dict[str, Any] = {}
+    for name in names:
+        metric = schema.get(name)
+        if metric.per_layer and metric.name in per_layer:
+            m[name] = per_layer[metric.name](int(name.rsplit("_", 1)[1]))
+        else:
+            default = v["test_loss"] if metric.kind == "loss" else _BY_KIND[metric.kind]
+            m[name] = v.get(name, v.get(metric.name, default))
     return m
 
 

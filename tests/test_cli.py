@@ -95,6 +95,11 @@ SEEK_VALUES = {
     "optimizer": ("sgd", "sgd"), "rounds": ("3", 3), "round_epochs": ("2", 2), "scope": ("layer", "layer"),
     "n_samples": ("500", 500), "noise": ("0.05", 0.05), "pruning_samples": ("8", 8), "init": ("he", "he"),
     "impl": ("sparse", "sparse"), "rescale": ("none", "none"),
+    # the image tasks' options (plantseek.spec.TicketSpec, DataSpec.n_train/n_test, ExecSpec.data_dir)
+    "n_train": ("100", 100), "n_test": ("50", 50), "layout": ("small", "small"), "ticket_width": ("0.5", 0.5),
+    "ticket_pruner": ("magnitude", "magnitude"), "ticket_target_density": ("0.1", 0.1),
+    "ticket_scope": ("layer", "layer"), "ticket_train_epochs": ("3", 3), "ticket_finetune_epochs": ("2", 2),
+    "ticket_lr": ("0.01", 0.01), "ticket_batch_size": ("16", 16), "data_dir": ("/data/x", "/data/x"),
 }
 SEEK_FLAGS = {"prune_bias": "--no-prune-bias", "dense_baseline": "--no-dense", "progress": "--no-progress"}
 
@@ -118,7 +123,10 @@ def seek_calls(monkeypatch):
 
 
 def test_option_docs_cover_exactly_the_seek_options():
-    from plantseek.seek import DEFAULTS, OPTION_CHOICES, OPTION_DOCS
+    from plantseek import spec
+    from plantseek.seek import DEFAULTS, OPTION_DOCS
+
+    OPTION_CHOICES = {k: c for k in DEFAULTS if (c := spec.choices(k)) is not None}
 
     assert set(OPTION_DOCS) == set(DEFAULTS)
     assert all(isinstance(d, str) and d for d in OPTION_DOCS.values())
@@ -128,13 +136,14 @@ def test_option_docs_cover_exactly_the_seek_options():
 def test_every_seek_option_reaches_seek(seek_calls):
     from plantseek.seek import BOOLEAN_KEYS, DEFAULTS, option_choices
 
-    assert set(SEEK_VALUES) == set(DEFAULTS) - set(BOOLEAN_KEYS) - {"pruner_options"}
+    assert set(SEEK_VALUES) == set(DEFAULTS) - set(BOOLEAN_KEYS) - {"pruner_options", "ticket_pruner_options"}
     assert set(SEEK_FLAGS) == set(BOOLEAN_KEYS)
     argv = ["seek"]
     for key, (text, _) in SEEK_VALUES.items():
         assert (choices := option_choices(key)) is None or text in choices, key
         argv += ["--" + key.replace("_", "-"), text]
-    argv += list(SEEK_FLAGS.values()) + ["--pruner-option", "iterations=2", "--pruner-option", "mode=x"]
+    argv += list(SEEK_FLAGS.values()) + ["--pruner-option", "iterations=2", "--pruner-option", "mode=x",
+                                         "--ticket-pruner-option", "iterations=5"]
     assert main(argv) == 0
     (got,) = seek_calls
     assert set(got) == set(DEFAULTS)
@@ -142,6 +151,7 @@ def test_every_seek_option_reaches_seek(seek_calls):
         assert got[key] == value and got[key] != DEFAULTS[key], key
     assert all(got[key] is False for key in SEEK_FLAGS)
     assert got["pruner_options"] == {"iterations": 2, "mode": "x"}
+    assert got["ticket_pruner_options"] == {"iterations": 5}
 
 
 def test_seek_defaults_reach_seek_unchanged(seek_calls):
@@ -152,7 +162,7 @@ def test_seek_defaults_reach_seek_unchanged(seek_calls):
 
 
 def test_seek_optimizer_and_init_from_the_cli(seek_calls, capsys):
-    from plantseek import init
+    from plantseek import host_init
 
     assert main(["seek", "--optimizer", "sgd", "--init", "kaiming-uniform"]) == 0
     assert seek_calls[0]["optimizer"] == "sgd" and seek_calls[0]["init"] == "kaiming-uniform"
@@ -162,7 +172,7 @@ def test_seek_optimizer_and_init_from_the_cli(seek_calls, capsys):
     with pytest.raises(SystemExit):
         main(["seek", "--init", "no-such-init"])
     err = capsys.readouterr().err
-    assert all(name in err for name in init.available())
+    assert all(name in err for name in host_init.available())
 
 
 def test_seek_optimizer_and_init_run(tmp_path):
@@ -188,8 +198,9 @@ def test_seek_help_lists_every_option_with_its_doc_and_default(monkeypatch, caps
             entries[-1] += " " + line.strip()
     lines = {e.split()[0]: e for e in entries}
     for key, default in DEFAULTS.items():
-        flag = "--pruner-option" if key == "pruner_options" else SEEK_FLAGS.get(key, "--" + key.replace("_", "-"))
+        options = isinstance(default, dict)  # pruner_options, ticket_pruner_options: a repeatable --*-option
+        flag = "--" + key.replace("_", "-")[:-1] if options else SEEK_FLAGS.get(key, "--" + key.replace("_", "-"))
         assert OPTION_DOCS[key] in lines[flag], key
-        if key != "pruner_options":
+        if not options:
             shown = "on" if default is True else "unset" if default is None else default
             assert f"(default: {shown})" in lines[flag], (key, lines[flag])

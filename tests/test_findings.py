@@ -23,7 +23,7 @@ def cell(task, protocol, pruner, density, verdict, *, ticket_density=0.005, coll
     x = ticket_density if density == "ticket" else float(density)
     return {"setting": setting or f"{task} (depth 4, width 100)", "task": task, "protocol": protocol,
             "pruner": pruner, "pruner_name": pruner.split("[")[0], "is_oracle": pruner == "ticket",
-            "density_key": key, "density": x, "requested_density": x, "metric": "accuracy" if accuracy else "loss",
+            "density_key": key, "kept_density": x, "requested_density": x, "metric": "accuracy" if accuracy else "loss",
             "n": n, "mean": 0.9 - d, "ci_lo": 0.85 - d, "ci_hi": 0.95 - d, "reference": 0.9, "reference_n": n,
             "d": d, "d_lower": d - 0.01, "d_upper": d + 0.01, "tolerance": tol, "verdict": verdict, "note": "",
             "ticket_density": ticket_density, "layer_collapse": collapse, "depth": 4, "width": 100,
@@ -141,7 +141,7 @@ def test_evidence_names_the_reference_as_the_figures_do():
     from plantseek.report.data import prepare, sparsest_match
 
     rows = [{"task": "circle", "pruner": pr, "protocol": proto, "density": "ticket", "seed": s, "depth": 2,
-             "width": 10, "density_measured": 0.004, "test_accuracy": 0.9 + s / 100, "ticket_test_accuracy": 0.95,
+             "width": 10, "kept_density": 0.004, "test_accuracy": 0.9 + s / 100, "ticket_test_accuracy": 0.95,
              "status": "ok"} for pr in ("ticket", "p") for proto in ("singleshot", "strong") for s in range(3)]
     md = "\n".join(F._md_pivot(sparsest_match(prepare(pd.DataFrame(rows)), config_cols=["depth", "width"])))
     assert "| ticket mask (trained) / ticket mask | 0.004 (1x) | 0.004 (1x) |" in md

@@ -10,7 +10,10 @@ import pytest
 import plantseek
 
 PACKAGE = Path(__file__).resolve().parents[1] / "python" / "plantseek"
-TRAINER = ("plantseek.train", "plantseek.stack", "plantseek.nn", "plantseek.protocols")
+TRAINER = ("plantseek.train", "plantseek.impl_choice", "plantseek.kernels.sparse_stack",
+           "plantseek.kernels.sparse_linear", "plantseek.sparse_layers", "plantseek.protocols")
+# what the trainer uses, which must not import it back (at any level, not only at import time)
+TRAINER_PARTS = ("plantseek.batching", "plantseek.impl_choice", "plantseek.optim", "plantseek.threads")
 
 
 def _run(code: str) -> str:
@@ -19,7 +22,8 @@ def _run(code: str) -> str:
     return proc.stdout
 
 
-@pytest.mark.parametrize("module", ["plantseek", "plantseek.store", "plantseek.report", "plantseek.sweep.config"])
+@pytest.mark.parametrize("module", ["plantseek", "plantseek.store", "plantseek.report", "plantseek.sweep.config",
+                                    "plantseek.pruners", "plantseek.optim"])
 def test_import_does_not_load_the_trainer(module):
     out = _run(f"import sys, {module}\nprint(' '.join(sorted(m for m in sys.modules if m.startswith('plantseek'))))")
     loaded = set(out.split())
@@ -34,7 +38,8 @@ def test_public_names_resolve():
     assert inspect.isfunction(plantseek.plant) and inspect.isfunction(plantseek.load)
     assert inspect.isfunction(plantseek.plant_state_dict) and inspect.isclass(plantseek.PlantedModule)
     assert inspect.isclass(plantseek.Ticket) and inspect.isclass(plantseek.PlantedNetwork)
-    for module in ("tasks", "pruners", "train", "sweep", "report", "store", "native", "tickets"):
+    for module in ("tasks", "pruners", "train", "sweep", "report", "store", "native", "tickets", "host_init", "optim",
+                   "batching", "threads", "impl_choice"):
         assert inspect.ismodule(getattr(plantseek, module)), module
     from plantseek import SeekResult, load, plant, pruners, seek, seek_batch, tasks  # noqa: F401
     assert seek is plantseek.seek
@@ -135,12 +140,27 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_import_graph_sees_the_imports():
     graph = import_graph()
-    assert "plantseek.stack" in graph["plantseek.train"]
+    assert "plantseek.kernels.sparse_stack" in graph["plantseek.train"]
+    assert set(TRAINER_PARTS) <= graph["plantseek.train"]
     assert {"plantseek.pruners.base", "plantseek.tasks", "plantseek.train"} <= graph["plantseek.seek"]
     assert "plantseek.pruners.selection" in graph["plantseek.pruners.base"]  # `from . import selection`
     assert "plantseek.pruners" not in graph["plantseek.pruners.base"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_trainer_s_parts_never_import_it():
+    for module in TRAINER_PARTS:
+        path = PACKAGE / (module.split(".", 1)[1].replace(".", "/") + ".py")
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{node.module or ''}.{a.name}".lstrip(".") for a in node.names] + [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(n == "train" or n.endswith(".train") or n.startswith("train.") for n in names), \
+                f"{module} imports the trainer (line {node.lineno})"
 
 
 def test_no_import_cycles():

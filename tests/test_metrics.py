@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from plantseek import metrics, native
+from plantseek.kernels import masks as mask_kernels
 
 from validation_helpers import names, no_native
 
@@ -58,8 +59,8 @@ def test_recovery_many_equals_single(widths, M, density, seed):
 def test_reachability_native_matches_reference(widths, M, density, seed):
     gen = torch.Generator().manual_seed(seed)
     ms = [_mask(gen, widths, density) for _ in range(M)]
-    got = metrics.reachability_counts(ms)
-    want = metrics.reachability_counts_reference(ms)
+    got = mask_kernels.reachability_counts(ms)
+    want = mask_kernels.reachability_counts_reference(ms)
     for a, b in zip(got, want):
         assert torch.equal(a, b)
 
@@ -106,8 +107,8 @@ def test_errors():
 _names, _no_native = names, no_native
 
 
-REACHABILITY = [metrics.reachability_counts, _no_native(metrics.reachability_counts),
-                metrics.reachability_counts_reference]
+REACHABILITY = [mask_kernels.reachability_counts, _no_native(mask_kernels.reachability_counts),
+                mask_kernels.reachability_counts_reference]
 MASK_DEFECTS = ["empty list", "empty mask", "one mask", "float", "int bias", "shape differs", "unchained", "3-D",
                 "layers differ", "not tensors", "device"]
 
@@ -179,7 +180,7 @@ def test_connectivity_arguments_are_checked():
         with _names("masks[1]"):
             fn([good, good[0]])
     with _names("masks_list"):
-        metrics.reachability_counts([])
+        mask_kernels.reachability_counts([])
 
 
 @FAST
@@ -190,7 +191,7 @@ def test_reachability_of_zero_size_layers(widths, M, density, seed):
     effective)."""
     gen = torch.Generator().manual_seed(seed)
     ms = [_mask(gen, widths, density) for _ in range(M)]
-    want = metrics.reachability_counts_reference(ms)
+    want = mask_kernels.reachability_counts_reference(ms)
     for fn in REACHABILITY:
         for a, b in zip(fn(ms), want):
             assert torch.equal(a, b)

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 import plantseek
 from plantseek import plant, tasks
 from plantseek.masks import count
-from plantseek.planting_search import plant_search_reference
+from plantseek.kernels.planting_search import plant_search_reference
 from plantseek.tickets import univariate
 
 
@@ -68,8 +68,8 @@ def test_unmasked_host_differs_and_non_ticket_weights_stay_random():
     c = plant(ticket, width=100, seed=1)
     for wa, wb, wc in zip(a.weights, b.weights, c.weights):
         assert torch.equal(wa, wb) and not torch.equal(wa, wc)
-    from plantseek import init
-    w0, _ = init.get("he-scaled")(a.widths, torch.Generator().manual_seed(0))
+    from plantseek import host_init
+    w0, _ = host_init.get("he-scaled")(a.widths, torch.Generator().manual_seed(0))
     for (wm, _), w, orig in zip(a.ticket_mask, a.weights, w0):
         assert torch.equal(w[~wm], orig[~wm])  # only ticket positions were overwritten
 
@@ -86,8 +86,8 @@ def test_magnitude_of_output_scale_follows_median_rule():
     net = plant(ticket, width=100, seed=0)
     wm = net.ticket_mask[-1][0]
     planted = net.weights[-1][wm].abs().median()
-    from plantseek import init
-    w0, _ = init.get("he-scaled")(net.widths, torch.Generator().manual_seed(0))
+    from plantseek import host_init
+    w0, _ = host_init.get("he-scaled")(net.widths, torch.Generator().manual_seed(0))
     assert float(planted) == pytest.approx(float(w0[-1][wm].abs().median()), rel=0.05)
 
 

@@ -29,7 +29,7 @@ def test_ticket_pruner_recall_one(task, protocol):
     m = r.metrics
     assert m["recall"] == 1.0 and m["precision"] == 1.0 and m["ticket_survived"] is True
     assert all(m[f"recall_layer_{l}"] == 1.0 for l in range(4))
-    assert m["density"] == pytest.approx(m["ticket_density"], rel=0, abs=1e-15)
+    assert m["kept_density"] == pytest.approx(m["ticket_density"], rel=0, abs=1e-15)
     assert all(m[f"layer_density_{l}"] == m[f"ticket_layer_density_{l}"] for l in range(4))
 
 
@@ -121,7 +121,7 @@ def test_multishot_nested_masks_rewinds_and_schedule(monkeypatch):
     from plantseek.seek import _planted, normalize
     net = _planted(normalize(dict(task="circle", depth=3, width=20, pruner="random", device="cpu")))
     assert not torch.equal(calls[0][1][1], net.weights[1])
-    assert r.metrics["density"] == pytest.approx(round(0.1 * total) / total)
+    assert r.metrics["kept_density"] == pytest.approx(round(0.1 * total) / total)
     kept_final = sum(int(wm.sum()) + int(bm.sum()) for wm, bm in r.masks)
     assert all(bool((wm & ~pw).sum() == 0) for (wm, _), (pw, _) in zip(r.masks, calls[-1][0]))
     assert kept_final == round(0.1 * total)

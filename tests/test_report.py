@@ -105,7 +105,7 @@ def _rows(cells, task="circle", protocol="singleshot", metric="test_accuracy", *
             if value is None:
                 continue
             rows.append({"task": task, "pruner": pruner, "protocol": protocol, "density": density, "seed": seed,
-                         "depth": 2, "width": 10, "density_measured": 0.004 if density == "ticket" else density,
+                         "depth": 2, "width": 10, "kept_density": 0.004 if density == "ticket" else density,
                          metric: value, "ticket_" + metric: 0.95 if metric == "test_accuracy" else 1e-4,
                          "status": "ok", **extra})
     return rows
@@ -266,8 +266,8 @@ def _layer_rows(cells, ticket_density=0.004, protocol="singleshot", **extra):
     rows = _rows(cells, protocol=protocol, **extra)
     for r in rows:
         if r["pruner"] == "ticket" or r["density"] == "ticket":
-            r["density_measured"] = ticket_density
-        r.update(layer_density_0=r["density_measured"], layer_density_1=r["density_measured"] / 2,
+            r["kept_density"] = ticket_density
+        r.update(layer_density_0=r["kept_density"], layer_density_1=r["kept_density"] / 2,
                  ticket_layer_density_0=ticket_density, ticket_layer_density_1=ticket_density / 2)
     return rows
 
@@ -299,7 +299,7 @@ def test_density_axes_label_every_decade_and_the_densities_tried():
     for r in rows:
         r["recall"] = 0.5
         if r["density"] == "ticket":
-            r["density_measured"] = 0.03
+            r["kept_density"] = 0.03
     df = prepare(pd.DataFrame(rows))
     (s,) = settings(df, ["depth", "width"])
     for make in (performance_figure, recall_figure):

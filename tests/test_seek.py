@@ -33,7 +33,7 @@ def test_metrics_keys_and_values():
     assert isinstance(r, SeekResult)
     m = r.metrics
     for key in ["test_loss", "test_accuracy", "ticket_test_loss", "ticket_test_accuracy", "dense_test_loss",
-                "dense_test_accuracy", "density", "weight_density", "ticket_density", "requested_density",
+                "dense_test_accuracy", "kept_density", "weight_density", "ticket_density", "requested_density",
                 "effective_density", "dead_neurons", "layer_collapse", "recall", "precision", "f1", "jaccard",
                 "ticket_survived", "train_time_s", "hiding_median_percentile"]:
         assert key in m, key
@@ -41,9 +41,9 @@ def test_metrics_keys_and_values():
         for key in ["recall_layer", "precision_layer", "f1_layer", "jaccard_layer", "layer_density", "ticket_layer_density"]:
             assert f"{key}_{l}" in m
     total = sum(wm.numel() + bm.numel() for wm, bm in r.masks)
-    assert m["density"] == round(0.2 * total) / total
+    assert m["kept_density"] == round(0.2 * total) / total
     assert m["requested_density"] == 0.2
-    assert 0 <= m["effective_density"] <= m["density"]
+    assert 0 <= m["effective_density"] <= m["kept_density"]
     assert r.config["pruner"] == "synflow" and r.config["density"] == 0.2
     json.dumps({k: v for k, v in r.config.items()})  # the config is JSON-friendly
 
@@ -206,7 +206,7 @@ def test_user_pruner_keeping_the_wrong_count_fails_the_run():
 def test_cli_density_follows_the_one_rule():
     import argparse
 
-    from plantseek.seek_commands import parse_density
+    from plantseek.cli.seek import parse_density
 
     assert parse_density("Ticket") == "ticket" and parse_density("0.25") == 0.25
     for bad in ("nan", "0", "1.5", "half"):
@@ -242,9 +242,9 @@ def test_wrong_mask_shapes_from_a_pruner():
 
 def test_density_one_and_ticket_and_pruner_objects():
     full = seek(pruner="synflow", density=1.0, dense_baseline=False, **FAST).metrics
-    assert full["density"] == 1.0 and full["recall"] == 1.0
+    assert full["kept_density"] == 1.0 and full["recall"] == 1.0
     t = seek(pruner="magnitude", density="ticket", dense_baseline=False, **FAST)
-    assert t.metrics["density"] == pytest.approx(t.metrics["ticket_density"], abs=1e-3)
+    assert t.metrics["kept_density"] == pytest.approx(t.metrics["ticket_density"], abs=1e-3)
     assert t.metrics["requested_density"] == t.metrics["ticket_density"]
     obj = seek(pruner=pruners.get("synflow", iterations=1), density=0.1, dense_baseline=False, **FAST)
     assert obj.config["pruner"] == "synflow" and obj.config["pruner_options"] == {"iterations": 1}

@@ -201,7 +201,7 @@ def test_dataframe_export_and_summary(tmp_path):
     cols = list(df.columns)
     assert cols[:9] == ["task", "pruner", "protocol", "density", "seed", "depth", "width", "epochs", "dtype"] or \
         cols[:8] == ["task", "pruner", "protocol", "density", "seed", "depth", "width", "epochs"]
-    assert {"pruner_options", "lr", "density_measured", "test_loss", "recall", "status", "error"} <= set(cols)
+    assert {"pruner_options", "lr", "kept_density", "test_loss", "recall", "status", "error"} <= set(cols)
     assert set(df["density"].astype(str)) == {"0.1", "ticket"}
     assert set(df["width"]) == {"[30, 20]"}
     failed = df[df["status"] == "failed"]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from plantseek.sweep import SweepConfigError, parse_sweep, run_key
-from plantseek.sweep.config import RunConfig, canonical_json, package_version
+from plantseek.sweep.config import RunConfig, canonical_json, legacy_run_key
 
 ISSUE_EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "issue_example.toml").read_text()  # the issue's sweep
 
@@ -25,12 +25,13 @@ def test_issue_example_expands_to_the_product():
     assert {r.density for r in sweep.runs} == {0.1, 0.01, "ticket"}
 
 
-def test_keys_are_stable_and_depend_on_every_setting_and_the_version():
+def test_keys_are_stable_and_depend_on_every_setting():
     a = parse_sweep(ISSUE_EXAMPLE).runs
     b = parse_sweep(ISSUE_EXAMPLE.replace('tasks = ["circle", "relu"]', 'task = ["relu", "circle"]')).runs
     assert {r.key for r in a} == {r.key for r in b}  # spelling and order do not matter
     cfg = a[0].to_dict()
-    assert run_key(cfg, "1.0") != run_key(cfg, "1.1")
+    assert legacy_run_key(cfg, "1.0") != legacy_run_key(cfg, "1.1")  # the old scheme held the version
+    assert a[0].key == run_key(cfg)  # the new one does not (tests/test_spec.py: literal keys)
     for k, v in [("epochs", 2), ("width", 31), ("density", 0.2), ("seed", 5), ("lr", 0.01)]:
         assert run_key({**cfg, k: v}) != run_key(cfg)
     # 1 and 1.0 are the same density
@@ -39,7 +40,7 @@ def test_keys_are_stable_and_depend_on_every_setting_and_the_version():
     assert c.key == d.key
 
 
-def test_key_is_sha256_of_canonical_json_with_version():
+def test_legacy_key_is_sha256_of_canonical_json_with_version():
     import hashlib
 
     cfg = {"task": "relu", "pruner": "random", "protocol": "singleshot", "density": 0.5, "seed": 0, "depth": 2,
@@ -47,8 +48,8 @@ def test_key_is_sha256_of_canonical_json_with_version():
     expected = hashlib.sha256(
         b'{"config":{"density":0.5,"depth":2,"protocol":"singleshot","pruner":"random","seed":0,"task":"relu",'
         b'"width":10},"plantseek_version":"9.9"}').hexdigest()
-    assert run_key(cfg, "9.9") == expected
-    assert RunConfig.from_dict(cfg).key == run_key(cfg, package_version())
+    assert legacy_run_key(cfg, "9.9") == expected
+    assert RunConfig.from_dict(cfg).key == run_key(cfg) == RunConfig.from_dict(cfg).spec.key
 
 
 @settings(max_examples=50, deadline=None)
@@ -119,11 +120,9 @@ def test_uneven_width_and_training_options_in_the_grid():
 
 
 def test_defaults_of_seek_complete_the_key():
-    from plantseek.sweep.config import seek_defaults
+    from plantseek.spec import defaults as spec_defaults
 
-    defaults = seek_defaults()
-    if defaults is None:
-        pytest.skip("plantseek.seek not importable")
+    defaults = spec_defaults()
     a = parse_sweep(ISSUE_EXAMPLE).runs[0]
     b = parse_sweep(ISSUE_EXAMPLE + f"lr = {defaults['lr']!r}\nbatch_size = {defaults['batch_size']}\n").runs[0]
     assert a.key == b.key and a.options["lr"] == defaults["lr"]

@@ -1,4 +1,5 @@
-"""Batched masked training: batched equals one by one, equals torch.optim, masks hold, divergence is reported."""
+"""Batched masked training (plantseek.train): batched equals one by one, equals torch.optim, masks hold,
+divergence is reported."""
 from __future__ import annotations
 
 import math
@@ -6,6 +7,7 @@ import math
 import pytest
 import torch
 
+from plantseek import impl_choice
 from plantseek import train as T
 
 F64 = torch.float64
@@ -123,10 +125,6 @@ def test_progress_bar_and_history(capsys):
 
 
 def test_sparse_path_equals_dense():
-    pytest.importorskip("plantseek.nn")
-    from plantseek import nn as pnn
-    if not hasattr(pnn, "masked_linear"):
-        pytest.skip("plantseek.nn.masked_linear not available")
     ws, bs, masks, x, y = _problem(M=2, density=0.05, H=16)
     cfg = dict(epochs=2, batch_size=16)
     dense = T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([0, 1]),
@@ -186,66 +184,12 @@ def test_divergence_in_a_reordered_stack_names_the_right_run():
     assert isinstance(res.failed[2], T.TrainingDiverged) and res.failed[2].run == 2 and "c" in str(res.failed[2])
 
 
-def test_layer_impls_decide_for_the_whole_stack():
-    pytest.importorskip("plantseek.nn")
-    if T._native_nn() is None:
-        pytest.skip("plantseek.nn not available")
-    M, widths = 8, [2, 100, 100, 2]
-    def masks(first_density, rest_density):
-        g = torch.Generator().manual_seed(0)
-        out = []
-        for l, (i, o) in enumerate(zip(widths[:-1], widths[1:])):
-            d = first_density if l == 0 else rest_density
-            out.append((torch.rand(M, o, i, generator=g) < d, torch.ones(M, o, dtype=torch.bool)))
-        return out
-    # a dense-ish 2-input first layer joins the sparse chain: the stack as a whole is sparse
-    assert T.layer_impls(masks(0.9, 0.05)) == ["sparse"] * 3
-    assert T.layer_impls(masks(0.05, 0.05), "dense") == ["dense"] * 3
-    small = [(wm[:1, :, :], bm[:1]) for wm, bm in masks(0.05, 0.05)]  # one network: 200 + 5000 weights
-    small = small[:1] + [(wm[:, :50], bm[:, :50]) for wm, bm in small[1:2]]
-    from plantseek import stack as S
-    if S.available("cpu", F64):  # the native stack: below STACK_CROSSOVER_DENSITY, or small networks
-        assert T.layer_impls(small, dtype=F64) == ["sparse"] * 2
-        assert T.layer_impls(masks(0.4, 0.4), dtype=F64) == ["sparse"] * 3
-        assert T.layer_impls(masks(1.0, 1.0), dtype=F64) == ["sparse"] * 3  # 10.4k weights per network
-        wide = [(torch.ones(2, 300, 200, dtype=torch.bool), torch.ones(2, 300, dtype=torch.bool))] * 2
-        assert T.layer_impls(wide, dtype=F64) == ["dense"] * 2  # 60k weights per network, nothing pruned
-        assert T.layer_impls([(wm.clone(), bm) for wm, bm in wide[:1]] * 2, dtype=F64) == ["dense"] * 2
-        half = [(torch.rand(2, 300, 200, generator=torch.Generator().manual_seed(0)) < 0.3, bm) for _, bm in wide]
-        assert T.layer_impls(half, dtype=F64) == ["sparse"] * 2
-        assert T.layer_impls(masks(0.4, 0.4), dtype=torch.float16) == ["dense"] * 3  # no native half precision
-    with pytest.MonkeyPatch.context() as mp:  # the layer-by-layer rule: size floor and the kernels' crossover
-        mp.setattr(S, "available", lambda *a: False)
-        assert T.layer_impls(small, dtype=F64) == ["dense"] * 2
-        assert T.layer_impls(masks(0.05, 0.05), dtype=F64) == ["sparse"] * 3
-        assert T.layer_impls(masks(0.9, 0.05), dtype=F64) == ["sparse"] * 3
-        assert T.layer_impls(masks(0.05, 0.9), dtype=F64) == ["dense"] * 3
-        assert T.layer_impls(masks(0.4, 0.4), dtype=F64) == ["dense"] * 3
-
-
-def test_adam_state_matches_torch_adam_with_weight_decay():
-    g = torch.Generator().manual_seed(0)
-    p = [torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randn(5, generator=g, dtype=torch.float64)]
-    q = [t.clone().requires_grad_(True) for t in p]
-    cfg = T.TrainConfig(lr=1e-2, weight_decay=1e-3)
-    ours = T.AdamState(p, cfg)
-    ref = torch.optim.Adam(q, lr=1e-2, weight_decay=1e-3)
-    for _ in range(5):
-        grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in p]
-        ours.step([gr.t().contiguous().t() if gr.dim() == 2 else gr for gr in grads], 1e-2)
-        for t, gr in zip(q, grads):
-            t.grad = gr
-        ref.step()
-    for a, b in zip(p, q):
-        torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-12)
-
-
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 @pytest.mark.parametrize("kind", ["classification", "regression"])
 def test_native_stack_equals_the_autograd_values_path(monkeypatch, optimizer, kind):
-    """A block whose layers are all on the values path trains in one native call per pass (plantseek.stack);
+    """A block whose layers are all on the values path trains in one native call per pass (kernels.sparse_stack);
     it gives what the layer-by-layer autograd path gives, including for a run that diverges."""
-    from plantseek import stack as S
+    from plantseek.kernels import sparse_stack as S
     if not S.available("cpu", F64):
         pytest.skip("native SparseStack not available")
     ws, bs, masks, x, y = _problem(M=3, density=0.1, H=40, classification=kind == "classification")
@@ -279,14 +223,12 @@ def _recording(fn, seen):
 def test_a_native_stack_batch_runs_its_networks_on_all_threads(monkeypatch):
     """A batch that runs only the fused native step keeps torch's thread count (networks in parallel, the result
     bitwise that of one thread); a single run, a caller's loss or the dense path stay on one thread."""
-    from plantseek import stack as S
+    from plantseek.kernels import sparse_stack as S
     if not S.available("cpu", F64):
         pytest.skip("native SparseStack not available")
     monkeypatch.delenv("PLANTSEEK_TRAIN_THREADS", raising=False)
     ws, bs, masks, x, y = _problem(M=4, density=0.3, H=64)
-    assert T.stack_only(masks, "auto", F64)
-    assert not T.stack_only([(wm[:1], bm[:1]) for wm, bm in masks], "auto", F64)
-    assert not T.stack_only(masks, "dense", F64)
+    assert impl_choice.stack_only(masks, "auto", F64)
     seen = []
     monkeypatch.setattr(S.NativeStack, "train_step", _threads_seen(S.NativeStack.train_step, seen))
     old = torch.get_num_threads()

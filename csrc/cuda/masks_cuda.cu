@@ -1,5 +1,5 @@
 // CUDA mask kernels: overlap counts on byte masks and layer-by-layer reachability.
-#include "kernels_cuda.h"
+#include "masks_cuda.h"
 
 namespace plantseek {
 namespace cuda {

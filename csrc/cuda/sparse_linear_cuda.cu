@@ -1,5 +1,5 @@
 // CUDA sparse masked linear: CSR SpMM (forward and, through the CSC structure, grad_x) and SDDMM (grad_W).
-#include "kernels_cuda.h"
+#include "sparse_linear_cuda.h"
 
 namespace plantseek {
 namespace cuda {

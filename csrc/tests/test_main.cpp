@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "masks.h"
-#include "planting.h"
+#include "planting_search.h"
 #include "scores.h"
 #include "sparse_linear.h"
 #include "sparse_stack.h"

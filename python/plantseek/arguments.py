@@ -7,6 +7,7 @@ module imports nothing heavy (sweep files and the CLI use it before torch is nee
 from __future__ import annotations
 
 import argparse
+import math
 import numbers
 from pathlib import Path
 from typing import Any, Callable
@@ -57,6 +58,21 @@ def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def parse_density(density: Any) -> float | str:
+    """The one rule for a density given by a user (`seek`, the CLI, sweep files): a number in (0, 1], or
+    ``"ticket"`` in any case (returned as ``"ticket"``). Booleans and other strings are refused."""
+    if isinstance(density, str):
+        if density.strip().lower() == "ticket":
+            return "ticket"
+        raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}")
+    if isinstance(density, bool) or not isinstance(density, numbers.Real):
+        raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}")
+    d = float(density)
+    if not math.isfinite(d) or not 0.0 < d <= 1.0:
+        raise ValueError(f"density must lie in (0, 1] (the fraction of prunable parameters kept), got {density!r}")
+    return d
 
 
 # ------------------------------------------------------------------------------------------------ the CLI

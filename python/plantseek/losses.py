@@ -1,6 +1,6 @@
 """Losses of stacked networks: one mean loss per network of an (M, ...) batch.
 
-The trainer (`plantseek.train`) differentiates their sum, and the native training stack (`plantseek.stack`)
+The trainer (`plantseek.train`) differentiates their sum, and the native training stack (`plantseek.kernels.sparse_stack`)
 uses them as the reference its own loss must agree with.
 """
 from __future__ import annotations

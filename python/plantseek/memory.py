@@ -28,6 +28,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from .spec import RunSpec
+from .spec import defaults as spec_defaults
+
 __all__ = [
     "Footprint", "run_footprint", "footprint_of", "free_memory", "group_size", "is_out_of_memory",
     "SAFETY_FRACTION", "RESERVE_BYTES", "RunTooLargeError", "check_fits", "check_host_fits",
@@ -98,7 +101,7 @@ def run_footprint(
     d = min(1.0, max(0.0, d))
     if crossover is None:
         try:
-            from .nn import crossover_density
+            from .kernels.sparse_linear import crossover_density
 
             crossover = float(crossover_density(str(device)))
         except Exception:  # noqa: BLE001 - no native module: dense path
@@ -136,12 +139,11 @@ def run_footprint(
                      activations=int(activations), data=int(data))
 
 
-def _resolve(kwargs: Mapping[str, Any], device: str | None) -> tuple[dict, Any, str]:
-    """One run's full configuration (``seek``'s defaults filled in), its task and its device ("auto" resolved)."""
+def _resolve(kwargs: Mapping[str, Any] | RunSpec, device: str | None) -> tuple[dict, Any, str]:
+    """One run's full configuration (the spec's defaults filled in), its task and its device ("auto" resolved)."""
     from . import tasks as _tasks
-    from .seek import DEFAULTS
 
-    cfg = {**DEFAULTS, **dict(kwargs)}
+    cfg = {**spec_defaults(), **(kwargs.flat() if isinstance(kwargs, RunSpec) else dict(kwargs))}
     dev = str(device or cfg.get("device") or "cpu")
     if dev == "auto":
         import torch
@@ -150,8 +152,8 @@ def _resolve(kwargs: Mapping[str, Any], device: str | None) -> tuple[dict, Any, 
     return cfg, _tasks.get(cfg["task"]), dev
 
 
-def footprint_of(kwargs: Mapping[str, Any], device: str | None = None) -> Footprint:
-    """`run_footprint` for one run's ``seek`` keyword arguments (defaults filled in from `plantseek.seek`)."""
+def footprint_of(kwargs: Mapping[str, Any] | RunSpec, device: str | None = None) -> Footprint:
+    """`run_footprint` for one run: a `plantseek.spec.RunSpec`, or its flat options (defaults filled in)."""
     return _footprint(*_resolve(kwargs, device))
 
 

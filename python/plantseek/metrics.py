@@ -24,18 +24,19 @@ weights (outputs are backward-live). A kept weight (j, i) is *effective* when in
 neuron j backward-live; a kept bias is effective when its neuron is backward-live.
 ``effective_density = effective parameters / all parameters`` (weights and biases). A hidden neuron is
 *dead* when it is not both forward- and backward-live. ``layer_collapse`` is True when some layer keeps no
-weight at all.
+weight at all (any layer: MLP and Conv2d/Linear masks alike).
+
+The flat keys of results (`flat_recovery`, `densities`, `flat_functional_recall`) are declared in
+`plantseek.metric_schema`.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from . import kernels
-from . import masks as masks_mod
-from . import native
+from .kernels import checks
+from .kernels import masks as mask_kernels
 
 Mask = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -49,51 +50,27 @@ def _is_single(obj) -> bool:
 
 def _as_mask_list(obj, name: str) -> tuple[list[Mask], bool]:
     """(list of masks, whether the caller gave several)."""
-    obj = kernels.check_list(name, obj, "(weight_mask, bias_mask) pairs, or of masks")
+    obj = checks.check_list(name, obj, "(weight_mask, bias_mask) pairs, or of masks")
     if _is_single(obj):
         wm0 = obj[0][0]
         if wm0.dim() == 3:  # stacked
             M = int(wm0.shape[0])
             if M < 1:
-                raise kernels.ArgumentError(f"{name} must stack at least one mask (M >= 1), got shape "
+                raise checks.ArgumentError(f"{name} must stack at least one mask (M >= 1), got shape "
                                             f"{tuple(wm0.shape)}")
             for l, pair in enumerate(obj):
-                wm, bm = kernels.check_pair(f"{name}[{l}]", pair, "a (weight_mask, bias_mask) pair")
-                kernels.check_tensor(f"{name}[{l}][0]", wm, "bool", shape=(M, None, None))
-                kernels.check_tensor(f"{name}[{l}][1]", bm, "bool", shape=(M, None))
+                wm, bm = checks.check_pair(f"{name}[{l}]", pair, "a (weight_mask, bias_mask) pair")
+                checks.check_tensor(f"{name}[{l}][0]", wm, "bool", shape=(M, None, None))
+                checks.check_tensor(f"{name}[{l}][1]", bm, "bool", shape=(M, None))
             return [[(wm[m], bm[m]) for wm, bm in obj] for m in range(M)], True
         return [list(obj)], False
     out = []
     for i, m in enumerate(obj):
         if not _is_single(m):
-            raise kernels.ArgumentError(f"{name}[{i}] must be a mask (a list of (weight_mask, bias_mask) pairs), "
+            raise checks.ArgumentError(f"{name}[{i}] must be a mask (a list of (weight_mask, bias_mask) pairs), "
                                         f"got {type(m).__name__}")
         out.append(list(m))
     return out, True
-
-
-def _check_structure(masks: Sequence[Mask], name: str, chained: bool = True) -> list[int]:
-    """Validate bool dtype and shapes; return the widths. `chained`: MLP masks whose layers feed each other
-    (reachability needs that); otherwise any (out, ...) weight mask with an (out,) bias mask (Conv2d too).
-    Errors are `plantseek.kernels.ArgumentError` (a ValueError and a TypeError)."""
-    masks = kernels.check_list(name, masks, "masks (lists of (weight_mask, bias_mask) pairs)")
-    first = kernels.check_mask(f"{name}[0]", masks[0])
-    widths = []
-    for l, (wm, bm) in enumerate(first):
-        form = "(out, in)" if chained else "(out, ...)"
-        if (wm.dim() != 2 if chained else wm.dim() < 2) or bm.dim() != 1 or bm.shape[0] != wm.shape[0]:
-            raise kernels.ArgumentError(f"{name}[0][{l}] must be a {form} weight mask with an (out,) bias mask, got "
-                                        f"shapes {tuple(wm.shape)} and {tuple(bm.shape)}")
-        if l == 0:
-            widths.append(int(wm.shape[1]))
-        elif chained and wm.shape[1] != widths[-1]:
-            raise kernels.ArgumentError(f"{name}[0][{l}][0] must take {widths[-1]} inputs (the outputs of layer "
-                                        f"{l - 1}), got shape {tuple(wm.shape)}")
-        widths.append(int(wm.shape[0]))
-    shapes = [(tuple(wm.shape), tuple(bm.shape)) for wm, bm in first]
-    for i, m in enumerate(masks[1:], 1):
-        kernels.check_mask(f"{name}[{i}]", m, shapes, first[0][0].device)
-    return widths
 
 
 # --------------------------------------------------------------------------------------------- recovery
@@ -121,15 +98,15 @@ def recovery(found_masks, ticket_mask: Mask):
     ``weight_jaccard``; ``ticket_survived``; and ``layers``: one dict per layer (weights and biases).
     """
     found, many = _as_mask_list(found_masks, "found_masks")
-    _check_structure(found, "found_masks", chained=False)
-    _check_structure([list(ticket_mask)], "ticket_mask", chained=False)
+    mask_kernels.check_structure(found, "found_masks", chained=False)
+    mask_kernels.check_structure([list(ticket_mask)], "ticket_mask", chained=False)
     if len(ticket_mask) != len(found[0]):
         raise ValueError(f"ticket_mask has {len(ticket_mask)} layers, found masks have {len(found[0])}")
     for l, ((wm, bm), (tw, tb)) in enumerate(zip(found[0], ticket_mask)):
         if wm.shape != tw.shape or bm.shape != tb.shape:
             raise ValueError(f"layer {l}: found shapes {tuple(wm.shape)}/{tuple(bm.shape)} differ from the ticket's "
                              f"{tuple(tw.shape)}/{tuple(tb.shape)}")
-    inter, kept, ref = _overlap(found, list(ticket_mask))
+    inter, kept, ref = mask_kernels.overlap_counts(found, list(ticket_mask))
     L = len(ticket_mask)
     results = []
     for m in range(len(found)):
@@ -148,65 +125,7 @@ def recovery(found_masks, ticket_mask: Mask):
     return results if many else results[0]
 
 
-def _overlap(found: list[Mask], ticket: Mask):
-    device = ticket[0][0].device
-    if device.type == "cuda" and native.cuda_module() is not None:
-        return kernels.cuda_overlap_counts(found, ticket)
-    inter, kept, ref = masks_mod.overlap_counts(found, ticket)
-    return inter, kept, ref
-
-
 # --------------------------------------------------------------------------------------------- connectivity
-
-
-def reachability_counts(masks_list: list[Mask]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(kept (M, 2L), effective (M, 2L), dead (M, L-1)) int64 counts; segments weight 0, bias 0, ...
-
-    ``masks_list``: a non-empty list of MLP masks of one structure on one device. Native on CPU (and CUDA when
-    built), PyTorch reference otherwise."""
-    return _reachability_counts(masks_list, "masks_list")
-
-
-def _reachability_counts(masks_list, name):
-    widths = _check_structure(masks_list, name)
-    device = masks_list[0][0][0].device
-    if device.type == "cuda":
-        if native.cuda_module() is not None:
-            return kernels.cuda_reachability(masks_list, widths)
-        return reachability_counts_reference(masks_list)
-    ext = native.cpu_module()
-    if ext is None:
-        return reachability_counts_reference(masks_list)
-    arrays = [[t.detach().contiguous().numpy() for pair in m for t in pair] for m in masks_list]
-    kept, eff, dead = ext.reachability(arrays, widths, max(1, torch.get_num_threads()))
-    return torch.from_numpy(np.asarray(kept)), torch.from_numpy(np.asarray(eff)), torch.from_numpy(np.asarray(dead))
-
-
-def reachability_counts_reference(masks_list: list[Mask]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PyTorch reference of `reachability_counts` (float64 matrix-vector products on the masks' device)."""
-    widths = _check_structure(masks_list, "masks_list")
-    L = len(widths) - 1
-    M = len(masks_list)
-    kept = torch.zeros(M, 2 * L, dtype=torch.int64)
-    eff = torch.zeros(M, 2 * L, dtype=torch.int64)
-    dead = torch.zeros(M, max(L - 1, 0), dtype=torch.int64)
-    for m, mask in enumerate(masks_list):
-        dev = mask[0][0].device
-        fwd = [torch.ones(widths[0], dtype=torch.bool, device=dev)]
-        for l, (wm, bm) in enumerate(mask):
-            kept[m, 2 * l] = int(wm.sum())
-            kept[m, 2 * l + 1] = int(bm.sum())
-            fwd.append(bm | ((wm.double() @ fwd[-1].double()) > 0))
-        bwd = torch.ones(widths[L], dtype=torch.bool, device=dev)
-        for l in range(L - 1, -1, -1):
-            wm, bm = mask[l]
-            eff[m, 2 * l] = int((wm & bwd[:, None] & fwd[l][None, :]).sum())
-            eff[m, 2 * l + 1] = int((bm & bwd).sum())
-            bwd_in = (wm.double().t() @ bwd.double()) > 0
-            if l >= 1:
-                dead[m, l - 1] = int((~(fwd[l] & bwd_in)).sum())
-            bwd = bwd_in
-    return kept, eff, dead
 
 
 def connectivity(masks) -> dict | list[dict]:
@@ -214,7 +133,7 @@ def connectivity(masks) -> dict | list[dict]:
     ``layer_effective`` (per layer, weights + biases), ``dead_neurons`` (total), ``layer_dead`` (per hidden
     layer), ``layer_collapse``, ``kept``."""
     ms, many = _as_mask_list(masks, "masks")
-    kept, eff, dead = _reachability_counts(ms, "masks")
+    kept, eff, dead = mask_kernels.reachability(ms, "masks")
     total = sum(wm.numel() + bm.numel() for wm, bm in ms[0])
     out = []
     for m in range(len(ms)):
@@ -245,9 +164,10 @@ def dead_neurons(masks):
 
 
 def layer_collapse(masks):
-    """True when some layer keeps no weight (the network output is then constant in its input)."""
+    """True when some layer keeps no weight (the network output is then constant in its input); MLP or
+    Conv2d/Linear masks. `connectivity` reports the same rule for MLP masks."""
     ms, many = _as_mask_list(masks, "masks")
-    _check_structure(ms, "masks")
+    mask_kernels.check_structure(ms, "masks", chained=False)
     out = [any(not bool(wm.any()) for wm, _ in m) for m in ms]
     return out if many else out[0]
 
@@ -266,13 +186,13 @@ def flat_recovery(mask: Mask, ticket_mask: Mask) -> dict:
 
 
 def densities(mask: Mask, ticket_mask: Mask) -> dict:
-    """Kept fractions: `density` (weights and biases), `weight_density`, and per layer `layer_density_{l}`
-    beside the ticket's `ticket_layer_density_{l}` (weights)."""
+    """Kept fractions: `kept_density` (weights and biases), `weight_density`, and per layer
+    `layer_density_{l}` beside the ticket's `ticket_layer_density_{l}` (weights)."""
     n_w = sum(wm.numel() for wm, _ in mask)
     n_all = n_w + sum(bm.numel() for _, bm in mask)
     k_w = sum(int(wm.sum()) for wm, _ in mask)
     k_all = k_w + sum(int(bm.sum()) for _, bm in mask)
-    out = {"density": k_all / n_all, "weight_density": k_w / n_w}
+    out = {"kept_density": k_all / n_all, "weight_density": k_w / n_w}
     for l, ((wm, _), (twm, _)) in enumerate(zip(mask, ticket_mask)):
         out[f"layer_density_{l}"] = int(wm.sum()) / wm.numel()
         out[f"ticket_layer_density_{l}"] = int(twm.sum()) / twm.numel()

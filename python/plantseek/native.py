@@ -1,6 +1,8 @@
 """Loading of the compiled core (`plantseek._C`, `plantseek._C_cuda`) and the switch to the reference path.
 
 `PLANTSEEK_NATIVE=0` forces every kernel onto its pure-PyTorch reference; import never needs the CUDA module.
+The dispatchers of `plantseek.kernels` ask `cpu_module` / `cuda_module` (None: take the reference) and launch
+CUDA kernels on `cuda_stream`.
 """
 from __future__ import annotations
 
@@ -60,6 +62,21 @@ def cuda_module() -> ModuleType | None:
     """The CUDA extension if it loaded and is enabled, else None."""
     _load()
     return _cuda if enabled() else None
+
+
+def require_cuda_module() -> ModuleType:
+    """The CUDA extension, or RuntimeError when it did not load or PLANTSEEK_NATIVE=0 (for the CUDA launchers)."""
+    ext = cuda_module()
+    if ext is None:
+        raise RuntimeError("the CUDA kernels are not available (plantseek._C_cuda did not load or PLANTSEEK_NATIVE=0)")
+    return ext
+
+
+def cuda_stream(device) -> int:
+    """The current CUDA stream of `device` as the int the CUDA module's launchers take."""
+    import torch
+
+    return int(torch.cuda.current_stream(device).cuda_stream)
 
 
 def module_for(device) -> ModuleType | None:

@@ -1,7 +1,7 @@
 """Planting: hide a ticket inside a randomly initialised host so that the masked host computes it exactly.
 
 Layer by layer each ticket neuron is matched to an unused host neuron whose own values at the mapped positions
-have the ticket's signs and the smallest L1 distance after the best positive rescaling (`planting_search`);
+have the ticket's signs and the smallest L1 distance after the best positive rescaling (`kernels.planting_search`);
 those positions are overwritten and the neuron's scale recorded (ReLU is positively homogeneous). Outputs keep
 their order and share one positive `output_scale` chosen by the median rule of DESIGN.md.
 """
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from . import arguments as _args
-from . import init as inits
+from . import host_init
 from .device import resolve_device, resolve_dtype
 from .masks import Mask, check_mask
-from .planting_search import plant_search
+from .kernels.planting_search import plant_search
 from .tickets import Ticket
 
 FORMAT_VERSION = 1
@@ -286,7 +286,7 @@ def plant(
     check_host_fits(widths, resolve_device(device),
                     what=f"plant({task_name or ticket.name!r}, width={width!r}, depth={depth})")
     g = torch.Generator(device="cpu").manual_seed(int(seed))
-    weights, biases = inits.get(init)(widths, g)
+    weights, biases = host_init.get(init)(widths, g)
     for l, (w, b) in enumerate(zip(weights, biases)):
         if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
             raise ValueError(f"init {init!r} produced non-finite values in layer {l}")

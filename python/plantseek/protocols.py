@@ -10,7 +10,8 @@
   positive temperature, a 1-D convex fit), the same rule for every mask (DESIGN.md, "Planting and hiding").
 
 A protocol works on a *group* of runs that share task, shape and training settings; the weight training of
-the group is one batched computation (`plantseek.train`). Runs fail one by one: a pruner error or a
+the group is the network family's training block (``Settings.trainer``, `plantseek.families`): for the MLP
+tasks one batched computation (`plantseek.train`, `batched_train_runs`). Runs fail one by one: a pruner error or a
 diverging loss is stored on that run and the others carry on. Register your own with `register(name)` on a
 `Protocol` subclass.
 """
@@ -23,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import batching as _batching
 from . import train as _train
 from .masks import Mask, check_mask
 from .pruners.base import check_density, default_scope
@@ -74,6 +76,9 @@ class Settings:
     rescale: str = "fit"  # the function-preserving rescale before each weak phase ("fit-even": no neuron balancing;
     # "none": the paper's protocol)
     progress: bool = False
+    # the network family's training block (`plantseek.families`): trainer(runs, masks, settings, epochs, desc=,
+    # start=) sets each run's weights/biases or error; None: `batched_train_runs`, the MLP family's
+    trainer: Callable | None = None
 
     def __post_init__(self) -> None:
         check_mode(self.rescale)
@@ -157,7 +162,17 @@ def full_mask(net) -> Mask:
 
 def train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: int, desc: str = "train",
                start: list[tuple[list[Tensor], list[Tensor]]] | None = None) -> None:
-    """Train the runs together from their planted weights (or `start`), setting `weights`/`biases` or `error`.
+    """Train the runs from their planted weights (or `start`) with the group's training block
+    (``settings.trainer``, the network family's; `batched_train_runs` when None), setting `weights`/`biases`
+    or `error`."""
+    trainer = settings.trainer or batched_train_runs
+    trainer(runs, masks, settings, epochs, desc=desc, start=start)
+
+
+def batched_train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: int, desc: str = "train",
+                       start: list[tuple[list[Tensor], list[Tensor]]] | None = None) -> None:
+    """Train the runs together from their planted weights (or `start`), setting `weights`/`biases` or `error`:
+    the MLP family's training block, one batched computation (`plantseek.train`).
 
     With ``settings.rescale == "fit"`` each run starts from its masked network rescaled by the rule of
     `plantseek.rescale` (fitted on its training data); the run's `extra["rescale"]` keeps the `Rescale` (None
@@ -171,8 +186,8 @@ def train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: i
     if settings.rescale != "none":
         start = [rescaled_start(r, m, w, b, settings.task.kind, balance=settings.rescale == "fit")
                  for r, m, (w, b) in zip(runs, masks, start)]
-    W, B = _train.stack_params(start)
-    M = _train.stack_masks(masks)
+    W, B = _batching.stack_params(start)
+    M = _batching.stack_masks(masks)
     x = torch.stack([r.data.x_train for r in runs])
     y = torch.stack([r.data.y_train for r in runs])
     res = _train.train(W, B, M, x, y, kind=settings.task.kind, generators=[r.train_generator for r in runs],
@@ -184,7 +199,7 @@ def train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: i
         if res.failed[k] is not None:
             r.error = res.failed[k]
         else:
-            r.weights, r.biases = _train.unstack(res.weights, res.biases, k)
+            r.weights, r.biases = _batching.unstack(res.weights, res.biases, k)
             r.extra["train_loss"] = res.train_loss[k]
 
 

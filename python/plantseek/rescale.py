@@ -29,9 +29,10 @@ from typing import Sequence
 
 import torch
 
+from .spec import RESCALE_MODES as MODES  # the spec owns the option's values
+
 Tensor = torch.Tensor
 
-MODES = ("fit", "fit-even", "none")
 TEMPERATURE_CAP = 1e12  # fit_temperature stops at TEMPERATURE_CAP / max|z| (logits that separate the data)
 
 

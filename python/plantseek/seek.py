@@ -6,6 +6,12 @@ configuration and returns a `SeekResult` (flat ``metrics``, the found ``masks``,
 trained together as one batched computation (float64 results equal the one-by-one ones), and a run that fails
 comes back as its exception in place of a result without touching the others.
 
+Every task runs through its network family (`plantseek.families`): the MLP tasks plant built tickets and train
+in one batched computation; the image tasks (digits, cifar10: the conv family) plant a ticket learned by a
+pruner in a small trained network (``seek(task="digits", pruner="edge-popup-annealed", protocol="strong",
+density="ticket")``; docs/image.md). The family supplies the planted network, the data, the forward, the
+training block and the read-out; this module caches what the family makes and runs the same path for all.
+
 Defaults are the paper's (DESIGN.md, "The paper's experiments"; our depth = the paper's depth - 1): Adam,
 lr 1e-3, batch 32, 10 epochs; multishot 10 rounds of 5 epochs; 10 000 samples, 90/10 split, noise 0.01;
 pruning data 40 samples.
@@ -15,102 +21,50 @@ seed)`` is the same network); the data, the pruner's generator and the training 
 from it (`derive_seed`). Data and planting are drawn on the CPU in float64 and then moved to the device and
 training dtype, so a seed means the same planted network everywhere.
 
-Metrics (flat keys): test_loss, test_accuracy (classification), test_loss_rescaled (regression: per-output
-least-squares factor fitted on the test outputs, the paper's evaluation), test_loss_planted_scale and
-output_scale_fitted (strong), ticket_test_loss/ticket_test_accuracy (the planted ticket itself),
-dense_test_loss/dense_test_accuracy (the dense host trained for ``epochs`` epochs with the same optimiser,
-cached per configuration; it trains ``epochs`` epochs from the planted weights, under multishot the same
-budget as every pruned run's final phase, whose rounds end in a rewind), rescale_factor (g of the last weak
-training phase's rescale, 1 when the rule skipped it; absent with rescale="none"), requested_density, density (achieved, biases included), weight_density,
-ticket_density, effective_density, dead_neurons, layer_collapse, precision/recall/f1/jaccard overall and per
-layer (``recall_layer_{i}`` ...), functional_recall and functional_recall_layer_{i} (ticket neurons whose
+Metrics (flat keys, declared once in `plantseek.metric_schema`; ``plantseek metrics`` lists them): test_loss,
+test_accuracy (classification), test_loss_rescaled (regression: per-output least-squares factor fitted on the
+test outputs, the paper's evaluation), test_loss_planted_scale and output_scale_fitted (strong),
+ticket_test_loss/ticket_test_accuracy (the planted ticket itself), dense_test_loss/dense_test_accuracy (the
+dense host trained for ``epochs`` epochs with the same optimiser, cached per configuration; it trains
+``epochs`` epochs from the planted weights, under multishot the same budget as every pruned run's final
+phase, whose rounds end in a rewind), rescale_factor (g of the last weak training phase's rescale, 1 when the
+rule skipped it; absent with rescale="none"), requested_density, kept_density (what the mask keeps, biases
+included; ``density`` is the configuration key), weight_density, ticket_density, ticket_weight_density,
+effective_density, dead_neurons, layer_collapse, precision/recall/f1/jaccard overall and per layer
+(``recall_layer_{i}`` ...), functional_recall and functional_recall_layer_{i} (ticket neurons whose
 activations on the test inputs some found neuron of the same layer computes up to a positive factor; see
 `plantseek.metrics.functional_recall`), ticket_survived, layer_density_{i} and ticket_layer_density_{i} (kept
 fraction of the weights of layer i), train_time_s (wall time of this run; batched work is shared equally),
-hiding_median_percentile.
+hiding_median_percentile. `plantseek.measure` assembles them.
 """
 from __future__ import annotations
 
 import hashlib
 import inspect
-import math
-import numbers
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
-from . import arguments as _args
-from . import init as _inits
-from . import metrics as _metrics
+from . import families as _families
 from . import protocols as _protocols
+from . import spec as _spec
 from . import tasks as _tasks
-from . import train as _train
-from .arguments import check_bool
 from .device import resolve_device, resolve_dtype
 from .masks import Mask
-from .pruners.base import check_density, default_scope, parse_density
-from .rescale import MODES as RESCALE_MODES
-from .rescale import check_mode as check_rescale
+# seek's metrics (plantseek.measure); mask_metrics is called through this module's name, so tests can wrap it
+from .families.base import LRU
+from .measure import functional_metrics, mask_metrics, measure, output_metrics  # noqa: F401
+from .pruners.base import check_density, default_scope
 
-DEFAULTS: dict[str, Any] = dict(
-    task="circle", depth=4, width=100, pruner="synflow", density=0.1, protocol="singleshot", epochs=10, seed=0,
-    device="auto", dtype="float32", lr=1e-3, batch_size=32, optimizer="adam", rounds=10, round_epochs=5,
-    scope=None, prune_bias=True, n_samples=10_000, noise=0.01, pruning_samples=40, init="he-scaled",
-    dense_baseline=True, progress=True, impl="auto", pruner_options=None, rescale="fit",
-)
-
-# one line of help per option of DEFAULTS; the CLI (`plantseek seek --help`) is generated from these two
-OPTION_DOCS: dict[str, str] = dict(
-    task="task name (plantseek tasks)",
-    depth="number of linear layers (the paper's depth - 1)",
-    width="hidden width, or a comma-separated list (one per hidden layer)",
-    pruner="pruner name (plantseek pruners)",
-    density="kept fraction in (0, 1], or 'ticket' (the planted ticket's density)",
-    protocol="pruning protocol: singleshot, multishot or strong",
-    epochs="training epochs (of the final phase under multishot)",
-    seed="seed of the host, the planting, the data, the pruner and the training",
-    device="auto, cpu, cuda, cuda:N",
-    dtype="float32 or float64",
-    lr="learning rate",
-    batch_size="training batch size",
-    optimizer="optimiser of every training phase",
-    rounds="multishot rounds",
-    round_epochs="multishot epochs per round",
-    scope="pruning scope; unset means the pruner's own",
-    prune_bias="prune the biases with the weights",
-    n_samples="samples drawn for the task (90/10 train/test split)",
-    noise="target noise: the standard deviation (regression) or the label-flip probability (classification)",
-    pruning_samples="samples the pruner scores on",
-    init="host initialisation",
-    dense_baseline="train the dense host as a baseline",
-    progress="show a progress bar",
-    impl="masked layer implementation",
-    pruner_options="options of the named pruner (e.g. iterations=1)",
-    rescale="weak protocols: 'fit' rescales each masked network to its fitted output scale and balances its "
-            "neurons before training (function-preserving); 'fit-even' only spreads the scale over the layers; "
-            "'none' is the paper's protocol",
-)
-
-# the allowed values of the options that have a fixed set (a callable: read from a registry when asked)
-OPTION_CHOICES: dict[str, Any] = dict(
-    optimizer=("adam", "sgd"), impl=("auto", "dense", "sparse"), rescale=RESCALE_MODES, scope=("global", "layer"),
-    init=_inits.available,
-)
-
-
-def option_choices(key: str) -> tuple | None:
-    """The allowed values of option `key`, or None when any value of its type may be given."""
-    choices = OPTION_CHOICES.get(key)
-    return tuple(choices()) if callable(choices) else choices
-
-# settings that must agree for runs to be trained together
-GROUP_KEYS = ("task", "depth", "width", "protocol", "epochs", "dtype", "device", "lr", "batch_size", "optimizer",
-              "rounds", "round_epochs", "n_samples", "impl", "rescale")
-# options that take only True or False (prune_bias, dense_baseline, progress)
-BOOLEAN_KEYS = tuple(k for k, v in DEFAULTS.items() if isinstance(v, bool))
+# every option's default, doc and allowed values are `plantseek.spec`'s; these views are read by the CLI
+DEFAULTS: dict[str, Any] = _spec.defaults()
+OPTION_DOCS: dict[str, str] = {key: _spec.doc_of(key) for key in DEFAULTS}
+option_choices = _spec.choices
+# settings that must agree for runs to be trained together (the spec's group fields, and the device)
+GROUP_KEYS = _spec.GROUP_KEYS + ("device",)
+BOOLEAN_KEYS = _spec.BOOLEAN_KEYS
 
 
 @dataclass
@@ -132,7 +86,7 @@ class SeekResult:
         name, opts = c.get("pruner"), c.get("pruner_options") or {}
         pruner = f"{name}[{', '.join(f'{k}={v}' for k, v in opts.items())}]" if opts else name
         test = "test_accuracy" if m.get("test_accuracy") is not None else "test_loss"
-        keys = ("density", test, f"ticket_{test}", "recall", "functional_recall")
+        keys = ("kept_density", test, f"ticket_{test}", "recall", "functional_recall")
         shown = ", ".join(f"{k}={m[k]:.4g}" for k in keys if isinstance(m.get(k), (int, float)))
         return (f"SeekResult(task={c.get('task')!r}, depth={c.get('depth')}, width={c.get('width')}, "
                 f"pruner={pruner!r}, protocol={c.get('protocol')!r}, seed={c.get('seed')}, {shown})")
@@ -173,48 +127,26 @@ def make_pruner(pruner: Any, options: dict | None = None, pruning_samples: int |
 
 
 def normalize(kwargs: dict) -> dict:
-    """Fill in defaults and validate one run's arguments; returns the normalised configuration.
+    """Fill in defaults and validate one run's arguments (through `plantseek.spec`); returns the normalised
+    configuration.
 
     The configuration keeps the pruner object under ``pruner_obj`` and its name/options under ``pruner`` and
     ``pruner_options``; ``device`` is resolved ("auto" -> "cpu" or "cuda") and ``dtype`` is a name.
     """
-    unknown = sorted(set(kwargs) - set(DEFAULTS))
-    if unknown:
-        raise TypeError(f"seek got unknown argument(s) {', '.join(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
-    cfg = {**DEFAULTS, **kwargs}
-    task = _tasks.get(cfg["task"])  # unknown task -> ValueError listing the known ones
-    cfg["task"] = task.name
-    proto = _protocols.get(cfg["protocol"])
-    cfg["protocol"] = proto.name
-    cfg["depth"] = _args.depth(cfg["depth"])
-    if cfg["depth"] < task.min_depth:
-        raise ValueError(f"task {task.name!r} needs depth >= {task.min_depth} (got {cfg['depth']})")
-    cfg["width"] = _args.width(cfg["width"])
-    cfg["density"] = parse_density(cfg["density"])  # "ticket" stays symbolic until the planted network exists
-    cfg["epochs"] = _args.integer("epochs", cfg["epochs"], 0)
-    cfg["seed"] = _args.seed(cfg["seed"])
-    cfg["batch_size"] = _args.integer("batch_size", cfg["batch_size"])
-    cfg["rounds"] = _args.integer("rounds", cfg["rounds"])
-    cfg["round_epochs"] = _args.integer("round_epochs", cfg["round_epochs"], 0)
-    cfg["n_samples"] = _args.integer("n_samples", cfg["n_samples"], 2)
-    cfg["pruning_samples"] = _args.integer("pruning_samples", cfg["pruning_samples"])
-    lr = cfg["lr"]
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    cfg["lr"] = float(lr)
-    cfg["noise"] = task.check_noise(cfg["noise"])
-    if cfg["scope"] is not None and cfg["scope"] not in OPTION_CHOICES["scope"]:
-        raise ValueError(f"scope must be 'global', 'layer' or None (the pruner's default), got {cfg['scope']!r}")
-    for key in ("optimizer", "impl"):
-        if cfg[key] not in OPTION_CHOICES[key]:
-            raise ValueError(f"unknown {key} {cfg[key]!r}; available: {', '.join(OPTION_CHOICES[key])}")
-    cfg["rescale"] = check_rescale(cfg["rescale"])
-    for key in BOOLEAN_KEYS:
-        cfg[key] = check_bool(key, cfg[key])
-    dev = resolve_device(cfg["device"])
-    cfg["device"] = str(dev)
+    kwargs = dict(kwargs)
+    obj = None
+    if not isinstance(kwargs.get("pruner", ""), str):  # a configured pruner object: its name need not be registered
+        obj = make_pruner(kwargs["pruner"], kwargs.get("pruner_options"))
+        kwargs["pruner"], kwargs["pruner_options"] = _pruner_name_options(obj)
+    try:
+        run, exe = _spec.split(kwargs)
+    except TypeError as exc:
+        raise TypeError(f"seek got {str(exc).replace('unknown option', 'unknown argument')}") from None
+    run = run.checked(registered_pruner=obj is None)
+    cfg = {**run.flat(), **{k: getattr(exe, k) for k in _spec.EXEC_KEYS}, "device": str(resolve_device(exe.device))}
     cfg["dtype"] = str(resolve_dtype(cfg["dtype"])).replace("torch.", "")
-    obj = make_pruner(cfg["pruner"], cfg["pruner_options"], cfg["pruning_samples"])
+    if obj is None:
+        obj = make_pruner(cfg["pruner"], cfg["pruner_options"], cfg["pruning_samples"])
     cfg["pruner_obj"] = obj
     cfg["pruner"], cfg["pruner_options"] = _pruner_name_options(obj)
     return cfg
@@ -230,34 +162,23 @@ def public_config(cfg: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ caches
 
-class _LRU(OrderedDict):
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def get_or(self, key, make, cache: bool = True):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        value = make()
-        if cache:
-            self[key] = value
-            while len(self) > self.size:
-                self.popitem(last=False)
-        return value
-
-
+_LRU = LRU
 _NETS = _LRU(16)
 _DATA = _LRU(16)
 _TICKET = _LRU(256)
 _DENSE = _LRU(1024)
-_CACHE_MAX_PARAMS = 4_000_000  # planted networks larger than this are not kept in memory
 
 
 def clear_caches() -> None:
-    """Forget cached planted networks, data, ticket and dense-baseline metrics."""
+    """Forget cached planted networks, data, learned tickets, ticket and dense-baseline metrics."""
     for c in (_NETS, _DATA, _TICKET, _DENSE):
         c.clear()
+    _families.clear_caches()
+
+
+def _family(cfg: dict) -> _families.Family:
+    """The network family that runs `cfg`'s task (`plantseek.families`)."""
+    return _families.of(cfg["task"])
 
 
 def _width_key(width) -> Any:
@@ -265,99 +186,26 @@ def _width_key(width) -> Any:
 
 
 def _planted(cfg: dict):
-    from .planting import plant
-
-    key = (cfg["task"], cfg["depth"], _width_key(cfg["width"]), cfg["seed"], cfg["init"])
-
-    def make():
-        return plant(cfg["task"], width=cfg["width"], depth=cfg["depth"], seed=cfg["seed"], init=cfg["init"], device="cpu")
-
-    widths = [int(v) for v in (cfg["width"] if isinstance(cfg["width"], list) else [cfg["width"]] * (cfg["depth"] - 1))]
-    task = _tasks.get(cfg["task"])
-    full = [task.input_dim] + widths + [task.output_dim]
-    n_params = sum(a * b + b for a, b in zip(full[:-1], full[1:]))
-    return _NETS.get_or(key, make, cache=n_params <= _CACHE_MAX_PARAMS)
+    """The planted network of `cfg` (CPU, float64), cached per the family's plant key."""
+    fam = _family(cfg)
+    return _NETS.get_or(fam.plant_key(cfg), lambda: fam.plant(cfg, lambda: _data(cfg)), cache=fam.cacheable(cfg))
 
 
 def _data(cfg: dict):
-    key = (cfg["task"], cfg["n_samples"], cfg["noise"], cfg["seed"])
-    return _DATA.get_or(key, lambda: _tasks.get(cfg["task"]).data(cfg["n_samples"], cfg["noise"], derive_seed(cfg["seed"], "data")))
+    fam = _family(cfg)
+    return _DATA.get_or(fam.data_key(cfg), lambda: fam.data(cfg, derive_seed(cfg["seed"], "data")))
 
 
 def _ticket_metrics(cfg: dict, net, data) -> dict:
-    key = (cfg["task"], cfg["depth"], _width_key(cfg["width"]), cfg["seed"], cfg["init"], cfg["n_samples"], cfg["noise"])
-
-    def make():
-        task = _tasks.get(cfg["task"])
-        ev = task.evaluate(net.ticket.forward(data.x_test), data.y_test)
-        out = {"ticket_test_loss": ev["loss"]}
-        if "accuracy" in ev:
-            out["ticket_test_accuracy"] = ev["accuracy"]
-        return out
-
-    return _TICKET.get_or(key, make)
+    fam = _family(cfg)
+    key = fam.plant_key(cfg) + fam.data_key(cfg)
+    return _TICKET.get_or(key, lambda: fam.ticket_metrics(_tasks.get(cfg["task"]), net, data))
 
 
 def _dense_key(cfg: dict) -> tuple:
-    return (cfg["task"], cfg["depth"], _width_key(cfg["width"]), cfg["seed"], cfg["init"], cfg["n_samples"], cfg["noise"],
-            cfg["epochs"], cfg["lr"], cfg["batch_size"], cfg["optimizer"], cfg["dtype"], cfg["device"], cfg["rescale"])
-
-
-# ------------------------------------------------------------------------------------------------ metrics
-
-def _connectivity(mask: Mask) -> dict:
-    """effective_density, dead_neurons and layer_collapse from `metrics.connectivity`."""
-    c = _metrics.connectivity(mask)
-    return {"effective_density": float(c["effective_density"]), "dead_neurons": int(c["dead_neurons"]),
-            "layer_collapse": bool(c["layer_collapse"])}
-
-
-def mask_metrics(mask: Mask, net) -> dict:
-    """Density, per-layer densities (found and ticket), recovery and connectivity of a mask."""
-    tmask = [(wm.to(mask[0][0].device), bm.to(mask[0][0].device)) for wm, bm in net.ticket_mask]
-    out: dict[str, Any] = {**_metrics.densities(mask, tmask), "ticket_density": float(net.ticket_density)}
-    out.update(_metrics.flat_recovery(mask, tmask))
-    out.update(_connectivity(mask))
-    return out
-
-
-def output_metrics(task, run: _protocols.Run, scaled: bool) -> dict:
-    """test_loss/test_accuracy (fitted scale under strong), test_loss_planted_scale, test_loss_rescaled."""
-    W = [w.unsqueeze(0) for w in run.weights]
-    B = [b.unsqueeze(0) for b in run.biases]
-    data = run.data
-    out_test = _train.evaluate_outputs(W, B, data.x_test.unsqueeze(0))[0]
-    m: dict[str, Any] = {}
-    regression = task.kind != "classification"
-    if scaled:
-        out_train = _train.evaluate_outputs(W, B, data.x_train.unsqueeze(0))[0]
-        if regression:
-            c = _protocols.fit_regression_scale(out_train, data.y_train)
-            fitted = out_test * c
-            divisors = [(1.0 / v) if v != 0 else float("nan") for v in c.tolist()]
-            m["output_scale_fitted"] = divisors[0] if len(divisors) == 1 else float(sum(divisors) / len(divisors))
-            if len(divisors) > 1:
-                for k, v in enumerate(divisors):
-                    m[f"output_scale_fitted_{k}"] = v
-        else:
-            t = _protocols.fit_temperature(out_train, data.y_train)
-            fitted = out_test * t
-            m["output_scale_fitted"] = (1.0 / t) if t > 0 else float("nan")
-        ev = task.evaluate(fitted, data.y_test)
-        m["test_loss"] = ev["loss"]
-        if "accuracy" in ev:
-            m["test_accuracy"] = ev["accuracy"]
-        planted = task.evaluate(out_test / float(run.net.output_scale), data.y_test)
-        m["test_loss_planted_scale"] = planted["loss"]
-    else:
-        ev = task.evaluate(out_test, data.y_test)
-        m["test_loss"] = ev["loss"]
-        if "accuracy" in ev:
-            m["test_accuracy"] = ev["accuracy"]
-    if regression:
-        c = _protocols.fit_regression_scale(out_test, data.y_test)
-        m["test_loss_rescaled"] = task.evaluate(out_test * c, data.y_test)["loss"]
-    return m
+    fam = _family(cfg)
+    return fam.plant_key(cfg) + fam.data_key(cfg) + tuple(
+        cfg[k] for k in ("epochs", "lr", "batch_size", "optimizer", "dtype", "device", "rescale"))
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -368,10 +216,7 @@ def _label(cfg: dict) -> str:
 
 
 def _make_run(cfg: dict, device: torch.device, dtype: torch.dtype):
-    # a run that cannot fit is refused before planting allocates anything (PLANTSEEK_SKIP_MEMORY_CHECK=1: run it)
-    from .memory import check_fits
-
-    check_fits(cfg, str(device), what=f"run {_label(cfg)}")
+    _family(cfg).check_fits(cfg, str(device), what=f"run {_label(cfg)}")
     net_cpu = _planted(cfg)
     data_cpu = _data(cfg)
     ticket = _ticket_metrics(cfg, net_cpu, data_cpu)
@@ -392,91 +237,100 @@ def _make_run(cfg: dict, device: torch.device, dtype: torch.dtype):
     return run, ticket
 
 
+def _each(results: list, indices, step) -> None:
+    """``results[i] = step(i)`` for each index not failed yet; a step that raises leaves its exception there:
+    the one place where `_run_group` keeps a run's failure from touching the others."""
+    for i in indices:
+        if isinstance(results[i], BaseException):
+            continue
+        try:
+            results[i] = step(i)
+        except Exception as exc:  # noqa: BLE001
+            results[i] = exc
+
+
+def _timed(run: _protocols.Run, fn):
+    t0 = time.perf_counter()
+    try:
+        return fn()
+    finally:
+        run.time_s += time.perf_counter() - t0
+
+
+def _dense_runs(cfgs: list[dict], runs: list, device) -> dict[tuple, _protocols.Run]:
+    """Dense baselines not yet cached: one per distinct key, trained in the same batch where the protocol can."""
+    out: dict[tuple, _protocols.Run] = {}
+    for cfg, r in zip(cfgs, runs):
+        if not isinstance(r, _protocols.Run) or not cfg["dense_baseline"]:
+            continue
+        key = _dense_key(cfg)
+        if key not in _DENSE and key not in out:
+            out[key] = _protocols.Run(
+                label=f"dense host of {_label(cfg)}", net=r.net, data=r.data,
+                train_generator=torch.Generator(device=device).manual_seed(derive_seed(cfg["seed"], "train")))
+    return out
+
+
+def _cache_dense(fam, task, dense_runs: dict[tuple, _protocols.Run]) -> None:
+    for key, d in dense_runs.items():
+        if d.ok and d.weights is not None:
+            ev = task.evaluate(fam.forward(d.net, d.weights, d.biases, d.data.x_test), d.data.y_test)
+            _DENSE[key] = {"dense_test_loss": ev["loss"], **({"dense_test_accuracy": ev["accuracy"]} if "accuracy" in ev else {})}
+        else:  # a diverging dense baseline is reported as NaN, it does not fail the run
+            _DENSE[key] = {"dense_test_loss": float("nan"), **({"dense_test_accuracy": float("nan")} if task.kind == "classification" else {})}
+
+
+def _measured(cfg: dict, r: _protocols.Run, ticket: dict, fam, task, proto) -> SeekResult:
+    """The finished run `r` measured (`plantseek.measure`) with the family's read-out."""
+    if not r.ok:
+        raise r.error
+    dense = None
+    if cfg["dense_baseline"]:  # dense_epochs: the final-phase budget of every protocol (multishot rewinds)
+        dense = {**_DENSE.get(_dense_key(cfg), {}), "dense_epochs": cfg["epochs"]}
+
+    def parts():
+        return fam.outputs(task, r, proto.scaled), mask_metrics(r.mask, r.net), fam.functional(r)
+
+    outputs, masks, functional = _timed(r, parts)
+    extra = {key: r.extra[key] for key in ("train_loss", "rescale_factor") if key in r.extra}
+    m = measure(r.net, outputs=outputs, masks=masks, ticket=ticket, dense=dense, requested_density=r.density,
+                functional=functional, extra=extra, time_s=r.time_s)
+    return SeekResult(metrics=m, masks=r.mask, config=public_config(cfg), weights=r.weights, biases=r.biases)
+
+
 def _run_group(cfgs: list[dict]) -> list[SeekResult | BaseException]:
-    """Run configurations that share GROUP_KEYS together."""
+    """Run configurations that share GROUP_KEYS together: make the runs (plant, data, ticket metrics), let the
+    protocol prune and train them (with the dense baselines), measure each; a run's failure is its result."""
     c0 = cfgs[0]
     device, dtype = resolve_device(c0["device"]), resolve_dtype(c0["dtype"])
-    task = _tasks.get(c0["task"])
+    task, fam = _tasks.get(c0["task"]), _family(c0)
     proto = _protocols.get(c0["protocol"])
     settings = _protocols.Settings(
         task=task, epochs=c0["epochs"], batch_size=c0["batch_size"], lr=c0["lr"], optimizer=c0["optimizer"],
         rounds=c0["rounds"], round_epochs=c0["round_epochs"], impl=c0["impl"], rescale=c0["rescale"],
-        progress=any(c["progress"] for c in cfgs),
+        progress=any(c["progress"] for c in cfgs), trainer=fam.trainer,
     )
-    results: list[SeekResult | BaseException | None] = [None] * len(cfgs)
-    runs: list[_protocols.Run | None] = [None] * len(cfgs)
-    tickets: list[dict | None] = [None] * len(cfgs)
-    for i, cfg in enumerate(cfgs):
-        try:
-            t0 = time.perf_counter()
-            runs[i], tickets[i] = _make_run(cfg, device, dtype)
-            runs[i].time_s += time.perf_counter() - t0
-        except Exception as exc:  # noqa: BLE001
-            results[i] = exc
-    # dense baselines not yet cached: one per distinct key, trained in the same batch where the protocol can
-    dense_runs: dict[tuple, _protocols.Run] = {}
-    for i, cfg in enumerate(cfgs):
-        if runs[i] is None or not cfg["dense_baseline"]:
-            continue
-        key = _dense_key(cfg)
-        if key in _DENSE or key in dense_runs:
-            continue
-        r = runs[i]
-        dense_runs[key] = _protocols.Run(
-            label=f"dense host of {_label(cfg)}", net=r.net, data=r.data,
-            train_generator=torch.Generator(device=device).manual_seed(derive_seed(cfg["seed"], "train")),
-        )
-    live = [r for r in runs if r is not None]
-    proto.run(live, list(dense_runs.values()), settings)
-    for key, d in dense_runs.items():
-        if d.ok and d.weights is not None:
-            W = [w.unsqueeze(0) for w in d.weights]
-            B = [b.unsqueeze(0) for b in d.biases]
-            out = _train.evaluate_outputs(W, B, d.data.x_test.unsqueeze(0))[0]
-            ev = task.evaluate(out, d.data.y_test)
-            _DENSE[key] = {"dense_test_loss": ev["loss"], **({"dense_test_accuracy": ev["accuracy"]} if "accuracy" in ev else {})}
-        else:  # a diverging dense baseline is reported as NaN, it does not fail the run
-            _DENSE[key] = {"dense_test_loss": float("nan"), **({"dense_test_accuracy": float("nan")} if task.kind == "classification" else {})}
-    for i, cfg in enumerate(cfgs):
-        r = runs[i]
-        if r is None:
-            continue
-        if not r.ok:
-            results[i] = r.error
-            continue
-        try:
-            t0 = time.perf_counter()
-            m: dict[str, Any] = {}
-            m.update(output_metrics(task, r, proto.scaled))
-            m.update(tickets[i])
-            if cfg["dense_baseline"]:
-                m.update(_DENSE.get(_dense_key(cfg), {}))
-                m["dense_epochs"] = cfg["epochs"]  # the final-phase budget of every protocol (multishot rewinds)
-            m["requested_density"] = r.density
-            m.update(mask_metrics(r.mask, r.net))
-            m.update(_metrics.flat_functional_recall(r.weights, r.biases, r.net.ticket.weights, r.net.ticket.biases,
-                                                     r.data.x_test))
-            m["hiding_median_percentile"] = float(r.net.hiding.get("median_percentile", float("nan")))
-            for key in ("train_loss", "rescale_factor"):
-                if key in r.extra:
-                    m[key] = r.extra[key]
-            m["output_scale"] = float(r.net.output_scale)
-            r.time_s += time.perf_counter() - t0
-            m["train_time_s"] = r.time_s
-            results[i] = SeekResult(metrics=m, masks=r.mask, config=public_config(cfg), weights=r.weights, biases=r.biases)
-        except Exception as exc:  # noqa: BLE001
-            results[i] = exc
-    return results  # type: ignore[return-value]
+    made: list = [None] * len(cfgs)
+
+    def make(i):
+        t0 = time.perf_counter()
+        run, ticket = _make_run(cfgs[i], device, dtype)
+        run.time_s += time.perf_counter() - t0
+        return run, ticket
+
+    _each(made, range(len(cfgs)), make)
+    runs = [m[0] if isinstance(m, tuple) else m for m in made]
+    dense_runs = _dense_runs(cfgs, runs, device)
+    proto.run([r for r in runs if isinstance(r, _protocols.Run)], list(dense_runs.values()), settings)
+    _cache_dense(fam, task, dense_runs)
+    results: list = list(runs)
+    _each(results, range(len(cfgs)), lambda i: _measured(cfgs[i], runs[i], made[i][1], fam, task, proto))
+    return results
 
 
 def _threads_context(cfgs: list[dict]):
-    """One CPU thread for small groups (see `plantseek.train.cpu_threads_for`)."""
-    c0 = cfgs[0]
-    task = _tasks.get(c0["task"])
-    widths = c0["width"] if isinstance(c0["width"], list) else [c0["width"]] * (c0["depth"] - 1)
-    full = [task.input_dim] + list(widths) + [task.output_dim]
-    work = len(cfgs) * c0["batch_size"] * sum(a * b for a, b in zip(full[:-1], full[1:]))
-    return _train.cpu_threads_for(work, c0["device"])
+    """The CPU threads a group trains on: the family's rule (`plantseek.threads.cpu_threads_for`)."""
+    return _family(cfgs[0]).threads(cfgs)
 
 
 def seek_batch(kwargs_list: Sequence[dict], *, on_oom: str = "retry") -> list[SeekResult | BaseException]:
@@ -530,48 +384,21 @@ def seek_batch(kwargs_list: Sequence[dict], *, on_oom: str = "retry") -> list[Se
     return results  # type: ignore[return-value]
 
 
-def seek(
-    *,
-    task: str = "circle",
-    depth: int = 4,
-    width: int | Sequence[int] = 100,
-    pruner: Any = "synflow",
-    density: float | str = 0.1,
-    protocol: str = "singleshot",
-    epochs: int = 10,
-    seed: int = 0,
-    device: str = "auto",
-    dtype: str = "float32",
-    lr: float = 1e-3,
-    batch_size: int = 32,
-    optimizer: str = "adam",
-    rounds: int = 10,
-    round_epochs: int = 5,
-    scope: str | None = None,
-    prune_bias: bool = True,
-    n_samples: int = 10_000,
-    noise: float = 0.01,
-    pruning_samples: int = 40,
-    init: str = "he-scaled",
-    dense_baseline: bool = True,
-    progress: bool = True,
-    impl: str = "auto",
-    pruner_options: dict | None = None,
-    rescale: str = "fit",
-) -> SeekResult:
+def seek(**options: Any) -> SeekResult:
     """Plant, prune, train (or not: strong) and measure one configuration; raises on failure.
 
-    Arguments (defaults = the paper's): task="circle", depth=4, width=100, pruner="synflow" (a name or a
-    configured pruner from `plantseek.pruners.get`), density=0.1 (a float in (0, 1] or "ticket"),
-    protocol="singleshot" | "multishot" | "strong", epochs=10, seed=0, device="auto", dtype="float32",
-    lr=1e-3, batch_size=32, optimizer="adam", rounds=10, round_epochs=5, scope=None (the pruner's default;
-    "global" or "layer"), prune_bias=True, n_samples=10000, noise=0.01, pruning_samples=40 (for pruners that
-    score on data), init="he-scaled", dense_baseline=True, progress=True, impl="auto" ("dense", "sparse"),
-    pruner_options=None (with a pruner name), rescale="fit" (the function-preserving rescale before each weak
-    training phase, `plantseek.rescale`; "fit-even" without the neuron balancing; "none" is the paper's protocol).
+    Takes every option of `plantseek.spec` by its flat name (defaults = the paper's); ``pruner`` is a name or
+    a configured pruner from `plantseek.pruners.get`, ``pruner_options`` go with a name. Options:
     """
-    kwargs = dict(locals())
-    res = seek_batch([kwargs])[0]
+    res = seek_batch([options])[0]
     if isinstance(res, BaseException):
         raise res
     return res
+
+
+# the signature and the option list of `seek` are generated from the spec (help(seek) and IDEs show them)
+seek.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in DEFAULTS.items()],
+    return_annotation=SeekResult)
+seek.__doc__ = (seek.__doc__ or "") + "".join(
+    f"\n    - {k}={v!r}: {OPTION_DOCS[k]}" for k, v in DEFAULTS.items()) + "\n"

@@ -1,11 +1,15 @@
 """The results database: one SQLite file (WAL mode), one row per run.
 
-Each row holds the run's key (SHA-256 of its configuration and the package version), its configuration and
+Each row holds the run's key (`plantseek.spec.run_key`: a hash over the options that differ from their
+defaults), its configuration and
 flat metrics as JSON, its status (``ok`` or ``failed``), the error text of a failed run, timestamps and the
 package version that produced it. Writes are short transactions with a busy timeout and retries, so several
 sweeps can write the same file at once; a finished run is committed as soon as its group finishes.
 
-This module reads and writes rows only: it never imports training or seeking code.
+Metric names, their order in flat tables and the headline columns come from `plantseek.metric_schema`
+(imported where it is read, so that writing needs the standard library only); records written under names
+earlier versions used (the kept fraction as ``density``) are read under today's. This module reads and
+writes rows only: it never imports training or seeking code.
 """
 from __future__ import annotations
 
@@ -32,11 +36,14 @@ __all__ = [
     "export",
 ]
 
-SCHEMA_VERSION = 1
+# 1: keys hashed the full configuration and the package version; 2: keys are `plantseek.spec.run_key` (a
+# schema-1 file is migrated once, on its first writable open, in one transaction: `ResultStore._migrate_keys`)
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x506C5365  # "PlSe": marks the file as a plantseek results database
 STATUSES = ("ok", "failed")
 CONFIG_COLUMNS = ("task", "pruner", "protocol", "density", "seed", "depth", "width", "epochs", "dtype")
-# metric names that would collide with a configuration column get this suffix in flat tables
+# a metric name that would collide with a configuration column gets this suffix in flat tables (no declared
+# metric does: the kept fraction is `kept_density`, the configuration's `density` is the one requested)
 COLLISION_SUFFIX = "_measured"
 
 _SCHEMA = """
@@ -218,6 +225,42 @@ class ResultStore:
             )
         if not self.readonly:
             self._retry(lambda: c.execute("PRAGMA journal_mode = WAL"))
+            if version < 2:
+                self._retry(self._migrate_keys)
+
+    def _migrate_keys(self) -> None:
+        """Schema 1 -> 2: re-key every run whose stored configuration is a `plantseek.spec` configuration.
+
+        An option the record does not mention takes the value it had before the option existed (e.g.
+        ``rescale="none"``), and the stored configuration is completed with it, so the record is found by the
+        sweep that asks for what it ran. When several records map to one key (the old keys held the package
+        version), the finished one (then the latest) takes it; the others keep their old keys. Records that
+        are not spec configurations (the image experiment's) keep theirs."""
+        from .spec import RunSpec, run_key
+
+        c = self.conn
+        with self._transaction():
+            if c.execute("SELECT max(version) FROM schema_version").fetchone()[0] >= 2:
+                return  # another process migrated it first
+            rows = c.execute("SELECT key, config, status, finished_at FROM runs").fetchall()
+            winners: dict[str, tuple] = {}
+            for key, config, status, finished in rows:
+                try:
+                    flat = json.loads(config)
+                    new = run_key(flat, legacy=True)
+                    full = RunSpec.from_flat({**_legacy_values(flat), **flat}).flat()
+                except (TypeError, ValueError):
+                    continue
+                rank = (status == "ok", finished or 0.0)
+                if new not in winners or rank > winners[new][0]:
+                    winners[new] = (rank, key, full)
+            taken = {r[0] for r in rows}
+            for new, (_, old, full) in winners.items():
+                if new != old and new in taken:
+                    continue  # a record already holds the new key
+                c.execute("UPDATE runs SET key = ?, config = ? WHERE key = ?",
+                          (new, json.dumps(full, sort_keys=True), old))
+            c.execute("INSERT INTO schema_version (version) VALUES (2)")
 
     def _create(self) -> None:
         c = self.conn
@@ -344,7 +387,10 @@ class ResultStore:
         return counts
 
     def records(self) -> list[dict[str, Any]]:
-        """All rows, with config and metrics decoded, in insertion order."""
+        """All rows, with config and metrics decoded (metric names of earlier versions under today's,
+        `plantseek.metric_schema.upgrade`), in insertion order."""
+        from . import metric_schema as _schema
+
         rows = self._read(
             "SELECT key, config, metrics, status, error, started_at, finished_at, duration_s, batch_runs, "
             "attempts, version, device, host, sweep FROM runs ORDER BY rowid"
@@ -353,7 +399,8 @@ class ResultStore:
         for (key, config, metrics, status, error, started, finished, duration, batch, attempts, version,
              device, host, sweep) in rows:
             out.append({
-                "key": key, "config": json.loads(config), "metrics": json.loads(metrics) if metrics else {},
+                "key": key, "config": json.loads(config),
+                "metrics": _schema.upgrade(json.loads(metrics)) if metrics else {},
                 "status": status, "error": error, "started_at": started, "finished_at": finished,
                 "duration_s": duration, "batch_runs": batch, "attempts": attempts, "version": version,
                 "device": device, "host": host, "sweep": sweep,
@@ -366,6 +413,13 @@ class ResultStore:
 
     def dataframe(self):
         return to_dataframe(self.records())
+
+
+def _legacy_values(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The values that options a record does not mention had before they existed (`plantseek.spec`)."""
+    from .spec import fields
+
+    return {k: f.metadata["legacy"] for k, f in fields() if k not in flat and "legacy" in f.metadata}
 
 
 def open_store(path: str | os.PathLike, *, readonly: bool = False, create: bool = True) -> ResultStore:
@@ -383,10 +437,13 @@ def _cell(value: Any) -> Any:
 
 
 def to_dataframe(records: Iterable[Mapping[str, Any]]):
-    """One row per run: configuration columns under the sweep's names, then flat metric columns (a metric
-    whose name is also a configuration key, such as the measured ``density``, gets the suffix
-    ``_measured``), then status, error and bookkeeping. Lists (uneven widths, pruner options) become JSON."""
+    """One row per run: configuration columns under the sweep's names, then flat metric columns in
+    `plantseek.metric_schema` order (an undeclared metric whose name is also a configuration key gets the
+    suffix ``_measured``), then status, error and bookkeeping (`metric_schema.BOOKKEEPING`). Lists (uneven
+    widths, pruner options) become JSON."""
     import pandas as pd
+
+    from . import metric_schema as _schema
 
     records = list(records)
     config_keys: dict[str, None] = {}
@@ -394,7 +451,7 @@ def to_dataframe(records: Iterable[Mapping[str, Any]]):
         config_keys.update(dict.fromkeys(rec["config"]))
     ordered = [k for k in CONFIG_COLUMNS if k in config_keys] + [k for k in config_keys if k not in CONFIG_COLUMNS]
     taken = set(ordered) | set(CONFIG_COLUMNS)
-    bookkeeping = {k: ("run_" + k if k in taken else k) for k in BOOKKEEPING}
+    bookkeeping = {k: ("run_" + k if k in taken else k) for k in _schema.BOOKKEEPING}
     taken |= set(bookkeeping.values())
     rows = []
     metric_keys: dict[str, None] = {}
@@ -409,33 +466,12 @@ def to_dataframe(records: Iterable[Mapping[str, Any]]):
         rows.append(row)
     if not records:
         ordered = list(CONFIG_COLUMNS)
-    metrics = sorted(metric_keys, key=_metric_order)
+    metrics = _schema.order(metric_keys)
     columns = ordered + metrics + list(bookkeeping.values())
     df = pd.DataFrame(rows, columns=columns)
     for col in ("started_at", "finished_at"):
         df[bookkeeping[col]] = pd.to_datetime(df[bookkeeping[col]], unit="s", utc=True)
     return df
-
-
-BOOKKEEPING = ("status", "error", "key", "version", "device", "duration_s", "batch_runs", "attempts",
-               "started_at", "finished_at")
-# metrics a reader looks for first; the rest follow alphabetically, per-layer ones in layer order
-_FIRST_METRICS = ("density_measured", "requested_density", "weight_density", "effective_density", "ticket_density",
-                  "test_accuracy", "test_loss", "test_loss_rescaled", "test_loss_planted_scale",
-                  "output_scale_fitted", "ticket_test_accuracy", "ticket_test_loss", "dense_test_accuracy",
-                  "dense_test_loss", "recall", "functional_recall", "precision", "f1", "jaccard", "ticket_survived",
-                  "layer_collapse")
-
-
-def _metric_order(name: str):
-    import re
-
-    if name in _FIRST_METRICS:
-        return (0, _FIRST_METRICS.index(name), "", 0)
-    m = re.match(r"^(.*?)(\d+)$", name)
-    if m:
-        return (1, 0, m.group(1), int(m.group(2)))
-    return (1, 0, name, -1)
 
 
 def _arrow_safe(df):
@@ -472,15 +508,18 @@ def export(db: str | os.PathLike, out: str | os.PathLike, fmt: str | None = None
 
 
 def _performance_column(df) -> str | None:
-    for col in ("test_accuracy", "test_loss"):
-        if col in df.columns and df[col].notna().any():
-            return col
-    return None
+    """The schema's performance metric of a flat table (`metric_schema.performance`) among columns with values."""
+    from . import metric_schema as _schema
+
+    return _schema.performance(c for c in df.columns if df[c].notna().any())
 
 
 def summary_table(df):
-    """Per task, protocol, pruner and requested density: runs, failures and mean metrics over seeds."""
+    """Per task, protocol, pruner and requested density: runs, failures and the mean over seeds of each
+    headline metric (`metric_schema.headline`) the table has."""
     import pandas as pd
+
+    from . import metric_schema as _schema
 
     if df.empty:
         return pd.DataFrame()
@@ -491,12 +530,9 @@ def summary_table(df):
         df[k] = df[k].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v).astype(str)
     df["ok"] = df["status"] == "ok"
     agg = {"runs": ("status", "size"), "failed": ("ok", lambda s: int((~s).sum()))}
-    for col, name in (("test_accuracy", "accuracy"), ("test_loss", "loss"), ("recall", "recall"),
-                      ("functional_recall", "functional_recall"),
-                      ("density" + COLLISION_SUFFIX, "density_kept")):
-        if col in df.columns:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
-            agg[name] = (col, "mean")
+    for col in _schema.headline(df.columns):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+        agg[col] = (col, "mean")
     table = df.groupby(keys, sort=True, dropna=False).agg(**agg)
     return table.reset_index()
 

@@ -31,7 +31,7 @@ def test_cifar10_vgg16_path_on_a_tiny_file(tmp_path):
     m = oracle["metrics"]
     assert m["recall"] == 1.0 and m["precision"] == 1.0 and m["planting_exactness"] < 1e-9
     assert m["test_accuracy"] == pytest.approx(m["ticket_test_accuracy"])
-    assert seeker["metrics"]["density"] == pytest.approx(net.ticket_density, rel=1e-3)
+    assert seeker["metrics"]["kept_density"] == pytest.approx(net.ticket_density, rel=1e-3)
     with ResultStore(tmp_path / "r.db") as store:
         assert store.count().get("ok") == 2
 
@@ -65,7 +65,7 @@ def test_cli_writes_rows_the_report_reads(tmp_path, capsys):
     with ResultStore(db) as store:
         recs = store.records()
     assert len(recs) == 3 and {r["config"]["task"] for r in recs} == {"digits"}
-    for key in ("test_accuracy", "ticket_test_accuracy", "recall", "precision", "f1", "jaccard", "density"):
+    for key in ("test_accuracy", "ticket_test_accuracy", "recall", "precision", "f1", "jaccard", "kept_density"):
         assert all(key in r["metrics"] for r in recs)
     import warnings
 

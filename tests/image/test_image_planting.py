@@ -185,13 +185,13 @@ def test_pruners_handle_conv_layers(name, opts, scope):
 
 
 def test_ticket_oracle_recovers_the_planted_mask():
-    from plantseek.image.experiment import mask_metrics
+    from plantseek.measure import mask_metrics
 
     net = planted_digits()
     mask = pruners.get("ticket").prune(net, None, "ticket")
     m = mask_metrics(mask, net)
     assert m["recall"] == 1.0 and m["precision"] == 1.0 and m["ticket_survived"]
-    assert m["density"] == pytest.approx(net.ticket_density)
+    assert m["kept_density"] == pytest.approx(net.ticket_density)
 
 
 def test_synflow_on_a_linear_layer_sequence_matches_the_mlp_closed_form():

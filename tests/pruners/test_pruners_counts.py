@@ -197,7 +197,7 @@ def test_random_is_seeded(small_circle):
 
 
 def test_native_global_topk_agrees_with_the_reference_when_present():
-    from plantseek.kernels import global_topk as fn
+    from plantseek.kernels.scores import global_topk as fn
     g = torch.Generator().manual_seed(0)
     for n, levels in [(1, 1), (50, 3), (1000, 5), (4097, 1000)]:
         s = torch.randint(0, levels, (n,), generator=g).double()

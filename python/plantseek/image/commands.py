@@ -1,4 +1,5 @@
-"""`plantseek image-ticket`: the image experiment from the command line."""
+"""`plantseek image-ticket`: the image experiment from the command line (a front end of `run_image_ticket`, whose
+rows are ordinary `plantseek.seek` runs of an image task)."""
 from __future__ import annotations
 
 import argparse
@@ -75,7 +76,7 @@ class ImageTicketCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ..commands import print_rows
+        from ..cli.foundation import print_rows
         from .experiment import ImageTicketConfig, run_image_ticket
 
         cfg = ImageTicketConfig(
@@ -93,11 +94,9 @@ class ImageTicketCommand:
         result = run_image_ticket(cfg, db=args.db)
         print_rows(result.table())
         t = result.timings
-        print(f"total {t['total_s']:.1f} s (train {t.get('train_small_s', 0):.1f}, prune+fine-tune "
-              f"{t.get('prune_finetune_s', 0):.1f}, plant {t.get('plant_s', 0):.1f}, dense host "
-              f"{t.get('dense_host_s', 0):.1f}, seek {t.get('seek_s', 0):.1f})")
+        print(f"total {t['total_s']:.1f} s (learn and plant the ticket {t['ticket_s']:.1f}, runs {t['runs_s']:.1f})")
         if args.db:
-            print(f"{len(result.rows)} rows written to {args.db}")
+            print(f"{len(result.rows)} rows written to {args.db} (rows already there are not rerun)")
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump([{"config": r["config"], "metrics": r["metrics"]} for r in result.rows], fh, indent=1, default=str)

@@ -101,7 +101,7 @@ def vgg(
 
 
 def init_he_scaled(module: nn.Module, generator: torch.Generator) -> nn.Module:
-    """Re-draw every Conv2d/Linear parameter in place as the MLP hosts are drawn (`plantseek.init`, "he-scaled"):
+    """Re-draw every Conv2d/Linear parameter in place as the MLP hosts are drawn (`plantseek.host_init`, "he-scaled"):
     weights N(0, 2/fan_in) with fan_in = in_channels x kernel area, biases N(0, std_l) with std_l the product
     of sqrt(2/fan_in) over the layers up to l. Drawn on the CPU in float64 from ``generator``, then cast."""
     std = 1.0

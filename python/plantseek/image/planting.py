@@ -10,7 +10,7 @@
   function); BatchNorm in the ticket is folded into the layer before it (`fold_batch_norm_state`).
 - a ticket conv filter's entries (in_channel, kh, kw) are the columns of the matching problem: the conv
   weight is reshaped to (out_ch, in_ch * kh * kw) and the column (c, i, j) of a ticket input channel c maps to
-  (map[c], i, j) in the host; `plantseek.planting_search.plant_search` (native kernel) picks, for each ticket
+  (map[c], i, j) in the host; `plantseek.kernels.planting_search.plant_search` (native kernel) picks, for each ticket
   channel in order, the unused host channel whose own values there have the ticket's signs and the smallest
   L1 distance after the best positive rescaling lambda; those entries are overwritten with lambda x target and
   the channel's scale is lambda (the host channel then computes lambda x the ticket channel, before and after

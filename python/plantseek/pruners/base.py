@@ -13,16 +13,17 @@ that need more control (edge-popup, the ticket oracle) override `prune` itself.
 from __future__ import annotations
 
 import inspect
-import math
 import numbers
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..masks import Mask, check_mask, describe, layer_pairs
+from ..kernels.checks import describe, layer_pairs
+from ..masks import Mask, check_mask
 from . import selection
 from .selection import SCOPES, kept_count
+from ..arguments import parse_density
 
 __all__ = [
     "Pruner", "ScorePruner", "register", "get", "available", "descriptions", "check_density", "parse_density",
@@ -32,21 +33,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------------------ validation
-
-def parse_density(density: Any) -> float | str:
-    """The one rule for a density given by a user (`seek`, the CLI, sweep files): a number in (0, 1], or
-    ``"ticket"`` in any case (returned as ``"ticket"``). Booleans and other strings are refused."""
-    if isinstance(density, str):
-        if density.strip().lower() == "ticket":
-            return "ticket"
-        raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}")
-    if isinstance(density, bool) or not isinstance(density, numbers.Real):
-        raise ValueError(f"density must be a number in (0, 1] or 'ticket', got {density!r}")
-    d = float(density)
-    if not math.isfinite(d) or not 0.0 < d <= 1.0:
-        raise ValueError(f"density must lie in (0, 1] (the fraction of prunable parameters kept), got {density!r}")
-    return d
-
 
 def check_density(density: Any, net=None, *, scope: str = "global", prune_bias: bool = True) -> float:
     """A density as a float in (0, 1]; ``"ticket"`` means the planted ticket's own density (needs ``net``).

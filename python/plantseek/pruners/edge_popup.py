@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from ..masks import Mask
+from ..optim import sgd_step_
 from ..rescale import positive_factors
-from ..train import sgd_step_
+from ..threads import cpu_threads_for
 from . import selection
 from .base import (Pruner, check_density, check_reachable, check_scope, current_mask, device_generator,
                    network_forward, register)
@@ -145,8 +146,6 @@ class EdgePopupPruner(Pruner):
     # -- search
     def prune(self, net, data, density, *, scope="layer", prune_bias=True, generator=None, mask=None) -> Mask:
         """Train the scores on ``data.x_train`` and keep the top ones (exact count, deterministic ties)."""
-        from ..train import cpu_threads_for
-
         work = float(self.batch_size) * float(sum(w.numel() for w in net.weights))
         with cpu_threads_for(work, net.device):
             if _is_mlp(net):  # the batched search with M = 1: one code path for one run and for many
@@ -162,8 +161,6 @@ class EdgePopupPruner(Pruner):
         densities and thresholds; SGD is elementwise, so each run gets what `prune` alone gives it).
 
         Returns one entry per run: its mask, or the exception that stopped it (a diverging loss)."""
-        from ..train import cpu_threads_for
-
         M = len(nets)
         generators = list(generators) if generators is not None else [None] * M
         masks = list(masks) if masks is not None else [None] * M

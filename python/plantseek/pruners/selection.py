@@ -8,7 +8,7 @@ Rules (DESIGN.md, "Seeking: pruners"):
 - ties are broken deterministically: among equal scores the lowest flat index wins, where the flat order is
   weight 0, bias 0, weight 1, bias 1, ... (each tensor row-major).
 
-The selection itself is `plantseek.kernels.global_topk` (native threshold search on the CPU, its PyTorch
+The selection itself is `plantseek.kernels.scores.global_topk` (native threshold search on the CPU, its PyTorch
 reference `global_topk_reference` elsewhere); this module adds the counting rules and clear errors.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from .. import kernels
+from ..kernels import scores as score_kernels
 
 Mask = list[tuple[torch.Tensor, torch.Tensor]]
 Scores = Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -32,15 +32,15 @@ def kept_count(density: float, n: int) -> int:
 
 def topk_keep(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None) -> torch.Tensor:
     """Bool mask (same shape as ``scores``) keeping the ``k`` largest eligible scores, ties to the lowest
-    indices: `plantseek.kernels.global_topk_reference` on a flat score vector (any device)."""
+    indices: `plantseek.kernels.scores.global_topk_reference` on a flat score vector (any device)."""
     if k <= 0:
         return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
-    return kernels.global_topk_reference(scores, int(k), eligible)
+    return score_kernels.global_topk_reference(scores, int(k), eligible)
 
 
 def select_flat(scores: torch.Tensor, k: int, eligible: torch.Tensor) -> torch.Tensor:
     """Keep the top ``k`` eligible entries of a flat score vector (native on the CPU)."""
-    return kernels.global_topk(scores, k, eligible)
+    return score_kernels.global_topk(scores, k, eligible)
 
 
 def select(
@@ -56,7 +56,7 @@ def select(
     ``scores`` has one (weight_scores, bias_scores) pair per layer, shaped like the parameters; ``current`` is
     the current mask (a full mask when nothing has been pruned yet), which the result never grows.
     """
-    return _select(kernels.global_topk, scores, density, current, scope, prune_bias)
+    return _select(score_kernels.global_topk, scores, density, current, scope, prune_bias)
 
 
 def select_reference(
@@ -67,8 +67,8 @@ def select_reference(
     scope: str = "global",
     prune_bias: bool = True,
 ) -> Mask:
-    """`select` through `plantseek.kernels.global_topk_reference` (pure PyTorch, any device)."""
-    return _select(kernels.global_topk_reference, scores, density, current, scope, prune_bias)
+    """`select` through `plantseek.kernels.scores.global_topk_reference` (pure PyTorch, any device)."""
+    return _select(score_kernels.global_topk_reference, scores, density, current, scope, prune_bias)
 
 
 def _select(topk, scores: Scores, density: float, current: Mask, scope: str, prune_bias: bool) -> Mask:

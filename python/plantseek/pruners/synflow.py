@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import kernels
+from ..kernels import scores as score_kernels
 from .base import ScorePruner, check_density, check_reachable, check_scope, current_mask, register
 
 
@@ -61,7 +61,7 @@ class SynFlowPruner(ScorePruner):
     (absolute weights and biases, pruned ones zero) on an all-ones input; biases are scored too. Data-free.
     Option ``iterations`` (default 100, as in SynFlow's paper; the Plant 'n' Seek paper's main runs use 1):
     rounds with the exponential density schedule density^(r/R), rescoring the masked network each round.
-    All R rounds run in one call of `plantseek.kernels.synflow_prune` (native on the CPU, PyTorch on other
+    All R rounds run in one call of `plantseek.kernels.scores.synflow_prune` (native on the CPU, PyTorch on other
     devices; scores in float64, which keeps the product of layer norms of deep, wide networks finite); conv
     networks and subclasses with scores of their own take the generic `ScorePruner` rounds, which give the
     same masks (same schedule, counts and tie rule).
@@ -77,7 +77,7 @@ class SynFlowPruner(ScorePruner):
         check_scope(scope)
         current = current_mask(net, mask)
         check_reachable(current, density, scope, bool(prune_bias))
-        out = kernels.synflow_prune(net.weights, net.biases, density, rounds=self.iterations, masks=current, scope=scope,
+        out = score_kernels.synflow_prune(net.weights, net.biases, density, rounds=self.iterations, masks=current, scope=scope,
                  prune_bias=bool(prune_bias))
         return [(wm.to(net.device), bm.to(net.device)) for wm, bm in out]
 
@@ -85,4 +85,4 @@ class SynFlowPruner(ScorePruner):
         params = [(w.detach() * wm, b.detach() * bm) for w, b, (wm, bm) in zip(net.weights, net.biases, mask)]
         if callable(getattr(net, "forward_params", None)):  # conv networks: autograd through their layers
             return synflow_scores_network(net, params)
-        return kernels.synflow_scores(params)
+        return score_kernels.synflow_scores(params)

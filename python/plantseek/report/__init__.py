@@ -303,8 +303,8 @@ def _html(db, df, figs, table, found, sweeps, notes, acc_tol, loss_factor, title
     parts.append(
         "<p class='meta'>Depth counts linear (weight) layers; the paper counts neuron layers including the input, "
         "so the paper's depth L is depth L−1 here. Density is the fraction of prunable parameters kept (weights "
-        "and biases); the x axes show the measured density of the masks, and a requested density "
-        "<code>ticket</code> is the planted ticket's own. Bands and error bars are 95% Student t confidence "
+        "and biases); the x axes show the kept density of the masks (<code>kept_density</code>), and a "
+        "requested density <code>ticket</code> is the planted ticket's own. Bands and error bars are 95% Student t confidence "
         "intervals of the mean over seeds (regression: of the log MSE, around the geometric mean).</p>")
     if n == 0:
         parts.append("<p class='note'>The database has no runs yet.</p></body></html>")

@@ -1,6 +1,6 @@
 """Tables the report is drawn from: rows of the results database, grouped and averaged over seeds.
 
-Reads rows only (no training code)."""
+Metric names come from `plantseek.metric_schema`. Reads rows only (no training code)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from .. import metric_schema as _schema
+from ..metric_schema import BOOKKEEPING  # noqa: F401 - the bookkeeping columns of the flat tables
 from . import verdicts as V
 
 PROTOCOL_ORDER = ("singleshot", "multishot", "strong")
@@ -25,8 +27,6 @@ ORACLE = "ticket"  # the pruner that returns the planted mask: every protocol's 
 ORACLE_TRAINED = "ticket mask (trained)"  # the oracle under the weak protocols: the ticket's mask, trained
 ORACLE_MASK = "ticket mask"  # the oracle under strong: the mask alone, read through the fitted scale
 PLANTED = "planted ticket (untrained)"  # the planted ticket itself (its weights, before any training)
-BOOKKEEPING = ("status", "error", "key", "version", "device", "duration_s", "batch_runs", "attempts",
-               "started_at", "finished_at")
 LAYER_RE = re.compile(r"^layer_density_(\d+)$")
 TICKET_LAYER_RE = re.compile(r"^ticket_layer_density_(\d+)$")
 
@@ -113,8 +113,9 @@ class Setting:
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
-    """Add `label` (`display_label`), `x` (measured density, else the requested one) and `density_key` (the
-    requested density as text: a number, or "ticket" for the planted ticket's own)."""
+    """Add `label` (`display_label`), `x` (the kept density, else the requested one) and `density_key` (the
+    requested density as text: a number, or "ticket" for the planted ticket's own); declared numeric metrics
+    read as text (from a CSV) become numbers."""
     df = df.copy()
     if df.empty:
         return df
@@ -123,27 +124,31 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["label"] = [display_label(p, o, proto, r)
                    for p, o, proto, r in zip(df["pruner"], opts, df["protocol"], df["rescale_key"])]
     requested = pd.to_numeric(df["density"], errors="coerce")
-    measured = pd.to_numeric(df["density_measured"], errors="coerce") if "density_measured" in df else requested
-    df["x"] = measured.fillna(requested)
+    kept = pd.to_numeric(df["kept_density"], errors="coerce") if "kept_density" in df else requested
+    df["x"] = kept.fillna(requested)
     df["density_key"] = df["density"].map(lambda v: "ticket" if v == "ticket" else f"{float(v):.6g}")
     for col in df.columns:
-        if col.startswith(("test_", "ticket_", "dense_", "recall", "precision", "layer_density", "f1", "jaccard")):
-            if df[col].dtype == object:
-                df[col] = pd.to_numeric(df[col], errors="coerce")
+        m = _schema.lookup(col)
+        if m is not None and m.kind != "flag" and df[col].dtype == object:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
 
 
+def _performance(frame: pd.DataFrame) -> str:
+    """The schema's performance metric among the columns with values (`metric_schema.performance`): the test
+    accuracy of classification rows, else the test loss."""
+    return _schema.performance(c for c in frame.columns if frame[c].notna().any()) or "test_loss"
+
+
 def kind_of(frame: pd.DataFrame) -> str:
-    if "test_accuracy" in frame and frame["test_accuracy"].notna().any():
-        return "classification"
-    return "regression"
+    return "classification" if _schema.get(_performance(frame)).kind == "accuracy" else "regression"
 
 
 def performance_column(frame: pd.DataFrame) -> tuple[str, str, str, str]:
     """(metric, ticket metric, dense metric, axis label) for the task kind."""
-    if kind_of(frame) == "classification":
-        return "test_accuracy", "ticket_test_accuracy", "dense_test_accuracy", "test accuracy"
-    return "test_loss", "ticket_test_loss", "dense_test_loss", "test loss (MSE)"
+    metric = _performance(frame)
+    label = f"test {_schema.get(metric).short}" + (" (MSE)" if kind_of(frame) == "regression" else "")
+    return metric, "ticket_" + metric, "dense_" + metric, label
 
 
 def config_columns(records: Iterable[dict]) -> list[str]:
@@ -324,7 +329,7 @@ def verdicts(df: pd.DataFrame, acc_tol: float = V.ACC_TOL, loss_factor: float = 
                 row = {"setting": s.title, "task": s.task, "protocol": protocol, "pruner": label,
                        "pruner_name": str(cell["pruner"].iloc[0]),
                        "is_oracle": bool(len(ref)) and cell.index.isin(ref.index).all(),
-                       "density_key": key, "density": float(cell["x"].mean()),
+                       "density_key": key, "kept_density": float(cell["x"].mean()),
                        "requested_density": float(cell["x"].mean()) if key == "ticket" else float(key),
                        "metric": _short(metric),
                        "n": n, "mean": mean, "ci_lo": lo, "ci_hi": hi,
@@ -341,7 +346,7 @@ def verdicts(df: pd.DataFrame, acc_tol: float = V.ACC_TOL, loss_factor: float = 
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    return table.sort_values(["setting", "protocol", "pruner", "density"], kind="stable").reset_index(drop=True)
+    return table.sort_values(["setting", "protocol", "pruner", "kept_density"], kind="stable").reset_index(drop=True)
 
 
 def _note(c: V.Comparison, ref: pd.DataFrame) -> str:
@@ -373,7 +378,7 @@ def sparsest_match(df: pd.DataFrame | None, acc_tol: float = V.ACC_TOL, loss_fac
     if table.empty:
         return pd.DataFrame(rows)
     for (setting, protocol, label), sub in table.groupby(["setting", "protocol", "pruner"], sort=False):
-        sub = sub.sort_values("density", ascending=False)
+        sub = sub.sort_values("kept_density", ascending=False)
         first = sub.iloc[0]
         accuracy = first["metric"] == "accuracy"
         best = sub.loc[sub["mean"].idxmax() if accuracy else sub["mean"].idxmin()]
@@ -384,18 +389,19 @@ def sparsest_match(df: pd.DataFrame | None, acc_tol: float = V.ACC_TOL, loss_fac
                PLANTED: first["planted_ticket"], "ticket density": first["ticket_density"],
                "sparsest matching density": None, "x ticket density": None, "d at match": None,
                "next sparser density": None, "next sparser verdict": None, "d at next sparser": None,
-               "best": float(best["mean"]), "best at density": float(best["density"]), "seeds": int(sub["n"].max()),
-               "verdicts": "; ".join(f"{r.density:.3g}: {r.verdict}" for r in sub.itertuples())}
+               "best": float(best["mean"]), "best at density": float(best["kept_density"]),
+               "seeds": int(sub["n"].max()),
+               "verdicts": "; ".join(f"{r.kept_density:.3g}: {r.verdict}" for r in sub.itertuples())}
         matched = [i for i, v in enumerate(sub["verdict"]) if v == V.MATCHES]
         if matched:
             m = sub.iloc[matched[-1]]
-            row["sparsest matching density"] = float(m["density"])
+            row["sparsest matching density"] = float(m["kept_density"])
             row["d at match"] = _d_text(m)
             if first["ticket_density"] and not pd.isna(first["ticket_density"]):
-                row["x ticket density"] = float(m["density"]) / float(first["ticket_density"])
+                row["x ticket density"] = float(m["kept_density"]) / float(first["ticket_density"])
             if matched[-1] + 1 < len(sub):
                 nxt = sub.iloc[matched[-1] + 1]
-                row["next sparser density"] = float(nxt["density"])
+                row["next sparser density"] = float(nxt["kept_density"])
                 row["next sparser verdict"] = nxt["verdict"]
                 row["d at next sparser"] = _d_text(nxt)
         rows.append(row)
@@ -409,4 +415,4 @@ def _d_text(row) -> str:
 
 
 def _short(metric: str) -> str:
-    return {"test_accuracy": "accuracy", "test_loss": "loss"}.get(metric, metric)
+    return _schema.get(metric).short

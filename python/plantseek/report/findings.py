@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
+from .. import metric_schema as _schema
 from . import data as _data
 from . import verdicts as V
 
@@ -33,9 +34,9 @@ __all__ = ["REPRODUCED", "NOT_REPRODUCED", "UNDECIDED", "Finding", "Outcome", "f
            "readme_block", "update_readme", "current_block", "BEGIN", "END"]
 
 REPRODUCED, NOT_REPRODUCED, UNDECIDED = "reproduced", "not reproduced", "undecided"
-# columns `export_csv` keeps besides the configuration: what the verdicts and findings read
-EXPORT_METRICS = ("density_measured", "ticket_density", "test_accuracy", "test_loss", "ticket_test_accuracy",
-                  "ticket_test_loss", "layer_collapse")
+# metrics `export_csv` keeps besides the configuration: what the verdicts and findings read (declared names)
+EXPORT_METRICS = _schema.declared(("kept_density", "ticket_density", "test_accuracy", "test_loss",
+                                   "ticket_test_accuracy", "ticket_test_loss", "layer_collapse"))
 BEGIN = "<!-- findings:begin"
 END = "<!-- findings:end -->"
 README_CSV = "docs/results/paper_small.csv"
@@ -133,7 +134,7 @@ def _cell(r) -> str:
     note = f" ({r['note']})" if isinstance(r.get("note"), str) and r["note"] else ""
     ref = r.get("reference_pruner")
     ref = ref if isinstance(ref, str) else _data.oracle_name(r["protocol"])
-    return (f"{r['pruner']} at {f(r['density'])} on {r['task']} ({r['protocol']}, {int(r['n'])} seeds): "
+    return (f"{r['pruner']} at {f(r['kept_density'])} on {r['task']} ({r['protocol']}, {int(r['n'])} seeds): "
             f"{r['metric']} {f(r['mean'])}{spread} vs {ref} {f(r['reference'])}, d {f(r['d'])}{bounds}: "
             f"{r['verdict']}{note}")
 
@@ -147,7 +148,7 @@ def _summary(cells: pd.DataFrame, what: str) -> list[str]:
                                                         for v in (V.MATCHES, V.UNDECIDED, V.NO_MATCH)))
     matched = cells[cells["verdict"] == V.MATCHES]
     if len(matched):
-        shown = matched.sort_values("density").head(2)
+        shown = matched.sort_values("kept_density").head(2)
     else:
         shown = cells.assign(_gap=cells["d_lower"].fillna(cells["d"]) - cells["tolerance"]) \
             .sort_values("_gap").head(1)
@@ -156,7 +157,7 @@ def _summary(cells: pd.DataFrame, what: str) -> list[str]:
 
 def _sparsest(cells: pd.DataFrame, verdicts=(V.MATCHES,)) -> float | None:
     hit = cells[cells["verdict"].isin(verdicts)]
-    return None if hit.empty else float(hit["density"].min())
+    return None if hit.empty else float(hit["kept_density"].min())
 
 
 # --- the paper's findings (DESIGN.md, "The paper's experiments", "Findings to check against") -------------
@@ -229,7 +230,7 @@ def _multishot_synflow(table: pd.DataFrame) -> Outcome:
         best = REPRODUCED
     elif s_other is not None:
         hit = others[others["verdict"] == V.MATCHES]
-        at = syn[syn["density_key"] == hit.loc[hit["density"].idxmin(), "density_key"]]
+        at = syn[syn["density_key"] == hit.loc[hit["kept_density"].idxmin(), "density_key"]]
         best = NOT_REPRODUCED if len(at) and (at["verdict"] == V.NO_MATCH).all() else UNDECIDED
     else:
         best = UNDECIDED
@@ -240,7 +241,7 @@ def _multishot_synflow(table: pd.DataFrame) -> Outcome:
 
 def _best_label(cells: pd.DataFrame) -> str:
     hit = cells[cells["verdict"] == V.MATCHES]
-    return "none matches" if hit.empty else str(hit.loc[hit["density"].idxmin(), "pruner"])
+    return "none matches" if hit.empty else str(hit.loc[hit["kept_density"].idxmin(), "pruner"])
 
 
 def _num(v) -> str:
@@ -264,7 +265,7 @@ def _grasp(table: pd.DataFrame) -> Outcome:
         if not majority:
             evidence.append(f"{setting}: fewer than half of the other pruners match at any density")
             continue
-        key = min(majority, key=lambda k: float(others.loc[others["density_key"] == k, "density"].mean()))
+        key = min(majority, key=lambda k: float(others.loc[others["density_key"] == k, "kept_density"].mean()))
         at = grasp[grasp["density_key"] == key]
         if at.empty:
             statuses.append(UNDECIDED)
@@ -342,13 +343,15 @@ def _range(optimistic: float, pessimistic: float) -> str:
 # --- evaluation and output ---------------------------------------------------------------------------------
 
 def load_rows(source: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
-    """(prepared rows, configuration columns) from a results database or a CSV written by `export_csv`."""
+    """(prepared rows, configuration columns) from a results database or a CSV written by `export_csv` (its
+    columns under the names of earlier versions read under today's, `metric_schema.upgrade_columns`)."""
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"no such results file: {path}")
     if path.suffix.lower() == ".csv":
         raw = pd.read_csv(path)
-        config_cols = [c for c in raw.columns if c not in EXPORT_METRICS and c != "status"]
+        raw = raw.rename(columns=_schema.upgrade_columns(raw.columns))
+        config_cols = [c for c in raw.columns if not _schema.is_declared(c) and c not in _schema.BOOKKEEPING]
     else:
         from ..store import ResultStore, to_dataframe
 

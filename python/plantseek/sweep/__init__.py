@@ -45,8 +45,7 @@ class SweepReport:
 
 def plan_sweep(sweep: Sweep, store, retry_failed: bool = False) -> tuple[list[RunConfig], list[str], int]:
     """The runs still to do: those whose key is not in the store (failed ones too with ``retry_failed``)."""
-    version = package_version()
-    keys = [run_key(r.to_dict(), version) for r in sweep.runs]
+    keys = [r.key for r in sweep.runs]
     done = store.keys(status="ok")
     if not retry_failed:
         done |= store.keys(status="failed")

@@ -18,27 +18,28 @@ Grid keys are accepted in the singular or the plural (``task``/``tasks``, ``dens
 A pruner is a name or a table ``{name = "synflow", iterations = 100}`` (options of the configured pruner).
 Every other key is a training option passed to ``plantseek.seek`` (``lr``, ``batch_size``, ``rounds``,
 ...). Widths of uneven networks are lists: ``width = [[100, 50]]`` is one network; ``width = [50, 100]``
-is a grid of two widths.
+is a grid of two widths. A table whose tasks are all image tasks (the conv family) leaves ``depth`` out: their
+layout fixes it, and ``width`` is the host's first-layer channels (docs/image.md).
 
 The ticket oracle (pruner ``ticket``) keeps the planted mask whatever density is asked, so it runs once per
 configuration, at density ``"ticket"``, whatever densities the file lists (`Sweep.notes` says how many runs
 that spares).
 
-Every run has a stable key: the SHA-256 of the canonical JSON of its full configuration plus the package
-version. The execution device is not part of the key (it is an execution setting, not a run setting).
+Every run is a `plantseek.spec.RunSpec`, and its key is the spec's (`plantseek.spec.run_key`): the SHA-256 of
+the canonical JSON of the options that differ from their defaults, so adding an option keeps every key. The
+execution device is not part of the key (it is an execution setting, not a run setting).
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .. import arguments
+from .. import spec as _spec
+from ..spec import canonical_json, legacy_run_key, run_key
 
 __all__ = [
     "SweepConfigError",
@@ -48,6 +49,7 @@ __all__ = [
     "parse_sweep",
     "package_version",
     "run_key",
+    "legacy_run_key",
     "canonical_json",
     "GRID_KEYS",
 ]
@@ -69,21 +71,9 @@ REQUIRED_KEYS = ("task", "pruner", "protocol", "density", "seed", "depth", "widt
 META_KEYS = ("name", "description", "imports", "device")
 # the pruner that returns the planted mask whatever the density: it runs at density "ticket" only
 ORACLE = "ticket"
-DTYPES = ("float32", "float64")
-# used when the registries cannot be imported (keeps the sweep module usable on its own)
-FALLBACK_TASKS = ("relu", "circle", "helix", "image")
-FALLBACK_PROTOCOLS = ("singleshot", "multishot", "strong")
-FALLBACK_PRUNERS = (
-    "random", "magnitude", "snip", "grasp", "synflow", "edge-popup", "edge-popup-annealed", "ticket",
-)
-# training options of plantseek.seek, used when seek's signature cannot be read
-FALLBACK_OPTIONS = (
-    "lr", "batch_size", "optimizer", "rounds", "round_epochs", "scope", "prune_bias", "n_samples", "noise",
-    "pruning_samples", "init", "dense_baseline", "impl", "rescale",
-)
-# seek parameters that the sweep sets itself (or that are not run settings)
-_SEEK_RESERVED = {"task", "pruner", "density", "protocol", "epochs", "seed", "depth", "width", "dtype",
-                  "device", "progress", "self", "pruner_options"}
+DTYPES = _spec.DTYPES
+# the options a sweep sets from its grid keys (or that are not run settings)
+_NOT_OPTIONS = set(GRID_KEYS) | {"pruner_options"} | set(_spec.EXEC_KEYS)
 
 
 class SweepConfigError(ValueError):
@@ -109,31 +99,11 @@ def package_version() -> str:
 
 
 def _normalise(value: Any) -> Any:
-    """JSON-able, canonical form of a config value (floats that are integers stay floats, tuples -> lists)."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise SweepConfigError(f"non-finite number {value!r} in a sweep configuration")
-        return float(value)
-    if isinstance(value, Mapping):
-        return {str(k): _normalise(v) for k, v in sorted(value.items())}
-    if isinstance(value, (list, tuple)):
-        return [_normalise(v) for v in value]
-    raise SweepConfigError(f"unsupported value {value!r} of type {type(value).__name__} in a sweep configuration")
-
-
-def canonical_json(obj: Any) -> str:
-    """Canonical JSON: sorted keys, no whitespace, repr floats; equal configs give equal strings."""
-    return json.dumps(_normalise(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def run_key(config: Mapping[str, Any], version: str | None = None) -> str:
-    """SHA-256 (hex) of the canonical JSON of a run configuration and the package version."""
-    payload = {"config": dict(config), "plantseek_version": version or package_version()}
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+    """JSON-able, canonical form of a config value (the spec's rule), as a SweepConfigError."""
+    try:
+        return _spec._jsonable("value", value)
+    except ValueError as exc:
+        raise SweepConfigError(f"{exc} in a sweep configuration") from None
 
 
 @dataclass
@@ -186,7 +156,13 @@ class RunConfig:
         )
 
     @property
+    def spec(self) -> _spec.RunSpec:
+        """The run as a `plantseek.spec.RunSpec` (the one owner of defaults and checks)."""
+        return _spec.RunSpec.from_flat(self.to_dict())
+
+    @property
     def key(self) -> str:
+        """The spec's key: a hash over the options that differ from their defaults (`plantseek.spec.run_key`)."""
         return run_key(self.to_dict())
 
     @property
@@ -198,13 +174,8 @@ class RunConfig:
     def group_key(self) -> str:
         """Runs with equal group keys share task, shape, protocol, epochs, dtype and training options and
         can be trained together as one batched computation."""
-        d = self.to_dict()
-        keys = seek_group_keys()
-        if keys is not None:
-            return canonical_json({k: d.get(k) for k in keys if k != "device"})
-        for k in ("pruner", "pruner_options", "density", "seed"):
-            d.pop(k, None)
-        return canonical_json(d)
+        d = {**_spec.defaults(), **self.to_dict()}
+        return canonical_json({k: d[k] for k in _spec.GROUP_KEYS})
 
     def seek_kwargs(self, device: str | None = None) -> dict[str, Any]:
         """Keyword arguments for ``plantseek.seek``: the configured pruner object when it has options."""
@@ -230,10 +201,8 @@ class RunConfig:
 
 
 def pruner_label(name: str, options: Mapping[str, Any] | None) -> str:
-    if not options:
-        return name
-    inner = ",".join(f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in sorted(options.items()))
-    return f"{name}[{inner}]"
+    """``name[option=value,...]`` (the spec's `PrunerSpec.label`)."""
+    return _spec.PrunerSpec(name, dict(options or {})).label
 
 
 @dataclass
@@ -258,70 +227,23 @@ class Sweep:
 
 
 def _available_tasks() -> tuple[str, ...]:
-    try:
-        from plantseek import tasks
-
-        names = tasks.available()
-        return tuple(names) if names else FALLBACK_TASKS
-    except Exception:
-        return FALLBACK_TASKS
+    return _spec.choices("task")
 
 
 def _available_pruners() -> tuple[str, ...]:
-    try:
-        from plantseek import pruners
-
-        names = pruners.available()
-        if isinstance(names, Mapping):
-            names = list(names)
-        return tuple(names) if names else FALLBACK_PRUNERS
-    except Exception:
-        return FALLBACK_PRUNERS
+    return _spec.choices("pruner")
 
 
 def _available_protocols() -> tuple[str, ...]:
-    try:
-        from plantseek import protocols
-
-        names = protocols.available()
-    except Exception:
-        return FALLBACK_PROTOCOLS
-    if not names:
-        return FALLBACK_PROTOCOLS
-    # the built-ins first, in the paper's order, then the registered ones
-    return tuple(n for n in FALLBACK_PROTOCOLS if n in names) + tuple(n for n in names if n not in FALLBACK_PROTOCOLS)
+    """The registered protocols, the built-ins first in the paper's order."""
+    names = _spec.choices("protocol")
+    builtin = ("singleshot", "multishot", "strong")
+    return tuple(n for n in builtin if n in names) + tuple(n for n in names if n not in builtin)
 
 
-def _seek_module():
-    import importlib
-
-    try:
-        return importlib.import_module("plantseek.seek")
-    except Exception:
-        return None
-
-
-def seek_defaults() -> dict[str, Any] | None:
-    """``plantseek.seek``'s defaults (every option it takes), or None when seeking is not importable."""
-    mod = _seek_module()
-    defaults = getattr(mod, "DEFAULTS", None) if mod is not None else None
-    return dict(defaults) if isinstance(defaults, Mapping) else None
-
-
-def seek_group_keys() -> tuple[str, ...] | None:
-    """The settings that ``seek_batch`` needs equal to train runs together, when it says so."""
-    mod = _seek_module()
-    keys = getattr(mod, "GROUP_KEYS", None) if mod is not None else None
-    return tuple(keys) if keys else None
-
-
-def seek_options() -> tuple[tuple[str, ...], bool]:
-    """Training options a sweep file may set (the options of ``plantseek.seek``), and whether ``seek`` is
-    unknown here (then any option is passed through unchecked)."""
-    defaults = seek_defaults()
-    if defaults is None:
-        return FALLBACK_OPTIONS, False
-    return tuple(k for k in defaults if k not in _SEEK_RESERVED), False
+def seek_options() -> tuple[str, ...]:
+    """Training options a sweep file may set: the spec's options that no grid key sets."""
+    return tuple(k for k in _spec.defaults() if k not in _NOT_OPTIONS)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -461,15 +383,18 @@ def _expand_table(table: Mapping[str, Any], where: str, folded: set[str] | None 
         else:
             options[key] = _as_list(value)
     missing = [k for k in REQUIRED_KEYS if k not in grid]
+    if "depth" in missing and grid.get("task") and all(_takes_no_depth(t) for t in grid["task"]):
+        grid["depth"] = [_spec.defaults()["depth"]]  # conv tasks: the layout fixes the depth (plantseek.families)
+        missing.remove("depth")
     if missing:
         raise SweepConfigError(
             f"{where}: missing key(s) {', '.join(repr(m) for m in missing)} "
             f"(a sweep needs {', '.join(REQUIRED_KEYS)})"
         )
     if options:
-        allowed, var_kw = seek_options()
+        allowed = seek_options()
         for key, values in options.items():
-            if key not in allowed and not var_kw:
+            if key not in allowed:
                 raise SweepConfigError(
                     f"{where}: unknown key {key!r}; allowed keys: "
                     + ", ".join(sorted({a for al in GRID_KEYS.values() for a in al} | set(META_KEYS) | set(allowed)))
@@ -481,7 +406,7 @@ def _expand_table(table: Mapping[str, Any], where: str, folded: set[str] | None 
                     _normalise(v)
                 except SweepConfigError as exc:
                     raise SweepConfigError(f"{where}: key {key!r}: {exc}") from None
-    defaults = seek_defaults()
+    defaults = _spec.defaults()
     _check_booleans(options, defaults, where)
     _check_choices(options, where)
     tickets = {} if tickets is None else tickets
@@ -511,6 +436,14 @@ def _expand_table(table: Mapping[str, Any], where: str, folded: set[str] | None 
         yield _checked_run(run, where, tickets)
 
 
+def _takes_no_depth(task: str) -> bool:
+    """Whether `task`'s network family has no depth option (`plantseek.spec`'s ``family`` metadata)."""
+    from plantseek import families
+
+    owner = dict(_spec.fields())["depth"].metadata.get("family")
+    return owner is not None and families.of(task).name != owner
+
+
 def _check_booleans(options: Mapping[str, list], defaults: Mapping[str, Any] | None, where: str) -> None:
     """Options whose seek default is a boolean take only true or false (a string such as "no" is truthy)."""
     for key, values in options.items():
@@ -522,13 +455,9 @@ def _check_booleans(options: Mapping[str, list], defaults: Mapping[str, Any] | N
 
 def _check_choices(options: Mapping[str, list], where: str) -> None:
     """Options with a fixed set of values (optimizer, impl, rescale, scope, init) take only those; the sets
-    are seek's (`plantseek.seek.option_choices`)."""
-    try:
-        from plantseek.seek import option_choices
-    except Exception:  # seek is not importable: it checks at run time
-        return
+    are the spec's (`plantseek.spec.choices`)."""
     for key, values in options.items():
-        choices = option_choices(key)
+        choices = _spec.choices(key)
         if choices is None:
             continue
         for v in values:
@@ -540,15 +469,13 @@ def _check_choices(options: Mapping[str, list], where: str) -> None:
 def _checked_run(run: RunConfig, where: str, tickets: dict) -> RunConfig:
     """Refuse before the sweep starts what the run would fail on: a depth below its task's minimum, a width
     narrower than its ticket (`plantseek.planting.host_widths`), a noise outside its task's range, a density
-    that keeps no parameter of its network (see `plantseek.pruners.base.check_keeps_one`)."""
-    try:
-        from plantseek import tasks
-        from plantseek.planting import host_widths
-        from plantseek.pruners.base import check_keeps_one, default_scope
+    that keeps no parameter of its network (see `plantseek.pruners.base.check_keeps_one`), and every other
+    value the run's `plantseek.spec.RunSpec` refuses."""
+    from plantseek import tasks
+    from plantseek.planting import host_widths
+    from plantseek.pruners.base import check_keeps_one, default_scope
 
-        task = tasks.get(run.task)
-    except Exception:  # the registries are not importable: seek checks at run time
-        return run
+    task = tasks.get(run.task)
     if run.depth < task.min_depth:
         raise SweepConfigError(f"{where}: key 'depth': bad value {run.depth!r} for task {run.task!r}; allowed: "
                                f"integers >= {task.min_depth} (the task's minimum depth)")
@@ -573,6 +500,10 @@ def _checked_run(run: RunConfig, where: str, tickets: dict) -> RunConfig:
             check_mode(run.options["rescale"])
         except ValueError as exc:
             raise SweepConfigError(f"{where}: key 'rescale': {exc}") from None
+    try:
+        run.spec.checked()
+    except (TypeError, ValueError) as exc:
+        raise SweepConfigError(f"{where}: {exc}") from None
     widths = run.width if isinstance(run.width, list) else [run.width] * (run.depth - 1)
     if run.density == "ticket" or not task.builds_ticket or len(widths) != run.depth - 1:
         return run
@@ -598,7 +529,7 @@ def _with_defaults(run: RunConfig, defaults: Mapping[str, Any] | None) -> RunCon
     if run.dtype is None and "dtype" in defaults:
         run.dtype = str(defaults["dtype"])
     for k, v in defaults.items():
-        if k in _SEEK_RESERVED or k in run.options:
+        if k in _NOT_OPTIONS or k in run.options:
             continue
         try:
             run.options[k] = _normalise(v)

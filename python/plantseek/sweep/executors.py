@@ -329,10 +329,8 @@ def run_chunk(
 
     # build the seek arguments; a run whose arguments cannot be built fails alone
     kwargs: list[dict | None] = []
-    from .config import seek_defaults
-
     injected = batch_fn is not None or single_fn is not None
-    pass_progress = progress is not None and not injected and "progress" in (seek_defaults() or {})
+    pass_progress = progress is not None and not injected
     for i, run in enumerate(runs):
         try:
             kwargs.append(run.seek_kwargs(device))

@@ -69,9 +69,13 @@ class Cifar10Task(ImageTask):
     description = "CIFAR-10 from a local copy (--data-dir); ticket: a pruned VGG-style net (VGG16 on a GPU)"
 
     def data(self, n: int | None = None, noise: float = 0.0, seed: int = 0, train_fraction: float | None = None,
-             data_dir: str | os.PathLike | None = None, n_test: int | None = None, **_ignored) -> TaskData:
+             data_dir: str | os.PathLike | None = None, n_test: int | None = None, *,
+             n_train: int | None = None) -> TaskData:
         """The official split from the local copy (missing training batches are skipped; at least one must
-        exist); ``n`` / ``n_test`` take seeded subsamples; ``noise`` flips that share of training labels."""
+        exist); ``n_train`` (or ``n``) / ``n_test`` take seeded subsamples; ``noise`` flips that share of
+        training labels. ``train_fraction`` is ignored: the split is the official one."""
+        if n_train is not None:
+            n = n_train
         noise = self.check_noise(noise)
         folder = find_folder(data_dir)
         parts = [read_batch(folder / f) for f in TRAIN_FILES if (folder / f).is_file()]
