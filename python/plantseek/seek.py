@@ -162,11 +162,10 @@ def public_config(cfg: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ caches
 
-_LRU = LRU
-_NETS = _LRU(16)
-_DATA = _LRU(16)
-_TICKET = _LRU(256)
-_DENSE = _LRU(1024)
+_NETS = LRU(16)
+_DATA = LRU(16)
+_TICKET = LRU(256)
+_DENSE = LRU(1024)
 
 
 def clear_caches() -> None:

@@ -1,6 +1,15 @@
-"""Tasks: seeded data generators, losses and ticket builders, behind one registry."""
+"""Tasks: seeded data generators, losses and ticket builders, behind one registry.
+
+Every module of this package is imported so that its ``@register`` runs: a new task is one new file here
+(docs/contributing.md). The MLP tasks build their tickets; the image tasks (digits, cifar10) learn theirs.
+"""
+import importlib
+import pkgutil
+
 from .base import Task, TaskData, available, get, register
-from . import relu, circle, helix  # noqa: F401  (registration)
-from . import digits, cifar10  # noqa: F401  (image tasks: data only, tickets come from plantseek.image)
+
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _info.name != "base" and not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["Task", "TaskData", "available", "get", "register"]
