@@ -85,3 +85,40 @@ def test_a_new_task_in_one_file(registries, tmp_path):
     rows = _sweep(tmp_path, 'task = "absolute"\npruners = ["ticket", "random"]\ndensity = 0.5\n')
     assert set(rows) == {"ticket/absolute", "random/absolute"}
     assert rows["ticket/absolute"]["metrics"]["recall"] == 1.0
+
+
+def test_a_new_metric_is_its_declaration_plus_its_producer(tmp_path, capsys):
+    """`kept_params`, declared in metric_schema.py and produced by metrics.densities (through measure): every run
+    reports it, the exact count agrees with it, the CLI lists it and the store exports it."""
+    from plantseek import metric_schema
+    from plantseek.cli import main
+
+    m = metric_schema.get("kept_params")
+    assert m.kind == "count" and m.doc
+    res = plantseek.seek(task="relu", pruner="magnitude", density=0.1, **FAST)
+    net = plantseek.plant("relu", width=12, depth=3, seed=0)
+    assert res["kept_params"] == pruners.kept_count(0.1, net.n_params) == sum(
+        int(wm.sum() + bm.sum()) for wm, bm in res.masks)
+    assert list(res.metrics).index("kept_params") == list(res.metrics).index("kept_density") + 1  # schema order
+    assert main(["metrics"]) == 0
+    assert "kept_params" in capsys.readouterr().out
+    rows = _sweep(tmp_path, 'task = "relu"\npruner = "random"\ndensity = 0.5\n')
+    assert rows["random/relu"]["metrics"]["kept_params"] == pruners.kept_count(0.5, net.n_params)
+
+
+def test_a_new_kernel_has_its_module_binding_and_test():
+    """The kernel recipe (docs/native.md, "Adding a kernel") holds for every concept: tests/kernels/test_layout.py
+    checks the parts; here, one concept end to end: its dispatcher equals its reference."""
+    from plantseek import kernels
+    from plantseek.kernels import masks as mask_kernels
+
+    assert "masks" in kernels.CONCEPTS
+    assert mask_kernels.KERNELS["overlap_counts"] == "overlap_counts_reference"
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "csrc" / "bindings" / "masks.cpp").exists() and (root / "tests" / "kernels" / "test_masks.py").exists()
+    g = torch.Generator().manual_seed(0)
+    found = [[(torch.rand(4, 3, generator=g) < 0.5, torch.rand(4, generator=g) < 0.5)] for _ in range(3)]
+    ticket = [(torch.rand(4, 3, generator=g) < 0.5, torch.rand(4, generator=g) < 0.5)]
+    got = mask_kernels.overlap_counts(found, ticket)
+    want = mask_kernels.overlap_counts_reference(found, ticket)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))

@@ -102,6 +102,8 @@ _DECLARED = (
     # densities
     _M("kept_density", "density", "fraction of the prunable parameters (weights and biases) the found mask keeps",
        "fraction", headline=True, label="kept density"),
+    _M("kept_params", "count", "parameters (weights and biases) the found mask keeps: the exact count its density "
+       "asks for (docs/contributing.md's worked example of a new metric)", "count"),
     _M("requested_density", "density", "the density asked for as a number (density 'ticket': the planted ticket's)",
        "fraction"),
     _M("weight_density", "density", "fraction of the weights the found mask keeps (the paper's sparsity rho)",

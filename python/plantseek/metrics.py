@@ -187,12 +187,12 @@ def flat_recovery(mask: Mask, ticket_mask: Mask) -> dict:
 
 def densities(mask: Mask, ticket_mask: Mask) -> dict:
     """Kept fractions: `kept_density` (weights and biases), `weight_density`, and per layer
-    `layer_density_{l}` beside the ticket's `ticket_layer_density_{l}` (weights)."""
+    `layer_density_{l}` beside the ticket's `ticket_layer_density_{l}` (weights); `kept_params`, the count."""
     n_w = sum(wm.numel() for wm, _ in mask)
     n_all = n_w + sum(bm.numel() for _, bm in mask)
     k_w = sum(int(wm.sum()) for wm, _ in mask)
     k_all = k_w + sum(int(bm.sum()) for _, bm in mask)
-    out = {"kept_density": k_all / n_all, "weight_density": k_w / n_w}
+    out = {"kept_density": k_all / n_all, "kept_params": k_all, "weight_density": k_w / n_w}
     for l, ((wm, _), (twm, _)) in enumerate(zip(mask, ticket_mask)):
         out[f"layer_density_{l}"] = int(wm.sum()) / wm.numel()
         out[f"ticket_layer_density_{l}"] = int(twm.sum()) / twm.numel()
