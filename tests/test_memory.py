@@ -288,3 +288,20 @@ def test_a_sweep_with_runs_that_cannot_fit_is_refused_before_the_first_run(check
     monkeypatch.setenv(memory.SKIP_ENV, "1")
     rep = run_sweep(f, db, batch_fn=batch, single_fn=seeker, device="cpu", progress=False, log=lambda m: None)
     assert rep.ok == 18  # overridden: every run goes on (one at a time: the fake free memory fits none)
+
+
+def test_a_conv_host_that_cannot_fit_is_refused_before_its_ticket_is_learned(monkeypatch):
+    """The conv family counts its host's parameters on the meta device; nothing is trained or allocated."""
+    import plantseek
+    from plantseek.image import ticket
+    from plantseek.memory import RunTooLargeError
+
+    def never(*args, **kwargs):
+        raise AssertionError("the ticket was learned before the memory check")
+
+    monkeypatch.delenv("PLANTSEEK_SKIP_MEMORY_CHECK", raising=False)
+    monkeypatch.setattr(ticket, "learn_ticket", never)
+    with pytest.raises(RunTooLargeError, match=r"digits .*cannot fit: it needs about .* parameters; layout 'digits' "
+                                               r"at width 200000\), but only .* is free"):
+        plantseek.seek(task="digits", pruner="random", protocol="strong", density=0.5, width=200_000,
+                       device="cpu", progress=False)

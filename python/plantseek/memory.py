@@ -318,6 +318,24 @@ def _refuse(what: str, need: int, device: str, sizes: Sequence[int], part: str) 
         estimate=need, free=free, device=device)
 
 
+def check_params_fit(n_params: int, device: str, *, dtype: str = "float32", protocol: str = "singleshot",
+                     what: str = "this run", shape: str = "") -> None:
+    """A check for hosts that are not MLPs (the conv family): the peak of `run_footprint`'s per-parameter parts
+    (planting in float64 on the CPU, scoring, training with Adam; edge-popup's state under strong) for a host of
+    `n_params` parameters must fit the free memory of `device`. Activations and data are not counted."""
+    if memory_check_skipped():
+        return
+    e = _DTYPE_BYTES.get(str(dtype).replace("torch.", ""), 4)
+    scoring = n_params * (8 + 16 + 8 + 1 + 1) + (n_params * e * 4 if protocol == "strong" else 0)
+    peak = max(n_params * 16 if str(device).startswith("cpu") else 0, n_params * e + max(scoring, n_params * 5 * e))
+    free = free_memory(device)
+    if peak > free:
+        raise RunTooLargeError(
+            f"{what} cannot fit: it needs about {format_bytes(peak)} on {device} at its peak (estimate from its "
+            f"{_count(n_params)} parameters{'; ' + shape if shape else ''}), but only {format_bytes(free)} is free "
+            f"there; {_advice()}", estimate=peak, free=free, device=str(device))
+
+
 def host_bytes(sizes: Sequence[int]) -> int:
     """The CPU bytes of drawing and hiding a host of layer sizes `sizes` (input, hidden..., output): the
     float64 weights and a float64 temporary of the hiding statistics, and the bool masks."""

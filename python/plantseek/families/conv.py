@@ -147,6 +147,21 @@ class ConvFamily(Family):
         m["train_accuracy"] = float((train.argmax(dim=1) == run.data.y_train).double().mean())
         return m
 
+    def check_fits(self, cfg, device, what):
+        """The host's parameters counted on the meta device (nothing allocated) against the free memory."""
+        import torch
+
+        from ..image import models
+        from ..image.ticket import family_kwargs, host_multiplier, layout_of
+        from ..memory import check_params_fit
+
+        task = _tasks.get(cfg["task"])
+        with torch.device("meta"):
+            host = models.vgg(layout_of(cfg, task), host_multiplier(cfg, task), **family_kwargs(task))
+        n_params = sum(p.numel() for p in host.parameters())
+        check_params_fit(n_params, device, dtype=cfg["dtype"], protocol=cfg["protocol"], what=what,
+                         shape=f"layout {layout_of(cfg, task)!r} at width {cfg['width']}")
+
     def threads(self, cfgs):
         # one thread on the CPU unless PLANTSEEK_TRAIN_THREADS says otherwise: measured on the 2-core development
         # machine while other jobs ran, one epoch of the small digits network took 0.9 s on one thread and 5 to
