@@ -7,7 +7,7 @@ measured in the same run (issue 15: the redesign must stay within 5% of the prev
 
 Every measurement is a fresh process (one thread, PLANTSEEK_TRAIN_THREADS=1) that first runs one small warm-up
 run, then times one workload through the public `plantseek.seek_batch`; the two builds alternate, so a change in
-the machine's load hits both. The ratio is new / base of the best of the repeats. Writes the "Redesign: speed
+the machine's load hits both; each repeat also compares the two builds' metrics run by run. The ratio is new / base of the best of the repeats. Writes the "Redesign: speed
 against the previous layout" section of bench/RESULTS.md.
 """
 from __future__ import annotations
@@ -60,18 +60,33 @@ dt = time.perf_counter() - t0
 bad = [r for r in res if isinstance(r, BaseException)]
 if bad:
     raise bad[0]
-print(json.dumps({"seconds": dt, "file": plantseek.__file__}))
+keys = ("test_loss", "test_accuracy", "ticket_test_loss", "dense_test_loss", "recall", "precision",
+        "functional_recall", "weight_density", "effective_density", "rescale_factor")
+metrics = [{k: r.metrics[k] for k in keys if k in r.metrics} for r in res]
+print(json.dumps({"seconds": dt, "file": plantseek.__file__, "metrics": metrics}))
 """
 
 
-def run_once(site: str, workload: dict) -> float:
+def run_once(site: str, workload: dict) -> tuple[float, list]:
     env = {**os.environ, "PLANTSEEK_TRAIN_THREADS": "1", "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", CHILD, site, json.dumps(workload)], env=env, check=True,
                          capture_output=True, text=True)
     info = json.loads(out.stdout.strip().splitlines()[-1])
     if site and not info["file"].startswith(site):
         raise RuntimeError(f"the base build was not the one imported: {info['file']}")
-    return float(info["seconds"])
+    return float(info["seconds"]), info["metrics"]
+
+
+def largest_difference(a: list, b: list) -> float:
+    """Largest relative difference of the metrics both builds report (NaN equal to NaN)."""
+    worst = 0.0
+    for ra, rb in zip(a, b):
+        for k in set(ra) & set(rb):
+            x, y = ra[k], rb[k]
+            if x is None or y is None or (x != x and y != y):
+                continue
+            worst = max(worst, abs(x - y) / max(abs(x), abs(y), 1e-300))
+    return worst
 
 
 def main() -> None:
@@ -87,13 +102,19 @@ def main() -> None:
     rows = []
     for name in names:
         doc, w = WORKLOADS[name]
-        base, new = [], []
+        base, new, diffs = [], [], []
         for i in range(args.repeat):
-            (base if i % 2 == 0 else new).append(run_once(args.base_site if i % 2 == 0 else "", w))
-            (new if i % 2 == 0 else base).append(run_once("" if i % 2 == 0 else args.base_site, w))
+            order = [("base", args.base_site), ("new", "")] if i % 2 == 0 else [("new", ""), ("base", args.base_site)]
+            got = {}
+            for which, site in order:
+                got[which] = run_once(site, w)
+            base.append(got["base"][0])
+            new.append(got["new"][0])
+            diffs.append(largest_difference(got["base"][1], got["new"][1]))
         ratio = min(new) / min(base)
-        rows.append((name, doc, base, new, ratio))
-        print(f"{name}: base {min(base):.2f} s, new {min(new):.2f} s, new/base {ratio:.3f} "
+        rows.append((name, doc, base, new, ratio, max(diffs)))
+        print(f"{name}: base {min(base):.2f} s, new {min(new):.2f} s, new/base {ratio:.3f}, metrics within "
+              f"{max(diffs):.1e} "
               f"(base {', '.join(f'{t:.2f}' for t in base)}; new {', '.join(f'{t:.2f}' for t in new)})", flush=True)
     if args.no_write:
         return
@@ -107,11 +128,14 @@ def main() -> None:
              f"on {machine()}; load average at the start {load[0]:.1f} (other jobs may share the cores). This "
              f"checkout: {head}{' with uncommitted changes' if dirty else ''}; base: {args.base_name}. Each time is a "
              f"fresh process on one thread; the two builds alternate; the ratio compares the best of {args.repeat}.",
-             "", "| workload | what | base best (s) | new best (s) | new / base | all base (s) | all new (s) |",
-             "|---|---|---:|---:|---:|---|---|"]
-    for name, doc, base, new, ratio in rows:
-        lines.append(f"| {name} | {doc} | {min(base):.2f} | {min(new):.2f} | **{ratio:.3f}** | "
+             "", "| workload | what | base best (s) | new best (s) | new / base | metrics: largest relative "
+             "difference | all base (s) | all new (s) |", "|---|---|---:|---:|---:|---:|---|---|"]
+    for name, doc, base, new, ratio, diff in rows:
+        lines.append(f"| {name} | {doc} | {min(base):.2f} | {min(new):.2f} | **{ratio:.3f}** | {diff:.1e} | "
                      f"{', '.join(f'{t:.2f}' for t in base)} | {', '.join(f'{t:.2f}' for t in new)} |")
+    lines += ["", "Metrics compared: test and ticket losses and accuracies, the dense baseline's loss, recall, precision, "
+              "functional recall, weight and effective density and the rescale factor of every run, base against new "
+              "in each repeat (0 means bitwise equal)."]
     write_section("Redesign: speed against the previous layout", "\n".join(lines))
     print("wrote bench/RESULTS.md")
 
