@@ -22,7 +22,6 @@ Regenerate after rerunning the experiment::
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import os
 import re
@@ -160,18 +159,12 @@ def _options(v) -> str:
 
 
 def _scope(df: pd.DataFrame, pruner: str) -> str:
-    """The seeker's scope: the rows' `scope`, else the pruner's own default (its `prune` signature)."""
+    """The seeker's scope as its rows record it (the report reads rows; it never asks the pruner registry)."""
     seekers = df[df["pruner"] == pruner]
     if "scope" in seekers and seekers["scope"].notna().any():
         scope = str(seekers["scope"].dropna().iloc[0])
-    else:
-        try:
-            from .. import pruners
-
-            scope = inspect.signature(type(pruners.get(pruner)).prune).parameters["scope"].default
-        except Exception:  # noqa: BLE001  (an unknown pruner or signature: say what is known)
-            return "its own scope"
-    return "per layer" if scope == "layer" else f"{scope} scope"
+        return "per layer" if scope == "layer" else f"{scope} scope"
+    return "its own default scope"
 
 
 def _layout(df: pd.DataFrame) -> str | None:
