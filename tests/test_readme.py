@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,17 @@ README = ROOT / "README.md"
 def blocks(language: str) -> list[str]:
     """The bodies of README.md's ```<language> fenced blocks, in order."""
     return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), flags=re.M | re.S)
+
+
+def file_blocks() -> dict[str, str]:
+    """The python blocks that are files (their first line is ``# <name>.py``): name -> text."""
+    out = {}
+    for block in blocks("python"):
+        first = block.splitlines()[0] if block.strip() else ""
+        m = re.fullmatch(r"# (\w+\.py)", first.strip())
+        if m:
+            out[m.group(1)] = block
+    return out
 
 
 def bash_commands() -> list[list[str]]:
@@ -41,20 +54,47 @@ def test_readme_has_the_blocks_this_test_checks():
 
 
 def test_python_blocks_run_in_order(tmp_path, monkeypatch):
-    """Run as a reader pasting them would: in order, in one namespace, in an empty working directory."""
+    """Run as a reader pasting them would: in order, in one namespace, in an empty working directory; a block
+    that is a file (``# mymodule.py``) is saved there instead, and the snippets import it."""
     monkeypatch.chdir(tmp_path)
+    files = file_blocks()
+    assert "mymodule.py" in files
     with monkeypatch.context() as m:
         # the README registers "my-magnitude": give it a copy of the registry so that nothing leaks into other
         # tests (tests/pruners/test_pruners_user.py registers its own "my-magnitude" when it is imported)
         registry = {k: v for k, v in pruner_base._REGISTRY.items() if k != "my-magnitude"}
         m.setattr(pruner_base, "_REGISTRY", registry)
+        m.syspath_prepend(str(tmp_path))  # a script's (or an interactive session's) own directory
+        for name, text in files.items():
+            (tmp_path / name).write_text(text)
         namespace: dict = {"__name__": "__readme__"}
-        for i, code in enumerate(blocks("python")):
-            exec(compile(code, f"README.md python block {i + 1}", "exec"), namespace)  # noqa: S102
-        assert registry["my-magnitude"].__module__ == "__readme__"
+        try:
+            for i, code in enumerate(blocks("python")):
+                if code not in files.values():
+                    exec(compile(code, f"README.md python block {i + 1}", "exec"), namespace)  # noqa: S102
+            assert registry["my-magnitude"].__module__ == "mymodule"
+        finally:
+            for name in files:
+                sys.modules.pop(name[:-3], None)
     assert (tmp_path / "net.pt").exists()
     leaked = pruner_base._REGISTRY.get("my-magnitude")
-    assert leaked is None or leaked.__module__ != "__readme__"
+    assert leaked is None or leaked.__module__ != "mymodule"
+
+
+def test_the_plugin_example_runs_on_the_command_line_as_written(tmp_path):
+    """The README's `plantseek --import mymodule ...` lines, run by the console script in the directory that
+    holds the README's mymodule.py (the console script's own path has neither)."""
+    script = Path(sys.executable).with_name("plantseek")
+    if not script.exists():
+        pytest.skip("no plantseek console script beside this Python")
+    for name, text in file_blocks().items():
+        (tmp_path / name).write_text(text)
+    lines = [argv for argv in bash_commands() if "--import" in argv]
+    assert any("my-magnitude" in argv for argv in lines)
+    for argv in lines:
+        res = subprocess.run([str(script), *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, f"{shlex.join(argv)}\n{res.stderr}"
+        assert "my-magnitude" in res.stdout
 
 
 def test_bash_lines_are_plantseek_or_make():

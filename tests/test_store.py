@@ -239,3 +239,116 @@ def test_cli_results_and_export(tmp_path, capsys):
     (tmp_path / "junk.db").write_bytes(b"\x00junk" * 100)
     assert cli.main(["results", str(tmp_path / "junk.db")]) == 2
     assert "not a plantseek results database" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- masks (schema 3)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def test_c1d78e9_database_migrates_to_schema_3_keeping_its_rows(tmp_path):
+    """The schema-1 file of tests/fixtures gains its run keys (1 -> 2) and the masks column (2 -> 3) on its
+    first writable open; every row keeps its metrics, and no row has a mask."""
+    import shutil
+
+    db = tmp_path / "old.db"
+    shutil.copy(FIXTURES / "c1d78e9.db", db)
+    con = sqlite3.connect(db)
+    assert [v for (v,) in con.execute("SELECT version FROM schema_version")] == [1]
+    before = sorted(m for (m,) in con.execute("SELECT metrics FROM runs"))
+    con.close()
+    with ResultStore(db) as store:
+        recs = store.records()
+        assert len(recs) == 9 and all(r["mask_bytes"] is None and store.masks(r["key"]) is None for r in recs)
+    con = sqlite3.connect(db)
+    assert [v for (v,) in con.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
+    assert "masks" in {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+    assert sorted(m for (m,) in con.execute("SELECT metrics FROM runs")) == before
+    assert con.execute("SELECT count(*) FROM runs WHERE masks IS NOT NULL").fetchone()[0] == 0
+    con.close()
+    with ResultStore(db) as store:  # a second open changes nothing
+        assert len(store.records()) == 9
+    assert SCHEMA_VERSION == 3
+
+
+def _schema_2_file(path: Path) -> None:
+    """A results file as plantseek wrote it at schema 2 (no masks column), with two runs."""
+    with ResultStore(path) as store:
+        store.put([_rec("a1"), _rec("b2", "failed")])
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE runs DROP COLUMN masks")
+    con.execute("DELETE FROM schema_version")
+    con.execute("INSERT INTO schema_version (version) VALUES (2)")
+    con.commit()
+    con.close()
+
+
+def test_schema_2_file_reads_read_only_and_gains_masks_when_written(tmp_path, capsys):
+    """An old file opened read-only is read, exported, summarised and listed as it is (no masks); opened for
+    writing it gains the masks column without losing a row, and new runs store their masks."""
+    from plantseek import mask_io
+    from plantseek.cli import main
+
+    db = tmp_path / "v2.db"
+    _schema_2_file(db)
+    with ResultStore(db, readonly=True) as store:
+        recs = store.records()
+        assert [r["key"] for r in recs] == ["a1", "b2"] and recs[0]["metrics"]["test_accuracy"] == 0.5
+        assert store.masks("a1") is None and recs[0]["mask_bytes"] is None
+    assert export(db, tmp_path / "v2.csv") == 2 and "2 runs (1 ok, 1 failed)" in format_summary(db)
+    assert main(["masks", str(db)]) == 0 and "0 of 2 runs have a stored mask" in capsys.readouterr().out
+    con = sqlite3.connect(db)
+    assert "masks" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}  # read-only changed nothing
+    con.close()
+    mask = [(_ones((3, 2)), _ones((3,)))]
+    with ResultStore(db) as store:
+        assert [r["metrics"] for r in store.records()] == [r["metrics"] for r in recs]
+        store.put(RunRecord(**{**_rec("c3").__dict__, "masks": mask_io.pack(mask)}))
+        assert mask_io.unpack(store.masks("c3"))[0][0].all() and store.masks("a1") is None
+    con = sqlite3.connect(db)
+    assert max(v for (v,) in con.execute("SELECT version FROM schema_version")) == 3
+    con.close()
+
+
+def _ones(shape):
+    import numpy as np
+
+    return np.ones(shape, dtype=bool)
+
+
+def test_masks_follow_the_upsert_rules(tmp_path):
+    """A failed run stores no mask; a success replacing a failure brings its mask; a failure never removes one."""
+    with ResultStore(tmp_path / "r.db") as store:
+        store.put(RunRecord(**{**_rec("a1", "failed").__dict__, "masks": b"PSMK-failed"}))
+        assert store.masks("a1") is None
+        store.put(RunRecord(**{**_rec("a1").__dict__, "masks": b"PSMK-ok"}))
+        assert store.masks("a1") == b"PSMK-ok"
+        store.put(RunRecord(**{**_rec("a1", "failed").__dict__}))
+        assert store.masks("a1") == b"PSMK-ok" and store.records()[0]["mask_bytes"] == 7
+        with pytest.raises(ValueError, match="masks must be the bytes"):
+            store.put(RunRecord(**{**_rec("b1").__dict__, "masks": [1, 0]}))
+
+
+def test_run_keys_resolve_from_a_unique_prefix(tmp_path):
+    with ResultStore(tmp_path / "r.db") as store:
+        store.put([_rec("abc1"), _rec("abd2"), _rec("ab")])
+        assert store.resolve_key("abc") == "abc1" and store.resolve_key("ab") == "ab"
+        with pytest.raises(StoreError, match="no run in .* starting with 'x'"):
+            store.resolve_key("x")
+        store.put(_rec("abd3"))
+        with pytest.raises(StoreError, match="2 runs in .* have keys starting with 'abd'"):
+            store.resolve_key("abd")
+        with pytest.raises(StoreError, match="no run in .* starting with '%'"):
+            store.resolve_key("%")
+
+
+def test_an_old_database_still_reports(tmp_path):
+    """The report reads a file that has no masks (the c1d78e9 fixture, opened read-only as it is)."""
+    import shutil
+
+    from plantseek.report import build_report
+
+    db = tmp_path / "old.db"
+    shutil.copy(FIXTURES / "c1d78e9.db", db)
+    result = build_report(db, tmp_path / "rep", formats=("png",), progress=False, draw_tickets=False)
+    assert (tmp_path / "rep" / "index.html").exists() and result is not None

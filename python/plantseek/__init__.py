@@ -17,10 +17,12 @@ _EXPORTS = {
     "Ticket": "tickets",
     "PlantedNetwork": "planting", "plant": "planting", "load": "planting",
     "SeekResult": "seek", "seek": "seek", "seek_batch": "seek",
+    "load_masks": "mask_io",  # masks written by `plantseek masks --out` (or any name -> array dict)
     "PlantedModule": "image.planting", "plant_state_dict": "image.planting",  # image task: conv tickets
 }
 
-__all__ = ["__version__", "native", "tasks", "tickets", "Ticket", "PlantedNetwork", "plant", "load", "seek", "seek_batch", "SeekResult"]
+__all__ = ["__version__", "native", "tasks", "tickets", "Ticket", "PlantedNetwork", "plant", "load", "seek", "seek_batch", "SeekResult",
+           "load_masks"]
 
 
 def _submodules() -> set[str]:

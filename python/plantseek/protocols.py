@@ -27,8 +27,8 @@ import torch
 from . import batching as _batching
 from . import train as _train
 from .masks import Mask, check_mask
-from .pruners.base import check_density, default_scope
-from .pruners.selection import kept_count, prunable_count
+from .plugins import EntryPoints
+from .pruners.base import check_density, check_kept, default_scope
 from .rescale import Rescale, check_mode, fit_factors
 from .rescale import fit_regression_scale, fit_temperature  # noqa: F401 - the protocols' read-out fits
 
@@ -111,7 +111,7 @@ def _checked(run: Run, new, mask: Mask | None, density: float) -> Mask:
     if mask is not None:  # nested, whatever the pruner did
         new = [(wm & om, bm & obm) for (wm, bm), (om, obm) in zip(new, mask)]
     if getattr(run.pruner, "exact", True):
-        _check_count(new, mask, float(density), _scope_of(run), run.prune_bias, name)
+        check_kept(new, float(density), name, previous=mask, scope=_scope_of(run), prune_bias=run.prune_bias)
     return new
 
 
@@ -131,28 +131,6 @@ def _check_device(mask: Mask, device, name: str) -> None:
         for t in (wm, bm):
             if _device_of(t.device) != want:
                 raise ValueError(f"pruner {name!r} returned its layer {i} mask on {t.device}, the network is on {device}")
-
-
-def _check_count(mask: Mask, previous: Mask | None, density: float, scope: str, prune_bias: bool, name: str) -> None:
-    """ValueError unless `mask` keeps kept_count(density, n) in each scope group (nested in `previous`) and,
-    with prune_bias=False, every bias that `previous` keeps."""
-    if not prune_bias:
-        for i, (_, bm) in enumerate(mask):
-            if not bool(bm.all() if previous is None else torch.equal(bm, previous[i][1])):
-                raise ValueError(f"pruner {name!r} pruned biases of layer {i} although prune_bias=False (biases "
-                                 f"are not prunable then and must all be kept)")
-    groups = [mask] if scope == "global" else [[pair] for pair in mask]
-    for i, group in enumerate(groups):
-        kept, total = prunable_count(group, prune_bias)
-        want = kept_count(density, total)
-        if kept != want:
-            where = "" if scope == "global" else f" in layer {i}"
-            nested = " (within the previous mask)" if previous is not None else ""
-            raise ValueError(
-                f"pruner {name!r} kept {kept} of {total} prunable parameters{where}{nested} at density {density:g}, "
-                f"expected exactly {want} = round(density x {total}) (scope={scope!r}, prune_bias={prune_bias}); a "
-                f"pruner that keeps another count must say so with the class attribute exact = False"
-            )
 
 
 def full_mask(net) -> Mask:
@@ -308,14 +286,31 @@ def register(name: str):
     return wrap
 
 
+def _adopt(name: str, obj) -> None:
+    """An entry point that names an unregistered Protocol subclass registers it under the entry point's name."""
+    if isinstance(obj, type) and issubclass(obj, Protocol) and obj not in _PROTOCOLS.values():
+        register(name)(obj)
+
+
+_PLUGINS = EntryPoints("plantseek.protocols", "protocol", _adopt)
+
+
+def _registry() -> dict[str, type]:
+    """The registry, with the installed plugins (entry points of ``plantseek.protocols``) loaded on first use."""
+    _PLUGINS.load()
+    return _PROTOCOLS
+
+
 def available() -> list[str]:
-    return sorted(_PROTOCOLS)
+    """Names of the registered protocols, installed plugins included."""
+    return sorted(_registry())
 
 
 def descriptions() -> dict[str, str]:
+    registry = _registry()
     out = {}
     for n in available():
-        doc = inspect.getdoc(_PROTOCOLS[n]) or ""
+        doc = inspect.getdoc(registry[n]) or ""
         out[n] = doc.splitlines()[0] if doc else ""
     return out
 
@@ -324,9 +319,10 @@ def get(name: "str | Protocol") -> "Protocol":
     """A protocol by name; unknown names raise ValueError listing the known ones."""
     if isinstance(name, Protocol):
         return name
-    if not isinstance(name, str) or name not in _PROTOCOLS:
+    registry = _registry()
+    if not isinstance(name, str) or name not in registry:
         raise ValueError(f"unknown protocol {name!r}; available: {', '.join(available())}")
-    return _PROTOCOLS[name]()
+    return registry[name]()
 
 
 class Protocol:

@@ -2,9 +2,11 @@
 
 Each row holds the run's key (`plantseek.spec.run_key`: a hash over the options that differ from their
 defaults), its configuration and
-flat metrics as JSON, its status (``ok`` or ``failed``), the error text of a failed run, timestamps and the
-package version that produced it. Writes are short transactions with a busy timeout and retries, so several
-sweeps can write the same file at once; a finished run is committed as soon as its group finishes.
+flat metrics as JSON, its status (``ok`` or ``failed``), the error text of a failed run, timestamps, the
+package version that produced it, and the run's found mask (bit-packed and compressed by `plantseek.mask_io`,
+decoded without knowing the network; NULL for a failed run and for runs stored before schema 3). Writes are
+short transactions with a busy timeout and retries, so several sweeps can write the same file at once; a
+finished run is committed as soon as its group finishes.
 
 Metric names, their order in flat tables and the headline columns come from `plantseek.metric_schema`
 (imported where it is read, so that writing needs the standard library only); records written under names
@@ -37,8 +39,9 @@ __all__ = [
 ]
 
 # 1: keys hashed the full configuration and the package version; 2: keys are `plantseek.spec.run_key` (a
-# schema-1 file is migrated once, on its first writable open, in one transaction: `ResultStore._migrate_keys`)
-SCHEMA_VERSION = 2
+# schema-1 file is migrated once, on its first writable open, in one transaction: `ResultStore._migrate_keys`);
+# 3: a `masks` BLOB column (each run's found mask, `plantseek.mask_io.pack`), added to older files on open
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x506C5365  # "PlSe": marks the file as a plantseek results database
 STATUSES = ("ok", "failed")
 CONFIG_COLUMNS = ("task", "pruner", "protocol", "density", "seed", "depth", "width", "epochs", "dtype")
@@ -64,7 +67,8 @@ CREATE TABLE IF NOT EXISTS runs (
     version TEXT NOT NULL,
     device TEXT,
     host TEXT,
-    sweep TEXT
+    sweep TEXT,
+    masks BLOB
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -101,6 +105,7 @@ class RunRecord:
     device: str | None = None
     host: str | None = None
     sweep: str | None = None
+    masks: bytes | None = None  # the found mask, `plantseek.mask_io.pack`; None for a failed run
 
 
 def _jsonable(value: Any) -> Any:
@@ -208,6 +213,7 @@ class ResultStore:
             if self.readonly:
                 raise StoreError(f"{str(self.path)!r} is an empty database, not a plantseek results database")
             self._retry(self._create)
+            self._has_masks = True
             return
         if app_id != APPLICATION_ID or "runs" not in tables or "schema_version" not in tables:
             raise StoreError(
@@ -227,6 +233,9 @@ class ResultStore:
             self._retry(lambda: c.execute("PRAGMA journal_mode = WAL"))
             if version < 2:
                 self._retry(self._migrate_keys)
+            if version < 3:
+                self._retry(self._migrate_masks)
+        self._has_masks = "masks" in {r[1] for r in c.execute("PRAGMA table_info(runs)")}
 
     def _migrate_keys(self) -> None:
         """Schema 1 -> 2: re-key every run whose stored configuration is a `plantseek.spec` configuration.
@@ -261,6 +270,16 @@ class ResultStore:
                 c.execute("UPDATE runs SET key = ?, config = ? WHERE key = ?",
                           (new, json.dumps(full, sort_keys=True), old))
             c.execute("INSERT INTO schema_version (version) VALUES (2)")
+
+    def _migrate_masks(self) -> None:
+        """Schema 2 -> 3: add the (empty) `masks` column; every stored row keeps what it had."""
+        c = self.conn
+        with self._transaction():
+            if c.execute("SELECT max(version) FROM schema_version").fetchone()[0] >= 3:
+                return  # another process migrated it first
+            if "masks" not in {r[1] for r in c.execute("PRAGMA table_info(runs)")}:
+                c.execute("ALTER TABLE runs ADD COLUMN masks BLOB")
+            c.execute("INSERT INTO schema_version (version) VALUES (3)")
 
     def _create(self) -> None:
         c = self.conn
@@ -324,12 +343,16 @@ class ResultStore:
         for r in records:
             if r.status not in STATUSES:
                 raise ValueError(f"run status must be one of {STATUSES}, not {r.status!r}")
+            if r.masks is not None and not isinstance(r.masks, (bytes, bytearray, memoryview)):
+                raise ValueError(f"run {r.key}: masks must be the bytes of plantseek.mask_io.pack, "
+                                 f"not {type(r.masks).__name__}")
             rows.append((
                 r.key,
                 json.dumps(_jsonable(r.config), sort_keys=True),
                 None if r.metrics is None else json.dumps(_jsonable(r.metrics), sort_keys=True),
                 r.status, r.error, r.started_at, r.finished_at, r.duration_s, r.batch_runs, r.version,
                 r.device, r.host or socket.gethostname(), r.sweep,
+                None if r.masks is None or r.status != "ok" else sqlite3.Binary(bytes(r.masks)),
             ))
         if not rows:
             return
@@ -339,15 +362,15 @@ class ResultStore:
                 c.executemany(
                     """
                     INSERT INTO runs (key, config, metrics, status, error, started_at, finished_at, duration_s,
-                                      batch_runs, version, device, host, sweep)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                      batch_runs, version, device, host, sweep, masks)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (key) DO UPDATE SET
                         config = excluded.config, metrics = excluded.metrics, status = excluded.status,
                         error = excluded.error, started_at = excluded.started_at,
                         finished_at = excluded.finished_at, duration_s = excluded.duration_s,
                         batch_runs = excluded.batch_runs, version = excluded.version,
                         device = excluded.device, host = excluded.host, sweep = excluded.sweep,
-                        attempts = runs.attempts + 1
+                        masks = excluded.masks, attempts = runs.attempts + 1
                     WHERE runs.status = 'failed' OR excluded.status = 'ok'
                     """,
                     rows,
@@ -388,24 +411,53 @@ class ResultStore:
 
     def records(self) -> list[dict[str, Any]]:
         """All rows, with config and metrics decoded (metric names of earlier versions under today's,
-        `plantseek.metric_schema.upgrade`), in insertion order."""
+        `plantseek.metric_schema.upgrade`), in insertion order; ``mask_bytes`` is the size of the stored mask
+        (None without one), which `masks` reads."""
         from . import metric_schema as _schema
 
         rows = self._read(
             "SELECT key, config, metrics, status, error, started_at, finished_at, duration_s, batch_runs, "
-            "attempts, version, device, host, sweep FROM runs ORDER BY rowid"
+            f"attempts, version, device, host, sweep, {self._mask_size} FROM runs ORDER BY rowid"
         )
         out = []
         for (key, config, metrics, status, error, started, finished, duration, batch, attempts, version,
-             device, host, sweep) in rows:
+             device, host, sweep, mask_bytes) in rows:
             out.append({
                 "key": key, "config": json.loads(config),
                 "metrics": _schema.upgrade(json.loads(metrics)) if metrics else {},
                 "status": status, "error": error, "started_at": started, "finished_at": finished,
                 "duration_s": duration, "batch_runs": batch, "attempts": attempts, "version": version,
-                "device": device, "host": host, "sweep": sweep,
+                "device": device, "host": host, "sweep": sweep, "mask_bytes": mask_bytes,
             })
         return out
+
+    @property
+    def _mask_size(self) -> str:
+        return "length(masks)" if self._has_masks else "NULL"
+
+    def resolve_key(self, key: str) -> str:
+        """The run key `key` names: the key itself, or the one key that starts with it."""
+        key = str(key)
+        if not key:
+            raise StoreError("a run key must not be empty")
+        found = [r[0] for r in self._read("SELECT key FROM runs WHERE substr(key, 1, ?) = ? ORDER BY rowid",
+                                          (len(key), key))]
+        if key in found:
+            return key
+        if not found:
+            raise StoreError(f"no run in {str(self.path)!r} has a key starting with {key!r}")
+        if len(found) > 1:
+            raise StoreError(f"{len(found)} runs in {str(self.path)!r} have keys starting with {key!r} "
+                             f"({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}); give more of the key")
+        return found[0]
+
+    def masks(self, key: str) -> bytes | None:
+        """The stored mask of run `key` (`plantseek.mask_io.unpack` decodes it); None when the run has none
+        (a failed run, or one stored before schema 3). An unknown key is a `StoreError`."""
+        rows = self._read(f"SELECT {'masks' if self._has_masks else 'NULL'} FROM runs WHERE key = ?", (key,))
+        if not rows:
+            raise StoreError(f"no run with key {key!r} in {str(self.path)!r}")
+        return None if rows[0][0] is None else bytes(rows[0][0])
 
     def sweeps(self) -> list[dict[str, Any]]:
         rows = self._read("SELECT name, path, source, n_runs, started_at, version, host FROM sweeps ORDER BY id")

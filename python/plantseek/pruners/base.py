@@ -24,10 +24,11 @@ from ..masks import Mask, check_mask
 from . import selection
 from .selection import SCOPES, kept_count
 from ..arguments import parse_density
+from ..plugins import EntryPoints
 
 __all__ = [
     "Pruner", "ScorePruner", "register", "get", "available", "descriptions", "check_density", "parse_density",
-    "check_keeps_one", "prunable_counts", "default_scope",
+    "check_keeps_one", "check_kept", "prunable_counts", "default_scope",
     "effective_parameters", "forward", "network_forward", "default_loss", "pruning_set", "device_generator", "kept_count",
 ]
 
@@ -75,7 +76,7 @@ def default_scope(pruner: Any) -> str:
     """The scope a pruner (a name, class or instance) prunes in when none is given: the default of its
     ``prune`` method's ``scope`` argument, else ``"global"``."""
     if isinstance(pruner, str):
-        pruner = _REGISTRY.get(pruner)
+        pruner = _registry().get(pruner)
     try:
         param = inspect.signature(pruner.prune).parameters.get("scope")
     except (AttributeError, TypeError, ValueError):
@@ -182,6 +183,33 @@ def device_generator(generator: torch.Generator | None, device: torch.device) ->
 def check_reachable(current: Mask, density: float, scope: str, prune_bias: bool) -> None:
     """ValueError unless the current mask still keeps at least the parameters that ``density`` asks for."""
     selection._check_counts(current, density, scope, prune_bias)
+
+
+def check_kept(mask: Mask, density: float, name: str, *, previous: Mask | None = None, scope: str = "global",
+               prune_bias: bool = True, exact: bool = True) -> None:
+    """ValueError naming pruner ``name`` unless ``mask`` keeps every bias that ``previous`` keeps when
+    ``prune_bias`` is False and, when ``exact``, exactly ``kept_count(density, n)`` prunable parameters in each
+    scope group (the rule `plantseek.protocols` applies to every pruner's masks)."""
+    if not prune_bias:
+        for i, (_, bm) in enumerate(mask):
+            if not bool(bm.all() if previous is None else torch.equal(bm, previous[i][1].to(bm.device))):
+                raise ValueError(f"pruner {name!r} pruned biases of layer {i} although prune_bias=False (biases "
+                                 f"are not prunable then and must all be kept)")
+    if not exact:
+        return
+    groups = [mask] if scope == "global" else [[pair] for pair in mask]
+    for i, group in enumerate(groups):
+        kept, total = selection.prunable_count(group, prune_bias)
+        want = kept_count(density, total)
+        if kept != want:
+            where = "" if scope == "global" else f" in layer {i}"
+            nested = " (within the previous mask)" if previous is not None else ""
+            raise ValueError(
+                f"pruner {name!r} kept {kept} of {total} prunable parameters{where}{nested} at density {density:g}, "
+                f"expected exactly {want} = round(density x {total}) (scope={scope!r}, prune_bias={prune_bias}); a "
+                f"pruner that keeps another count must say so (the class attribute exact = False, or "
+                f"from_module(..., exact=False))"
+            )
 
 
 class Pruner:
@@ -346,6 +374,21 @@ class ScorePruner(Pruner):
 _REGISTRY: dict[str, type] = {}
 
 
+def _adopt(name: str, obj: Any) -> None:
+    """An entry point that names an unregistered Pruner subclass registers it under the entry point's name."""
+    if isinstance(obj, type) and issubclass(obj, Pruner) and obj not in _REGISTRY.values():
+        register(name)(obj)
+
+
+_PLUGINS = EntryPoints("plantseek.pruners", "pruner", _adopt)
+
+
+def _registry() -> dict[str, type]:
+    """The registry, with the installed plugins (entry points of ``plantseek.pruners``) loaded on first use."""
+    _PLUGINS.load()
+    return _REGISTRY
+
+
 def register(name: str) -> Callable[[type], type]:
     """Class decorator adding a `Pruner` subclass to the registry under ``name`` (sets ``cls.name``)."""
     if not isinstance(name, str) or not name:
@@ -364,13 +407,14 @@ def register(name: str) -> Callable[[type], type]:
 
 
 def available() -> list[str]:
-    """Names of the registered pruners (sorted)."""
-    return sorted(_REGISTRY)
+    """Names of the registered pruners (sorted), installed plugins included."""
+    return sorted(_registry())
 
 
 def descriptions() -> dict[str, str]:
     """One line per registered pruner (first docstring line), for ``plantseek pruners``."""
-    return {name: _REGISTRY[name].describe() for name in available()}
+    registry = _registry()
+    return {name: registry[name].describe() for name in available()}
 
 
 def get(name: str | Pruner, **options: Any) -> Pruner:
@@ -380,9 +424,10 @@ def get(name: str | Pruner, **options: Any) -> Pruner:
         if options:
             raise ValueError("options can only be given with a pruner name, not with a configured pruner")
         return name
-    if not isinstance(name, str) or name not in _REGISTRY:
+    registry = _registry()
+    if not isinstance(name, str) or name not in registry:
         raise ValueError(f"unknown pruner {name!r}; available: {', '.join(available())}")
-    cls = _REGISTRY[name]
+    cls = registry[name]
     sig = inspect.signature(cls.__init__)
     params = {k: p for k, p in sig.parameters.items() if k != "self"}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -346,13 +346,17 @@ def _oracle_note(runs: Sequence[RunConfig], folded: set[str]) -> list[str]:
 
 
 def _import_plugins(modules: Sequence[str], origin: str) -> None:
-    import importlib
+    """Import the sweep's ``imports`` with the sweep file's directory (``origin`` when it names a file) and the
+    current directory first on the path (`plantseek.plugins.import_modules`; Dask workers get the same)."""
+    from ..plugins import PluginError, import_modules
 
-    for m in modules:
-        try:
-            importlib.import_module(m)
-        except Exception as exc:
-            raise SweepConfigError(f"{origin}: key 'imports': cannot import {m!r}: {exc}") from None
+    if not modules:
+        return
+    paths = [Path(origin).resolve().parent] if Path(origin).is_file() else []
+    try:
+        import_modules(modules, paths=[*paths, Path.cwd()], where=f"{origin}: key 'imports'")
+    except PluginError as exc:
+        raise SweepConfigError(str(exc)) from None
 
 
 def _canonical_name(key: str) -> str:

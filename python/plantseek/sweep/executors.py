@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from .config import RunConfig, package_version
+from ..plugins import import_paths as _import_paths
+from ..plugins import worker_imports as _modules_for_workers
 from ..store import RunRecord
 
 __all__ = [
@@ -118,6 +120,21 @@ def _metrics_of(result: Any) -> dict:
     if not isinstance(metrics, Mapping):
         raise TypeError(f"a run returned {type(result).__name__} without a flat `metrics` dict")
     return dict(metrics)
+
+
+def _masks_of(result: Any) -> bytes | None:
+    """The found mask of a run, packed for the store (`plantseek.mask_io.pack`); None when it has none."""
+    masks = None if isinstance(result, Mapping) else getattr(result, "masks", None)
+    if masks is None:
+        return None
+    from ..mask_io import pack
+
+    return pack(masks)
+
+
+def _outcome(result: Any) -> tuple[dict, bytes | None]:
+    """(metrics, packed masks) of a run's result."""
+    return _metrics_of(result), _masks_of(result)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -314,11 +331,12 @@ def run_chunk(
     runs = [RunConfig.from_dict(c) for c in configs]
     records: list[RunRecord | None] = [None] * len(runs)
 
-    def record(i: int, status: str, metrics=None, error=None, started=0.0, finished=0.0, batch=1) -> None:
+    def record(i: int, status: str, outcome=(None, None), error=None, started=0.0, finished=0.0, batch=1) -> None:
+        metrics, masks = outcome
         records[i] = RunRecord(
             key=keys[i], config=dict(configs[i]), status=status, metrics=metrics, error=error,
             started_at=started, finished_at=finished, duration_s=finished - started, batch_runs=batch,
-            version=version, device=device, host=host, sweep=sweep,
+            version=version, device=device, host=host, sweep=sweep, masks=masks,
         )
 
     def emit(idx: Sequence[int]) -> None:
@@ -354,7 +372,7 @@ def run_chunk(
             res = single_fn(**kwargs[i])
             if isinstance(res, BaseException):
                 raise res
-            record(i, "ok", metrics=_metrics_of(res), started=started, finished=time.time())
+            record(i, "ok", _outcome(res), started=started, finished=time.time())
         except Exception as exc:
             record(i, "failed", error=_error_text(exc), started=started, finished=time.time())
 
@@ -368,7 +386,7 @@ def run_chunk(
             results = list(batch_fn([kwargs[i] for i in part]))
             if len(results) != len(part):
                 raise RuntimeError(f"seek_batch returned {len(results)} results for {len(part)} runs")
-            parsed = [res if isinstance(res, BaseException) else _metrics_of(res) for res in results]
+            parsed = [res if isinstance(res, BaseException) else _outcome(res) for res in results]
         except Exception as exc:
             if _is_oom(exc):
                 return list(part)
@@ -384,7 +402,7 @@ def run_chunk(
                 else:
                     record(i, "failed", error=_error_text(res), started=started, finished=finished, batch=len(part))
             else:
-                record(i, "ok", metrics=res, started=started, finished=finished, batch=len(part))
+                record(i, "ok", res, started=started, finished=finished, batch=len(part))
         return oom
 
     if not todo:
@@ -496,6 +514,22 @@ class LocalExecutor(Executor):
                 )
 
 
+def _worker_imports(paths: Sequence[str], modules: Sequence[str]) -> None:
+    """On a Dask worker: the client's import directories (`plantseek.plugins.import_paths`: the current
+    directory, the sweep file's) first on the path, then the modules the client imported by name (the sweep's
+    ``imports``, the command's ``--import``: `plantseek.plugins.worker_imports`)."""
+    from ..plugins import import_modules
+
+    import_modules(modules, paths=list(paths), where=f"Dask worker on {socket.gethostname()}: imports")
+
+
+def _run_chunk_on_worker(import_paths: Sequence[str], *args, imports: Sequence[str] = (), **kwargs) -> list[RunRecord]:
+    """`run_chunk` after `_worker_imports`: what the Dask executors submit (a worker may join the cluster after
+    the sweep started, so each task imports; a module imported already is not imported again)."""
+    _worker_imports(import_paths, imports)
+    return run_chunk(*args, imports=imports, **kwargs)
+
+
 @register("dask")
 class DaskExecutor(Executor):
     """Sends chunks to a Dask cluster: a running one (``scheduler``) or a LocalCluster it starts
@@ -552,11 +586,14 @@ class DaskExecutor(Executor):
             torch_threads = max(1, (os.cpu_count() or 1) // max(1, self.workers or 1))
         futures = {}
         try:
+            import_paths, imports = _import_paths(), _modules_for_workers(plan.imports)
+            if imports:  # every worker imports them now: a module it cannot import is one error, before any run
+                client.run(_worker_imports, import_paths, imports)
             for n, (chunk, chunk_keys) in enumerate(_chunked(runs, keys, plan.max_batch)):
                 configs = [r.to_dict() for r in chunk]
                 fut = client.submit(
-                    run_chunk, configs, chunk_keys, device=plan.device, batch_fn=plan.batch_fn,
-                    single_fn=plan.single_fn, imports=list(plan.imports), torch_threads=torch_threads,
+                    _run_chunk_on_worker, import_paths, configs, chunk_keys, device=plan.device,
+                    batch_fn=plan.batch_fn, single_fn=plan.single_fn, imports=imports, torch_threads=torch_threads,
                     version=plan.version, sweep=plan.sweep, progress=False, max_batch=plan.max_batch, pure=False,
                     key=f"plantseek-chunk-{n}-{chunk_keys[0][:12]}",
                 )

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import arguments as _args
+from ..plugins import EntryPoints
 from ..tickets import Ticket
 
 
@@ -157,15 +158,31 @@ def _check_task_class(name: str, cls: type) -> None:
         _args.integer(f"task {name!r}: {attr}", getattr(cls, attr))
 
 
+def _adopt(name: str, obj) -> None:
+    """An entry point that names an unregistered Task subclass registers it under the entry point's name."""
+    if isinstance(obj, type) and issubclass(obj, Task) and obj not in _TASKS.values():
+        register(name)(obj)
+
+
+_PLUGINS = EntryPoints("plantseek.tasks", "task", _adopt)
+
+
+def _registry() -> dict[str, Callable[..., Task]]:
+    """The registry, with the installed plugins (entry points of ``plantseek.tasks``) loaded on first use."""
+    _PLUGINS.load()
+    return _TASKS
+
+
 def get(name: str, **options) -> Task:
     """A task by name; unknown names raise ValueError listing the known ones."""
     if isinstance(name, Task):
         return name
-    if name not in _TASKS:
+    registry = _registry()
+    if name not in registry:
         raise ValueError(f"unknown task {name!r}; available: {', '.join(available())}")
-    return _TASKS[name](**options)
+    return registry[name](**options)
 
 
 def available() -> list[str]:
-    """Names of the registered tasks."""
-    return sorted(_TASKS)
+    """Names of the registered tasks, installed plugins included."""
+    return sorted(_registry())
