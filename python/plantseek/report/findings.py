@@ -26,6 +26,7 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from .. import metric_schema as _schema
+from . import blocks as _blocks
 from . import data as _data
 from . import verdicts as V
 
@@ -504,25 +505,9 @@ def readme_block(source: str | os.PathLike, display: str = README_CSV, acc_tol: 
 
 def update_readme(readme: str | os.PathLike, block: str) -> bool:
     """Replace the block between the findings markers of ``readme``; True when the file changed."""
-    path = Path(readme)
-    text = path.read_text(encoding="utf-8")
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"{path} has no findings block: add the lines '{BEGIN} -->' and '{END}' where it goes")
-    stop = end + len(END)
-    if text[stop:stop + 1] == "\n":
-        stop += 1  # the block ends with its own newline
-    new = text[:start] + block + text[stop:]
-    if new == text:
-        return False
-    path.write_text(new, encoding="utf-8")
-    return True
+    return _blocks.replace(readme, block, BEGIN, END, "findings")
 
 
 def current_block(readme: str | os.PathLike) -> str | None:
     """The findings block of ``readme`` as it stands (markers included), or None."""
-    text = Path(readme).read_text(encoding="utf-8")
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        return None
-    return text[start:end + len(END)] + "\n"
+    return _blocks.current(readme, BEGIN, END)

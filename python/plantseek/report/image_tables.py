@@ -31,6 +31,7 @@ from typing import Sequence
 import pandas as pd
 
 from .. import metric_schema as _schema
+from . import blocks as _blocks
 
 __all__ = ["CSV", "BEGIN", "END", "README_DENSITIES", "load", "export_csv", "readme_block", "doc_block",
            "update_block", "current_block", "main"]
@@ -309,36 +310,14 @@ def doc_block(source: str | os.PathLike = CSV, display: str = CSV) -> str:
 
 # --- markers -----------------------------------------------------------------------------------------------
 
-def _span(text: str, path) -> tuple[int, int] | None:
-    start = text.find(BEGIN)
-    end = text.find(END, start if start >= 0 else 0)
-    if start < 0 or end < start:
-        return None
-    return start, end + len(END)
-
-
 def update_block(path: str | os.PathLike, block: str) -> bool:
     """Replace the image block of ``path`` (between `BEGIN` and `END`); True when the file changed."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    span = _span(text, path)
-    if span is None:
-        raise ValueError(f"{path} has no image block: add the lines '{BEGIN} -->' and '{END}' where it goes")
-    start, stop = span
-    if text[stop:stop + 1] == "\n":
-        stop += 1  # the block ends with its own newline
-    new = text[:start] + block + text[stop:]
-    if new == text:
-        return False
-    path.write_text(new, encoding="utf-8")
-    return True
+    return _blocks.replace(path, block, BEGIN, END, "image")
 
 
 def current_block(path: str | os.PathLike) -> str | None:
     """The image block of ``path`` as it stands (markers included), or None."""
-    text = Path(path).read_text(encoding="utf-8")
-    span = _span(text, path)
-    return None if span is None else text[span[0]:span[1]] + "\n"
+    return _blocks.current(path, BEGIN, END)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
