@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import secrets
 import socket
 import sqlite3
 import time
@@ -40,14 +41,19 @@ __all__ = [
 
 # 1: keys hashed the full configuration and the package version; 2: keys are `plantseek.spec.run_key` (a
 # schema-1 file is migrated once, on its first writable open, in one transaction: `ResultStore._migrate_keys`);
-# 3: a `masks` BLOB column (each run's found mask, `plantseek.mask_io.pack`), added to older files on open
+# 3: a `masks` BLOB column (each run's found mask, `plantseek.mask_io.pack`), added to older files on open.
+# The `claims` table (which sweep process is running which run, `ResultStore.claim`) needs no version: it is
+# created on every writable open (CREATE TABLE IF NOT EXISTS), and readers that do not know it ignore it.
 SCHEMA_VERSION = 3
+DEFAULT_LEASE_S = 300.0  # how long a claim lives without renewal (a killed process's runs free up after it)
 APPLICATION_ID = 0x506C5365  # "PlSe": marks the file as a plantseek results database
 STATUSES = ("ok", "failed")
 CONFIG_COLUMNS = ("task", "pruner", "protocol", "density", "seed", "depth", "width", "epochs", "dtype")
 # a metric name that would collide with a configuration column gets this suffix in flat tables (no declared
 # metric does: the kept fraction is `kept_density`, the configuration's `density` is the one requested)
 COLLISION_SUFFIX = "_measured"
+
+_CLAIMS_SCHEMA_START = "CREATE TABLE IF NOT EXISTS claims"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -71,6 +77,14 @@ CREATE TABLE IF NOT EXISTS runs (
     masks BLOB
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    token TEXT NOT NULL,
+    claimed_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sweeps (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -136,6 +150,10 @@ class ResultStore:
         self.path = Path(path)
         self.readonly = readonly
         self.retries = retries
+        # who this store claims runs as (`claim`): process, host and a token unique to this open
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.token = secrets.token_hex(8)
         self.timeout = timeout
         if not self.path.exists():
             if not create or readonly:
@@ -235,6 +253,8 @@ class ResultStore:
                 self._retry(self._migrate_keys)
             if version < 3:
                 self._retry(self._migrate_masks)
+            if "claims" not in tables:
+                self._retry(lambda: c.execute(_claims_schema()))
         self._has_masks = "masks" in {r[1] for r in c.execute("PRAGMA table_info(runs)")}
 
     def _migrate_keys(self) -> None:
@@ -375,8 +395,145 @@ class ResultStore:
                     """,
                     rows,
                 )
+                if self._has_claims(c):  # a stored run is no longer anyone's to run
+                    c.executemany("DELETE FROM claims WHERE key = ?", [(row[0],) for row in rows])
 
         self._retry(write)
+
+    # -- claims: several sweep processes on one database ------------------------------------------------
+
+    @staticmethod
+    def _has_claims(c: sqlite3.Connection) -> bool:
+        return c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'claims'").fetchone() is not None
+
+    def _claim_is_live(self, pid: int, host: str, token: str, expires_at: float, now: float) -> bool:
+        """Whether a claim held by someone else still counts: not expired, and, when it was taken on this
+        host, its process still exists (a killed sweep's runs are free at once on its own machine, and after
+        the lease on another)."""
+        if token == self.token:
+            return False  # ours: renew it
+        if expires_at <= now:
+            return False
+        if host == self.host and pid != self.pid and not _pid_alive(pid):
+            return False
+        return True
+
+    def claim(self, keys: Sequence[str], lease_s: float = DEFAULT_LEASE_S, *,
+              retry_failed_before: float | None = None) -> list[str]:
+        """Claim the runs `keys` for this store (its pid, host and token) for `lease_s` seconds, in one
+        ``BEGIN IMMEDIATE`` transaction; returns the claimed keys, in the order given.
+
+        A key is claimed when it has no result row (or a failed one that finished before
+        ``retry_failed_before``, for ``--retry-failed``) and no live claim by another process: an expired
+        claim, or one from a process on this host that no longer exists, is taken over. Keys this store
+        holds already are renewed. `put` drops the claim of each run it stores; `release` drops the rest."""
+        self._check_claims_writable()
+        keys = list(dict.fromkeys(str(k) for k in keys))
+        if not keys:
+            return []
+
+        def write():
+            now = time.time()
+            got = []
+            with self._transaction() as c:
+                for key in keys:
+                    row = c.execute("SELECT status, finished_at FROM runs WHERE key = ?", (key,)).fetchone()
+                    if row is not None:
+                        status, finished = row
+                        if not (status == "failed" and retry_failed_before is not None
+                                and (finished or 0.0) < retry_failed_before):
+                            continue
+                    held = c.execute("SELECT pid, host, token, expires_at FROM claims WHERE key = ?",
+                                     (key,)).fetchone()
+                    if held is not None and self._claim_is_live(*held, now):
+                        continue
+                    c.execute("INSERT OR REPLACE INTO claims (key, pid, host, token, claimed_at, expires_at) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (key, self.pid, self.host, self.token, now, now + lease_s))
+                    got.append(key)
+            return got
+
+        return self._retry(write)
+
+    def renew(self, lease_s: float = DEFAULT_LEASE_S) -> int:
+        """Extend every claim this store holds to `lease_s` seconds from now; returns how many."""
+        self._check_claims_writable()
+
+        def write():
+            with self._transaction() as c:
+                return c.execute("UPDATE claims SET expires_at = ? WHERE token = ?",
+                                 (time.time() + lease_s, self.token)).rowcount
+
+        return self._retry(write)
+
+    def release(self, keys: Sequence[str] | None = None) -> int:
+        """Drop this store's claims on `keys` (all of them with None), so another process may run them;
+        returns how many were dropped. Claims held by others are left alone."""
+        if self.readonly:
+            return 0
+        keys = None if keys is None else list(keys)
+
+        def write():
+            with self._transaction() as c:
+                if not self._has_claims(c):
+                    return 0
+                if keys is None:
+                    return c.execute("DELETE FROM claims WHERE token = ?", (self.token,)).rowcount
+                return sum(c.execute("DELETE FROM claims WHERE key = ? AND token = ?", (k, self.token)).rowcount
+                           for k in keys)
+
+        return self._retry(write)
+
+    @contextmanager
+    def keep_alive(self, lease_s: float = DEFAULT_LEASE_S, every: float | None = None) -> Iterator[None]:
+        """While the block runs, a background thread renews this store's claims (`renew`) every ``every``
+        seconds (a third of the lease by default) on its own connection, so a batch that takes longer than
+        the lease keeps its runs; a killed process stops renewing and its claims expire."""
+        import threading
+
+        if self.readonly:
+            yield
+            return
+        every = max(0.05, lease_s / 3 if every is None else float(every))
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(every):
+                try:
+                    con = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
+                    try:
+                        con.execute("UPDATE claims SET expires_at = ? WHERE token = ?",
+                                    (time.time() + lease_s, self.token))
+                    finally:
+                        con.close()
+                except sqlite3.Error:  # busy or gone: the next beat tries again, the lease has slack
+                    pass
+
+        thread = threading.Thread(target=beat, name="plantseek-claims", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def claims(self) -> list[dict[str, Any]]:
+        """Every claim in the database (whoever holds it), with ``live`` as this store sees it."""
+        if not self._has_claims(self.conn):
+            return []
+        now = time.time()
+        rows = self._read("SELECT key, pid, host, token, claimed_at, expires_at FROM claims ORDER BY claimed_at")
+        return [{"key": k, "pid": pid, "host": host, "token": token, "claimed_at": at, "expires_at": exp,
+                 "mine": token == self.token, "live": token == self.token or self._claim_is_live(pid, host, token, exp, now)}
+                for k, pid, host, token, at, exp in rows]
+
+    def held_elsewhere(self, keys: Iterable[str]) -> set[str]:
+        """Those of `keys` that another live process has claimed."""
+        wanted = set(keys)
+        return {c["key"] for c in self.claims() if c["key"] in wanted and c["live"] and not c["mine"]}
+
+    def _check_claims_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"results database {str(self.path)!r} is open read-only: it cannot claim runs")
 
     def record_sweep(self, name: str, *, path: str | None, source: str, n_runs: int, version: str) -> None:
         def write():
@@ -465,6 +622,22 @@ class ResultStore:
 
     def dataframe(self):
         return to_dataframe(self.records())
+
+
+def _claims_schema() -> str:
+    start = _SCHEMA.index(_CLAIMS_SCHEMA_START)
+    return _SCHEMA[start:_SCHEMA.index(";", start)]
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (a zombie counts as alive until it is reaped)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def _legacy_values(flat: Mapping[str, Any]) -> dict[str, Any]:

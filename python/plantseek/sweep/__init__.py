@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 
 from .config import (RunConfig, Sweep, SweepConfigError, load_sweep, package_version, parse_sweep,
@@ -34,17 +35,23 @@ class SweepReport:
     failed: int = 0
     failed_keys: list[str] = field(default_factory=list)
     interrupted: bool = False
+    elsewhere: int = 0  # runs left to another sweep process that had claimed them (a shared database)
 
     def __str__(self) -> str:
         s = f"{self.total} runs in the sweep: {self.skipped} already in the database, {self.ran} run now"
         s += f" ({self.ok} ok, {self.failed} failed)"
+        if self.elsewhere:
+            s += f", {self.elsewhere} run by another sweep process"
         if self.interrupted:
             s += "; interrupted: rerun the same command to resume"
         return s
 
 
 def plan_sweep(sweep: Sweep, store, retry_failed: bool = False) -> tuple[list[RunConfig], list[str], int]:
-    """The runs still to do: those whose key is not in the store (failed ones too with ``retry_failed``)."""
+    """The runs still to do: those whose key is not in the store (failed ones too with ``retry_failed``).
+
+    Runs that another sweep process has claimed are still listed: `run_sweep` claims each batch right before
+    running it (`ResultStore.claim`) and skips what another live process holds then."""
     keys = [r.key for r in sweep.runs]
     done = store.keys(status="ok")
     if not retry_failed:
@@ -65,6 +72,7 @@ def run_sweep(
     batch_fn=None,
     single_fn=None,
     log=None,
+    lease_s: float | None = None,
     **executor_options,
 ) -> SweepReport:
     """Run every run of a sweep that is not yet in the results database ``db``.
@@ -72,8 +80,16 @@ def run_sweep(
     ``device`` overrides the sweep file's ``device``. ``batch_fn(list_of_kwargs) -> results`` and
     ``single_fn(**kwargs) -> result`` default to ``plantseek.seek_batch`` and ``plantseek.seek``; tests
     inject fakes. Executor options: ``scheduler`` (dask), ``workers`` and ``processes`` (dask-local).
+
+    Several sweep processes (on one machine or many) may share ``db``: each claims the runs of a batch right
+    before running it (`ResultStore.claim`, a lease of ``lease_s`` seconds, renewed in the background while the
+    sweep runs), skips runs another live process holds, and releases what it did not finish when it stops;
+    a killed process's claims are taken over once its lease expires (at once on its own machine).
     """
-    from ..store import ResultStore
+    from ..store import DEFAULT_LEASE_S, ResultStore
+
+    lease_s = DEFAULT_LEASE_S if lease_s is None else float(lease_s)
+    started = time.time()
 
     if log is None:
         def log(msg: str) -> None:
@@ -98,8 +114,9 @@ def run_sweep(
         store.record_sweep(sweep.name, path=sweep.path, source=sweep.source, n_runs=len(sweep.runs),
                            version=version)
         report = SweepReport(total=len(sweep.runs), skipped=skipped)
+        held = store.held_elsewhere(keys)
         log(f"sweep {sweep.name!r}: {len(sweep.runs)} runs, {skipped} already in {db}, {len(runs)} to run "
-            f"with {ex.describe()}")
+            f"with {ex.describe()}" + (f" ({len(held)} of them claimed now by another sweep process)" if held else ""))
         for note in sweep.notes:
             log(f"note: {note}")
         if not runs:
@@ -115,13 +132,26 @@ def run_sweep(
                     report.failed += 1
                     report.failed_keys.append(r.key)
 
+        def claim(batch_keys):
+            got = store.claim(batch_keys, lease_s, retry_failed_before=started if retry_failed else None)
+            report.elsewhere += len(batch_keys) - len(got)
+            return got
+
         plan = RunPlan(device=device, max_batch=max_batch, batch_fn=batch_fn, single_fn=single_fn,
                        imports=list(sweep.imports), progress=progress, sweep=sweep.name, version=version,
-                       log=log)
+                       log=log, claim=claim)
         try:
-            ex.run(runs, keys, on_records, plan)
+            with store.keep_alive(lease_s):
+                ex.run(runs, keys, on_records, plan)
         except KeyboardInterrupt:
             report.interrupted = True
             log(f"interrupted after {report.ran} of {len(runs)} runs; finished runs are saved in {db}")
             raise
+        finally:  # what this process claimed and did not finish is free for another one
+            try:
+                store.release()
+            except Exception:  # noqa: BLE001 - a failed release only delays the others until the lease ends
+                pass
+        if report.elsewhere:
+            log(f"{report.elsewhere} runs were claimed by another sweep process sharing {db}")
     return report

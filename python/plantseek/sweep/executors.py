@@ -454,6 +454,18 @@ class RunPlan:
     sweep: str | None = None
     version: str | None = None
     log: Callable[[str], None] | None = None  # batch sizes and out-of-memory retries (tqdm.write with a bar)
+    # claim(keys) -> the keys this process may run now (the others are claimed by another sweep process on
+    # the same database, or finished meanwhile); called once per chunk right before it runs. None: run all.
+    claim: Callable[[list[str]], list[str]] | None = None
+
+
+def _claimed(chunk: Sequence[RunConfig], chunk_keys: Sequence[str], plan: RunPlan):
+    """The part of a chunk this process claimed (all of it without `plan.claim`)."""
+    if plan.claim is None:
+        return list(chunk), list(chunk_keys)
+    mine = set(plan.claim(list(chunk_keys)))
+    pairs = [(r, k) for r, k in zip(chunk, chunk_keys) if k in mine]
+    return [r for r, _ in pairs], [k for _, k in pairs]
 
 
 class Executor:
@@ -507,6 +519,12 @@ class LocalExecutor(Executor):
 
             log = bar.write if plan.progress else (plan.log or _log_info)
             for chunk, chunk_keys in _chunked(runs, keys, plan.max_batch):
+                n = len(chunk)
+                chunk, chunk_keys = _claimed(chunk, chunk_keys, plan)
+                if len(chunk) < n:  # another sweep process runs (or ran) the rest
+                    bar.update(n - len(chunk))
+                if not chunk:
+                    continue
                 run_chunk(
                     [r.to_dict() for r in chunk], chunk_keys, device=plan.device, batch_fn=plan.batch_fn,
                     single_fn=plan.single_fn, imports=(), version=plan.version, sweep=plan.sweep,
@@ -589,18 +607,42 @@ class DaskExecutor(Executor):
             import_paths, imports = _import_paths(), _modules_for_workers(plan.imports)
             if imports:  # every worker imports them now: a module it cannot import is one error, before any run
                 client.run(_worker_imports, import_paths, imports)
-            for n, (chunk, chunk_keys) in enumerate(_chunked(runs, keys, plan.max_batch)):
-                configs = [r.to_dict() for r in chunk]
-                fut = client.submit(
-                    _run_chunk_on_worker, import_paths, configs, chunk_keys, device=plan.device,
-                    batch_fn=plan.batch_fn, single_fn=plan.single_fn, imports=imports, torch_threads=torch_threads,
-                    version=plan.version, sweep=plan.sweep, progress=False, max_batch=plan.max_batch, pure=False,
-                    key=f"plantseek-chunk-{n}-{chunk_keys[0][:12]}",
-                )
-                futures[fut] = (configs, chunk_keys)
             failed = 0
             with _progress(len(runs), plan, f"{plan.sweep or 'sweep'} [{self.describe()}]") as bar:
-                for fut in as_completed(list(futures)):
+                chunks = enumerate(_chunked(runs, keys, plan.max_batch))
+                # with claims, a chunk is claimed when it is submitted, and only a few chunks per worker are in
+                # flight, so that another sweep process on the same database takes its share of the rest
+                window = None
+                if plan.claim is not None:
+                    try:
+                        window = 2 * max(1, sum(client.nthreads().values()))
+                    except Exception:  # noqa: BLE001 - no scheduler answer: a small window
+                        window = 2
+                pending = as_completed()
+
+                def submit_next() -> bool:
+                    for n, (chunk, chunk_keys) in chunks:
+                        size = len(chunk)
+                        chunk, chunk_keys = _claimed(chunk, chunk_keys, plan)
+                        if len(chunk) < size:
+                            bar.update(size - len(chunk))
+                        if not chunk:
+                            continue
+                        configs = [r.to_dict() for r in chunk]
+                        fut = client.submit(
+                            _run_chunk_on_worker, import_paths, configs, chunk_keys, device=plan.device,
+                            batch_fn=plan.batch_fn, single_fn=plan.single_fn, imports=imports,
+                            torch_threads=torch_threads, version=plan.version, sweep=plan.sweep, progress=False,
+                            max_batch=plan.max_batch, pure=False, key=f"plantseek-chunk-{n}-{chunk_keys[0][:12]}",
+                        )
+                        futures[fut] = (configs, chunk_keys)
+                        pending.add(fut)
+                        return True
+                    return False
+
+                while (window is None or len(futures) < window) and submit_next():
+                    pass
+                for fut in pending:
                     configs, chunk_keys = futures.pop(fut)
                     try:
                         records = fut.result()
@@ -616,6 +658,9 @@ class DaskExecutor(Executor):
                     bar.update(len(records))
                     if failed:
                         bar.set_postfix(failed=failed, refresh=False)
+                    if window is not None:
+                        while len(futures) < window and submit_next():
+                            pass
         finally:
             if futures:
                 client.cancel(list(futures))
