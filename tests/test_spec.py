@@ -47,16 +47,6 @@ def test_key_hashes_only_the_options_that_differ_from_their_defaults():
         assert spec.run_key({key: value}) != base, key
 
 
-def test_legacy_key_is_the_old_scheme():
-    cfg = {"task": "relu", "pruner": "random", "protocol": "singleshot", "density": 0.5, "seed": 0, "depth": 2,
-           "width": 10}
-    expected = hashlib.sha256(
-        b'{"config":{"density":0.5,"depth":2,"protocol":"singleshot","pruner":"random","seed":0,"task":"relu",'
-        b'"width":10},"plantseek_version":"9.9"}').hexdigest()
-    assert spec.legacy_run_key(cfg, "9.9") == expected
-    assert spec.legacy_run_key(cfg, "1.0") != spec.legacy_run_key(cfg, "1.1")
-
-
 def test_flat_and_nested_forms_round_trip():
     flat = {"task": "relu", "depth": 3, "width": [8, 6], "pruner": "synflow", "pruner_options": {"iterations": 2},
             "density": "ticket", "seed": 7, "optimizer": "sgd", "n_samples": 500, "prune_bias": False}

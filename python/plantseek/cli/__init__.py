@@ -32,12 +32,17 @@ class Command:
     run: Callable[[argparse.Namespace], int | None]
 
 
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a command that takes none."""
+
+
 def command(name: str, help: str):
-    """Class decorator registering a subcommand; the class defines `add_arguments(parser)` and `run(args)`."""
+    """Class decorator registering a subcommand; the class defines `run(args)` and, when it takes arguments,
+    `add_arguments(parser)`."""
     def wrap(cls):
         if name in _COMMANDS:
             raise ValueError(f"command {name!r} registered twice")
-        _COMMANDS[name] = Command(name, help, cls.add_arguments, cls.run)
+        _COMMANDS[name] = Command(name, help, getattr(cls, "add_arguments", _no_arguments), cls.run)
         return cls
     return wrap
 

@@ -142,10 +142,6 @@ class ShowCommand:
 @command("info", help="versions, devices and whether the native core loaded")
 class InfoCommand:
     @staticmethod
-    def add_arguments(p: argparse.ArgumentParser) -> None:
-        pass
-
-    @staticmethod
     def run(args: argparse.Namespace) -> int:
         import torch
 
@@ -172,10 +168,6 @@ def metrics_table() -> str:
 
 @command("metrics", help="list every metric a run reports: name, per-layer, unit, protocols and what it means")
 class MetricsCommand:
-    @staticmethod
-    def add_arguments(p: argparse.ArgumentParser) -> None:
-        pass
-
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         print(metrics_table())

@@ -162,10 +162,6 @@ class SeekCommand:
 @command("pruners", help="list the registered pruners, one line each")
 class PrunersCommand:
     @staticmethod
-    def add_arguments(p: argparse.ArgumentParser) -> None:
-        pass
-
-    @staticmethod
     def run(args: argparse.Namespace) -> int:
         from .. import pruners
 
