@@ -43,12 +43,16 @@ _BY_KIND = {"density": 0.5, "recovery": 0.5, "connectivity": 0.5, "hiding": 0.5,
             "count": 0, "flag": False, "time": 0.01, "error": 0.0}
 
 
+def _pruner_name(kw: dict) -> str:
+    return kw["pruner"] if isinstance(kw["pruner"], str) else getattr(kw["pruner"], "name", str(kw["pruner"]))
+
+
 def fake_metrics(kw: dict) -> dict[str, Any]:
     """Every metric `plantseek.metric_schema.expected` says the run emits (names and per-layer keys from the
     schema), with modelled values for the ones the report and the findings read."""
     task, depth, width = kw["task"], int(kw["depth"]), kw["width"]
     protocol = kw.get("protocol", "singleshot")
-    pruner = kw["pruner"] if isinstance(kw["pruner"], str) else getattr(kw["pruner"], "name", str(kw["pruner"]))
+    pruner = _pruner_name(kw)
     rng = _rng({k: v for k, v in kw.items() if k != "pruner"} | {"pruner": pruner})
     td = ticket_density(task, depth, width)
     density = td if kw["density"] == "ticket" else float(kw["density"])
@@ -111,16 +115,23 @@ class FakeSeeker:
 
     fail_seeds: runs with these seeds raise (as a run would on bad input); fail_batches: the batched call
     raises whenever the chunk contains a failing seed (so the executor must fall back to one by one);
-    sleep: seconds per run (per chunk in batch mode: ``sleep * (1 + 0.1 * n)``)."""
+    sleep: seconds per run (per chunk in batch mode: ``sleep * (1 + 0.1 * n)``); hang: (pruner, seed) pairs
+    whose batch sleeps for an hour (a run in flight when a test kills the sweep)."""
 
     def __init__(self, fail_seeds: Sequence[int] = (), fail_batches: bool = True, sleep: float = 0.0,
-                 batch_sleep: float | None = None) -> None:
+                 batch_sleep: float | None = None, hang: Sequence[tuple[str, int]] = ()) -> None:
+        self.hang = {(str(p), int(s)) for p, s in hang}  # (pruner, seed): a batch with such a run never ends
         self.fail_seeds = tuple(fail_seeds)
         self.fail_batches = fail_batches
         self.sleep = sleep
         self.batch_sleep = batch_sleep
 
+    def _hang_if_asked(self, kwargs_list: list[dict]) -> None:
+        if any((_pruner_name(kw), int(kw["seed"])) in self.hang for kw in kwargs_list):
+            time.sleep(3600)  # the test kills the process meanwhile
+
     def __call__(self, **kw) -> FakeResult:
+        self._hang_if_asked([kw])
         if self.sleep:
             time.sleep(self.sleep)
         if kw["seed"] in self.fail_seeds:
@@ -128,6 +139,7 @@ class FakeSeeker:
         return FakeResult(fake_metrics(kw))
 
     def batch(self, kwargs_list: list[dict]) -> list[FakeResult]:
+        self._hang_if_asked(kwargs_list)
         if self.sleep or self.batch_sleep:
             time.sleep(self.batch_sleep if self.batch_sleep is not None else self.sleep * (1 + 0.1 * len(kwargs_list)))
         if self.fail_batches and any(kw["seed"] in self.fail_seeds for kw in kwargs_list):

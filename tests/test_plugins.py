@@ -427,6 +427,10 @@ def test_dask_workers_import_the_sweeps_modules_and_run_a_wrapped_pruner(tmp_pat
         ours, ref = pair["dask-torch-l1"]["metrics"], pair["magnitude"]["metrics"]
         for key in ("test_loss", "recall", "kept_density"):
             assert ours[key] == pytest.approx(ref[key], rel=1e-9), key
+    with ResultStore(db) as store:  # the workers' masks reached the database: torch's L1 masks are magnitude's
+        for pair in by.values():
+            ours, ref = (store.masks(pair[p]["key"]) for p in ("dask-torch-l1", "magnitude"))
+            assert ours is not None and ours == ref
     capsys.readouterr()
     assert main(["results", str(db)]) == 0
     assert "dask-torch-l1" in capsys.readouterr().out

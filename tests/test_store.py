@@ -352,3 +352,43 @@ def test_an_old_database_still_reports(tmp_path):
     shutil.copy(FIXTURES / "c1d78e9.db", db)
     result = build_report(db, tmp_path / "rep", formats=("png",), progress=False, draw_tickets=False)
     assert (tmp_path / "rep" / "index.html").exists() and result is not None
+
+
+MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+server:/export /mnt/shared nfs4 rw,relatime 0 0
+//nas/lab /mnt/lab\\040results cifs rw 0 0
+tmpfs /mnt/shared/local tmpfs rw 0 0
+"""
+
+
+def test_the_filesystem_of_a_path_is_its_longest_mount_point(tmp_path):
+    from plantseek.store import filesystem_type
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(MOUNTS)
+    assert filesystem_type("/home/me/r.db", mounts) == "ext4"
+    assert filesystem_type("/mnt/shared/r.db", mounts) == "nfs4"
+    assert filesystem_type("/mnt/sharedness/r.db", mounts) == "ext4"  # a prefix of the name is not a parent
+    assert filesystem_type("/mnt/shared/local/r.db", mounts) == "tmpfs"
+    assert filesystem_type("/mnt/lab results/r.db", mounts) == "cifs"  # \040 is a space
+    assert filesystem_type("/x", tmp_path / "no-such-file") is None
+
+
+def test_a_database_on_a_network_filesystem_uses_the_rollback_journal(tmp_path, monkeypatch):
+    from plantseek import store as store_mod
+
+    monkeypatch.setattr(store_mod, "filesystem_type", lambda path, mounts="/proc/mounts": "nfs4")
+    with ResultStore(tmp_path / "shared.db") as store:
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    monkeypatch.setattr(store_mod, "filesystem_type", lambda path, mounts="/proc/mounts": "ext4")
+    with ResultStore(tmp_path / "local.db") as store:
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with ResultStore(tmp_path / "shared.db") as store:  # moved to a local disk: WAL again
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    monkeypatch.setenv("PLANTSEEK_SQLITE_JOURNAL", "delete")
+    with ResultStore(tmp_path / "local.db") as store:
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    monkeypatch.setenv("PLANTSEEK_SQLITE_JOURNAL", "memory")
+    with pytest.raises(StoreError, match="PLANTSEEK_SQLITE_JOURNAL must be 'wal' or 'delete'"):
+        ResultStore(tmp_path / "local.db")

@@ -194,3 +194,43 @@ def test_a_dask_sweep_claims_per_chunk_and_skips_held_runs(tmp_path):
     with ResultStore(db) as store:
         assert store.keys() == set(keys[3:]) and {c["key"] for c in store.claims()} == set(keys[:3])
         assert all(r["attempts"] == 1 for r in store.records())
+
+
+def test_the_lease_comes_from_the_command_line(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from plantseek import sweep as sweep_pkg
+    from plantseek.cli import main
+
+    seen = {}
+
+    def fake_run_sweep(sweep, db, **kw):
+        seen.update(kw)
+        return sweep_pkg.SweepReport(total=40, skipped=40)
+
+    monkeypatch.setattr(sweep_pkg, "run_sweep", fake_run_sweep)
+    sweep_file = _sweep_file(tmp_path)
+    assert main(["sweep", str(sweep_file), "--db", str(tmp_path / "r.db"), "--lease", "45"]) == 0
+    assert seen["lease_s"] == 45.0
+    for bad, why in (("0", "at least 1 seconds"), ("nan", "finite"), ("soon", "could not convert")):
+        with pytest.raises(SystemExit):
+            main(["sweep", str(sweep_file), "--db", str(tmp_path / "r.db"), "--lease", bad])
+        assert why in capsys.readouterr().err
+
+
+def test_a_bad_lease_is_refused_before_anything_runs(tmp_path):
+    import pytest
+
+    f = FakeSeeker()
+    for bad in (0.5, float("inf"), "300", True):
+        with pytest.raises(ValueError, match="lease must be"):
+            run_sweep(_sweep_file(tmp_path), tmp_path / "r.db", batch_fn=f.batch, single_fn=f, lease_s=bad,
+                      progress=False, log=lambda m: None)
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_claims_last_the_lease_asked_for(tmp_path):
+    with ResultStore(tmp_path / "r.db") as store:
+        store.claim(["a"], lease_s=45.0)
+        (c,) = store.claims()
+    assert abs((c["expires_at"] - c["claimed_at"]) - 45.0) < 1.0

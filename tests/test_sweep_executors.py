@@ -314,6 +314,11 @@ def test_end_to_end_with_the_real_seeker(tmp_path, capsys):
         a = {m: v for m, v in recs[k]["metrics"].items() if m != "train_time_s"}
         b = {m: v for m, v in drecs[k]["metrics"].items() if m != "train_time_s"}
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True)
+    # every run's mask came back from the workers, the same as the local executor's
+    with ResultStore(db) as local_store, ResultStore(tmp_path / "d.db") as dask_store:
+        for k in recs:
+            packed = dask_store.masks(k)
+            assert packed is not None and packed == local_store.masks(k), k
 
 
 HALFSHOT = textwrap.dedent('''

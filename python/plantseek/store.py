@@ -1,4 +1,5 @@
-"""The results database: one SQLite file (WAL mode), one row per run.
+"""The results database: one SQLite file (WAL mode; the rollback journal on a network filesystem), one row
+per run.
 
 Each row holds the run's key (`plantseek.spec.run_key`: a hash over the options that differ from their
 defaults), its configuration and
@@ -19,6 +20,7 @@ import json
 import math
 import os
 import random
+import re
 import secrets
 import socket
 import sqlite3
@@ -31,6 +33,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 __all__ = [
     "SCHEMA_VERSION",
     "StoreError",
+    "filesystem_type",
+    "journal_mode_for",
     "ResultStore",
     "RunRecord",
     "open_store",
@@ -142,6 +146,47 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+# filesystems shared between machines: SQLite's WAL mode needs shared memory between the processes (one host),
+# so a database on one of these uses the rollback journal instead (`journal_mode_for`)
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "fuse.ceph", "glusterfs",
+    "fuse.glusterfs", "fuse.sshfs", "9p", "afs", "panfs", "orangefs", "pvfs2", "fuse.juicefs", "wekafs",
+})
+
+
+def filesystem_type(path: str | os.PathLike, mounts: str | os.PathLike = "/proc/mounts") -> str | None:
+    """The type of the filesystem that holds ``path`` (the longest mount point above it in ``mounts``);
+    None where that cannot be read (not Linux)."""
+    try:
+        lines = Path(mounts).read_text().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(os.path.abspath(path))
+    best, kind = "", None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])  # a space is \040
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def journal_mode_for(path: str | os.PathLike) -> str:
+    """``WAL`` (readers never wait for the writer) on a local disk; ``DELETE`` (the rollback journal, whose
+    file locks a network filesystem can carry) on one of `NETWORK_FILESYSTEMS`, where WAL would corrupt the
+    file once two machines write it. ``PLANTSEEK_SQLITE_JOURNAL=wal|delete`` overrides the choice."""
+    forced = os.environ.get("PLANTSEEK_SQLITE_JOURNAL", "").strip().lower()
+    if forced:
+        if forced not in ("wal", "delete"):
+            raise StoreError(f"PLANTSEEK_SQLITE_JOURNAL must be 'wal' or 'delete', not {forced!r}")
+        return forced.upper()
+    directory = Path(path).parent if str(Path(path).parent) else Path(".")
+    return "DELETE" if filesystem_type(directory) in NETWORK_FILESYSTEMS else "WAL"
+
+
 class ResultStore:
     """A plantseek results database. Use as a context manager or call :meth:`close`."""
 
@@ -155,6 +200,7 @@ class ResultStore:
         self.host = socket.gethostname()
         self.token = secrets.token_hex(8)
         self.timeout = timeout
+        self.journal_mode = journal_mode_for(self.path)
         if not self.path.exists():
             if not create or readonly:
                 raise FileNotFoundError(f"results database {str(self.path)!r} does not exist")
@@ -248,7 +294,7 @@ class ResultStore:
                 f"{SCHEMA_VERSION}); upgrade plantseek"
             )
         if not self.readonly:
-            self._retry(lambda: c.execute("PRAGMA journal_mode = WAL"))
+            self._retry(lambda: c.execute(f"PRAGMA journal_mode = {self.journal_mode}"))
             if version < 2:
                 self._retry(self._migrate_keys)
             if version < 3:
@@ -303,7 +349,7 @@ class ResultStore:
 
     def _create(self) -> None:
         c = self.conn
-        c.execute("PRAGMA journal_mode = WAL")
+        c.execute(f"PRAGMA journal_mode = {self.journal_mode}")
         with self._transaction():
             c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             for statement in _SCHEMA.split(";"):

@@ -29,7 +29,18 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=_count_type("max_batch"),
                         help="runs trained together in one batched computation (default: as many as fit "
                              "in the device's free memory, at most 64)")
+    parser.add_argument("--lease", type=cli_type(_lease, float), metavar="SECONDS",
+                        help="how long a claimed run stays claimed without renewal when several sweep processes "
+                             "share the database (default 300; renewed every third of it while the sweep runs); "
+                             "a process killed on another machine frees its runs after this long, one on this "
+                             "machine at once")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _lease(value) -> float:
+    from ..sweep import check_lease
+
+    return check_lease(value)
 
 
 def execute(args: argparse.Namespace, sweep, db: str):
@@ -47,7 +58,7 @@ def execute(args: argparse.Namespace, sweep, db: str):
     elif args.workers:
         raise ValueError("--workers only applies to --executor dask-local or dask-cuda")
     return run_sweep(sweep, db, executor=args.executor, device=args.device, retry_failed=args.retry_failed,
-                     max_batch=args.max_batch, progress=not args.no_progress, **options)
+                     max_batch=args.max_batch, progress=not args.no_progress, lease_s=args.lease, **options)
 
 
 @command("sweep", help="run a sweep file (TOML grid) into a results database; rerunning resumes")

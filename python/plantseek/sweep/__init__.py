@@ -20,7 +20,7 @@ from .executors import get as get_executor
 
 __all__ = [
     "RunConfig", "Sweep", "SweepConfigError", "SweepReport", "load_sweep", "parse_sweep", "run_key",
-    "run_sweep", "plan_sweep", "available_executors", "get_executor", "DEFAULT_MAX_BATCH",
+    "run_sweep", "plan_sweep", "check_lease", "available_executors", "get_executor", "DEFAULT_MAX_BATCH",
 ]
 
 
@@ -45,6 +45,21 @@ class SweepReport:
         if self.interrupted:
             s += "; interrupted: rerun the same command to resume"
         return s
+
+
+def check_lease(value) -> float:
+    """A claim lease in seconds: a finite number of at least `MIN_LEASE_S` (a shorter one would expire
+    between two renewals of a busy process)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"lease must be a finite number of seconds, not {value!r}")
+    if value < MIN_LEASE_S:
+        raise ValueError(f"lease must be at least {MIN_LEASE_S:g} seconds, not {value!r}")
+    return float(value)
+
+
+MIN_LEASE_S = 1.0
 
 
 def plan_sweep(sweep: Sweep, store, retry_failed: bool = False) -> tuple[list[RunConfig], list[str], int]:
@@ -88,7 +103,7 @@ def run_sweep(
     """
     from ..store import DEFAULT_LEASE_S, ResultStore
 
-    lease_s = DEFAULT_LEASE_S if lease_s is None else float(lease_s)
+    lease_s = DEFAULT_LEASE_S if lease_s is None else check_lease(lease_s)
     started = time.time()
 
     if log is None:

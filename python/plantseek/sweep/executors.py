@@ -3,7 +3,10 @@
 - ``local`` (default): groups runs that share task, shape, protocol, epochs, dtype and training options,
   and trains each group (in chunks of at most ``max_batch`` runs) with ``plantseek.seek_batch``, one
   batched computation per chunk.
-- ``dask``: sends the same chunks to the workers of a running Dask cluster (``scheduler="tcp://..."``).
+- ``dask``: sends chunks to the workers of a running Dask cluster (``scheduler="tcp://..."``): the same
+  groups, cut into at least two chunks per worker thread so that every worker has work; each worker streams
+  every finished batch back at once (a `distributed.Queue`), so a finished run reaches the database within
+  about a second (``STREAM_POLL_S``) of finishing, whatever its chunk still has to do.
 - ``dask-local``: starts a ``distributed.LocalCluster`` with ``workers`` worker processes and does the same;
   with a CUDA device, one worker process per visible GPU, each pinned to its GPU (``CUDA_VISIBLE_DEVICES``).
 - ``dask-cuda``: ``dask_cuda.LocalCUDACluster`` (one worker per GPU), when dask-cuda is installed.
@@ -11,8 +14,9 @@
 Within a chunk, `run_chunk` trains as many runs together as fit in the free memory of the device it runs on
 (`plantseek.memory`) and halves the batch on an out-of-memory error.
 
-The chunks are the same whatever the executor, so results are identical; only the client (the process that
-called :func:`plantseek.sweep.run_sweep`) writes the database.
+A run's metrics do not depend on which runs share its batch (tests/test_seek.py, test_batch_equals_one_by_one_float64), so every executor gives
+the same results; only the client (the process that called :func:`plantseek.sweep.run_sweep`) writes the
+database, so a client killed with ``kill -9`` loses at most the runs in flight (tests/test_sweep_kill.py).
 
 A run that raises is recorded as failed with its error and does not stop the sweep. If a whole chunk raises,
 its runs are retried one by one, so that only the bad run fails.
@@ -51,6 +55,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BATCH = 64
+CHUNKS_PER_WORKER = 2  # Dask: at least this many chunks per worker thread (see `make_chunks`)
+STREAM_POLL_S = 1.0  # Dask: how often the client takes the streamed records of finished batches
 BatchFn = Callable[[list[dict]], list]
 SingleFn = Callable[..., Any]
 OnRecords = Callable[[list[RunRecord]], None]
@@ -81,12 +87,19 @@ def get(name: str, **options) -> "Executor":
 # chunks and running them (this part runs in the client for `local`, in the workers for Dask)
 
 
-def make_chunks(runs: Sequence[RunConfig], max_batch: int | None = None) -> list[list[RunConfig]]:
+def make_chunks(runs: Sequence[RunConfig], max_batch: int | None = None,
+                workers: int | None = None) -> list[list[RunConfig]]:
     """Group runs that can be trained together, in first-appearance order, and split each group into
-    near-equal chunks of at most ``max_batch`` runs (deterministic: the same runs give the same chunks)."""
+    near-equal chunks of at most ``max_batch`` runs (deterministic: the same runs give the same chunks).
+
+    ``workers`` (the Dask executors): chunks are also at most ``len(runs) / (CHUNKS_PER_WORKER * workers)``
+    runs, so that every worker has work (one group of one shape no longer lands on one worker) and the last
+    chunks to finish are short."""
     max_batch = DEFAULT_MAX_BATCH if max_batch is None else int(max_batch)
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, not {max_batch}")
+    if workers is not None and workers > 1:
+        max_batch = max(1, min(max_batch, math.ceil(len(runs) / (CHUNKS_PER_WORKER * int(workers)))))
     groups: dict[str, list[RunConfig]] = {}
     for run in runs:
         groups.setdefault(run.group_key, []).append(run)
@@ -493,9 +506,9 @@ def _log_info(msg: str) -> None:
     logging.getLogger("plantseek.sweep").info(msg)
 
 
-def _chunked(runs: Sequence[RunConfig], keys: Sequence[str], max_batch: int | None):
+def _chunked(runs: Sequence[RunConfig], keys: Sequence[str], max_batch: int | None, workers: int | None = None):
     key_of = {id(r): k for r, k in zip(runs, keys)}
-    for chunk in make_chunks(runs, max_batch):
+    for chunk in make_chunks(runs, max_batch, workers):
         yield chunk, [key_of[id(r)] for r in chunk]
 
 
@@ -541,11 +554,34 @@ def _worker_imports(paths: Sequence[str], modules: Sequence[str]) -> None:
     import_modules(modules, paths=list(paths), where=f"Dask worker on {socket.gethostname()}: imports")
 
 
-def _run_chunk_on_worker(import_paths: Sequence[str], *args, imports: Sequence[str] = (), **kwargs) -> list[RunRecord]:
+def _run_chunk_on_worker(import_paths: Sequence[str], *args, imports: Sequence[str] = (),
+                         stream: str | None = None, **kwargs) -> list[RunRecord]:
     """`run_chunk` after `_worker_imports`: what the Dask executors submit (a worker may join the cluster after
-    the sweep started, so each task imports; a module imported already is not imported again)."""
+    the sweep started, so each task imports; a module imported already is not imported again).
+
+    ``stream``: the name of a `distributed.Queue` the client drains; every batch's records are put there as
+    soon as the batch finishes, so that they reach the database before the rest of the chunk has run. The
+    task still returns all its records (the client writes each key once), so a lost message loses nothing."""
     _worker_imports(import_paths, imports)
-    return run_chunk(*args, imports=imports, **kwargs)
+    on_records = _stream_to(stream) if stream else None
+    return run_chunk(*args, imports=imports, on_records=on_records, **kwargs)
+
+
+def _stream_to(name: str) -> OnRecords:
+    """A callback that sends records to the client through the `distributed.Queue` ``name`` (pickled: a
+    queue carries msgpack-able values only)."""
+    import pickle
+
+    from distributed import Queue
+
+    queue = Queue(name)
+
+    def send(records: list[RunRecord]) -> None:
+        try:
+            queue.put(pickle.dumps(records))
+        except Exception:  # noqa: BLE001 - the chunk's result carries the records anyway
+            pass
+    return send
 
 
 @register("dask")
@@ -591,8 +627,6 @@ class DaskExecutor(Executor):
         return Client(self.scheduler), None
 
     def run(self, runs, keys, on_records, plan):
-        from distributed import as_completed
-
         client, cluster = self._client(plan.device)
         if self.gpus:  # each worker sees only its own GPU, as its "cuda:0"
             if _wants_cuda(plan.device):
@@ -607,66 +641,100 @@ class DaskExecutor(Executor):
             import_paths, imports = _import_paths(), _modules_for_workers(plan.imports)
             if imports:  # every worker imports them now: a module it cannot import is one error, before any run
                 client.run(_worker_imports, import_paths, imports)
-            failed = 0
+            try:
+                threads = max(1, sum(client.nthreads().values()))
+            except Exception:  # noqa: BLE001 - no scheduler answer: chunks as for one worker
+                threads = 1
             with _progress(len(runs), plan, f"{plan.sweep or 'sweep'} [{self.describe()}]") as bar:
-                chunks = enumerate(_chunked(runs, keys, plan.max_batch))
-                # with claims, a chunk is claimed when it is submitted, and only a few chunks per worker are in
-                # flight, so that another sweep process on the same database takes its share of the rest
-                window = None
-                if plan.claim is not None:
-                    try:
-                        window = 2 * max(1, sum(client.nthreads().values()))
-                    except Exception:  # noqa: BLE001 - no scheduler answer: a small window
-                        window = 2
-                pending = as_completed()
-
-                def submit_next() -> bool:
-                    for n, (chunk, chunk_keys) in chunks:
-                        size = len(chunk)
-                        chunk, chunk_keys = _claimed(chunk, chunk_keys, plan)
-                        if len(chunk) < size:
-                            bar.update(size - len(chunk))
-                        if not chunk:
-                            continue
-                        configs = [r.to_dict() for r in chunk]
-                        fut = client.submit(
-                            _run_chunk_on_worker, import_paths, configs, chunk_keys, device=plan.device,
-                            batch_fn=plan.batch_fn, single_fn=plan.single_fn, imports=imports,
-                            torch_threads=torch_threads, version=plan.version, sweep=plan.sweep, progress=False,
-                            max_batch=plan.max_batch, pure=False, key=f"plantseek-chunk-{n}-{chunk_keys[0][:12]}",
-                        )
-                        futures[fut] = (configs, chunk_keys)
-                        pending.add(fut)
-                        return True
-                    return False
-
-                while (window is None or len(futures) < window) and submit_next():
-                    pass
-                for fut in pending:
-                    configs, chunk_keys = futures.pop(fut)
-                    try:
-                        records = fut.result()
-                    except Exception as exc:  # the worker died or the task could not run
-                        now = time.time()
-                        text = _error_text(exc)
-                        records = [RunRecord(key=k, config=c, status="failed", error=text, started_at=now,
-                                             finished_at=now, duration_s=0.0, version=plan.version or "",
-                                             device=plan.device, sweep=plan.sweep)
-                                   for c, k in zip(configs, chunk_keys)]
-                    on_records(records)
-                    failed += sum(r.status == "failed" for r in records)
-                    bar.update(len(records))
-                    if failed:
-                        bar.set_postfix(failed=failed, refresh=False)
-                    if window is not None:
-                        while len(futures) < window and submit_next():
-                            pass
+                self._drive(client, runs, keys, on_records, plan, bar, futures, threads, import_paths, imports,
+                            torch_threads)
         finally:
             if futures:
                 client.cancel(list(futures))
             client.close()
             if cluster is not None:
                 cluster.close()
+
+    def _drive(self, client, runs, keys, on_records, plan, bar, futures, threads, import_paths, imports,
+               torch_threads) -> None:
+        """Submit the chunks, write each finished run as it arrives (streamed batches, then the chunk's
+        result), and keep a window of chunks in flight when runs are claimed."""
+        import pickle
+        import uuid
+
+        from distributed import Queue, wait
+
+        chunks = enumerate(_chunked(runs, keys, plan.max_batch, workers=threads))
+        # with claims, a chunk is claimed when it is submitted, and only a few chunks per worker are in flight,
+        # so that another sweep process on the same database takes its share of the rest
+        window = 2 * threads if plan.claim is not None else None
+        stream = f"plantseek-stream-{uuid.uuid4().hex}"
+        queue = Queue(stream, client=client)
+        written: set[str] = set()
+        failed = 0
+
+        def write(records: list[RunRecord]) -> None:
+            nonlocal failed
+            new = [r for r in records if r.key not in written]
+            if not new:
+                return
+            on_records(new)
+            written.update(r.key for r in new)
+            failed += sum(r.status == "failed" for r in new)
+            bar.update(len(new))
+            if failed:
+                bar.set_postfix(failed=failed, refresh=False)
+
+        def drain() -> None:
+            try:
+                items = queue.get(batch=True)
+            except Exception:  # noqa: BLE001 - the chunks' results carry every record
+                return
+            for item in items:
+                write(pickle.loads(item))
+
+        def submit_next() -> bool:
+            for n, (chunk, chunk_keys) in chunks:
+                size = len(chunk)
+                chunk, chunk_keys = _claimed(chunk, chunk_keys, plan)
+                if len(chunk) < size:
+                    bar.update(size - len(chunk))
+                if not chunk:
+                    continue
+                configs = [r.to_dict() for r in chunk]
+                fut = client.submit(
+                    _run_chunk_on_worker, import_paths, configs, chunk_keys, device=plan.device,
+                    batch_fn=plan.batch_fn, single_fn=plan.single_fn, imports=imports, stream=stream,
+                    torch_threads=torch_threads, version=plan.version, sweep=plan.sweep, progress=False,
+                    max_batch=plan.max_batch, pure=False, key=f"plantseek-chunk-{n}-{chunk_keys[0][:12]}",
+                )
+                futures[fut] = (configs, chunk_keys)
+                return True
+            return False
+
+        while (window is None or len(futures) < window) and submit_next():
+            pass
+        while futures:
+            try:
+                done, _ = wait(list(futures), timeout=STREAM_POLL_S, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # nothing finished yet: take what the workers streamed
+                done = set()
+            drain()
+            for fut in done:
+                configs, chunk_keys = futures.pop(fut)
+                try:
+                    records = fut.result()
+                except Exception as exc:  # the worker died or the task could not run
+                    now = time.time()
+                    text = _error_text(exc)
+                    records = [RunRecord(key=k, config=c, status="failed", error=text, started_at=now,
+                                         finished_at=now, duration_s=0.0, version=plan.version or "",
+                                         device=plan.device, sweep=plan.sweep)
+                               for c, k in zip(configs, chunk_keys)]
+                write(records)
+            if window is not None:
+                while len(futures) < window and submit_next():
+                    pass
 
 
 @register("dask-local")
