@@ -46,9 +46,9 @@ test: install
 test-slow: install
 	PLANTSEEK_SLOW=1 $(PY) -m pytest tests -p no:cacheprovider $(PYTEST_ARGS)
 
+# every benchmark script in turn; each rewrites its own section of bench/RESULTS.md (tens of minutes here)
 bench: install
-	$(PY) -m pytest bench -q --benchmark-disable-gc -p no:cacheprovider
-	$(PY) bench/write_results.py
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # on a machine with an NVIDIA GPU: builds the CUDA module (pip install --no-build-isolation . into GPU_PYTHON when
 # plantseek._C_cuda does not load there), runs every CUDA test and the short GPU benchmarks, writes

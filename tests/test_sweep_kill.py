@@ -19,7 +19,7 @@ from plantseek.sweep.executors import make_chunks
 from sweep_fake import FakeSeeker
 from test_sweep_claims import _child_env
 
-# one group of 8 runs; in chunks of 2, (random, seed 3) is in the last chunk
+# one group of 8 runs; (random, seed 3) is in the last chunk
 SWEEP_8 = textwrap.dedent("""
     [sweep]
     name = "kill"
@@ -58,10 +58,10 @@ def _stored(db: Path) -> set[str]:
         return store.keys(status="ok")
 
 
-def _in_flight(sweep_file: Path) -> set[str]:
+def _in_flight(sweep_file: Path, workers: int | None) -> set[str]:
     """The keys of the chunk that holds the hanging run (trained together with it, so in flight with it)."""
     sweep = load_sweep(sweep_file)
-    for chunk in make_chunks(sweep.runs, 2):
+    for chunk in make_chunks(sweep.runs, 2, workers=workers):
         if any((r.pruner, r.seed) == HANG for r in chunk):
             return {r.key for r in chunk}
     raise AssertionError("the hanging run is in no chunk")
@@ -73,9 +73,11 @@ def test_kill_9_loses_only_the_runs_in_flight(tmp_path, executor):
         pytest.importorskip("distributed")
     sweep_file, db = _sweep_file(tmp_path), tmp_path / "r.db"
     everything = {r.key for r in load_sweep(sweep_file).runs}
-    in_flight = _in_flight(sweep_file)
+    # local: chunks of --max-batch 2; Dask with 2 workers: chunks of 1 (8 runs, at least 4 chunks per worker)
+    in_flight = _in_flight(sweep_file, workers=2 if executor.startswith("dask") else None)
     finished = everything - in_flight
-    assert len(in_flight) == 2 and len(finished) == 6
+    assert len(in_flight) == (1 if executor.startswith("dask") else 2)
+    ResultStore(db).close()  # created up front, so that polling it never meets a half-created file
     # its own session, so that the kill takes the Dask worker processes it started with it
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(sweep_file), str(db), executor], env=_child_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -83,7 +85,8 @@ def test_kill_9_loses_only_the_runs_in_flight(tmp_path, executor):
         deadline = time.time() + 90
         while _stored(db) != finished:
             assert proc.poll() is None, proc.stderr.read()
-            assert time.time() < deadline, f"after 90 s only {len(_stored(db))} of the 6 finished runs are stored"
+            assert time.time() < deadline, (f"after 90 s only {len(_stored(db))} of the {len(finished)} finished "
+                                            f"runs are stored")
             time.sleep(0.2)
         time.sleep(1.0)  # the hanging batch is still running: nothing else may arrive
         os.killpg(proc.pid, signal.SIGKILL)
@@ -98,16 +101,18 @@ def test_kill_9_loses_only_the_runs_in_flight(tmp_path, executor):
     # resuming on this machine takes the dead process's claims over at once and runs only what was lost
     f = FakeSeeker()
     rep = run_sweep(sweep_file, db, batch_fn=f.batch, single_fn=f, max_batch=2, progress=False, log=lambda m: None)
-    assert (rep.skipped, rep.ran, rep.ok, rep.elsewhere) == (6, 2, 2, 0)
+    assert (rep.skipped, rep.ran, rep.ok, rep.elsewhere) == (len(finished), len(in_flight), len(in_flight), 0)
     assert _stored(db) == everything
 
 
 def test_dask_chunks_give_every_worker_work(tmp_path):
     runs = load_sweep(_sweep_file(tmp_path)).runs
     assert [len(c) for c in make_chunks(runs)] == [8]  # one shape: one chunk for the local executor
-    assert [len(c) for c in make_chunks(runs, workers=2)] == [2, 2, 2, 2]
-    assert [len(c) for c in make_chunks(runs, workers=3)] == [2, 2, 2, 2]  # ceil(8 / 6) runs per chunk
-    assert [len(c) for c in make_chunks(runs, max_batch=1, workers=2)] == [1] * 8  # max_batch still bounds
+    assert [len(c) for c in make_chunks(runs, workers=2)] == [1] * 8  # at least 4 chunks per worker
+    many = runs * 5  # 40 runs of one shape
+    assert [len(c) for c in make_chunks(many, workers=2)] == [5] * 8
+    assert [len(c) for c in make_chunks(many, workers=3)] == [4] * 10  # ceil(40 / 12) runs per chunk
+    assert [len(c) for c in make_chunks(many, max_batch=3, workers=2)] == [3] * 13 + [1]  # max_batch bounds
 
 
 _WORKERS: list[str] = []
@@ -116,11 +121,19 @@ _WORKERS: list[str] = []
 class _WhereSeeker(FakeSeeker):
     """Records which Dask worker trained each batch (threads in this process share the list)."""
 
-    def batch(self, kwargs_list):
+    @staticmethod
+    def _note() -> None:
         from distributed import get_worker
 
         _WORKERS.append(get_worker().address)
         time.sleep(0.3)
+
+    def __call__(self, **kw):  # a chunk of one runs through the single-run call
+        self._note()
+        return super().__call__(**kw)
+
+    def batch(self, kwargs_list):
+        self._note()
         return super().batch(kwargs_list)
 
 

@@ -4,7 +4,7 @@
   and trains each group (in chunks of at most ``max_batch`` runs) with ``plantseek.seek_batch``, one
   batched computation per chunk.
 - ``dask``: sends chunks to the workers of a running Dask cluster (``scheduler="tcp://..."``): the same
-  groups, cut into at least two chunks per worker thread so that every worker has work; each worker streams
+  groups, cut into at least four chunks per worker thread so that every worker has work; each worker streams
   every finished batch back at once (a `distributed.Queue`), so a finished run reaches the database within
   about a second (``STREAM_POLL_S``) of finishing, whatever its chunk still has to do.
 - ``dask-local``: starts a ``distributed.LocalCluster`` with ``workers`` worker processes and does the same;
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BATCH = 64
-CHUNKS_PER_WORKER = 2  # Dask: at least this many chunks per worker thread (see `make_chunks`)
+CHUNKS_PER_WORKER = 4  # Dask: at least this many chunks per worker thread (see `make_chunks`)
 STREAM_POLL_S = 1.0  # Dask: how often the client takes the streamed records of finished batches
 BatchFn = Callable[[list[dict]], list]
 SingleFn = Callable[..., Any]
