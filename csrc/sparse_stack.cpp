@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 #include <utility>
 
 #include "common.h"
@@ -108,6 +109,23 @@ void SparseStack<T>::begin_step(double lr) {
     lr_ = lr;
     step_size_ = lr / (1.0 - std::pow(opt_.beta1, static_cast<double>(steps_)));
     bc2_sqrt_ = std::sqrt(1.0 - std::pow(opt_.beta2, static_cast<double>(steps_)));
+}
+
+template <class T>
+void SparseStack<T>::set_state(int64_t l, int which, const T* data, int64_t n) {
+    if (l < 0 || l >= static_cast<int64_t>(layers_.size()) || which < 0 || which > 3)
+        throw std::invalid_argument("set_state: l must name a layer and which lie in 0..3");
+    std::vector<T>& s = state_[4 * l + which];
+    if (n != static_cast<int64_t>(s.size()))
+        throw std::invalid_argument("set_state: got " + std::to_string(n) + " values for a state of " +
+                                    std::to_string(s.size()));
+    std::copy(data, data + n, s.begin());
+}
+
+template <class T>
+void SparseStack<T>::set_steps(int64_t steps) {
+    if (steps < 0) throw std::invalid_argument("set_steps: the step count must be >= 0");
+    steps_ = steps;
 }
 
 template <class T>

@@ -93,6 +93,11 @@ public:
     // Optimiser state of layer l: which = 0 first moment (or momentum buffer) of the values, 1 their second
     // moment, 2 and 3 the same for the biases.
     const std::vector<T>& state(int64_t l, int which) const { return state_[4 * l + which]; }
+    // Overwrites that state array with data (n values, n its size: the second moments are empty for SGD).
+    void set_state(int64_t l, int which, const T* data, int64_t n);
+    // Sets the step count: the next step is step `steps` + 1 (Adam's bias corrections, SGD's first step), as if
+    // the stack had trained `steps` steps. Every state array is sized at construction, none on the first step.
+    void set_steps(int64_t steps);
 
 private:
     void prepare(int64_t B);                         // sizes the activations for batch B

@@ -93,6 +93,8 @@ SEEK_VALUES = {
     "density": ("ticket", "ticket"), "protocol": ("multishot", "multishot"), "epochs": ("2", 2), "seed": ("7", 7),
     "device": ("cpu", "cpu"), "dtype": ("float64", "float64"), "lr": ("0.01", 0.01), "batch_size": ("16", 16),
     "optimizer": ("sgd", "sgd"), "rounds": ("3", 3), "round_epochs": ("2", 2), "scope": ("layer", "layer"),
+    "update_every": ("50", 50), "update_begin": ("0.1", 0.1), "update_end": ("0.5", 0.5),
+    "drop_fraction": ("0.2", 0.2), "grow": ("random", "random"), "gradual_initial": ("0.5", 0.5),
     "n_samples": ("500", 500), "noise": ("0.05", 0.05), "pruning_samples": ("8", 8), "init": ("he", "he"),
     "impl": ("sparse", "sparse"), "rescale": ("none", "none"),
     # the image tasks' options (plantseek.spec.TicketSpec, DataSpec.n_train/n_test, ExecSpec.data_dir)

@@ -206,6 +206,33 @@ public:
         });
     }
 
+    // Overwrites layer l's optimiser state `which` with `data`, a 1-D array of the stack's dtype and the state's
+    // length (the second moments, which 1 and 3, are empty for SGD).
+    void set_state(int64_t l, int which, const py::object& data) {
+        if (l < 0 || l >= L_)
+            throw py::value_error("set_state: layer " + std::to_string(l) + " is outside [0, " +
+                                  std::to_string(L_) + ")");
+        if (which < 0 || which > 3)
+            throw py::value_error("set_state: which = " + std::to_string(which) + " must lie in 0..3");
+        dispatch([&](auto& stack) {
+            using T = typename std::remove_reference_t<decltype(stack)>::value_type;
+            auto a = expect_array<T>(data, "state");
+            const int64_t n = static_cast<int64_t>(stack.state(l, which).size());
+            expect_shape(a, "state", {n});
+            stack.set_state(l, which, a.data(), n);
+            return 0;
+        });
+    }
+
+    // Sets the step count, as if the stack had trained `steps` steps (Adam's bias corrections, SGD's first step).
+    void set_steps(int64_t steps) {
+        if (steps < 0) throw py::value_error("set_steps: steps must be >= 0, got " + std::to_string(steps));
+        dispatch([&](auto& stack) {
+            stack.set_steps(steps);
+            return 0;
+        });
+    }
+
     int64_t M() const { return M_; }
 
 private:
@@ -240,6 +267,10 @@ void plantseek::bindings::bind_sparse_stack(py::module_& m) {
              "whose `alive` entry is False get no gradient.")
         .def("state", &PySparseStack::state, py::arg("layer"), py::arg("which"),
              "Copy of an optimiser state array (0/1: values' first/second moment or momentum; 2/3: biases').")
+        .def("set_state", &PySparseStack::set_state, py::arg("layer"), py::arg("which"), py::arg("data"),
+             "Overwrite an optimiser state array (same `which` as state) with a 1-D array of its length and dtype.")
+        .def("set_steps", &PySparseStack::set_steps, py::arg("steps"),
+             "Set the step count (>= 0): the next step continues as if the stack had trained that many steps.")
         .def_property_readonly("steps", &PySparseStack::steps)
         .def_property_readonly("M", &PySparseStack::M);
 }

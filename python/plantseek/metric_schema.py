@@ -23,10 +23,11 @@ __all__ = ["Metric", "Column", "METRICS", "KINDS", "FAMILIES", "PROTOCOLS", "CON
            "expected", "sort_key", "order", "headline", "performance", "upgrade", "upgrade_columns", "table"]
 
 KINDS = ("loss", "accuracy", "density", "recovery", "connectivity", "scale", "hiding", "error", "time", "count",
-         "flag")
+         "flag", "curve")  # a curve is a list of numbers (JSON in the store, a JSON string in flat exports)
 FAMILIES = ("mlp", "image")  # `plantseek.families`: the MLP family's tasks; the conv family's (image tasks)
-PROTOCOLS = ("singleshot", "multishot", "strong")
-WEAK = ("singleshot", "multishot")
+PROTOCOLS = ("singleshot", "multishot", "strong", "gradual", "dynamic")
+WEAK = ("singleshot", "multishot", "gradual", "dynamic")
+DURING = ("gradual", "dynamic")  # the during-training protocols (`plantseek.during_training`)
 # what must hold of a run for a metric with `requires` to be emitted; the text is what `plantseek metrics` says
 CONDITIONS = {
     "classification": "classification tasks",
@@ -145,6 +146,16 @@ _DECLARED = (
     _M("f1", "recovery", "harmonic mean of precision and recall", "fraction"),
     _M("jaccard", "recovery", "kept and ticket parameters over kept or ticket parameters", "fraction"),
     _M("ticket_survived", "flag", "every parameter of the ticket mask is kept", "bool"),
+    # ticket recovery over training (the during-training protocols)
+    _M("recall_curve", "curve", "recall against the ticket at the start and after every mask update", "fraction",
+       protocols=DURING, families=("mlp",)),
+    _M("functional_recall_curve", "curve", "functional recall at the start and after every mask update",
+       "fraction", protocols=DURING, families=("mlp",)),
+    _M("curve_steps", "curve", "the optimiser step of each point of the recall curves (0: the initial mask)",
+       "steps", protocols=DURING, families=("mlp",)),
+    _M("mask_updates", "count", "mask updates during training", "count", protocols=DURING, families=("mlp",)),
+    _M("regrown_into_ticket", "count", "distinct ticket parameters that entered the mask at an update after being "
+       "absent or dropped", "count", protocols=DURING, families=("mlp",)),
     # connectivity
     _M("layer_collapse", "flag", "some layer keeps no weight (the output is then constant in the input)", "bool"),
     _M("dead_neurons", "connectivity", "hidden neurons on no input-to-output path of kept weights", "count",
@@ -190,7 +201,8 @@ _INDEXED = [(m.pattern(), m) for m in METRICS if m.indexed]
 BOOKKEEPING_COLUMNS = (
     Column("status", "ok or failed"),
     Column("error", "the error of a failed run"),
-    Column("key", "the run's key: SHA-256 of its configuration and the package version"),
+    Column("key", "the run's key: SHA-256 of its identity options that differ from their defaults "
+                  "(plantseek.spec.run_key)"),
     Column("version", "the plantseek version that ran it"),
     Column("device", "the device it ran on"),
     Column("duration_s", "wall time from start to finish (its share of a batch)", "s"),

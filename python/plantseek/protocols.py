@@ -75,6 +75,14 @@ class Settings:
     impl: str = "auto"
     rescale: str = "fit"  # the function-preserving rescale before each weak phase ("fit-even": no neuron balancing;
     # "none": the paper's protocol)
+    # the during-training protocols (`plantseek.during_training`): mask updates every `update_every` optimiser
+    # steps between the fractions `update_begin` and `update_end` of training
+    update_every: int = 100
+    update_begin: float = 0.0
+    update_end: float = 0.75
+    drop_fraction: float = 0.3  # dynamic: the fraction of kept weights dropped (and grown) at the first update
+    grow: str = "gradient"  # dynamic: "gradient" (RigL) or "random" (SET)
+    gradual_initial: float = 1.0  # gradual: the density it starts from (1: dense)
     progress: bool = False
     # the network family's training block (`plantseek.families`): trainer(runs, masks, settings, epochs, desc=,
     # start=) sets each run's weights/biases or error; None: `batched_train_runs`, the MLP family's
@@ -139,16 +147,24 @@ def full_mask(net) -> Mask:
 
 
 def train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: int, desc: str = "train",
-               start: list[tuple[list[Tensor], list[Tensor]]] | None = None) -> None:
+               start: list[tuple[list[Tensor], list[Tensor]]] | None = None,
+               schedule: "_train.MaskSchedule | None" = None) -> None:
     """Train the runs from their planted weights (or `start`) with the group's training block
     (``settings.trainer``, the network family's; `batched_train_runs` when None), setting `weights`/`biases`
-    or `error`."""
+    or `error`. ``schedule``: masks that change during training (`plantseek.during_training`)."""
     trainer = settings.trainer or batched_train_runs
-    trainer(runs, masks, settings, epochs, desc=desc, start=start)
+    if schedule is None:
+        trainer(runs, masks, settings, epochs, desc=desc, start=start)
+        return
+    if "schedule" not in inspect.signature(trainer).parameters:
+        raise ValueError("this network family's trainer cannot change masks during training: the during-training "
+                         "protocols (gradual, dynamic) run on the MLP tasks")
+    trainer(runs, masks, settings, epochs, desc=desc, start=start, schedule=schedule)
 
 
 def batched_train_runs(runs: list[Run], masks: list[Mask], settings: Settings, epochs: int, desc: str = "train",
-                       start: list[tuple[list[Tensor], list[Tensor]]] | None = None) -> None:
+                       start: list[tuple[list[Tensor], list[Tensor]]] | None = None,
+                       schedule: "_train.MaskSchedule | None" = None) -> None:
     """Train the runs together from their planted weights (or `start`), setting `weights`/`biases` or `error`:
     the MLP family's training block, one batched computation (`plantseek.train`).
 
@@ -170,7 +186,7 @@ def batched_train_runs(runs: list[Run], masks: list[Mask], settings: Settings, e
     y = torch.stack([r.data.y_train for r in runs])
     res = _train.train(W, B, M, x, y, kind=settings.task.kind, generators=[r.train_generator for r in runs],
                        config=settings.train_config(epochs), progress=settings.progress, desc=desc,
-                       labels=[r.label for r in runs])
+                       labels=[r.label for r in runs], schedule=schedule)
     share = (time.perf_counter() - t0) / len(runs)
     for k, r in enumerate(runs):
         r.time_s += share
@@ -402,3 +418,6 @@ class Strong(Protocol):
                 r.weights = [w * wm for w, (wm, _) in zip(r.net.weights, r.mask)]
                 r.biases = [b * bm for b, (_, bm) in zip(r.net.biases, r.mask)]
         self.train_dense(dense, settings)
+
+
+from . import during_training  # noqa: E402,F401 - registers gradual and dynamic (it builds on this module)

@@ -279,6 +279,11 @@ def _cache_dense(fam, task, dense_runs: dict[tuple, _protocols.Run]) -> None:
             _DENSE[key] = {"dense_test_loss": float("nan"), **({"dense_test_accuracy": float("nan")} if task.kind == "classification" else {})}
 
 
+# what protocols leave in `Run.extra` that is a metric (declared in `plantseek.metric_schema`)
+_EXTRA_METRICS = ("train_loss", "rescale_factor", "recall_curve", "functional_recall_curve", "curve_steps",
+                  "mask_updates", "regrown_into_ticket")
+
+
 def _measured(cfg: dict, r: _protocols.Run, ticket: dict, fam, task, proto) -> SeekResult:
     """The finished run `r` measured (`plantseek.measure`) with the family's read-out."""
     if not r.ok:
@@ -291,7 +296,7 @@ def _measured(cfg: dict, r: _protocols.Run, ticket: dict, fam, task, proto) -> S
         return fam.outputs(task, r, proto.scaled), mask_metrics(r.mask, r.net), fam.functional(r)
 
     outputs, masks, functional = _timed(r, parts)
-    extra = {key: r.extra[key] for key in ("train_loss", "rescale_factor") if key in r.extra}
+    extra = {key: r.extra[key] for key in _EXTRA_METRICS if key in r.extra}
     m = measure(r.net, outputs=outputs, masks=masks, ticket=ticket, dense=dense, requested_density=r.density,
                 functional=functional, extra=extra, time_s=r.time_s)
     return SeekResult(metrics=m, masks=r.mask, config=public_config(cfg), weights=r.weights, biases=r.biases)
@@ -307,6 +312,8 @@ def _run_group(cfgs: list[dict]) -> list[SeekResult | BaseException]:
     settings = _protocols.Settings(
         task=task, epochs=c0["epochs"], batch_size=c0["batch_size"], lr=c0["lr"], optimizer=c0["optimizer"],
         rounds=c0["rounds"], round_epochs=c0["round_epochs"], impl=c0["impl"], rescale=c0["rescale"],
+        update_every=c0["update_every"], update_begin=c0["update_begin"], update_end=c0["update_end"],
+        drop_fraction=c0["drop_fraction"], grow=c0["grow"], gradual_initial=c0["gradual_initial"],
         progress=any(c["progress"] for c in cfgs), trainer=fam.trainer,
     )
     made: list = [None] * len(cfgs)

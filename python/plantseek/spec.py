@@ -78,6 +78,13 @@ def _real(name: str, value: Any, *, positive: bool = False, lo: float | None = N
     return v
 
 
+def _fraction(name: str, value: Any) -> float:
+    v = _real(name, value)
+    if not 0 <= v <= 1:
+        raise ValueError(f"{name} must be a fraction of the training's steps in [0, 1], got {value!r}")
+    return v
+
+
 def _choice(name: str, value: Any, allowed: tuple) -> Any:
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; available: {', '.join(map(str, allowed))}")
@@ -143,6 +150,18 @@ class TrainSpec:
     optimizer: str = option("adam", "optimiser of every training phase", choices=OPTIMIZERS, group=True)
     rounds: int = option(10, "multishot rounds", group=True)
     round_epochs: int = option(5, "multishot epochs per round", group=True)
+    update_every: int = option(100, "gradual and dynamic: optimiser steps between two mask updates", group=True)
+    update_begin: float = option(0.0, "gradual and dynamic: the fraction of training's steps where mask updates "
+                                      "begin", group=True)
+    update_end: float = option(0.75, "gradual and dynamic: the fraction of training's steps where mask updates "
+                                     "end (gradual reaches the run's density there; dynamic's drop fraction is "
+                                     "annealed to 0 there)", group=True)
+    drop_fraction: float = option(0.3, "dynamic: fraction of the kept weights dropped and regrown at the first "
+                                       "update (cosine-annealed to 0 at update_end), in (0, 1)", group=True)
+    grow: str = option("gradient", "dynamic: where dropped weights regrow: 'gradient' (largest dense-gradient "
+                                   "magnitude, RigL) or 'random' (SET)", choices=("gradient", "random"), group=True)
+    gradual_initial: float = option(1.0, "gradual: the density pruning starts from (1: dense; below 1 the run's "
+                                         "pruner gives the start)", group=True)
     dtype: str = option("float32", "float32 or float64", choices=DTYPES, group=True)
     impl: str = option("auto", "masked layer implementation (MLP tasks)", choices=IMPLS, group=True, family="mlp")
     rescale: str = option(
@@ -157,9 +176,21 @@ class TrainSpec:
         _set(self, "batch_size", _args.integer("batch_size", self.batch_size))
         _set(self, "rounds", _args.integer("rounds", self.rounds))
         _set(self, "round_epochs", _args.integer("round_epochs", self.round_epochs, 0))
+        _set(self, "update_every", _args.integer("update_every", self.update_every))
+        for name in ("update_begin", "update_end"):
+            _set(self, name, _fraction(name, getattr(self, name)))
+        if self.update_begin >= self.update_end:
+            raise ValueError(f"update_begin ({self.update_begin}) must come before update_end ({self.update_end})")
+        _set(self, "drop_fraction", _real("drop_fraction", self.drop_fraction, positive=True))
+        if not self.drop_fraction < 1:
+            raise ValueError(f"drop_fraction must lie in (0, 1), got {self.drop_fraction!r}")
+        _set(self, "gradual_initial", _real("gradual_initial", self.gradual_initial, positive=True))
+        if self.gradual_initial > 1:
+            raise ValueError(f"gradual_initial must be a density in (0, 1], got {self.gradual_initial!r}")
         if isinstance(self.dtype, str) and self.dtype.startswith("torch."):
             _set(self, "dtype", self.dtype[len("torch."):])
-        for name, allowed in (("optimizer", OPTIMIZERS), ("dtype", DTYPES), ("impl", IMPLS)):
+        for name, allowed in (("optimizer", OPTIMIZERS), ("dtype", DTYPES), ("impl", IMPLS),
+                              ("grow", ("gradient", "random"))):
             _choice(name, getattr(self, name), allowed)
         if not isinstance(self.rescale, str) or self.rescale not in RESCALE_MODES:
             raise ValueError(f"rescale must be one of {', '.join(repr(m) for m in RESCALE_MODES)}, "

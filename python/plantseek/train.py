@@ -112,6 +112,37 @@ def forward(weights: Sequence[Tensor], biases: Sequence[Tensor], x: Tensor, mask
     return h
 
 
+@dataclass
+class MaskSchedule:
+    """Masks that change during training (the during-training protocols, `plantseek.protocols`): after each
+    optimiser-step count in ``steps``, ``update(step, weights, biases, masks, alive, dense_grads)`` returns the
+    new stacked masks, or None to keep them. It gets the stacked parameters (zero where pruned), the current
+    masks, which runs still train, and ``dense_grads()``, which returns per layer the (M, out, in) / (M, out)
+    gradient of each network's loss on the last batch at every position, pruned ones included (RigL's grow
+    criterion). Parameters a new mask drops are zeroed with their optimiser state; grown ones start at zero
+    with zero optimiser state; the step count (Adam's bias correction) runs on."""
+
+    steps: Sequence[int]
+    update: Callable[..., LayerMasks | None]
+
+
+@dataclass
+class _Carry:
+    """What a training segment hands the next (`train` with a `MaskSchedule`), in the caller's order."""
+
+    step: int = 0
+    perm: Tensor | None = None  # the current epoch's sample order when a segment ends inside an epoch
+    epoch_sum: Tensor | None = None
+    alive_host: list[bool] = field(default_factory=list)
+    failed: list = field(default_factory=list)
+    last_loss: list[float] = field(default_factory=list)
+    history: list[list[float]] = field(default_factory=list)
+    # per parameter in layer order (w0, b0, w1, ...): its optimiser state as dense stacked tensors (Adam: first
+    # and second moment; SGD: the momentum buffer)
+    opt_state: list[tuple[Tensor, ...]] | None = None
+    last_batch: tuple[Tensor, Tensor] | None = None
+
+
 def train(
     weights: Sequence[Tensor],
     biases: Sequence[Tensor],
@@ -126,6 +157,7 @@ def train(
     progress: bool = False,
     desc: str = "train",
     labels: Sequence[str] | None = None,
+    schedule: MaskSchedule | None = None,
 ) -> TrainResult:
     """Train M masked MLPs together; returns new stacked parameters (inputs are not modified).
 
@@ -134,6 +166,9 @@ def train(
     generators: one per run, on the run's device, used for the per-epoch shuffle; loss_fn(outputs, targets)
     may replace the built-in loss and must return the (M,) per-network losses.
     `labels` name the runs in error messages. Small problems run on one CPU thread (`cpu_threads_for`).
+    ``schedule`` (a `MaskSchedule`) changes the masks during training: the steps between two updates are one
+    segment, planned (dense or sparse path, `plantseek.impl_choice`) and built for its masks, with the
+    optimiser state and the shuffle carried over, so that without updates the result is the same.
     """
     cfg = config or TrainConfig()
     if masks is None:
@@ -150,18 +185,81 @@ def train(
     loss_of = loss_fn or (lambda out, tgt: per_network_loss(out, tgt, kind))
     labels = list(labels) if labels is not None else [f"run {k}" for k in range(M)]
     device, dtype = weights[0].device, weights[0].dtype
-    plan = plan_training(masks, cfg.impl, dtype)
-    parallel = loss_fn is None and plan.stack_only(device, dtype)
-    with cpu_threads_for(plan.work * cfg.batch_size, device, parallel_networks=parallel):
-        gc_was_enabled = gc.isenabled()
-        gc.disable()  # the loop allocates many small objects and no cycles: collections only cost time (7% here)
-        try:
-            return _train_loop(weights, biases, masks, x, y, plan=plan, cfg=cfg, loss_of=loss_of, labels=labels,
-                               kind=kind, fused=loss_fn is None, generators=generators, progress=progress,
-                               desc=desc)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+    total = cfg.epochs * math.ceil(x.shape[1] / cfg.batch_size)
+    ends = [total]
+    if schedule is not None:
+        ends = _segment_ends(schedule.steps, total) + [total]
+    bar = None
+    if progress and total > 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    start = time.perf_counter()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the loop allocates many small objects and no cycles: collections only cost time (7% here)
+    try:
+        carry, begin = None, 0
+        for end in ends:
+            plan = plan_training(masks, cfg.impl, dtype)
+            parallel = loss_fn is None and plan.stack_only(device, dtype)
+            with cpu_threads_for(plan.work * cfg.batch_size, device, parallel_networks=parallel):
+                result, carry = _train_loop(weights, biases, masks, x, y, plan=plan, cfg=cfg, loss_of=loss_of,
+                                            labels=labels, kind=kind, fused=loss_fn is None, generators=generators,
+                                            bar=bar, begin=begin, end=end, carry=carry)
+            if end == total or not any(carry.alive_host):
+                break
+            weights, biases = result.weights, result.biases
+            new = schedule.update(end, weights, biases, masks, list(carry.alive_host),
+                                  lambda: _dense_grads(weights, biases, carry.last_batch, loss_of, carry.alive_host))
+            if new is not None:
+                check_stacked(weights, biases, new)
+                weights, biases, carry = _apply_masks(weights, biases, new, carry)
+                masks = new
+            begin = end
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        if bar is not None:
+            bar.close()
+    result.time_s = time.perf_counter() - start
+    return result
+
+
+def _segment_ends(steps: Sequence[int], total: int) -> list[int]:
+    """The update steps of a `MaskSchedule`, checked: whole numbers in [1, total), increasing."""
+    out = []
+    for s in steps:
+        if isinstance(s, bool) or int(s) != s or not 1 <= int(s) < total:
+            raise ValueError(f"mask update steps must be whole numbers in [1, {total}) (the training's "
+                             f"{total} steps), got {s!r}")
+        if out and int(s) <= out[-1]:
+            raise ValueError(f"mask update steps must increase, got {out[-1]} then {s}")
+        out.append(int(s))
+    return out
+
+
+def _dense_grads(weights, biases, batch, loss_of, alive) -> list[tuple[Tensor, Tensor]]:
+    """Per layer the gradient of each live network's loss on `batch` at every position (pruned ones included)."""
+    xb, yb = batch
+    with torch.enable_grad():
+        W = [w.detach().clone().requires_grad_(True) for w in weights]
+        B = [b.detach().clone().requires_grad_(True) for b in biases]
+        losses = loss_of(forward(W, B, xb), yb)
+        live = torch.tensor(alive, dtype=torch.bool, device=losses.device)
+        grads = torch.autograd.grad(torch.where(live, losses, torch.zeros_like(losses)).sum(), W + B)
+    L = len(W)
+    return [(grads[l], grads[L + l]) for l in range(L)]
+
+
+def _apply_masks(weights, biases, masks, carry: _Carry):
+    """Parameters and optimiser state zeroed where the new `masks` prune (grown ones are zero already)."""
+    with torch.no_grad():
+        W = [w * wm.to(w.dtype) for w, (wm, _) in zip(weights, masks)]
+        B = [b * bm.to(b.dtype) for b, (_, bm) in zip(biases, masks)]
+        if carry.opt_state is not None:
+            flat = [m for pair in masks for m in pair]
+            carry.opt_state = [tuple(t * m.to(t.dtype) for t in state) for state, m in zip(carry.opt_state, flat)]
+    return W, B, carry
 
 
 class _Block:
@@ -256,21 +354,36 @@ class _Block:
         return out
 
 
-def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kind, fused, generators, progress, desc):
-    """The epochs of `train` (arguments already checked). `fused`: the built-in loss of `kind`, which native
-    stacks compute themselves (`plantseek.kernels.sparse_stack.NativeStack.train_step`)."""
+def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kind, fused, generators, bar=None,
+                begin=0, end=None, carry: _Carry | None = None):
+    """Optimiser steps [begin, end) of `train` (arguments already checked; the whole training by default).
+    `fused`: the built-in loss of `kind`, which native stacks compute themselves
+    (`plantseek.kernels.sparse_stack.NativeStack.train_step`). Returns the result and the `_Carry` for the
+    next segment (both in the caller's order)."""
     start = time.perf_counter()
     device, dtype = weights[0].device, weights[0].dtype
     M, N = x.shape[0], x.shape[1]
+    batches = [(s, min(s + cfg.batch_size, N)) for s in range(0, N, cfg.batch_size)]
+    nb = len(batches)
+    end = cfg.epochs * nb if end is None else end
+    carry = carry or _Carry(step=begin, alive_host=[True] * M, failed=[None] * M, last_loss=[float("nan")] * M)
     order = plan.order
-    if order != list(range(M)):
-        idx = torch.tensor(order, device=device)
-        weights = [w.index_select(0, idx) for w in weights]
-        biases = [b.index_select(0, idx) for b in biases]
-        masks = [(wm.index_select(0, idx), bm.index_select(0, idx)) for wm, bm in masks]
-        x, y = x.index_select(0, idx), y.index_select(0, idx)
+    reordered = order != list(range(M))
+    idx = torch.tensor(order, device=device) if reordered else None
+
+    def take(t):  # the caller's order -> the plan's
+        return t if t is None or idx is None else t.index_select(0, idx)
+
+    weights, biases = [take(w) for w in weights], [take(b) for b in biases]
+    masks = [(take(wm), take(bm)) for wm, bm in masks]
+    x, y = take(x), take(y)
+    if reordered:
         generators = [generators[k] for k in order]
         labels = [labels[k] for k in order]
+    alive_host = [carry.alive_host[k] for k in order]
+    failed = [carry.failed[k] for k in order]
+    last_loss = [carry.last_loss[k] for k in order]
+    history = [[h[k] for k in order] for h in carry.history]
     blocks = [_Block(a, b, weights, biases, masks, impls, cfg) for (a, b), impls in zip(plan.spans, plan.impls)]
     # parameters that autograd and torch's optimisers handle (native stacks update their own)
     torch_blocks = [blk for blk in blocks if blk.stack is None]
@@ -288,102 +401,189 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
     adam = AdamState(params, cfg) if cfg.optimizer == "adam" and params else None
     with torch.no_grad():
         bufs = [torch.zeros_like(p) for p in params] if cfg.optimizer == "sgd" else []
-    step = 0
-    alive = torch.ones(M, dtype=torch.bool, device=device)
-    alive_host = [True] * M
-    failed: list[Exception | None] = [None] * M
-    last_loss = [float("nan")] * M
-    history: list[list[float]] = []
-    batches = [(s, min(s + cfg.batch_size, N)) for s in range(0, N, cfg.batch_size)]
+    step = carry.step
+    if carry.opt_state is not None:  # a later segment: the optimiser goes on where the last one stopped
+        _load_state(blocks, torch_blocks, offsets, adam, bufs, [tuple(take(t) for t in st) for st in carry.opt_state],
+                    step)
+    alive = torch.tensor(alive_host, dtype=torch.bool, device=device)
     idx_m = torch.arange(M, device=device).unsqueeze(1)
-
-    bar = None
-    if progress and cfg.epochs > 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.epochs * len(batches), desc=desc, unit="step", leave=False, dynamic_ncols=True)
-    try:
-        for epoch in range(1, cfg.epochs + 1):
-            if cfg.schedule == "cosine":
-                lr = 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
-            else:
-                lr = cfg.lr
+    xb = yb = perm = epoch_sum = None
+    first_epoch, first_batch = begin // nb + 1, begin % nb
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        if step >= end or not any(alive_host):
+            break
+        if cfg.schedule == "cosine":
+            lr = 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+        else:
+            lr = cfg.lr
+        resumed = epoch == first_epoch and first_batch > 0
+        if resumed:  # an epoch a previous segment began: its sample order and loss sums
+            perm, epoch_sum = take(carry.perm), take(carry.epoch_sum)
+        else:
             perm = torch.stack([torch.randperm(N, generator=g, device=device) for g in generators])
-            xs = x[idx_m, perm]
-            ys = y[idx_m, perm]
             epoch_sum = torch.zeros(M, dtype=dtype, device=device)
-            for s, e in batches:
-                xb, yb = xs[:, s:e], ys[:, s:e]
-                if fused:  # native stacks step whole (loss included); the other blocks through autograd
-                    parts, tracked = [], []
-                    for blk in blocks:
-                        sl = slice(blk.start, blk.stop)
-                        if blk.stack is not None:
-                            parts.append(blk.stack.train_step(xb[sl], yb[sl], kind, lr, alive[sl]))
-                        else:
-                            parts.append(loss_of(blk.forward(xb[sl]), yb[sl]))
-                            tracked.append(torch.where(alive[sl], parts[-1], torch.zeros_like(parts[-1])).sum())
-                    losses = parts[0] if len(parts) == 1 else torch.cat(parts)
-                    grads = list(torch.autograd.grad(sum(tracked), params)) if params else []
-                else:  # a caller's loss sees every output at once: the stacks' outputs are autograd leaves
-                    outs = [blk.forward(xb[blk.start:blk.stop]) for blk in blocks]
-                    leaves = [o for o, blk in zip(outs, blocks) if blk.stack is not None]
-                    losses = loss_of(outs[0] if len(outs) == 1 else torch.cat(outs), yb)
-                    total = torch.where(alive, losses, torch.zeros_like(losses)).sum()
-                    grads = list(torch.autograd.grad(total, params + leaves))
-                    for blk, g in zip(stacks, grads[len(params):]):
-                        blk.stack.backward_step(g, lr)
-                    grads = grads[:len(params)]
+        xs = x[idx_m, perm]
+        ys = y[idx_m, perm]
+        done_in_epoch = 0
+        for s, e in batches[first_batch if resumed else 0:]:
+            if step >= end:
+                break
+            xb, yb = xs[:, s:e], ys[:, s:e]
+            if fused:  # native stacks step whole (loss included); the other blocks through autograd
+                parts, tracked = [], []
+                for blk in blocks:
+                    sl = slice(blk.start, blk.stop)
+                    if blk.stack is not None:
+                        parts.append(blk.stack.train_step(xb[sl], yb[sl], kind, lr, alive[sl]))
+                    else:
+                        parts.append(loss_of(blk.forward(xb[sl]), yb[sl]))
+                        tracked.append(torch.where(alive[sl], parts[-1], torch.zeros_like(parts[-1])).sum())
+                losses = parts[0] if len(parts) == 1 else torch.cat(parts)
+                grads = list(torch.autograd.grad(sum(tracked), params)) if params else []
+            else:  # a caller's loss sees every output at once: the stacks' outputs are autograd leaves
+                outs = [blk.forward(xb[blk.start:blk.stop]) for blk in blocks]
+                leaves = [o for o, blk in zip(outs, blocks) if blk.stack is not None]
+                losses = loss_of(outs[0] if len(outs) == 1 else torch.cat(outs), yb)
+                total = torch.where(alive, losses, torch.zeros_like(losses)).sum()
+                grads = list(torch.autograd.grad(total, params + leaves))
+                for blk, g in zip(stacks, grads[len(params):]):
+                    blk.stack.backward_step(g, lr)
+                grads = grads[:len(params)]
+            with torch.no_grad():
+                epoch_sum += losses.detach() * (e - s)
+            if masked_idx:
                 with torch.no_grad():
-                    epoch_sum += losses.detach() * (e - s)
-                if masked_idx:
-                    with torch.no_grad():
-                        torch._foreach_mul_([grads[i] for i in masked_idx], grad_masks)
-                step += 1
-                if adam is not None:
-                    adam.step(grads, lr)
-                elif params:
-                    sgd_step_(params, grads, bufs, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                              step=step)
-            if bar is not None:
-                bar.update(len(batches))
-            mean = (epoch_sum / N).tolist()
-            history.append(mean)
-            for k in range(M):
-                if not alive_host[k]:
-                    continue
-                if not math.isfinite(mean[k]):
-                    alive_host[k] = False
-                    failed[k] = TrainingDiverged(
-                        f"training diverged: the loss became {mean[k]} in epoch {epoch} of {cfg.epochs} "
-                        f"({labels[k]}; lr={cfg.lr}, optimizer={cfg.optimizer})", epoch, k)
-                else:
-                    last_loss[k] = mean[k]
-            if not all(alive_host):
-                alive = torch.tensor(alive_host, dtype=torch.bool, device=device)
-                if not any(alive_host):
-                    break
-            if bar is not None:
-                bar.set_postfix(loss=f"{_nanmean([last_loss[k] for k in range(M) if alive_host[k]]):.3g}")
-    finally:
+                    torch._foreach_mul_([grads[i] for i in masked_idx], grad_masks)
+            step += 1
+            done_in_epoch += 1
+            if adam is not None:
+                adam.step(grads, lr)
+            elif params:
+                sgd_step_(params, grads, bufs, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          step=step)
         if bar is not None:
-            bar.close()
+            bar.update(done_in_epoch)
+        if step % nb != 0:  # the segment ends inside this epoch: the next one finishes it
+            break
+        mean = (epoch_sum / N).tolist()
+        perm = epoch_sum = None
+        history.append(mean)
+        for k in range(M):
+            if not alive_host[k]:
+                continue
+            if not math.isfinite(mean[k]):
+                alive_host[k] = False
+                failed[k] = TrainingDiverged(
+                    f"training diverged: the loss became {mean[k]} in epoch {epoch} of {cfg.epochs} "
+                    f"({labels[k]}; lr={cfg.lr}, optimizer={cfg.optimizer})", epoch, order[k])
+            else:
+                last_loss[k] = mean[k]
+        if not all(alive_host):
+            alive = torch.tensor(alive_host, dtype=torch.bool, device=device)
+        if bar is not None:
+            bar.set_postfix(loss=f"{_nanmean([last_loss[k] for k in range(M) if alive_host[k]]):.3g}")
     parts = [blk.weights_out([w.shape for w in weights]) for blk in blocks]
     out_w = [torch.cat([p[l] for p in parts]) if len(parts) > 1 else parts[0][l] for l in range(len(weights))]
     out_b = [torch.cat([blk.params[2 * l + 1].detach() for blk in blocks]) for l in range(len(weights))]
-    if order != list(range(M)):  # back to the caller's order
+    finished = step >= cfg.epochs * nb or not any(alive_host)
+    state = None if finished else _dump_state(blocks, torch_blocks, offsets, adam, bufs, [w.shape for w in weights],
+                                              cfg.optimizer)
+    back = list(range(M))
+    if reordered:  # back to the caller's order
         inv = torch.empty(M, dtype=torch.long, device=device)
-        inv[torch.tensor(order, device=device)] = torch.arange(M, device=device)
-        out_w = [w.index_select(0, inv) for w in out_w]
-        out_b = [b.index_select(0, inv) for b in out_b]
-        back = {k: i for i, k in enumerate(order)}
-        failed = [failed[back[k]] for k in range(M)]
-        for f in failed:
-            if f is not None:  # a TrainingDiverged naming its index in `order`
-                f.run = order[f.run]
-        last_loss = [last_loss[back[k]] for k in range(M)]
-        history = [[h[back[k]] for k in range(M)] for h in history]
-    return TrainResult(out_w, out_b, failed, last_loss, time.perf_counter() - start, history)
+        inv[idx] = torch.arange(M, device=device)
+
+        def untake(t):
+            return None if t is None else t.index_select(0, inv)
+
+        out_w, out_b = [untake(w) for w in out_w], [untake(b) for b in out_b]
+        if state is not None:
+            state = [tuple(untake(t) for t in st) for st in state]
+        perm, epoch_sum, xb, yb = untake(perm), untake(epoch_sum), untake(xb), untake(yb)
+        back = [0] * M
+        for i, k in enumerate(order):
+            back[k] = i
+
+    def pick(seq):
+        return [seq[back[k]] for k in range(M)]
+
+    failed, last_loss, alive_host = pick(failed), pick(last_loss), pick(alive_host)
+    history = [pick(h) for h in history]
+    nxt = _Carry(step=step, perm=perm, epoch_sum=epoch_sum, alive_host=alive_host, failed=failed,
+                 last_loss=last_loss, history=history, opt_state=state,
+                 last_batch=None if xb is None else (xb, yb))
+    return TrainResult(out_w, out_b, failed, last_loss, time.perf_counter() - start, history), nxt
+
+
+def _dense_of(blk: "_Block", l: int, t: Tensor, shape: torch.Size) -> Tensor:
+    """A block's layer-l weight tensor in its own layout (kept values, transposed or as is) as (m, out, in)."""
+    kind = blk.kinds[l]
+    if kind == "values":
+        dense = torch.zeros((blk.stop - blk.start,) + tuple(shape[1:]), dtype=t.dtype, device=t.device)
+        dense.view(-1)[blk.structures[l].pos] = t.reshape(-1)
+        return dense
+    if kind == "dense":
+        return t.transpose(1, 2).contiguous()
+    return t.clone()
+
+
+def _layout_of(blk: "_Block", l: int, dense: Tensor) -> Tensor:
+    """The inverse of `_dense_of`: a (m, out, in) tensor in the block's layer-l layout."""
+    kind = blk.kinds[l]
+    if kind == "values":
+        return dense.reshape(-1)[blk.structures[l].pos].contiguous()
+    if kind == "dense":
+        return dense.transpose(1, 2).contiguous()
+    return dense.contiguous()
+
+
+def _dump_state(blocks, torch_blocks, offsets, adam, bufs, shapes, optimizer) -> list[tuple[Tensor, ...]] | None:
+    """Every parameter's optimiser state as dense stacked tensors (layer order w0, b0, w1, ...; blocks joined
+    in the plan's order): Adam's two moments, SGD's momentum buffer."""
+    n_state = 2 if optimizer == "adam" else 1
+    torch_index = {id(blk): i for i, blk in enumerate(torch_blocks)}
+    per_block = []
+    for blk in blocks:
+        states = []
+        for j in range(len(blk.params)):
+            l, is_bias = divmod(j, 2)
+            if blk.stack is not None:
+                raw = [blk.stack.state(l, w) for w in ((2, 3) if is_bias else (0, 1))[:n_state]]
+                raw = [r.view(blk.params[j].shape) for r in raw] if is_bias else raw
+            else:
+                k = offsets[torch_index[id(blk)]] + j
+                raw = [adam.exp_avg[k], adam.exp_avg_sq[k]] if adam is not None else [bufs[k]]
+            states.append(tuple(r.detach().clone() if is_bias else _dense_of(blk, l, r.detach(), shapes[l])
+                                for r in raw))
+        per_block.append(states)
+    if not per_block or not per_block[0] or not per_block[0][0]:
+        return None
+    return [tuple(torch.cat([pb[j][i] for pb in per_block]) for i in range(len(per_block[0][j])))
+            for j in range(len(per_block[0]))]
+
+
+def _load_state(blocks, torch_blocks, offsets, adam, bufs, state, step) -> None:
+    """`_dump_state`'s dense state (in the plan's order) into freshly built blocks, at step count `step`."""
+    torch_index = {id(blk): i for i, blk in enumerate(torch_blocks)}
+    with torch.no_grad():
+        for blk in blocks:
+            sl = slice(blk.start, blk.stop)
+            for j in range(len(blk.params)):
+                l, is_bias = divmod(j, 2)
+                laid = [t[sl].contiguous() if is_bias else _layout_of(blk, l, t[sl]) for t in state[j]]
+                if blk.stack is not None:
+                    for w, t in zip((2, 3) if is_bias else (0, 1), laid):
+                        blk.stack.set_state(l, w, t.reshape(-1))
+                    continue
+                k = offsets[torch_index[id(blk)]] + j
+                if adam is not None:
+                    adam.exp_avg[k].copy_(laid[0].view_as(adam.exp_avg[k]))
+                    adam.exp_avg_sq[k].copy_(laid[1].view_as(adam.exp_avg_sq[k]))
+                    adam.steps[k].fill_(float(step))
+                elif bufs:
+                    bufs[k].copy_(laid[0].view_as(bufs[k]))
+            if blk.stack is not None:
+                blk.stack.set_steps(step)
 
 
 def _nanmean(values: Sequence[float]) -> float:

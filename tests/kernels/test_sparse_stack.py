@@ -220,3 +220,134 @@ def test_available_only_for_cpu_floats():
     assert available("cpu", torch.float64) and available("cpu", torch.float32)
     assert not available("cpu", torch.float16)
     assert not available("meta", torch.float32)
+
+
+# --- carrying the optimiser state over to a rebuilt stack (set_state / set_steps) ---
+
+_CARRY_OPTS = {"adam": dict(optimizer="adam", lr=0.05, weight_decay=0.01),
+               "sgd-momentum": dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=0.01)}
+
+
+def _carry_setup(opt):
+    """A float64 native stack (some pruned biases), its structures and bias masks, the config, and 6 batches
+    of (x, labels, grad seed): 3 to train before the rebuild, 3 after."""
+    cfg = TrainConfig(**_CARRY_OPTS[opt])
+    ws, bs, masks = _networks(11, 3, [4, 7, 5, 3], 0.5, torch.float64, bias_density=0.6)
+    native_stack, _, structures = _pair(ws, bs, masks, cfg)
+    bias_masks = [None if bool(bm.all()) else bm for _, bm in masks]
+    g = torch.Generator().manual_seed(12)
+    batches = [(torch.randn(3, B, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (3, B), generator=g))
+               for B in (5, 9, 4, 6, 8, 7)]
+    return native_stack, structures, bias_masks, cfg, batches
+
+
+def _train(stack, batches):
+    """One fused step, then one forward + backward_step (a caller's loss), alternately."""
+    for i, (x, y) in enumerate(batches):
+        lr = 0.05 / (i + 1)
+        if i % 2:
+            out = stack.forward(x)
+            stack.backward_step(out * 0.3 - 0.1, lr)
+        else:
+            stack.train_step(x, y, "classification", lr)
+
+
+def _snapshot(stack):
+    return ([v.clone() for v in stack.vals] + [b.clone() for b in stack.biases]
+            + [stack.state(l, w) for l in range(len(stack.vals)) for w in range(4)])
+
+
+def _rebuilt(stack, structures, bias_masks, cfg, states=True, steps=True):
+    """A fresh NativeStack of the same structures and `stack`'s current values and biases, given its optimiser
+    state and step count when asked."""
+    fresh = NativeStack(structures, [v.clone() for v in stack.vals], [b.clone() for b in stack.biases], bias_masks,
+                        cfg)
+    if states:
+        for l in range(len(stack.vals)):
+            for which in range(4):
+                fresh.set_state(l, which, stack.state(l, which))
+    if steps:
+        fresh.set_steps(stack.steps)
+    return fresh
+
+
+@pytest.mark.parametrize("opt", sorted(_CARRY_OPTS))
+def test_a_rebuilt_stack_continues_exactly_with_the_carried_state(opt):
+    native_stack, structures, bias_masks, cfg, batches = _carry_setup(opt)
+    _train(native_stack, batches[:3])
+    fresh = _rebuilt(native_stack, structures, bias_masks, cfg)
+    assert fresh.steps == native_stack.steps == 3
+    for a, b in zip(_snapshot(fresh), _snapshot(native_stack)):
+        assert torch.equal(a, b)
+    _train(native_stack, batches[3:])
+    _train(fresh, batches[3:])
+    assert fresh.steps == native_stack.steps == 6
+    for a, b in zip(_snapshot(fresh), _snapshot(native_stack)):
+        assert torch.equal(a, b)
+    sizes = [native_stack.state(0, w).numel() for w in range(4)]
+    assert sizes == ([structures[0].nnz, structures[0].nnz, 3 * 7, 3 * 7] if opt == "adam"
+                     else [structures[0].nnz, 0, 3 * 7, 0])  # SGD keeps no second moments
+
+
+@pytest.mark.parametrize("opt", sorted(_CARRY_OPTS))
+@pytest.mark.parametrize("carry", ["nothing", "states only", "steps only"])
+def test_a_rebuilt_stack_without_the_state_continues_differently(opt, carry):
+    """The test above could fail: a stack rebuilt without its state (or without its step count: Adam's bias
+    corrections, SGD's first step that ignores the momentum buffer) does not continue the same way."""
+    native_stack, structures, bias_masks, cfg, batches = _carry_setup(opt)
+    _train(native_stack, batches[:3])
+    fresh = _rebuilt(native_stack, structures, bias_masks, cfg, states=carry == "states only",
+                     steps=carry == "steps only")
+    _train(native_stack, batches[3:])
+    _train(fresh, batches[3:])
+    assert not all(torch.equal(a, b) for a, b in zip(fresh.vals, native_stack.vals))
+
+
+def test_set_state_and_set_steps_errors_name_the_problem():
+    native_stack, structures, _, _, _ = _carry_setup("adam")
+    good = native_stack.state(0, 0)
+    n = good.numel()
+    with names("layer"):
+        native_stack.state(3, 0)  # three layers
+    with names("layer"):
+        native_stack.set_state(-1, 0, good)
+    with names("which"):
+        native_stack.set_state(0, 4, good)
+    with names("which"):
+        native_stack.state(0, 1.5)
+    with names("state[0][0]"):
+        native_stack.set_state(0, 0, good[:-1])
+    with names("state[0][2]"):  # the bias state has another length
+        native_stack.set_state(0, 2, good)
+    with names("state[0][0]"):
+        native_stack.set_state(0, 0, good.float())
+    with names("state[0][0]"):
+        native_stack.set_state(0, 0, good.reshape(1, n))
+    with names("state[0][0]"):
+        native_stack.set_state(0, 0, torch.zeros(2 * n, dtype=torch.float64)[::2])
+    with names("state[0][0]"):
+        native_stack.set_state(0, 0, good.numpy())
+    with names("state[0][0]"):
+        native_stack.set_state(0, 0, torch.zeros(n, dtype=torch.float64, device="meta"))
+    with names("steps"):
+        native_stack.set_steps(-1)
+    with names("steps"):
+        native_stack.set_steps(2.5)
+    assert native_stack.steps == 0 and torch.equal(native_stack.state(0, 0), good)  # nothing was changed
+    # the core's own checks, when it is called directly
+    core = native_stack._stack
+    with pytest.raises(ValueError, match=r"layer 3 is outside \[0, 3\)"):
+        core.set_state(3, 0, good.numpy())
+    with pytest.raises(ValueError, match="which = -1 must lie in 0..3"):
+        core.set_state(0, -1, good.numpy())
+    with pytest.raises(ValueError, match=rf"state must have shape \({n},\)"):
+        core.set_state(0, 0, good[:-1].numpy())
+    with pytest.raises(TypeError, match="state must have dtype float64"):
+        core.set_state(0, 0, good.float().numpy())
+    with pytest.raises(ValueError, match="C-contiguous"):
+        core.set_state(0, 0, np.zeros(2 * n)[::2])
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        core.set_steps(-3)
+    core.set_state(0, 0, np.full(n, 0.5))
+    core.set_steps(4)
+    assert native_stack.steps == 4 and bool((native_stack.state(0, 0) == 0.5).all())

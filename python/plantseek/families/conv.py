@@ -65,6 +65,8 @@ class ConvFamily(Family):
     def why_not(self, protocol):
         if protocol == "multishot":
             return "; multishot (train, prune, rewind) is not built for conv networks"
+        if protocol in ("gradual", "dynamic"):
+            return f"; {protocol} changes the mask while training, which the conv trainer does not do"
         return ""
 
     # ---- checks

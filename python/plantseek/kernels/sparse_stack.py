@@ -23,7 +23,7 @@ import torch
 
 from .. import native
 from ..losses import per_network_loss  # the trainer's loss: the reference of the native one
-from .checks import ArgumentError, check_list, check_real, check_tensor, fail
+from .checks import ArgumentError, check_int, check_list, check_real, check_tensor, fail
 from .sparse_linear import CsrStructure, native_pattern
 
 # dispatcher -> its reference (tests/kernels/test_layout.py checks every concept module has such pairs)
@@ -80,6 +80,31 @@ class NativeStack:
     @property
     def steps(self) -> int:
         return self._stack.steps
+
+    def state(self, layer: int, which: int) -> Tensor:
+        """A copy of layer `layer`'s optimiser state `which`: 0 the first moment (Adam) or momentum buffer (SGD) of
+        the kept values (nnz,), 1 their second moment (empty for SGD), 2 and 3 the same for the biases (M * out,)."""
+        layer, which = self._state_index(layer, which)
+        return torch.from_numpy(self._stack.state(layer, which))
+
+    def set_state(self, layer: int, which: int, value: Tensor) -> None:
+        """Overwrite an optimiser state array (`which` as in `state`) with `value`: a contiguous 1-D CPU tensor of
+        the stack's dtype and the state's length (e.g. another stack's `state(layer, which)`)."""
+        layer, which = self._state_index(layer, which)
+        n = self._stack.state(layer, which).shape[0]
+        name = f"state[{layer}][{which}]"
+        t = check_tensor(name, value, shape=(n,), device="cpu", dtype=self.vals[0].dtype)
+        if not t.is_contiguous():
+            raise fail(name, "be contiguous", t)
+        self._stack.set_state(layer, which, t.detach().numpy())
+
+    def set_steps(self, steps: int) -> None:
+        """Set the step count, so that training continues as if this stack had trained `steps` steps (Adam's bias
+        corrections; SGD's first step, which copies the gradient into the momentum buffer, only after 0)."""
+        self._stack.set_steps(check_int("steps", steps, 0))
+
+    def _state_index(self, layer, which) -> tuple[int, int]:
+        return check_int("layer", layer, 0, len(self.vals) - 1), check_int("which", which, 0, 3)
 
 
 def _check_stack(structures, vals, biases, bias_masks, cfg):

@@ -1,0 +1,100 @@
+"""Training with masks that change (`plantseek.train.MaskSchedule`): split into segments at the update steps,
+the training is the same as without them (optimiser state, step count and shuffle carried over, on every
+path), and a new mask takes effect: dropped parameters are zero with zero optimiser state, grown ones start
+at zero."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from plantseek import train as T
+from test_train import _gens, _problem
+
+F64 = torch.float64
+
+
+def _full(ws, bs):
+    return [(torch.ones(w.shape, dtype=torch.bool), torch.ones(b.shape, dtype=torch.bool)) for w, b in zip(ws, bs)]
+
+
+def _cases():
+    # impl, density (of the first networks), a dense member (a dense baseline beside the pruned ones)
+    return [("dense", 0.5, False), ("sparse", 0.3, False), ("auto", 0.3, True), ("auto", 1.0, False)]
+
+
+@pytest.mark.parametrize("impl,density,with_dense", _cases())
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_segments_without_a_change_train_exactly_as_one_segment(impl, density, with_dense, optimizer):
+    ws, bs, masks, x, y = _problem(M=3, N=100, H=12, density=density)
+    if with_dense:  # the last network has nothing pruned: a block of its own
+        masks = [(torch.cat([wm[:2], torch.ones_like(wm[2:])]), torch.cat([bm[:2], torch.ones_like(bm[2:])]))
+                 for wm, bm in masks]
+    cfg = T.TrainConfig(epochs=3, batch_size=16, optimizer=optimizer, lr=1e-2, impl=impl,
+                        momentum=0.9 if optimizer == "sgd" else 0.0)
+    whole = T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([1, 2, 3]), config=cfg)
+    seen = []
+
+    def keep(step, weights, biases, current, alive, dense_grads):
+        seen.append((step, len(alive)))
+        return None
+
+    # 7 steps per epoch: inside the first epoch, at its end, and twice inside the last
+    sched = T.MaskSchedule(steps=[3, 7, 15, 19], update=keep)
+    parts = T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([1, 2, 3]), config=cfg,
+                    schedule=sched)
+    assert seen == [(3, 3), (7, 3), (15, 3), (19, 3)]
+    for a, b in zip(whole.weights + whole.biases, parts.weights + parts.biases):
+        assert torch.equal(a, b)
+    assert whole.history == parts.history and whole.train_loss == parts.train_loss
+
+
+def test_a_new_mask_takes_effect_and_grown_weights_start_at_zero():
+    ws, bs, masks, x, y = _problem(M=2, N=64, H=10, density=0.5, classification=False)
+    cfg = T.TrainConfig(epochs=2, batch_size=16, lr=1e-2, impl="sparse")
+    g = torch.Generator().manual_seed(9)
+    new_masks = [(torch.rand(wm.shape, generator=g) < 0.5, bm.clone()) for wm, bm in masks]
+    at_update = {}
+
+    def swap(step, weights, biases, current, alive, dense_grads):
+        at_update["weights"] = [w.clone() for w in weights]
+        at_update["grads"] = dense_grads()
+        return new_masks
+
+    res = T.train(ws, bs, masks, x, y, kind="regression", generators=_gens([4, 5]), config=cfg,
+                  schedule=T.MaskSchedule(steps=[5], update=swap))
+    for w, (wm, _), w_then, (om, _) in zip(res.weights, new_masks, at_update["weights"], masks):
+        assert not bool(w[~wm].any())  # what the new mask drops is zero at the end
+        assert not bool(w_then[~om].any())  # the update saw zeros where the old mask pruned
+        kept_both = wm & om
+        assert bool((w[kept_both] != w_then[kept_both]).any())  # the kept weights trained on
+    # the dense gradient covers pruned positions too (RigL grows by it)
+    for (gw, gb), (wm, _) in zip(at_update["grads"], masks):
+        assert gw.shape == wm.shape and bool(gw[~wm].abs().sum() > 0)
+
+
+def test_grown_weights_restart_from_zero_with_fresh_adam_state():
+    """One network, one update that grows a weight: from then on it trains as a weight that starts at zero
+    with zero moments (checked against a second training that starts from the update's state)."""
+    ws, bs, masks, x, y = _problem(M=1, N=48, H=6, density=0.5, classification=False)
+    cfg = T.TrainConfig(epochs=2, batch_size=16, lr=1e-2, impl="dense")
+    grown = [(wm | (torch.rand(wm.shape, generator=torch.Generator().manual_seed(1)) < 0.3), bm) for wm, bm in masks]
+    res = T.train(ws, bs, masks, x, y, kind="regression", generators=_gens([2]), config=cfg,
+                  schedule=T.MaskSchedule(steps=[3], update=lambda *a: grown))
+    for w, (wm, _), (om, _) in zip(res.weights, grown, masks):
+        new = wm & ~om
+        if bool(new.any()):
+            assert bool((w[new] != 0).any())  # grown weights moved off zero
+            assert bool(w[new].abs().max() < 3 * 1e-2 * 3)  # by about lr per step for 3 steps (Adam)
+
+
+def test_bad_schedules_are_refused():
+    ws, bs, masks, x, y = _problem(M=1, N=32)
+    cfg = T.TrainConfig(epochs=1, batch_size=16)
+    for steps, match in (([0], r"\[1, 2\)"), ([2], r"\[1, 2\)"), ([1.5], "whole numbers"), ([True], "whole")):
+        with pytest.raises(ValueError, match=match):
+            T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([0]), config=cfg,
+                    schedule=T.MaskSchedule(steps=steps, update=lambda *a: None))
+    cfg = T.TrainConfig(epochs=2, batch_size=16)
+    with pytest.raises(ValueError, match="must increase"):
+        T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([0]), config=cfg,
+                schedule=T.MaskSchedule(steps=[2, 2], update=lambda *a: None))
