@@ -40,7 +40,7 @@ def ticket_density(task: str, depth: int, width) -> float:
 
 # the fake's value of a declared metric it does not model, by kind (`plantseek.metric_schema.KINDS`)
 _BY_KIND = {"density": 0.5, "recovery": 0.5, "connectivity": 0.5, "hiding": 0.5, "accuracy": 0.5, "scale": 1.0,
-            "count": 0, "flag": False, "time": 0.01, "error": 0.0}
+            "count": 0, "flag": False, "time": 0.01, "error": 0.0, "curve": [0.5, 0.5]}
 
 
 def _pruner_name(kw: dict) -> str:

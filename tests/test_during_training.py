@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import plantseek
-from plantseek import protocols as P
 from plantseek import train as T
 
 SMALL = dict(task="circle", depth=3, width=24, epochs=3, n_samples=600, seed=0, dtype="float64", progress=False,
@@ -162,7 +161,7 @@ def test_conv_tasks_refuse_the_during_training_protocols(monkeypatch, protocol):
         plantseek.seek(task="digits", protocol=protocol, pruner="random", density=0.1, progress=False)
 
 
-def test_the_oracle_under_dynamic_is_the_ticket_mask_trained():
+def test_the_oracle_under_dynamic_starts_at_the_ticket():
     res = _seek(protocol="dynamic", pruner="ticket", density="ticket", grow="random")
     assert res.metrics["recall_curve"][0] == 1.0
     assert math.isfinite(res.metrics["test_accuracy"])
@@ -177,3 +176,20 @@ def test_batched_equals_one_by_one_float64():
         alone = plantseek.seek(**kw)
         for key in ("test_loss", "recall", "kept_density", "recall_curve", "regrown_into_ticket"):
             assert b.metrics[key] == pytest.approx(alone.metrics[key], rel=1e-9), key
+
+
+@pytest.mark.parametrize("protocol", ["gradual", "dynamic"])
+def test_the_oracles_mask_stays_the_ticket(protocol):
+    res = _seek(protocol=protocol, pruner="ticket", density="ticket")
+    assert res.metrics["recall"] == 1.0 and res.metrics["precision"] == 1.0
+    assert res.metrics["mask_updates"] == 0 and res.metrics["recall_curve"] == [1.0]
+
+
+@pytest.mark.parametrize("protocol,options", [
+    ("gradual", {"grow": "random"}), ("gradual", {"drop_fraction": 0.5}), ("dynamic", {"gradual_initial": 0.5}),
+    ("singleshot", {"update_every": 50}), ("multishot", {"update_end": 0.5}), ("strong", {"grow": "random"}),
+])
+def test_an_option_of_another_protocol_is_refused(protocol, options):
+    key, value = next(iter(options.items()))
+    with pytest.raises(ValueError, match=f"option {key}={value!r} does not apply to protocol '{protocol}'"):
+        _seek(**{"protocol": protocol, "pruner": "random", "density": 0.1, "update_every": 100, **options})

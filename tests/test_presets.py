@@ -41,13 +41,22 @@ def test_full_scale_is_the_papers_grid():
     assert any(r.pruner_options.get("iterations") == 100 for r in sweep.runs)
     assert {r.options.get("noise") for r in sweep.runs} == {0.0, 0.001, 0.01, 0.1}
     assert len({r.key for r in sweep.runs}) == len(sweep.runs)
+    # extensions: gradual, SET and RigL over the paper's densities below 1, 10 seeds, the oracle under each
+    during = [r for r in sweep.runs if r.protocol in ("gradual", "dynamic")]
+    assert {r.seed for r in during} == set(range(10)) and {r.density for r in during} == {0.01, 0.1, 0.5, "ticket"}
+    assert {r.depth for r in during} == {2, 4, 9}
 
 
 def test_small_scale_keeps_the_structure():
     _need_all_pruners()
     small = parse_sweep(paper_sweep_toml("small"))
-    assert {r.protocol for r in small.runs} == {"singleshot", "multishot", "strong"}
+    assert {r.protocol for r in small.runs} == {"singleshot", "multishot", "strong", "gradual", "dynamic"}
     assert {r.task for r in small.runs} == {"relu", "circle", "helix"}
+    during = [r for r in small.runs if r.protocol in ("gradual", "dynamic")]
+    assert {r.seed for r in during} == {0}  # one seed of the extensions
+    assert {(r.protocol, r.options.get("grow", "gradient"), r.pruner) for r in during} == {
+        ("gradual", "gradient", "magnitude"), ("gradual", "gradient", "ticket"), ("dynamic", "random", "random"),
+        ("dynamic", "random", "ticket"), ("dynamic", "gradient", "random"), ("dynamic", "gradient", "ticket")}
     assert {r.depth for r in small.runs} == set(SCALES["small"]["depths"])
     assert len(small) < len(parse_sweep(paper_sweep_toml("full"))) / 10
 

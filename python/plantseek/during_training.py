@@ -23,7 +23,9 @@ Both train with the weak protocols' settings, rescale the masked network before 
 function-preserving rule of `plantseek.rescale`), and add to every run's metrics ``recall_curve`` and
 ``functional_recall_curve`` (against the ticket, at the start and after every mask update), ``curve_steps``
 (the optimiser step of each point), ``mask_updates`` and ``regrown_into_ticket`` (distinct ticket parameters
-that entered the mask at an update after being absent or dropped). The MLP family only.
+that entered the mask at an update after being absent or dropped). The ticket oracle's mask stays the ticket
+through training under both (its pruner says ``fixed = True``): it is the reference row, as under every
+protocol. The MLP family only.
 """
 from __future__ import annotations
 
@@ -107,8 +109,14 @@ class _Tracker:
                 "regrown_into_ticket": int(sum(int(rw.sum()) + int(rb.sum()) for rw, rb in self.regrown))}
 
 
+def _fixed(run: P.Run) -> bool:
+    """The oracle (a pruner with ``fixed = True``): its mask stays the ticket through training."""
+    return bool(getattr(run.pruner, "fixed", False))
+
+
 def _stacked(masks: list[Mask]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(torch.stack([m[l][0] for m in masks]), torch.stack([m[l][1] for m in masks])) for l in range(len(masks[0]))]
+    return [(torch.stack([m[l][0] for m in masks]), torch.stack([m[l][1] for m in masks]))
+            for l in range(len(masks[0]))]
 
 
 def _run_masks(stacked, k: int) -> Mask:
@@ -134,7 +142,7 @@ def _train_tracked(protocol: str, runs: list[P.Run], dense: list[P.Run], setting
         current = [_run_masks(masks, k) for k in range(len(group))]
         out = list(current)
         for k, (r, tr) in enumerate(zip(live, trackers)):
-            if not alive[k] or not r.ok:
+            if not alive[k] or not r.ok or _fixed(r):
                 continue
             w, b = [t[k] for t in weights], [t[k] for t in biases]
             g = None if grads is None else [(gw[k], gb[k]) for gw, gb in grads]
@@ -169,10 +177,12 @@ class Gradual(P.Protocol):
             if not (math.isfinite(initial) and r.density <= initial <= 1.0):
                 r.error = ValueError(f"gradual_initial must lie in [density, 1] = [{r.density:g}, 1], got {initial!r}")
         live = [r for r in runs if r.ok]
+        P._pruned([r for r in live if _fixed(r)], lambda r: r.density)  # the oracle: the ticket from the start
+        moving = [r for r in live if not _fixed(r)]
         if initial < 1.0:
-            P._pruned(live, lambda r: initial)
+            P._pruned(moving, lambda r: initial)
         else:
-            for r in live:
+            for r in moving:
                 r.mask = P.full_mask(r.net)
         total = _total_steps(live + list(dense), settings) if (live or dense) else 0
         begin, end, _ = check_schedule(settings, total) if total else (0, 0, [])

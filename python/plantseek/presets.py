@@ -13,6 +13,8 @@ ticket's own; 10 000 samples with a 90/10 split and noise 0.01; 40 pruning sampl
 - weak protocols train after the function-preserving rescale (``rescale = "fit"``, `plantseek.rescale`);
   the paper's protocol (``rescale = "none"``) runs beside it: for every weak pruner at ``full`` scale, for the
   ticket oracle at ``small`` scale, so that both readings are in the report.
+- extensions (beyond the paper; `plantseek.during_training`): gradual magnitude pruning, SET and RigL over the
+  paper's densities below 1, with the ticket oracle under each; 10 seeds (``full``), one (``small``).
 - extras (``full`` only): circle at depth 5 (paper depth 6) and width 1000; SynFlow with 100 rounds; label
   and target noise 0, 0.001, 0.1.
 
@@ -44,6 +46,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "singleshot": {"seeds": 25, "epochs": 10},
         "multishot": {"seeds": 10, "epochs": 10, "rounds": 10, "round_epochs": 5},
         "strong": {"seeds": 10, "epochs": 10, "score_epochs": 10},
+        "extensions": {"seeds": 10, "epochs": 10},
         "extras": True,
     },
     "small": {
@@ -53,6 +56,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "singleshot": {"seeds": 5, "epochs": 10},
         "multishot": {"seeds": 5, "epochs": 5, "rounds": 4, "round_epochs": 1},
         "strong": {"seeds": 5, "epochs": 10, "score_epochs": 5},
+        "extensions": {"seeds": 1, "epochs": 10},
         "extras": False,
     },
 }
@@ -116,7 +120,8 @@ def paper_sweep_toml(scale: str = "small") -> str:
         f"# Densities count weights and biases; \"ticket\" is the planted ticket's own density.\n",
         _table("[sweep]", {
             "name": f"paper-{scale}",
-            "description": f"The paper's singleshot, multishot and strong-ticket experiments ({scale} scale)",
+            "description": f"The paper's singleshot, multishot and strong-ticket experiments, and sparsity during "
+                           f"training ({scale} scale)",
             "tasks": TASKS, "depth": s["depths"], "width": s["width"], "densities": DENSITIES,
             "n_samples": s["samples"], "noise": 0.01, "pruning_samples": 40,
         }),
@@ -138,6 +143,16 @@ def paper_sweep_toml(scale: str = "small") -> str:
         "name": "strong", "protocol": "strong", "pruners": strong_pruners, **st,
     }, "Strong tickets: a mask only; outputs read through a scale fitted on training data. Edge-popup trains its\n"
        "scores with the paper's SGD settings (lr 0.1, momentum 0.9, weight decay 5e-4, cosine, batch 32).")
+    ext = s["extensions"]
+    during = {"densities": [d for d in DENSITIES if d != 1.0], "seeds": ext["seeds"], "epochs": ext["epochs"],
+              **WEAK_TRAINING}
+    _experiment(parts, {"name": "gradual", "protocol": "gradual", "pruners": ["magnitude"], **during},
+                "Extension (beyond the paper): sparsity during training. Gradual magnitude pruning on Zhu & Gupta's\n"
+                "cubic schedule from dense, every 100 steps until 3/4 of training (plantseek.during_training).")
+    _experiment(parts, {"name": "set", "protocol": "dynamic", "grow": "random", "pruners": ["random"], **during},
+                "Extension: SET, sparse from a random mask; drop by magnitude, regrow at random.")
+    _experiment(parts, {"name": "rigl", "protocol": "dynamic", "grow": "gradient", "pruners": ["random"], **during},
+                "Extension: RigL, sparse from a random mask; drop by magnitude, regrow by dense-gradient magnitude.")
     if s["extras"]:
         wide = {"tasks": ["circle"], "depth": 5, "width": 1000, "pruners": WEAK_PRUNERS, "seeds": 5}
         _experiment(parts, {

@@ -311,8 +311,17 @@ def _adopt(name: str, obj) -> None:
 _PLUGINS = EntryPoints("plantseek.protocols", "protocol", _adopt)
 
 
+# built-in protocols defined in modules that build on this one (imported on first use of the registry)
+_BUILT_IN_MODULES = ("plantseek.during_training",)
+
+
 def _registry() -> dict[str, type]:
-    """The registry, with the installed plugins (entry points of ``plantseek.protocols``) loaded on first use."""
+    """The registry, with the built-in protocols of other modules (`plantseek.during_training`) and the installed
+    plugins (entry points of ``plantseek.protocols``) loaded on first use."""
+    import importlib
+
+    for module in _BUILT_IN_MODULES:
+        importlib.import_module(module)
     _PLUGINS.load()
     return _PROTOCOLS
 
@@ -419,5 +428,3 @@ class Strong(Protocol):
                 r.biases = [b * bm for b, (_, bm) in zip(r.net.biases, r.mask)]
         self.train_dense(dense, settings)
 
-
-from . import during_training  # noqa: E402,F401 - registers gradual and dynamic (it builds on this module)

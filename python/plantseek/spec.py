@@ -45,13 +45,15 @@ def _registry(module: str) -> Callable[[], tuple]:
 
 def option(default: Any, doc: str, *, choices: tuple | Callable[[], tuple] | None = None,
            legacy: Any = dataclasses.MISSING, group: bool = False, plugin: bool = False,
-           family: str | None = None) -> Any:
+           family: str | None = None, protocols: tuple[str, ...] | None = None) -> Any:
     """A spec field: its default, its one-line doc (the CLI's help), its allowed values (a tuple, or a
     callable that reads a registry), the value a record written before the option existed had (`legacy`),
     whether runs must agree on it to train together (`group`), whether plugins extend its registry
     (`plugin`: the CLI leaves the check to the spec, which lists what is registered when the run starts), and
-    the network family it applies to (`family`; None: every family)."""
-    meta = {"doc": doc, "choices": choices, "group": group, "plugin": plugin, "family": family}
+    the network family it applies to (`family`; None: every family) and the protocols that read it (`protocols`;
+    None: every protocol; a run of another protocol must leave it at its default)."""
+    meta = {"doc": doc, "choices": choices, "group": group, "plugin": plugin, "family": family,
+            "protocols": protocols}
     if legacy is not dataclasses.MISSING:
         meta["legacy"] = legacy
     if isinstance(default, dict):
@@ -76,6 +78,9 @@ def _real(name: str, value: Any, *, positive: bool = False, lo: float | None = N
     if lo is not None and v < lo:
         raise ValueError(f"{name} must be >= {lo}, got {value!r}")
     return v
+
+
+DURING = ("gradual", "dynamic")  # the during-training protocols (`plantseek.during_training`)
 
 
 def _fraction(name: str, value: Any) -> float:
@@ -150,18 +155,21 @@ class TrainSpec:
     optimizer: str = option("adam", "optimiser of every training phase", choices=OPTIMIZERS, group=True)
     rounds: int = option(10, "multishot rounds", group=True)
     round_epochs: int = option(5, "multishot epochs per round", group=True)
-    update_every: int = option(100, "gradual and dynamic: optimiser steps between two mask updates", group=True)
+    update_every: int = option(100, "gradual and dynamic: optimiser steps between two mask updates", group=True,
+                               protocols=DURING)
     update_begin: float = option(0.0, "gradual and dynamic: the fraction of training's steps where mask updates "
-                                      "begin", group=True)
+                                      "begin", group=True, protocols=DURING)
     update_end: float = option(0.75, "gradual and dynamic: the fraction of training's steps where mask updates "
                                      "end (gradual reaches the run's density there; dynamic's drop fraction is "
-                                     "annealed to 0 there)", group=True)
+                                     "annealed to 0 there)", group=True, protocols=DURING)
     drop_fraction: float = option(0.3, "dynamic: fraction of the kept weights dropped and regrown at the first "
-                                       "update (cosine-annealed to 0 at update_end), in (0, 1)", group=True)
+                                       "update (cosine-annealed to 0 at update_end), in (0, 1)", group=True,
+                                  protocols=("dynamic",))
     grow: str = option("gradient", "dynamic: where dropped weights regrow: 'gradient' (largest dense-gradient "
-                                   "magnitude, RigL) or 'random' (SET)", choices=("gradient", "random"), group=True)
+                                   "magnitude, RigL) or 'random' (SET)", choices=("gradient", "random"), group=True,
+                         protocols=("dynamic",))
     gradual_initial: float = option(1.0, "gradual: the density pruning starts from (1: dense; below 1 the run's "
-                                         "pruner gives the start)", group=True)
+                                         "pruner gives the start)", group=True, protocols=("gradual",))
     dtype: str = option("float32", "float32 or float64", choices=DTYPES, group=True)
     impl: str = option("auto", "masked layer implementation (MLP tasks)", choices=IMPLS, group=True, family="mlp")
     rescale: str = option(
@@ -278,8 +286,8 @@ class RunSpec:
                                      "the host's first-layer channels (the layout scales with it)", group=True)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     density: float | str = option(0.1, "kept fraction in (0, 1], or 'ticket' (the planted ticket's density)")
-    protocol: str = option("singleshot", "pruning protocol (plantseek protocols: singleshot, multishot, strong)",
-                           choices=_registry("protocols"), group=True, plugin=True)
+    protocol: str = option("singleshot", "pruning protocol (plantseek protocols: singleshot, multishot, strong, "
+                                         "gradual, dynamic)", choices=_registry("protocols"), group=True, plugin=True)
     seed: int = option(0, "seed of the host, the planting, the data, the pruner and the training")
     scope: str | None = option(None, "pruning scope; unset means the pruner's own", choices=SCOPES)
     prune_bias: bool = option(True, "prune the biases with the weights")
@@ -315,6 +323,7 @@ class RunSpec:
         task = tasks.get(self.task)  # unknown -> ValueError listing the known ones
         proto = protocols.get(self.protocol)
         families.of(task).check(dataclasses.replace(self, protocol=proto.name), task)  # depth, init, shapes, ...
+        _check_protocol_options(self, proto.name)
         noise = task.check_noise(self.data.noise)
         if registered_pruner and self.pruner.name not in pruners.available():
             raise ValueError(f"unknown pruner {self.pruner.name!r}; available: {', '.join(pruners.available())}")
@@ -392,6 +401,18 @@ class ExecSpec:
             if not isinstance(self.data_dir, (str, os.PathLike)) or not str(self.data_dir):
                 raise ValueError(f"data_dir must be a folder path or None, got {self.data_dir!r}")
             _set(self, "data_dir", str(self.data_dir))
+
+
+def _check_protocol_options(run: RunSpec, protocol: str) -> None:
+    """ValueError when an option that only some protocols read (`option(protocols=...)`) is set for another."""
+    flat, base = run.flat(), defaults()
+    for key, f in fields():
+        readers = f.metadata.get("protocols")
+        if readers is None or protocol in readers or key not in flat or flat[key] == base[key]:
+            continue
+        raise ValueError(f"option {key}={flat[key]!r} does not apply to protocol {protocol!r}: only "
+                         f"{', '.join(readers)} read it; leave it at its default ({base[key]!r}) "
+                         f"(in a sweep file, set it in the [[experiment]] of those protocols)")
 
 
 def _flat_layout() -> dict[str, tuple[str, str]]:

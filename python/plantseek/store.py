@@ -787,21 +787,28 @@ def _performance_column(df) -> str | None:
 
 def summary_table(df):
     """Per task, protocol, pruner and requested density: runs, failures and the mean over seeds of each
-    headline metric (`metric_schema.headline`) the table has."""
+    headline metric (`metric_schema.headline`) the table has (curve metrics, lists, never are); dynamic is
+    named by its growth rule, SET or RigL (`plantseek.report.data.protocol_label`)."""
     import pandas as pd
 
     from . import metric_schema as _schema
+    from .report.data import protocol_label
 
     if df.empty:
         return pd.DataFrame()
     keys = [k for k in ("task", "depth", "width", "protocol", "pruner", "pruner_options", "density")
             if k in df.columns]
     df = df.copy()
+    if "protocol" in df:
+        grow = df["grow"] if "grow" in df else [None] * len(df)
+        df["protocol"] = [protocol_label(p, g) for p, g in zip(df["protocol"], grow)]
     for k in keys:
         df[k] = df[k].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v).astype(str)
     df["ok"] = df["status"] == "ok"
     agg = {"runs": ("status", "size"), "failed": ("ok", lambda s: int((~s).sum()))}
     for col in _schema.headline(df.columns):
+        if _schema.get(col).kind == "curve":
+            continue
         df[col] = pd.to_numeric(df[col], errors="coerce")
         agg[col] = (col, "mean")
     table = df.groupby(keys, sort=True, dropna=False).agg(**agg)

@@ -52,6 +52,7 @@ class TicketPruner(Pruner):
     """
 
     exact = False  # keeps the ticket, whatever the density
+    fixed = True  # the during-training protocols keep its mask through training (the reference row)
 
     def prune(self, net, data, density, *, scope="global", prune_bias=True, generator=None, mask=None) -> Mask:
         check_density(density, net, scope=scope, prune_bias=bool(prune_bias))

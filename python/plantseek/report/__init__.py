@@ -117,6 +117,7 @@ def build_report(db: str | os.PathLike, out: str | os.PathLike, *, acc_tol: floa
         jobs.append(("performance", s))
         jobs.append(("recall", s))
         jobs.append(("layers", s))
+        jobs.append(("training_curves", s))  # drawn only for settings with gradual or dynamic runs
     jobs.extend(("ticket", t) for t in tickets)
     notes: list[str] = []
     with tqdm(total=len(jobs), desc="report", unit="fig", disable=not progress) as bar:
@@ -136,11 +137,12 @@ def build_report(db: str | os.PathLike, out: str | os.PathLike, *, acc_tol: floa
             else:
                 s = item
                 fig = {"performance": F.performance_figure, "recall": F.recall_figure,
-                       "layers": F.layer_density_figure}[kind](s, colors)
+                       "layers": F.layer_density_figure,
+                       "training_curves": F.training_curves_figure}[kind](s, colors)
                 if fig is None:
                     continue
                 slug = f"{kind}_{s.slug}"
-                section, ftitle = s.title, kind
+                section, ftitle = s.title, kind.replace("_", " ")
                 caption = _CAPTIONS[kind]
             png, paths = _render(fig, out, slug, formats)
             files.extend(paths)
@@ -169,6 +171,14 @@ _CAPTIONS = {
     "recall": ("Fraction of the planted ticket's parameters (weights and biases) that the found mask kept, "
                "mean over seeds with a band for its 95% Student t confidence interval. "
                "The dotted diagonal is what a uniformly random mask keeps on average."),
+    "training_curves": ("Ticket recall during training, for the during-training protocols: gradual (Zhu & Gupta's "
+                        "gradual pruning by the run's pruner), SET (dynamic sparse training, grow = 'random') and "
+                        "RigL (grow = 'gradient'). Left: the fraction of the planted ticket's parameters the mask "
+                        "keeps; right: functional recall (ticket neurons the network computes up to a positive "
+                        "factor); at the start of training and after every mask update, against the optimiser "
+                        "step, a value holding until the next update. Mean over seeds with a band from the "
+                        "smallest to the largest seed; one row per requested density, the planted ticket's "
+                        "density in the title; the dotted line is a random mask's expected recall (its density)."),
     "layers": ("Density of each layer of the found masks (mean over seeds, one panel per requested density, "
                f"sparsest first, the ticket's own density last) next to the layer densities of the '{_data.PLANTED}' "
                "(black dashed). ▼ marks a layer left empty (collapse)."),

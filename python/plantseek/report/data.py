@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -16,10 +17,14 @@ from .. import metric_schema as _schema
 from ..metric_schema import BOOKKEEPING  # noqa: F401 - the bookkeeping columns of the flat tables
 from . import verdicts as V
 
-PROTOCOL_ORDER = ("singleshot", "multishot", "strong")
+# the during-training protocols (`plantseek.during_training`); dynamic is named by its growth rule
+DURING = _schema.DURING
+GROW_LABELS = {"random": "SET", "gradient": "RigL"}  # dynamic's `grow` -> what the report calls the method
+PROTOCOL_ORDER = ("singleshot", "multishot", "strong", "gradual", *GROW_LABELS.values())
 # configuration columns that are the axes of a figure rather than what separates figures; `rescale` (the
-# weak protocols' function-preserving rescale, "fit" by default) is part of a pruner's label instead
-AXIS_COLUMNS = ("task", "pruner", "pruner_options", "protocol", "density", "seed", "rescale")
+# weak protocols' function-preserving rescale, "fit" by default) is part of a pruner's label instead, and
+# `grow` part of the protocol's (`protocol_label`)
+AXIS_COLUMNS = ("task", "pruner", "pruner_options", "protocol", "density", "seed", "rescale", "grow")
 DEFAULT_RESCALE = "fit"
 ORACLE = "ticket"  # the pruner that returns the planted mask: every protocol's reference
 # what the report calls the oracle's rows and the planted ticket, the same in every figure and table: the
@@ -43,6 +48,51 @@ def pruner_label(pruner: str, options: Any) -> str:
         return str(pruner)
     inner = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
     return f"{pruner}[{inner}]"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
+
+
+def protocol_label(protocol: str, grow: Any = None) -> str:
+    """What the report calls a protocol: its name, except ``dynamic``, named by its growth rule ("SET" for
+    ``grow = "random"``, "RigL" for ``"gradient"``, the default when the row does not say). The one place the
+    report (figures, tables, verdicts) and `plantseek results` name the protocols."""
+    if protocol != "dynamic":
+        return str(protocol)
+    if _missing(grow):
+        from ..spec import defaults
+
+        grow = defaults()["grow"]
+    return GROW_LABELS.get(str(grow), f"dynamic (grow {grow})")
+
+
+def is_during(frame: pd.DataFrame) -> pd.Series:
+    """Which rows ran a during-training protocol (the protocol's own name, before `protocol_label`)."""
+    name = frame["protocol_name"] if "protocol_name" in frame else frame["protocol"]
+    return name.isin(DURING)
+
+
+def curve_values(value: Any) -> list[float] | None:
+    """A curve metric of one run as a list of floats: from the list itself (the store) or its JSON text (a
+    flat export); None when the run has none."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if isinstance(value, (list, tuple, np.ndarray)):
+        try:
+            return [float(v) for v in value]
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def is_curve(column: str) -> bool:
+    """Whether a column is a declared curve metric (a list per run: never averaged as a number)."""
+    m = _schema.lookup(column)
+    return m is not None and m.kind == "curve"
 
 
 def oracle_name(protocol: str) -> str:
@@ -114,22 +164,30 @@ class Setting:
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """Add `label` (`display_label`), `x` (the kept density, else the requested one) and `density_key` (the
-    requested density as text: a number, or "ticket" for the planted ticket's own); declared numeric metrics
-    read as text (from a CSV) become numbers."""
+    requested density as text: a number, or "ticket" for the planted ticket's own); `protocol` becomes its
+    `protocol_label` (dynamic: SET or RigL), the protocol's own name kept in `protocol_name`. Declared
+    numeric metrics read as text (from a CSV) become numbers; curve metrics (lists) become lists of floats
+    (`curve_values`), never numbers."""
     df = df.copy()
     if df.empty:
         return df
     opts = df["pruner_options"] if "pruner_options" in df else pd.Series([None] * len(df), index=df.index)
     df["rescale_key"] = df["rescale"].map(rescale_key) if "rescale" in df else DEFAULT_RESCALE
+    if "protocol_name" not in df:
+        df["protocol_name"] = df["protocol"]
+    grow = df["grow"] if "grow" in df else pd.Series([None] * len(df), index=df.index)
+    df["protocol"] = [protocol_label(p, g) for p, g in zip(df["protocol_name"], grow)]
     df["label"] = [display_label(p, o, proto, r)
-                   for p, o, proto, r in zip(df["pruner"], opts, df["protocol"], df["rescale_key"])]
+                   for p, o, proto, r in zip(df["pruner"], opts, df["protocol_name"], df["rescale_key"])]
     requested = pd.to_numeric(df["density"], errors="coerce")
     kept = pd.to_numeric(df["kept_density"], errors="coerce") if "kept_density" in df else requested
     df["x"] = kept.fillna(requested)
     df["density_key"] = df["density"].map(lambda v: "ticket" if v == "ticket" else f"{float(v):.6g}")
     for col in df.columns:
         m = _schema.lookup(col)
-        if m is not None and m.kind != "flag" and df[col].dtype == object:
+        if m is not None and m.kind == "curve":
+            df[col] = df[col].map(curve_values).astype(object)
+        elif m is not None and m.kind != "flag" and df[col].dtype == object:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
 
@@ -188,7 +246,12 @@ def settings(df: pd.DataFrame, config_cols: Iterable[str] | None = None) -> list
     return out
 
 
-_PANEL_NOTE_COLUMNS = ("epochs", "rounds", "round_epochs", "optimizer", "lr", "batch_size")
+_PANEL_NOTE_COLUMNS = ("epochs", "rounds", "round_epochs", "optimizer", "lr", "batch_size", "update_every",
+                       "update_begin", "update_end", "drop_fraction", "gradual_initial")
+# options that only some protocols read (protocol names before `protocol_label`): noted on those panels only
+_NOTE_PROTOCOLS = {"rounds": ("multishot",), "round_epochs": ("multishot",), "update_every": DURING,
+                   "update_begin": DURING, "update_end": DURING, "drop_fraction": ("dynamic",),
+                   "gradual_initial": ("gradual",)}
 
 
 def _panel_notes(frame: pd.DataFrame, columns: list[str]) -> dict:
@@ -196,14 +259,17 @@ def _panel_notes(frame: pd.DataFrame, columns: list[str]) -> dict:
     protos = list(dict.fromkeys(frame["protocol"]))
     if len(protos) < 2:
         return {}
+    names = frame["protocol_name"] if "protocol_name" in frame else frame["protocol"]
+    name_of = {p: names[frame["protocol"] == p].iloc[0] for p in protos}
     notes = {p: [] for p in protos}
     for c in columns:
+        if c not in _PANEL_NOTE_COLUMNS:
+            continue
         values = {p: frame.loc[frame["protocol"] == p, c].iloc[0] for p in protos}
-        if len({str(v) for v in values.values()}) > 1 and c in _PANEL_NOTE_COLUMNS:
+        if len({str(v) for v in values.values()}) > 1:
             for p in protos:
-                if c in ("rounds", "round_epochs") and p != "multishot":
-                    continue
-                notes[p].append(f"{c} {values[p]}")
+                if name_of[p] in _NOTE_PROTOCOLS.get(c, (name_of[p],)):
+                    notes[p].append(f"{c} {values[p]}")
     return {p: ", ".join(v) for p, v in notes.items() if v}
 
 
@@ -238,6 +304,37 @@ def curves(frame: pd.DataFrame, metric: str, log: bool = False,
     table["ci_hi"] = [t[2] for t in intervals]
     table["std"] = table["std"].fillna(0.0)
     return table.sort_values(["protocol", "label", "x"])
+
+
+def training_curves(frame: pd.DataFrame, metric: str = "recall_curve", steps: str = "curve_steps") -> pd.DataFrame:
+    """Per protocol (`protocol_label`), pruner label and requested density of the during-training rows: a
+    curve `metric` (recall at the start and after every mask update) against the optimiser step, over seeds:
+    `steps` (the union of the seeds' update steps), `mean`, `lo` and `hi` (min and max over seeds), `n` (seeds)
+    and `x` (mean kept density). Seeds of one configuration share their update steps; where they do not, each
+    seed's curve holds its value from one update to the next (a mask changes only at an update). Rows
+    without the curve, or whose curve and steps differ in length, are left out."""
+    cols = ["protocol", "label", "density_key", "x", "steps", "mean", "lo", "hi", "n"]
+    if metric not in frame or steps not in frame:
+        return pd.DataFrame(columns=cols)
+    rows = frame[is_during(frame)]
+    out = []
+    for (protocol, label, key), g in rows.groupby(["protocol", "label", "density_key"], sort=False):
+        seeds = []
+        for ys, xs in zip(g[metric].map(curve_values), g[steps].map(curve_values)):
+            if ys and xs and len(ys) == len(xs):
+                order = np.argsort(xs, kind="stable")
+                seeds.append((np.asarray(xs, dtype=float)[order], np.asarray(ys, dtype=float)[order]))
+        if not seeds:
+            continue
+        grid = np.unique(np.concatenate([xs for xs, _ in seeds]))
+        values = np.stack([ys[np.clip(np.searchsorted(xs, grid, side="right") - 1, 0, len(xs) - 1)]
+                           for xs, ys in seeds])
+        with warnings.catch_warnings():  # a step where every seed is NaN stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, lo, hi = (np.nanmean(values, axis=0), np.nanmin(values, axis=0), np.nanmax(values, axis=0))
+        out.append({"protocol": protocol, "label": label, "density_key": key, "x": float(g["x"].mean()),
+                    "steps": grid, "mean": mean, "lo": lo, "hi": hi, "n": len(seeds)})
+    return pd.DataFrame(out, columns=cols)
 
 
 def planted_ticket(frame: pd.DataFrame, ticket_metric: str) -> tuple[float | None, float | None]:

@@ -1,5 +1,5 @@
 """Report figures (matplotlib, Agg backend): performance and recall against density, layer-wise density,
-and drawings of the tickets. Each function returns a matplotlib Figure; the caller saves it."""
+ticket recall during training (the during-training protocols), and drawings of the tickets. Each function returns a matplotlib Figure; the caller saves it."""
 from __future__ import annotations
 
 import math
@@ -15,9 +15,9 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from .data import (ORACLE_MASK, ORACLE_TRAINED, PLANTED, Setting, curves, layer_columns,  # noqa: E402
-                   oracle_rows, performance_column, planted_ticket, protocols_in, requested_densities,
-                   requested_order)
+from .data import (ORACLE_MASK, ORACLE_TRAINED, PLANTED, Setting, curves, is_during,  # noqa: E402
+                   layer_columns, oracle_rows, performance_column, planted_ticket, protocols_in,
+                   requested_densities, requested_order, training_curves)
 from .verdicts import CONFIDENCE, t_interval  # noqa: E402
 
 TICKET_COLOR = "black"
@@ -283,6 +283,72 @@ def layer_density_figure(setting: Setting, colors: dict, max_columns: int = 5) -
             ax.grid(True, alpha=0.3)
     _legend(fig, axes)
     _suptitle(fig, f"{setting.title}: layer-wise density (▼ = empty layer)")
+    return fig
+
+
+_METHOD_PALETTE = list(plt.get_cmap("Dark2").colors)
+_PRUNER_STYLES = ("-", "--", ":", "-.")
+CURVE_BAND_TEXT = "min-max over seeds"
+
+
+def training_curves_figure(setting: Setting, colors: dict) -> Figure | None:
+    """Ticket recall against the optimiser step for the during-training runs (`plantseek.during_training`),
+    one row of panels per requested density (sparsest first): positional recall on the left and, where the
+    runs have it, functional recall on the right. One line per method (gradual, SET, RigL: `protocol_label`),
+    with the pruner in the label when several ran (then a line style per pruner), the mean over seeds with a
+    band from the smallest to the largest seed; each value holds from one mask update to the next. The dotted
+    line is a random mask's expected recall (its density); the planted ticket's density is in the title.
+    None without during-training runs that recorded curves."""
+    frame = setting.frame
+    during = frame[is_during(frame)]
+    if during.empty:
+        return None
+    recall = training_curves(during, "recall_curve")
+    if recall.empty:
+        return None
+    functional = training_curves(during, "functional_recall_curve")
+    functional = functional[functional["mean"].map(lambda m: bool(np.isfinite(m).any()))]
+    panels = [("recall", recall, "ticket recall")]
+    if not functional.empty:
+        panels.append(("functional recall", functional, "functional recall"))
+    keys = [k for k in requested_order(recall["density_key"])]
+    protocols = protocols_in(recall)
+    pruners = sorted(dict.fromkeys(recall["label"]))
+    several = len(pruners) > 1
+    color = {p: _METHOD_PALETTE[i % len(_METHOD_PALETTE)] for i, p in enumerate(protocols)}
+    style = {l: _PRUNER_STYLES[i % len(_PRUNER_STYLES)] for i, l in enumerate(pruners)}
+    t_density, _ = planted_ticket(during, "")
+    fig, axes = plt.subplots(len(keys), len(panels), figsize=(5.2 * len(panels), 3.3 * len(keys)), squeeze=False,
+                             constrained_layout=True, sharex=True)
+    for r, key in enumerate(keys):
+        kept = float(recall.loc[recall["density_key"] == key, "x"].mean())
+        for c, (name, table, ylabel) in enumerate(panels):
+            ax = axes[r, c]
+            sub = table[table["density_key"] == key]
+            for protocol in protocols:
+                for label in pruners:
+                    rows = sub[(sub["protocol"] == protocol) & (sub["label"] == label)]
+                    if rows.empty:
+                        continue
+                    row = rows.iloc[0]
+                    text = f"{protocol}, {label}" if several else protocol
+                    ax.step(row["steps"], row["mean"], where="post", color=color[protocol], ls=style[label],
+                            lw=1.7, marker="o", ms=3, label=f"{text} ({row['n']} seeds)")
+                    ax.fill_between(row["steps"], row["lo"], row["hi"], step="post", color=color[protocol],
+                                    alpha=0.15, lw=0)
+            if name == "recall" and math.isfinite(kept):
+                ax.axhline(kept, color="0.6", ls=":", lw=1, label="random expectation (the density)")
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(True, alpha=0.3)
+            ax.set_ylabel(ylabel)
+            density = "density ticket" if key == "ticket" else f"density {key}"
+            ax.set_title(f"{name}, {density} (kept {kept:.3g})", fontsize=9)
+            if r == len(keys) - 1:
+                ax.set_xlabel("optimiser step")
+    axes[0, 0].fill_between([], [], [], color="0.5", alpha=0.25, lw=0, label=f"band: {CURVE_BAND_TEXT}")
+    _legend(fig, axes)
+    ticket = f" (planted ticket's density {t_density:.3g})" if t_density else ""
+    _suptitle(fig, f"{setting.title}: ticket recall during training{ticket}, mean over seeds")
     return fig
 
 
