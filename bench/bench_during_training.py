@@ -75,7 +75,7 @@ def measure(dtype: str, n_batch: int, repeat: int) -> list[dict]:
             seeds = list(range(n_batch)) if mode == "batch" else [0]
             dt, out = timed(kwargs_of(p, seeds, dtype, baseline))
             times[i].append(dt)
-            if i not in info:
+            if dt == min(times[i]):  # the metrics of the best try, to set beside its time
                 info[i] = {"updates": statistics.mean(r.metrics.get("mask_updates", 0) for r in out),
                            "train": statistics.mean(r.metrics.get("train_time_s", float("nan")) for r in out),
                            "acc": statistics.mean(r.metrics.get("test_accuracy", float("nan")) for r in out)}
@@ -205,7 +205,7 @@ def main() -> None:
     # one small run first, so that no side pays the process's one-off costs (lazy imports, first calls)
     for proto in ("singleshot", "dynamic", "gradual"):
         plantseek.seek(task="circle", depth=3, width=20, pruner="magnitude", density=0.5, protocol=proto, epochs=1,
-                       n_samples=200, update_every=2, progress=False)
+                       n_samples=200, progress=False, **({} if proto == "singleshot" else {"update_every": 2}))
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     rows = [r for dt in dtypes for r in measure(dt, args.runs, args.repeat)]
     segments = gradual_segments(dtypes[0])
@@ -248,10 +248,16 @@ def main() -> None:
         "default, one dense network per seed trained in the same loop on both sides; \"without\" "
         "(dense_baseline=False) isolates the protocol's own cost. Ratios are of best times against singleshot "
         "(pruner random) at density 0.01 in the same mode and baseline setting; gradual also against a dense "
-        "run (singleshot at density 1.0). train_time_s is the library's own per-run training time metric.",
+        "run (singleshot at density 1.0). train_time_s is the library's own per-run time metric (of the best try).",
         "",
         table(rows),
         "",
+        *(["train_time_s exceeds the wall time per run (same try) by more than 20% for: "
+           + ", ".join(sorted({f"{r['label']} ({r['dtype']})" for r in over}))
+           + " (the batch's wall time covers planting and measuring too, so the metric should stay below it; "
+             "a likely double count: the mask-update callback runs inside the timed `train` call of "
+             "`protocols.train_runs` and `during_training._train_tracked` adds its time to the runs again).", ""]
+          if (over := [r for r in rows if r["train"] > 1.2 * r["best"] / r["runs"]]) else []),
         f"Goal (dynamic <= 1.5x singleshot at density 0.01): worst dynamic ratio {worst['ratio']:.2f}x "
         f"({worst['dtype']}, {worst['label']}, {worst['mode']}, {'with' if worst['baseline'] else 'without'} "
         f"dense baseline): **{'met' if all(r['ratio'] <= 1.5 for r in dyn) else 'NOT met'}**.",

@@ -344,3 +344,29 @@ def test_random_mask_rejects_bias_pruning_when_biases_are_not_prunable():
         random_mask([(3, 3)], [(4, 2)], torch.Generator(), prune_bias=False)
     with pytest.raises(ValueError):
         random_mask([(3, 3)], [(10, 3)], torch.Generator())
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), scope=st.sampled_from(["global", "layer"]), prune_bias=st.booleans(),
+       levels=st.integers(2, 6))
+def test_the_selection_is_global_topks(seed, scope, prune_bias, levels):
+    """`_top` (the eligible entries only) selects what the `global_topk` kernel selects, ties included."""
+    from plantseek.kernels import scores as score_kernels
+    from plantseek.mask_updates import _top
+
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(5, 3), (4, 5), (2, 4)]
+    scores = [(torch.randint(0, levels, s, generator=g).double(), torch.randint(0, levels, (s[0],), generator=g).double())
+              for s in shapes]  # few levels: many ties
+    eligible = [(torch.rand(s, generator=g) < 0.6, torch.rand(s[0], generator=g) < 0.6) for s in shapes]
+    if not prune_bias:
+        eligible = [(ew, torch.zeros_like(eb)) for ew, eb in eligible]
+    sizes = [int(ew.sum()) + (int(eb.sum()) if prune_bias else 0) for ew, eb in eligible]
+    counts = [sum(sizes) // 2] if scope == "global" else [n // 2 for n in sizes]
+    ours = _top(scores, eligible, counts, scope, prune_bias)
+    kernel_scores = [(w, b if prune_bias else None) for w, b in scores]
+    ref = score_kernels.global_topk(kernel_scores, counts[0] if scope == "global" else counts, eligible, scope=scope)
+    for (ow, ob), (rw, rb) in zip(ours, ref):
+        assert torch.equal(ow, rw)
+        if prune_bias:
+            assert torch.equal(ob, rb)

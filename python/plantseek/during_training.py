@@ -30,7 +30,6 @@ protocol. The MLP family only.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -44,6 +43,8 @@ from .masks import Mask
 from .pruners.base import check_kept
 
 GROW = ("random", "gradient")
+# the functional recall curve reads this many evenly spaced test points (the final functional_recall: 1000)
+CURVE_POINTS = 250
 
 
 def check_schedule(settings: P.Settings, total_steps: int, *, at_end: bool = False) -> tuple[int, int, list[int]]:
@@ -81,6 +82,10 @@ class _Tracker:
     def __init__(self, run: P.Run) -> None:
         self.run = run
         self.ticket: Mask = [(tw.to(run.net.device), tb.to(run.net.device)) for tw, tb in run.net.ticket_mask]
+        self.ticket_size = sum(int(tw.sum()) + int(tb.sum()) for tw, tb in self.ticket)
+        # the ticket's activations once (every point of the functional recall curve reads them)
+        self.units = _metrics.TicketUnits(run.net.ticket.weights, run.net.ticket.biases, run.data.x_test,
+                                          max_points=CURVE_POINTS)
         self.steps: list[int] = []
         self.recall: list[float] = []
         self.functional: list[float] = []
@@ -89,13 +94,12 @@ class _Tracker:
 
     def point(self, step: int, mask: Mask, weights=None, biases=None) -> None:
         self.steps.append(int(step))
-        self.recall.append(float(_metrics.recovery(mask, self.ticket)["recall"]))
+        kept = sum(int((wm & tw).sum()) + int((bm & tb).sum()) for (wm, bm), (tw, tb) in zip(mask, self.ticket))
+        self.recall.append(kept / self.ticket_size if self.ticket_size else 1.0)  # `metrics.recovery`'s recall
         if weights is None:  # before training: the planted weights under the mask
             weights = [w * wm.to(w.dtype) for w, (wm, _) in zip(self.run.net.weights, mask)]
             biases = [b * bm.to(b.dtype) for b, (_, bm) in zip(self.run.net.biases, mask)]
-        net = self.run.net
-        fr = _metrics.functional_recall(weights, biases, net.ticket.weights, net.ticket.biases, self.run.data.x_test)
-        self.functional.append(float(fr["functional_recall"]))
+        self.functional.append(float(self.units.recall(weights, biases)["functional_recall"]))
 
     def grew(self, old: Mask, new: Mask) -> None:
         self.updates += 1
@@ -124,47 +128,51 @@ def _run_masks(stacked, k: int) -> Mask:
 
 
 def _train_tracked(protocol: str, runs: list[P.Run], dense: list[P.Run], settings: P.Settings, new_mask) -> None:
-    """Train `runs` (their `mask` set) with the dense baselines, calling ``new_mask(k, run, step, weights,
-    biases, mask, grads) -> Mask`` for every live run at every update step; records the curves."""
+    """Train `runs` (their `mask` set) and the dense baselines, calling ``new_mask(k, run, step, weights,
+    biases, mask, grads) -> Mask`` for every live run whose mask moves at every update step; records the curves.
+
+    The runs whose mask never changes (the dense baselines, the oracle) train in a batch of their own without
+    the update schedule: a run's result does not depend on its batch, and the moving runs' segments then
+    rebuild and carry only what changes."""
     live = [r for r in runs if r.ok]
     if not live and not dense:
         return
-    group = live + list(dense)
-    total = _total_steps(group, settings)
+    total = _total_steps(live + list(dense), settings)
     _, _, steps = check_schedule(settings, total, at_end=protocol == "gradual")
-    trackers = [_Tracker(r) for r in live]
-    for tr, r in zip(trackers, live):
-        tr.point(0, r.mask)
+    trackers = {id(r): _Tracker(r) for r in live}
+    for r in live:
+        trackers[id(r)].point(0, r.mask)
+    moving = [r for r in live if not _fixed(r)]
+    still = [r for r in live if _fixed(r)]
 
-    def update(step, weights, biases, masks, alive, dense_grads):
-        t0 = time.perf_counter()
+    def update(step, weights, biases, masks, alive, dense_grads):  # its time is the training's (train_runs)
         grads = dense_grads() if settings.grow == "gradient" and protocol == "dynamic" else None
-        current = [_run_masks(masks, k) for k in range(len(group))]
-        out = list(current)
-        for k, (r, tr) in enumerate(zip(live, trackers)):
-            if not alive[k] or not r.ok or _fixed(r):
+        out = [_run_masks(masks, k) for k in range(len(moving))]
+        for k, r in enumerate(moving):
+            if not alive[k] or not r.ok:
                 continue
             w, b = [t[k] for t in weights], [t[k] for t in biases]
             g = None if grads is None else [(gw[k], gb[k]) for gw, gb in grads]
             try:
-                new = new_mask(k, r, step, w, b, current[k], g)
+                new = new_mask(k, r, step, w, b, out[k], g)
             except Exception as exc:  # noqa: BLE001 - a failing run must not stop the group
                 r.error = exc
                 continue
-            tr.grew(current[k], new)
+            tr = trackers[id(r)]
+            tr.grew(out[k], new)
             out[k] = r.mask = new
             tr.point(step, new, [wi * nm.to(wi.dtype) for wi, (nm, _) in zip(w, new)],
                      [bi * nb.to(bi.dtype) for bi, (_, nb) in zip(b, new)])
-        share = (time.perf_counter() - t0) / max(1, len(live))
-        for r in live:
-            r.time_s += share
         return _stacked(out)
 
-    P.train_runs(group, [r.mask for r in live] + [P.full_mask(r.net) for r in dense], settings, settings.epochs,
-                 desc=protocol, schedule=_train.MaskSchedule(steps=steps, update=update))
-    for r, tr in zip(live, trackers):
+    if moving:
+        P.train_runs(moving, [r.mask for r in moving], settings, settings.epochs, desc=protocol,
+                     schedule=_train.MaskSchedule(steps=steps, update=update))
+    if still or dense:
+        P.train_with_dense(still, [r.mask for r in still], list(dense), settings, settings.epochs, desc=protocol)
+    for r in live:
         if r.ok:
-            r.extra.update(tr.metrics())
+            r.extra.update(trackers[id(r)].metrics())
 
 
 @P.register("gradual")

@@ -149,7 +149,8 @@ _DECLARED = (
     # ticket recovery over training (the during-training protocols)
     _M("recall_curve", "curve", "recall against the ticket at the start and after every mask update", "fraction",
        protocols=DURING, families=("mlp",)),
-    _M("functional_recall_curve", "curve", "functional recall at the start and after every mask update",
+    _M("functional_recall_curve", "curve", "functional recall at the start and after every mask update (on 250 "
+       "evenly spaced test points, plantseek.during_training.CURVE_POINTS)",
        "fraction", protocols=DURING, families=("mlp",)),
     _M("curve_steps", "curve", "the optimiser step of each point of the recall curves (0: the initial mask)",
        "steps", protocols=DURING, families=("mlp",)),

@@ -254,28 +254,59 @@ def functional_recall(weights: Sequence[torch.Tensor], biases: Sequence[torch.Te
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
     if isinstance(max_points, bool) or int(max_points) < 1:
         raise ValueError(f"max_points must be an integer >= 1, got {max_points!r}")
-    n = x.shape[0]
-    if n > max_points:
-        x = x[torch.arange(int(max_points), device=x.device) * n // int(max_points)]
-    device, dtype = weights[0].device, torch.promote_types(weights[0].dtype, torch.float32)
-    with torch.no_grad():
-        found = layer_activations([w.detach().to(device, dtype) for w in weights],
-                                  [b.detach().to(device, dtype) for b in biases], x.detach().to(device, dtype))
+    units = TicketUnits(ticket_weights, ticket_biases, x, max_points=max_points)
+    return units.recall(weights, biases, threshold=threshold)
+
+
+class TicketUnits:
+    """The ticket's unit-norm activations on (at most `max_points` evenly spaced rows of) `x`, computed once,
+    so that `recall` can measure many found networks against the same ticket (a recall curve over training)."""
+
+    def __init__(self, ticket_weights: Sequence[torch.Tensor], ticket_biases: Sequence[torch.Tensor],
+                 x: torch.Tensor, *, max_points: int = FUNCTIONAL_MAX_POINTS) -> None:
+        n = x.shape[0]
+        if n > max_points:
+            x = x[torch.arange(int(max_points), device=x.device) * n // int(max_points)]
+        self.x = x.detach()
+        self.n_in, self.n_out = ticket_weights[0].shape[1], ticket_weights[-1].shape[0]
+        self.n_layers = len(ticket_weights)
         tdev = ticket_weights[0].device
-        ticket = layer_activations([w.detach().to(tdev, torch.float64) for w in ticket_weights],
-                                   [b.detach().to(tdev, torch.float64) for b in ticket_biases],
-                                   x.detach().to(tdev, torch.float64))
-        layers = []
-        for f, t in zip(found, ticket):
-            t_unit, t_live = _unit_columns(t.to(device))
-            t_unit = t_unit[:, t_live].to(dtype)
-            f_unit, _ = _unit_columns(f)
-            counted = int(t_unit.shape[1])
-            hit = int(((t_unit.T @ f_unit) >= threshold).any(dim=1).sum()) if counted and f.shape[1] else 0
-            layers.append({"functional_recall": _ratio(hit, counted, 1.0), "recovered": hit, "ticket_neurons": counted})
-    hit, counted = sum(d["recovered"] for d in layers), sum(d["ticket_neurons"] for d in layers)
-    return {"functional_recall": _ratio(hit, counted, 1.0), "recovered": hit, "ticket_neurons": counted,
-            "layers": layers}
+        with torch.no_grad():
+            ticket = layer_activations([w.detach().to(tdev, torch.float64) for w in ticket_weights],
+                                       [b.detach().to(tdev, torch.float64) for b in ticket_biases],
+                                       x.detach().to(tdev, torch.float64))
+        self.units = []
+        for t in ticket:
+            t_unit, t_live = _unit_columns(t)
+            self.units.append(t_unit[:, t_live])
+        self._cast: dict = {}
+
+    def recall(self, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], *,
+               threshold: float = FUNCTIONAL_THRESHOLD) -> dict:
+        """`functional_recall`'s answer for the found network `weights`/`biases`."""
+        if len(weights) != self.n_layers or len(biases) != len(weights):
+            raise ValueError(f"the found network has {len(weights)} weight and {len(biases)} bias layers, the "
+                             f"ticket {self.n_layers}: they must agree")
+        if weights[0].shape[1] != self.n_in or weights[-1].shape[0] != self.n_out:
+            raise ValueError(f"found network maps {weights[0].shape[1]} -> {weights[-1].shape[0]}, the ticket "
+                             f"{self.n_in} -> {self.n_out}")
+        device, dtype = weights[0].device, torch.promote_types(weights[0].dtype, torch.float32)
+        if (device, dtype) not in self._cast:
+            self._cast[(device, dtype)] = (self.x.to(device, dtype), [u.to(device, dtype) for u in self.units])
+        x, units = self._cast[(device, dtype)]
+        with torch.no_grad():
+            found = layer_activations([w.detach().to(device, dtype) for w in weights],
+                                      [b.detach().to(device, dtype) for b in biases], x)
+            layers = []
+            for f, t_unit in zip(found, units):
+                f_unit, _ = _unit_columns(f)
+                counted = int(t_unit.shape[1])
+                hit = int(((t_unit.T @ f_unit) >= threshold).any(dim=1).sum()) if counted and f.shape[1] else 0
+                layers.append({"functional_recall": _ratio(hit, counted, 1.0), "recovered": hit,
+                               "ticket_neurons": counted})
+        hit, counted = sum(d["recovered"] for d in layers), sum(d["ticket_neurons"] for d in layers)
+        return {"functional_recall": _ratio(hit, counted, 1.0), "recovered": hit, "ticket_neurons": counted,
+                "layers": layers}
 
 
 def flat_functional_recall(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
