@@ -193,3 +193,18 @@ def test_an_option_of_another_protocol_is_refused(protocol, options):
     key, value = next(iter(options.items()))
     with pytest.raises(ValueError, match=f"option {key}={value!r} does not apply to protocol '{protocol}'"):
         _seek(**{"protocol": protocol, "pruner": "random", "density": 0.1, "update_every": 100, **options})
+
+
+def test_random_erk_gives_rigls_layer_budgets_and_dynamic_keeps_them(monkeypatch):
+    from plantseek import mask_updates as mu
+
+    rec = _Recorder(monkeypatch)
+    res = _seek(protocol="dynamic", pruner="random-erk", density=0.1, grow="gradient")
+    shapes = [tuple(w.shape) for w in res.weights]
+    budgets = [cw + cb for cw, cb in mu.layer_budgets(shapes, 0.1, kind="erk")]
+    per_layer = [int(wm.sum()) + int(bm.sum()) for wm, bm in res.masks]
+    assert per_layer == budgets
+    densities = [c / (w.numel() + b.numel()) for c, w, b in zip(per_layer, res.weights, res.biases)]
+    assert densities[0] > densities[1]  # the small input layer is denser (ERK), not uniform
+    for _, stacked in rec.masks:  # every update kept the layer budgets
+        assert [int(wm[0].sum()) + int(bm[0].sum()) for wm, bm in stacked] == budgets

@@ -229,7 +229,8 @@ class Dynamic(P.Protocol):
 
         def new_mask(k, r, step, w, b, mask, grads):
             frac = mu.cosine_drop_fraction(step - begin, initial=float(fraction), end=end - begin)
-            new, _ = mu.drop_and_grow(w, b, mask, frac, scope=P._scope_of(r), prune_bias=r.prune_bias,
+            scope = getattr(r.pruner, "update_scope", None) or P._scope_of(r)  # random-erk keeps its layer budgets
+            new, _ = mu.drop_and_grow(w, b, mask, frac, scope=scope, prune_bias=r.prune_bias,
                                       grow=settings.grow, grads=grads, generator=r.prune_generator)
             check_kept(new, float(r.density), f"{settings.grow} growth", scope=P._scope_of(r),
                        prune_bias=r.prune_bias)

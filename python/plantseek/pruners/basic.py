@@ -1,10 +1,12 @@
-"""Baseline pruners: random, magnitude at initialisation, and the ticket oracle."""
+"""Baseline pruners: random (also with RigL's ERK layer budgets), magnitude at initialisation, and the ticket
+oracle."""
 from __future__ import annotations
 
 import torch
 
 from ..masks import Mask
 from .base import Pruner, ScorePruner, check_density, check_scope, current_mask, register
+from .selection import kept_count
 
 
 @register("random")
@@ -24,6 +26,49 @@ class RandomPruner(ScorePruner):
              torch.rand(b.shape, generator=generator, device=b.device, dtype=b.dtype))
             for w, b in zip(net.weights, net.biases)
         ]
+
+
+@register("random-erk")
+class RandomERKPruner(Pruner):
+    """Random pruning with Erdos-Renyi-kernel layer budgets (Evci et al., ICML 2020): RigL's initial masks.
+
+    Evci, Gale, Menick, Castro & Elsen, "Rigging the Lottery: Making All Tickets Winners", ICML 2020. Under
+    scope ``"global"`` (its default) the exact global count round(density x prunable) is split over the layers
+    by ERK (a layer's density proportional to (fan-in + fan-out) / (fan-in x fan-out), dense layers capped;
+    `plantseek.mask_updates.layer_budgets`), then each layer keeps that many at random; under ``"layer"``
+    every layer keeps the density itself (uniform budgets, as ``random`` with that scope). Within ``mask`` a
+    layer short of eligible parameters passes its remainder to the others, so the count stays exact. The
+    dynamic protocol keeps its per-layer counts through every update (``update_scope``)."""
+
+    update_scope = "layer"  # plantseek.during_training: drop and grow within each layer
+
+    def prune(self, net, data, density, *, scope="global", prune_bias=True, generator=None, mask=None) -> Mask:
+        from .. import mask_updates as mu
+
+        prune_bias = bool(prune_bias)
+        check_scope(scope)
+        density = check_density(density, net, scope=scope, prune_bias=prune_bias)
+        current = current_mask(net, mask)
+        g = generator if generator is not None else torch.Generator(device=net.device).manual_seed(0)
+        scores = RandomPruner().scores(net, data, g, current)
+        eligible = [(wm, bm if prune_bias else torch.zeros_like(bm)) for wm, bm in current]
+        sizes = [int(w.numel()) + (int(b.numel()) if prune_bias else 0) for w, b in zip(net.weights, net.biases)]
+        if scope == "layer":
+            wanted = [kept_count(density, n) for n in sizes]
+        else:
+            wanted = [cw + (cb if prune_bias else 0) for cw, cb in
+                      mu.layer_budgets([tuple(w.shape) for w in net.weights], density, kind="erk",
+                                       prune_bias=prune_bias)]
+        room = [int(ew.sum()) + int(eb.sum()) for ew, eb in eligible]
+        counts = [min(c, r) for c, r in zip(wanted, room)]
+        if scope == "global":  # a layer short of eligible parameters passes the remainder on, in layer order
+            short = sum(wanted) - sum(counts)
+            for i in range(len(counts)):
+                extra = min(short, room[i] - counts[i])
+                counts[i] += extra
+                short -= extra
+        chosen = mu._top(scores, eligible, counts, "layer", prune_bias)
+        return [(cw, cb if prune_bias else bm.clone()) for (cw, cb), (_, bm) in zip(chosen, current)]
 
 
 @register("magnitude")
