@@ -37,3 +37,22 @@ def current(path: str | os.PathLike, begin: str, end: str) -> str | None:
     text = Path(path).read_text(encoding="utf-8")
     where = span(text, begin, end)
     return None if where is None else text[where[0]:where[1]] + "\n"
+
+
+def frame(source: str | os.PathLike):
+    """The rows a block is generated from: a results database (`plantseek.store.ResultStore.dataframe`) or a
+    CSV written from one (old column names read as today's, `plantseek.metric_schema.upgrade_columns`)."""
+    import pandas as pd
+
+    from .. import metric_schema
+
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"no such results file: {path}")
+    if path.suffix.lower() == ".csv":
+        df = pd.read_csv(path)
+        return df.rename(columns=metric_schema.upgrade_columns(df.columns))
+    from ..store import ResultStore
+
+    with ResultStore(path, readonly=True) as store:
+        return store.dataframe()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 
@@ -62,16 +61,7 @@ def method_of(row) -> str:
 
 
 def _frame(source: str | os.PathLike) -> pd.DataFrame:
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"no such results file: {path}")
-    if path.suffix.lower() == ".csv":
-        df = pd.read_csv(path)
-    else:
-        from ..store import ResultStore
-
-        with ResultStore(path, readonly=True) as store:
-            df = store.dataframe()
+    df = _blocks.frame(source)
     for c in CURVES:  # flat tables hold a curve as JSON text
         if c in df:
             df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) else v)

@@ -57,16 +57,7 @@ TIMES = ("duration_s", "batch_runs")  # bookkeeping: the batch's wall time and i
 # --- rows --------------------------------------------------------------------------------------------------
 
 def _frame(source: str | os.PathLike) -> pd.DataFrame:
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"no such results file: {path}")
-    if path.suffix.lower() == ".csv":
-        df = pd.read_csv(path)
-        return df.rename(columns=_schema.upgrade_columns(df.columns))
-    from ..store import ResultStore
-
-    with ResultStore(path, readonly=True) as store:
-        return store.dataframe()
+    return _blocks.frame(source)
 
 
 def _columns(df: pd.DataFrame) -> list[str]:
