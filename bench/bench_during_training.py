@@ -192,8 +192,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="tries per measurement; the best is reported")
     ap.add_argument("--threads", default="1", help="PLANTSEEK_TRAIN_THREADS for the measurements")
     ap.add_argument("--no-profile", action="store_true", help="skip the cProfile of one RigL run")
+    ap.add_argument("--width", type=int, default=100,
+                    help="host width (100: the section 'During-training sparsity'; another width writes its own "
+                         "section, 'During-training sparsity (width W)')")
+    ap.add_argument("--epochs", type=int, default=10, help="training epochs")
     ap.add_argument("--no-write", action="store_true", help="do not rewrite bench/RESULTS.md")
     args = ap.parse_args()
+    SHAPE.update(width=args.width, epochs=args.epochs)
 
     os.environ["PLANTSEEK_TRAIN_THREADS"] = args.threads  # before plantseek is imported
     load = os.getloadavg()
@@ -240,7 +245,7 @@ def main() -> None:
         f"`python bench/bench_during_training.py{'' if dtypes == ['float32'] else ' --dtype ' + ','.join(dtypes)}` "
         f"in {elapsed:.0f} s.",
         "",
-        f"circle, depth 4, width 100, 10 epochs, density {DENSITY} (`plantseek.seek` defaults otherwise: "
+        f"circle, depth 4, width {SHAPE['width']}, {SHAPE['epochs']} epochs, density {DENSITY} (`plantseek.seek` defaults otherwise: "
         "update_every 100 steps, updates from the start to 3/4 of training, drop_fraction 0.3). Batches of "
         f"{args.runs} runs (seeds 0-{args.runs - 1}) through `plantseek.seek_batch`, single runs (seed 0) through "
         "`plantseek.seek`; caches cleared before every measurement (planting, data, ticket metrics included). "
@@ -291,7 +296,7 @@ def main() -> None:
         ]
     body = "\n".join(body)
     print(body)
-    write_section(HEADING, body)
+    write_section(HEADING if SHAPE["width"] == 100 else f"{HEADING} (width {SHAPE['width']})", body)
 
 
 if __name__ == "__main__":
