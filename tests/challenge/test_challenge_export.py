@@ -111,6 +111,8 @@ def test_parse_seeds():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(protocol="multishot"), "multishot prunes again after every round"),
+    (dict(protocol="dynamic"), "dynamic changes the mask while it trains"),
+    (dict(protocol="gradual"), "gradual changes the mask while it trains"),
     (dict(task="digits", depth=3), "image task"),
     (dict(options={"seed": 3}), "set by the export itself"),
     (dict(options={"no_such": 1}), "unknown option"),

@@ -49,7 +49,9 @@ def check_protocol(protocol: Any) -> str:
         why = (" (multishot prunes again after every round of training, which a mask chosen outside plantseek "
                "cannot do: run your rounds on the exported data and submit the final mask under singleshot, "
                "which trains it from the planted weights as multishot's last phase does)"
-               if protocol == "multishot" else "")
+               if protocol == "multishot" else
+               f" ({protocol} changes the mask while it trains, which a mask chosen outside plantseek cannot do)"
+               if protocol in ("gradual", "dynamic") else "")
         raise ChallengeError(f"protocol {protocol!r} cannot be a challenge; allowed: {', '.join(PROTOCOLS)}{why}")
     return protocol
 
