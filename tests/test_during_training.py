@@ -208,3 +208,23 @@ def test_random_erk_gives_rigls_layer_budgets_and_dynamic_keeps_them(monkeypatch
     assert densities[0] > densities[1]  # the small input layer is denser (ERK), not uniform
     for _, stacked in rec.masks:  # every update kept the layer budgets
         assert [int(wm[0].sum()) + int(bm[0].sum()) for wm, bm in stacked] == budgets
+
+
+def test_gradual_trains_dense_until_the_crossover_and_sparse_after(monkeypatch):
+    """Each segment is planned for its masks (`plantseek.impl_choice`): a host too large for the native stack at
+    any density starts on the dense path and moves to the sparse one once pruning passes the crossover."""
+    seen = []
+    real = T.plan_training
+
+    def recording(masks, impl, dtype):
+        plan = real(masks, impl, dtype)
+        kept = sum(int(wm.sum()) for wm, _ in masks) / sum(wm.numel() for wm, _ in masks)
+        seen.append((kept, {i for block in plan.impls for i in block}))
+        return plan
+
+    monkeypatch.setattr(T, "plan_training", recording)
+    res = _seek(protocol="gradual", pruner="magnitude", density=0.05, width=300, epochs=2, update_every=5,
+                dense_baseline=False)
+    assert res.metrics["mask_updates"] == len(seen) - 1 > 3
+    assert seen[0][0] == 1.0 and "dense" in seen[0][1] and "sparse" not in seen[0][1]
+    assert "sparse" in seen[-1][1] and "dense" not in seen[-1][1] and seen[-1][0] < 0.1
