@@ -206,3 +206,11 @@ def test_seek_help_lists_every_option_with_its_doc_and_default(monkeypatch, caps
         if not options:
             shown = "on" if default is True else "unset" if default is None else default
             assert f"(default: {shown})" in lines[flag], (key, lines[flag])
+
+
+def test_a_curve_prints_its_ends_and_length():
+    from plantseek.cli.seek import _fmt
+
+    assert _fmt([0.0, 0.25, 0.5]) == "[0, 0.25, 0.5] (3 points)"
+    long = _fmt([i / 10 for i in range(20)])
+    assert long.startswith("[0, 0.1, 0.2, 0.3, ...,") and long.endswith("1.9] (20 points)")

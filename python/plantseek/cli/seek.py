@@ -48,6 +48,10 @@ def _fmt(v: Any) -> str:
         if v == 0 or 1e-3 <= abs(v) < 1e5:
             return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) >= 1 else f"{v:.4g}"
         return f"{v:.3e}"
+    if isinstance(v, (list, tuple)):  # a curve: its first and last points and its length
+        shown = [_fmt(float(x)) for x in v] if len(v) <= 8 else (
+            [_fmt(float(x)) for x in v[:4]] + ["..."] + [_fmt(float(x)) for x in v[-3:]])
+        return f"[{', '.join(shown)}] ({len(v)} points)"
     return str(v)
 
 
