@@ -349,24 +349,28 @@ def test_random_mask_rejects_bias_pruning_when_biases_are_not_prunable():
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), scope=st.sampled_from(["global", "layer"]), prune_bias=st.booleans(),
        levels=st.integers(2, 6))
-def test_the_selection_is_global_topks(seed, scope, prune_bias, levels):
-    """`_top` (the eligible entries only) selects what the `global_topk` kernel selects, ties included."""
+def test_the_drop_is_global_topks_selection_ties_included(seed, scope, prune_bias, levels):
+    """What stays after the drop is `global_topk` of the magnitudes within the mask, ties included (few
+    magnitude levels: many ties): the magnitude pruner's mask at the lower count."""
+    from plantseek import mask_updates as mu
     from plantseek.kernels import scores as score_kernels
-    from plantseek.mask_updates import _top
+    from plantseek.pruners.selection import kept_count
 
     g = torch.Generator().manual_seed(seed)
     shapes = [(5, 3), (4, 5), (2, 4)]
-    scores = [(torch.randint(0, levels, s, generator=g).double(), torch.randint(0, levels, (s[0],), generator=g).double())
-              for s in shapes]  # few levels: many ties
-    eligible = [(torch.rand(s, generator=g) < 0.6, torch.rand(s[0], generator=g) < 0.6) for s in shapes]
-    if not prune_bias:
-        eligible = [(ew, torch.zeros_like(eb)) for ew, eb in eligible]
-    sizes = [int(ew.sum()) + (int(eb.sum()) if prune_bias else 0) for ew, eb in eligible]
-    counts = [sum(sizes) // 2] if scope == "global" else [n // 2 for n in sizes]
-    ours = _top(scores, eligible, counts, scope, prune_bias)
-    kernel_scores = [(w, b if prune_bias else None) for w, b in scores]
-    ref = score_kernels.global_topk(kernel_scores, counts[0] if scope == "global" else counts, eligible, scope=scope)
-    for (ow, ob), (rw, rb) in zip(ours, ref):
-        assert torch.equal(ow, rw)
-        if prune_bias:
-            assert torch.equal(ob, rb)
+    weights = [torch.randint(1, levels, s, generator=g).double() for s in shapes]  # few levels: many ties
+    biases = [torch.randint(1, levels, (s[0],), generator=g).double() for s in shapes]
+    mask = [(torch.rand(s, generator=g) < 0.6, torch.rand(s[0], generator=g) < 0.6) for s in shapes]
+    weights = [w * wm for w, (wm, _) in zip(weights, mask)]
+    biases = [b * bm for b, (_, bm) in zip(biases, mask)]
+    sizes = [int(wm.sum()) + (int(bm.sum()) if prune_bias else 0) for wm, bm in mask]
+    kept = [sum(sizes)] if scope == "global" else sizes
+    stay = [n - kept_count(0.5, n) for n in kept]
+    new, info = mu.drop_and_grow(weights, biases, mask, 0.5, scope=scope, prune_bias=prune_bias,
+                                 generator=torch.Generator().manual_seed(seed))
+    after = [(nw & ~gw, nb & ~gb) for (nw, nb), (gw, gb) in zip(new, info["grown_mask"])]
+    mags = [(w.abs(), b.abs() if prune_bias else None) for w, b in zip(weights, biases)]
+    ref = score_kernels.global_topk(mags, stay[0] if scope == "global" else stay, mask, scope=scope)
+    for (aw, ab), (rw, rb), (_, bm) in zip(after, ref, mask):
+        assert torch.equal(aw, rw)
+        assert torch.equal(ab, rb if prune_bias else bm)  # unprunable biases keep their mask

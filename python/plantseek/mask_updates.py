@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 
+from .kernels import scores as score_kernels
 from .kernels.checks import check_int, check_real
 from .masks import Mask, check_mask
 from .pruners.selection import SCOPES, kept_count
@@ -284,50 +285,6 @@ def _check_grads(grads, weights, biases, prune_bias: bool) -> list[tuple[torch.T
     return out
 
 
-def _top(scores, eligible: Mask, counts: list[int], scope: str, prune_bias: bool) -> Mask:
-    """The `counts` highest scores among the `eligible` prunable parameters of each scope group (all layers
-    for "global", each layer for "layer"), ties to the lowest flat index in the order weight 0, bias 0,
-    weight 1, ... : what `plantseek.kernels.scores.global_topk` selects, computed here on the eligible entries
-    only (a mask update touches a few hundred kept weights; the kernel's layout work costs more than that)."""
-    parts = []  # per layer: (flat scores, flat eligible) of weights then biases, as the kernel orders them
-    for (sw, sb), (ew, eb) in zip(scores, eligible):
-        if prune_bias:
-            parts.append((torch.cat([sw.reshape(-1), sb.reshape(-1)]), torch.cat([ew.reshape(-1), eb.reshape(-1)])))
-        else:
-            parts.append((sw.reshape(-1), ew.reshape(-1)))
-    groups = [list(range(len(parts)))] if scope == "global" else [[i] for i in range(len(parts))]
-    chosen = [torch.zeros_like(e) for _, e in parts]
-    for members, k in zip(groups, counts):
-        if k <= 0:
-            continue
-        vals = torch.cat([parts[i][0] for i in members])
-        elig = torch.cat([parts[i][1] for i in members])
-        idx = elig.nonzero().squeeze(1)
-        v = vals[idx]
-        k = min(int(k), int(idx.numel()))
-        if k == v.numel():
-            pick = idx
-        else:
-            t = torch.topk(v, k, sorted=False).values.min()  # the k-th largest eligible score
-            above = v > t
-            ties = (v == t).nonzero().squeeze(1)[:k - int(above.sum())]  # the lowest indices among the equal
-            pick = torch.cat([idx[above], idx[ties]])
-        flat = torch.zeros(vals.numel(), dtype=torch.bool, device=vals.device)
-        flat[pick] = True
-        start = 0
-        for i in members:
-            n = parts[i][1].numel()
-            chosen[i] = flat[start:start + n]
-            start += n
-    out = []
-    for (ew, eb), c in zip(eligible, chosen):
-        nw = ew.numel()
-        cw = c[:nw].reshape(ew.shape)
-        cb = c[nw:].reshape(eb.shape) if prune_bias else torch.zeros_like(eb)
-        out.append((cw, cb))
-    return out
-
-
 def drop_and_grow(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], mask: Mask, fraction: float, *,
                   scope: str = "global", prune_bias: bool = True, grow: str = "random",
                   grads: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -388,15 +345,13 @@ def drop_and_grow(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor
 
     # drop: keep the largest magnitudes among the kept
     mag = _common([(w.detach().abs(), b.detach().abs() if prune_bias else None) for w, b in zip(weights, biases)])
-    after = _top(mag, mask, stay, scope, prune_bias)
-    if not prune_bias:  # biases are not prunable: they keep their mask
-        after = [(wa, bm) for (wa, _), (_, bm) in zip(after, mask)]
+    after = score_kernels.global_topk(mag, stay[0] if scope == "global" else stay, mask, scope=scope)
 
     # grow: the largest grow scores among the prunable non-kept (just-dropped included)
     cand = [(~wa, ~ba if prune_bias else torch.zeros_like(ba)) for wa, ba in after]
     n_cand = _group_counts(cand, scope, prune_bias)
     ks = [min(k, n) for k, n in zip(ks, n_cand)]  # never binding: the k dropped are candidates
-    grown = _top(_common(grow_scores), cand, ks, scope, prune_bias)
+    grown = score_kernels.global_topk(_common(grow_scores), ks[0] if scope == "global" else ks, cand, scope=scope)
 
     new_mask = [(wa | wg, ba | bg) for (wa, ba), (wg, bg) in zip(after, grown)]
     regrown = sum(int((wg & wm).sum()) + int((bg & bm).sum()) for (wg, bg), (wm, bm) in zip(grown, mask))

@@ -341,17 +341,7 @@ class _Block:
 
     def weights_out(self, shapes: Sequence[torch.Size]) -> list[Tensor]:
         """The trained (stop - start, out, in) weights, zero where pruned."""
-        out = []
-        for l, kind in enumerate(self.kinds):
-            p = self.params[2 * l].detach()
-            if kind == "values":  # scatter the kept values back into a dense weight
-                dense = torch.zeros((self.stop - self.start,) + tuple(shapes[l][1:]), dtype=p.dtype, device=p.device)
-                dense.view(-1)[self.structures[l].pos] = p
-                p = dense
-            elif kind == "dense":
-                p = p.transpose(1, 2).contiguous()
-            out.append(p)
-        return out
+        return [_dense_of(self, l, self.params[2 * l].detach(), shapes[l]) for l in range(len(self.kinds))]
 
 
 def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kind, fused, generators, bar=None,
@@ -516,7 +506,8 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
 
 
 def _dense_of(blk: "_Block", l: int, t: Tensor, shape: torch.Size) -> Tensor:
-    """A block's layer-l weight tensor in its own layout (kept values, transposed or as is) as (m, out, in)."""
+    """A block's layer-l weight-shaped tensor in its own layout (kept values scattered back, transposed, or as
+    it is) as (m, out, in): its trained weights, or their optimiser state."""
     kind = blk.kinds[l]
     if kind == "values":
         dense = torch.zeros((blk.stop - blk.start,) + tuple(shape[1:]), dtype=t.dtype, device=t.device)
@@ -524,7 +515,7 @@ def _dense_of(blk: "_Block", l: int, t: Tensor, shape: torch.Size) -> Tensor:
         return dense
     if kind == "dense":
         return t.transpose(1, 2).contiguous()
-    return t.clone()
+    return t
 
 
 def _layout_of(blk: "_Block", l: int, dense: Tensor) -> Tensor:
@@ -553,8 +544,8 @@ def _dump_state(blocks, torch_blocks, offsets, adam, bufs, shapes, optimizer) ->
             else:
                 k = offsets[torch_index[id(blk)]] + j
                 raw = [adam.exp_avg[k], adam.exp_avg_sq[k]] if adam is not None else [bufs[k]]
-            states.append(tuple(r.detach().clone() if is_bias else _dense_of(blk, l, r.detach(), shapes[l])
-                                for r in raw))
+            # no copies: the segment is over, nothing steps these tensors again
+            states.append(tuple(r.detach() if is_bias else _dense_of(blk, l, r.detach(), shapes[l]) for r in raw))
         per_block.append(states)
     if not per_block or not per_block[0] or not per_block[0][0]:
         return None

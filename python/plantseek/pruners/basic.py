@@ -6,6 +6,7 @@ import torch
 
 from ..masks import Mask
 from .base import Pruner, ScorePruner, check_density, check_scope, current_mask, register
+from ..kernels import scores as score_kernels
 from .selection import kept_count
 
 
@@ -51,7 +52,6 @@ class RandomERKPruner(Pruner):
         current = current_mask(net, mask)
         g = generator if generator is not None else torch.Generator(device=net.device).manual_seed(0)
         scores = RandomPruner().scores(net, data, g, current)
-        eligible = [(wm, bm if prune_bias else torch.zeros_like(bm)) for wm, bm in current]
         sizes = [int(w.numel()) + (int(b.numel()) if prune_bias else 0) for w, b in zip(net.weights, net.biases)]
         if scope == "layer":
             wanted = [kept_count(density, n) for n in sizes]
@@ -59,7 +59,7 @@ class RandomERKPruner(Pruner):
             wanted = [cw + (cb if prune_bias else 0) for cw, cb in
                       mu.layer_budgets([tuple(w.shape) for w in net.weights], density, kind="erk",
                                        prune_bias=prune_bias)]
-        room = [int(ew.sum()) + int(eb.sum()) for ew, eb in eligible]
+        room = [int(wm.sum()) + (int(bm.sum()) if prune_bias else 0) for wm, bm in current]
         counts = [min(c, r) for c, r in zip(wanted, room)]
         if scope == "global":  # a layer short of eligible parameters passes the remainder on, in layer order
             short = sum(wanted) - sum(counts)
@@ -67,8 +67,9 @@ class RandomERKPruner(Pruner):
                 extra = min(short, room[i] - counts[i])
                 counts[i] += extra
                 short -= extra
-        chosen = mu._top(scores, eligible, counts, "layer", prune_bias)
-        return [(cw, cb if prune_bias else bm.clone()) for (cw, cb), (_, bm) in zip(chosen, current)]
+        if not prune_bias:  # biases are not prunable: not counted, kept as they are
+            scores = [(sw, None) for sw, _ in scores]
+        return score_kernels.global_topk(scores, counts, current, scope="layer")
 
 
 @register("magnitude")
