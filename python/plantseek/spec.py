@@ -403,15 +403,28 @@ class ExecSpec:
             _set(self, "data_dir", str(self.data_dir))
 
 
-def _check_protocol_options(run: RunSpec, protocol: str) -> None:
-    """ValueError when an option that only some protocols read (`option(protocols=...)`) is set for another."""
+def unread_option(run: RunSpec, scope: str, name: str) -> tuple[str, Any, tuple[str, ...]] | None:
+    """The first option set away from its default although it applies only elsewhere: its `option(family=...)`
+    (``scope="family"``) or `option(protocols=...)` (``scope="protocols"``) metadata does not name ``name``.
+    Returns (option, value, the families or protocols that read it), or None."""
     flat, base = run.flat(), defaults()
     for key, f in fields():
-        readers = f.metadata.get("protocols")
-        if readers is None or protocol in readers or key not in flat or flat[key] == base[key]:
+        readers = f.metadata.get(scope)
+        if readers is None or key not in flat or flat[key] == base[key]:
             continue
-        raise ValueError(f"option {key}={flat[key]!r} does not apply to protocol {protocol!r}: only "
-                         f"{', '.join(readers)} read it; leave it at its default ({base[key]!r}) "
+        readers = (readers,) if isinstance(readers, str) else tuple(readers)
+        if name not in readers:
+            return key, flat[key], readers
+    return None
+
+
+def _check_protocol_options(run: RunSpec, protocol: str) -> None:
+    """ValueError when an option that only some protocols read (`option(protocols=...)`) is set for another."""
+    hit = unread_option(run, "protocols", protocol)
+    if hit is not None:
+        key, value, readers = hit
+        raise ValueError(f"option {key}={value!r} does not apply to protocol {protocol!r}: only "
+                         f"{', '.join(readers)} read it; leave it at its default ({defaults()[key]!r}) "
                          f"(in a sweep file, set it in the [[experiment]] of those protocols)")
 
 

@@ -57,14 +57,12 @@ class Family:
         """ValueError naming the option when `run` (a `plantseek.spec.RunSpec`) cannot run in this family."""
         from .. import spec
 
-        flat, defaults = run.flat(), spec.defaults()
-        for key, f in spec.fields():
-            owner = f.metadata.get("family")
-            if owner is None or owner == self.name or key not in flat or flat[key] == defaults[key]:
-                continue
-            raise ValueError(f"option {key}={flat[key]!r} does not apply to task {task.name!r} (the {self.name} "
+        hit = spec.unread_option(run, "family", self.name)
+        if hit is not None:
+            key, value, (owner,) = hit
+            raise ValueError(f"option {key}={value!r} does not apply to task {task.name!r} (the {self.name} "
                              f"family): {key} is an option of the {owner} family's tasks ({', '.join(tasks_of(owner))}); "
-                             f"leave it at its default ({defaults[key]!r})")
+                             f"leave it at its default ({spec.defaults()[key]!r})")
         if self.protocols is not None and run.protocol not in self.protocols:
             raise ValueError(f"task {task.name!r} (the {self.name} family) cannot run protocol {run.protocol!r}: "
                              f"its networks run {', '.join(self.protocols)}" + self.why_not(run.protocol))
