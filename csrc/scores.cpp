@@ -53,10 +53,26 @@ Threshold threshold_given_histogram(Visit visit, int64_t k, const std::vector<in
     return t;
 }
 
+// Up to this many keys, selecting among a copy beats the histogram, whose 2^16 buckets cost the same to clear
+// and scan whatever n is. Measured (one thread, 8 networks of 30.6k parameters, float32): 306 eligible each
+// 1.59 -> 0.85 ms; 30.3k eligible each 2.05 ms with the histogram, 2.56 ms by selection.
+constexpr int64_t kDirectSelect = int64_t(1) << 13;
+
 template <class Visit>
 Threshold threshold_of(Visit visit, int64_t n, int64_t k) {
     Threshold t;
     if (trivial_threshold(n, k, t)) return t;
+    if (n <= kDirectSelect) {
+        std::vector<uint64_t> keys;
+        keys.reserve(static_cast<size_t>(n));
+        visit([&](uint64_t key) { keys.push_back(key); });
+        std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end(), std::greater<uint64_t>());
+        t.key = keys[k - 1];
+        int64_t greater = 0;
+        for (uint64_t key : keys) greater += key > t.key;
+        t.need = k - greater;
+        return t;
+    }
     std::vector<int64_t> hist(kBuckets, 0);
     visit([&](uint64_t key) { ++hist[key >> (64 - kRadixBits)]; });
     return threshold_given_histogram(visit, k, hist);

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 #include <type_traits>
+#include <vector>
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -429,6 +430,43 @@ template void backward_network<float>(const float*, const float*, int64_t, int64
                                       const float*, const CsrView&, const int64_t*, float*, float*, int);
 template void backward_network<double>(const double*, const double*, int64_t, int64_t, int64_t, const CsrView&,
                                        const double*, const CsrView&, const int64_t*, double*, double*, int);
+int64_t csr_count(const uint8_t* mask, int64_t M, int64_t n_out, int64_t n_in) {
+    int64_t nnz = 0;
+    const int64_t n = M * n_out * n_in;
+    for (int64_t e = 0; e < n; ++e) nnz += mask[e] != 0;
+    return nnz;
+}
+
+void csr_structure(const uint8_t* mask, int64_t M, int64_t n_out, int64_t n_in, int64_t* indptr, int64_t* cols,
+                   int64_t* rows, int64_t* pos, int64_t* csc_indptr, int64_t* csc_rows, int64_t* csc_perm) {
+    // CSR in one pass over the mask; the CSC columns' counts on the way
+    std::vector<int64_t> next(static_cast<size_t>(M * n_in + 1), 0);
+    int64_t e = 0;
+    indptr[0] = 0;
+    for (int64_t r = 0; r < M * n_out; ++r) {
+        const uint8_t* row = mask + r * n_in;
+        const int64_t m = r / n_out;
+        for (int64_t i = 0; i < n_in; ++i)
+            if (row[i]) {
+                cols[e] = i;
+                rows[e] = r;
+                pos[e] = r * n_in + i;
+                ++next[m * n_in + i + 1];
+                ++e;
+            }
+        indptr[r + 1] = e;
+    }
+    for (int64_t c = 0; c < M * n_in; ++c) next[c + 1] += next[c];
+    std::copy(next.begin(), next.end(), csc_indptr);
+    // CSR entries in order visit each CSC row's outputs in increasing order: placing them in turn sorts by output
+    for (int64_t k = 0; k < e; ++k) {
+        const int64_t m = rows[k] / n_out;
+        const int64_t slot = next[m * n_in + cols[k]]++;
+        csc_rows[slot] = rows[k] - m * n_out;
+        csc_perm[slot] = k;
+    }
+}
+
 template void to_feature_major<float>(const float*, int64_t, int64_t, int64_t, int64_t, float*, int);
 template void to_feature_major<double>(const double*, int64_t, int64_t, int64_t, int64_t, double*, int);
 template void from_feature_major<float>(const float*, int64_t, int64_t, int64_t, int64_t, float*, int);

@@ -60,6 +60,14 @@ template <class T>
 void backward_network(const T* g, const T* xt_m, int64_t m, int64_t B, int64_t Bp, const CsrView& csr, const T* vals,
                       const CsrView& csc, const int64_t* csc_perm, T* gxt_m, T* gvals, int threads);
 
+// The CSR and CSC structure of M stacked (n_out, n_in) masks (mask: M * n_out * n_in bytes, nonzero = kept).
+// CSR rows are (network, output), entries in input order; rows[e] is entry e's CSR row and pos[e] its flat index
+// in the mask. CSC rows are (network, input), entries in output order, and csc_perm[e'] is the CSR entry of CSC
+// entry e'. `csr_count` gives nnz, for the caller to size the arrays; `csr_structure` fills them.
+int64_t csr_count(const uint8_t* mask, int64_t M, int64_t n_out, int64_t n_in);
+void csr_structure(const uint8_t* mask, int64_t M, int64_t n_out, int64_t n_in, int64_t* indptr, int64_t* cols,
+                   int64_t* rows, int64_t* pos, int64_t* csc_indptr, int64_t* csc_rows, int64_t* csc_perm);
+
 // xt (M, n, Bp) = x (M, B, n) with the batch moved last, padding lanes B..Bp-1 zero (cache-blocked tiles).
 template <class T>
 void to_feature_major(const T* x, int64_t M, int64_t B, int64_t n, int64_t Bp, T* xt, int n_threads);

@@ -58,6 +58,54 @@ def test_drop_and_grow_keeps_exact_counts(shapes, density, fraction, scope, prun
             assert torch.equal(bn, bm) and bool(bn.all()) and not bool(bg.any())
 
 
+@settings(max_examples=40, deadline=None)
+@given(shapes=shapes_st, density=st.floats(0.05, 1.0), fraction=st.floats(0.0, 0.99),
+       scope=st.sampled_from(["global", "layer"]), prune_bias=st.booleans(),
+       grow=st.sampled_from(["random", "gradient"]), M=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_stacked_drop_and_grow_equals_one_call_per_network(shapes, density, fraction, scope, prune_bias, grow, M,
+                                                           seed):
+    """Networks of equal counts (one random mask per network, same budgets) in one stacked call: each network's
+    new mask, grown mask and regrown count equal its own call (SET: each network draws from its generator)."""
+    nets = [network(shapes, density, seed + m, prune_bias) for m in range(M)]
+    g = torch.Generator().manual_seed(seed)
+    grads = [[(torch.randn(w.shape, generator=g, dtype=torch.float64), torch.randn(b.shape, generator=g,
+                                                                                    dtype=torch.float64))
+              for w, b in zip(ws, bs)] for ws, bs, _ in nets]
+    singles = [drop_and_grow(ws, bs, mask, fraction, scope=scope, prune_bias=prune_bias, grow=grow, grads=gr,
+                             generator=torch.Generator().manual_seed(seed + 7 * m))
+               for m, ((ws, bs, mask), gr) in enumerate(zip(nets, grads))]
+
+    def stack(i):
+        return [torch.stack([net[i][l] for net in nets]) for l in range(len(shapes))]
+
+    W, B = stack(0), stack(1)
+    mask = [(torch.stack([n[2][l][0] for n in nets]), torch.stack([n[2][l][1] for n in nets]))
+            for l in range(len(shapes))]
+    G = [(torch.stack([gr[l][0] for gr in grads]), torch.stack([gr[l][1] for gr in grads])) for l in range(len(shapes))]
+    new, info = drop_and_grow(W, B, mask, fraction, scope=scope, prune_bias=prune_bias, grow=grow, grads=G,
+                              generator=[torch.Generator().manual_seed(seed + 7 * m) for m in range(M)], stacked=True)
+    for m, (one, one_info) in enumerate(singles):
+        assert all(torch.equal(wn[m], wo) and torch.equal(bn[m], bo) for (wn, bn), (wo, bo) in zip(new, one))
+        assert all(torch.equal(wg[m], wo) and torch.equal(bg[m], bo)
+                   for (wg, bg), (wo, bo) in zip(info["grown_mask"], one_info["grown_mask"]))
+        assert info["regrown"][m] == one_info["regrown"]
+        assert info["dropped"] == one_info["dropped"]
+
+
+def test_stacked_drop_and_grow_refuses_networks_of_different_counts():
+    a, b = network([(5, 4)], 0.5, 0), network([(5, 4)], 0.25, 1)
+    W, B = torch.stack([a[0][0], b[0][0]]), torch.stack([a[1][0], b[1][0]])
+    mask = [(torch.stack([a[2][0][0], b[2][0][0]]), torch.stack([a[2][0][1], b[2][0][1]]))]
+    with pytest.raises(ValueError, match="same number of prunable parameters"):
+        drop_and_grow([W], [B], mask, 0.3, generator=[torch.Generator(), torch.Generator()], stacked=True)
+    with pytest.raises(ValueError, match="one torch.Generator per network"):
+        drop_and_grow([W], [B], [(mask[0][0], mask[0][1])], 0.3, scope="layer", generator=[torch.Generator()],
+                      stacked=True)
+    with pytest.raises(ValueError, match="stacked over networks"):
+        drop_and_grow([W[0]], [B[0]], [(mask[0][0][0], mask[0][1][0])], 0.3, generator=torch.Generator(),
+                      stacked=True)
+
+
 def test_dropped_are_the_smallest_kept_magnitudes():
     ws, bs, mask = network([(6, 5), (4, 6)], 0.6, seed=3)
     # gradients only where nothing is kept, so no dropped parameter grows back

@@ -315,3 +315,41 @@ def test_functional_recall_subsamples_and_checks_its_arguments():
         metrics.functional_recall(W, B, net.ticket.weights, net.ticket.biases, x, threshold=1.5)
     with pytest.raises(ValueError, match="max_points"):
         metrics.functional_recall(W, B, net.ticket.weights, net.ticket.biases, x, max_points=0)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_stacked_ticket_units_equal_one_ticket_units_each(dtype, sparse, monkeypatch):
+    """Networks of one shape against their own tickets (tickets of different sizes: padded), some found
+    networks recovering everything (the ticket mask), some a path off the ticket, some random masks: the
+    stacked recall of every network, and of a subset of rows, equals `TicketUnits.recall` of each alone."""
+    import plantseek
+    g = torch.Generator().manual_seed(5)
+    nets = [plantseek.plant("relu", width=30, depth=3, seed=s) for s in range(4)]
+    xs = [torch.rand(300, 1, generator=g, dtype=torch.float64) * 2 - 1 for _ in nets]
+    xs[3] = -xs[3].abs()  # where the ticket's first neuron is zero: network 3 counts fewer ticket neurons
+    masks = [nets[0].ticket_mask, _keep_path(nets[1], *_other_path(nets[1], +1.0)),
+             [(torch.rand(w.shape, generator=g) < 0.3, torch.rand(b.shape, generator=g) < 0.3)
+              for w, b in zip(nets[2].weights, nets[2].biases)], nets[3].ticket_mask]
+    found = [_measured(n, m) for n, m in zip(nets, masks)]
+    found[3] = ([w * 2.0 for w in found[3][0]], [b * 2.0 for b in found[3][1]])  # a positive factor
+    units = [metrics.TicketUnits(n.ticket.weights, n.ticket.biases, x, max_points=250) for n, x in zip(nets, xs)]
+    alone = [units[m].recall([w.to(dtype) for w in W], [b.to(dtype) for b in B])["functional_recall"]
+             for m, (W, B) in enumerate(found)]
+    assert alone[0] == alone[1] == alone[3] == 1.0 and alone[2] < 1.0
+    W = [torch.stack([f[0][l] for f in found]).to(dtype) for l in range(3)]
+    B = [torch.stack([f[1][l] for f in found]).to(dtype) for l in range(3)]
+    if sparse and native.cpu_module() is None:
+        pytest.skip("the sparse forward needs the native core")
+    # every density on the native sparse forward, or none
+    monkeypatch.setattr(metrics, "SPARSE_RECALL_DENSITY", 1.1 if sparse else 0.0)
+    stacked = metrics.StackedTicketUnits(units)
+    assert stacked.counted[0][3] < stacked.counted[0][0]  # padded
+    assert stacked.recall(W, B) == alone
+    rows = [1, 2]
+    assert stacked.recall([w[rows] for w in W], [b[rows] for b in B], rows) == [alone[1], alone[2]]
+    with pytest.raises(ValueError, match="2 stacked networks but 1 rows"):
+        stacked.recall([w[rows] for w in W], [b[rows] for b in B], [0])
+    other = metrics.TicketUnits(nets[0].ticket.weights, nets[0].ticket.biases, xs[0], max_points=100)
+    with pytest.raises(ValueError, match="same depth and point count"):
+        metrics.StackedTicketUnits([units[0], other])

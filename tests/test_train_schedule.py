@@ -98,3 +98,41 @@ def test_bad_schedules_are_refused():
     with pytest.raises(ValueError, match="must increase"):
         T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([0]), config=cfg,
                 schedule=T.MaskSchedule(steps=[2, 2], update=lambda *a: None))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_native_stacks_carry_their_state_across_new_masks_as_the_dense_state_does(optimizer, monkeypatch):
+    """Segments on native stacks hand their stacks to the next segment, whose state is mapped onto the new
+    structures directly (`_remap_state`); a next segment on another layout (here: a network becomes dense, so it
+    moves to a block of its own) densifies it first. Both give exactly what the dense carry gives (forced for
+    every transition by declaring no two layouts the same)."""
+    from plantseek.kernels import sparse_stack
+    if not sparse_stack.available("cpu", F64):
+        pytest.skip("native stack not built")
+    ws, bs, masks, x, y = _problem(M=3, N=100, H=12, density=0.3)
+    cfg = T.TrainConfig(epochs=3, batch_size=16, optimizer=optimizer, lr=1e-2, impl="auto",
+                        momentum=0.9 if optimizer == "sgd" else 0.0)
+    g = torch.Generator().manual_seed(3)
+    moved = [(torch.rand(wm.shape, generator=g) < 0.3, torch.rand(bm.shape, generator=g) < 0.5) for wm, bm in masks]
+    dense_last = [(torch.cat([wm[:2], torch.ones_like(wm[2:])]), torch.cat([bm[:2], torch.ones_like(bm[2:])]))
+                  for wm, bm in moved]
+    plans = []
+
+    def run():
+        plans.clear()
+        order = iter([moved, None, dense_last])
+        return T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([1, 2, 3]), config=cfg,
+                       schedule=T.MaskSchedule(steps=[5, 9, 16], update=lambda *a: next(order)))
+
+    real_plan = T.plan_training
+    monkeypatch.setattr(T, "plan_training", lambda *a: plans.append(real_plan(*a)) or plans[-1])
+    direct = run()
+    assert [len(p.spans) for p in plans] == [1, 1, 1, 2]  # the last segment: a layout of its own
+    assert all(i == "sparse" for i in plans[0].impls[0])
+    monkeypatch.setattr(T, "_same_layout", lambda *a: False)
+    dense = run()
+    for a, b in zip(direct.weights + direct.biases, dense.weights + dense.biases):
+        assert torch.equal(a, b)
+    assert direct.history == dense.history
+    for w, b, (wm, bm) in zip(direct.weights, direct.biases, dense_last):
+        assert not bool(w[~wm].any()) and not bool(b[~bm].any())

@@ -151,6 +151,22 @@ py::array py_from_feature_major(py::object xt, int64_t batch, int n_threads) {
     });
 }
 
+py::tuple py_csr_structure(py::object mask_obj) {
+    auto mask = expect_array<bool>(mask_obj, "mask");
+    expect_shape(mask, "mask", {-1, -1, -1});
+    const int64_t M = mask.shape(0), n_out = mask.shape(1), n_in = mask.shape(2);
+    const auto* data = reinterpret_cast<const uint8_t*>(mask.data());
+    const int64_t nnz = csr_count(data, M, n_out, n_in);
+    py::array_t<int64_t> indptr(M * n_out + 1), cols(nnz), rows(nnz), pos(nnz), csc_indptr(M * n_in + 1),
+        csc_rows(nnz), csc_perm(nnz);
+    {
+        py::gil_scoped_release release;
+        csr_structure(data, M, n_out, n_in, indptr.mutable_data(), cols.mutable_data(), rows.mutable_data(),
+                      pos.mutable_data(), csc_indptr.mutable_data(), csc_rows.mutable_data(), csc_perm.mutable_data());
+    }
+    return py::make_tuple(indptr, cols, rows, pos, csc_indptr, csc_rows, csc_perm);
+}
+
 }  // namespace
 
 void plantseek::bindings::bind_sparse_linear(py::module_& m) {
@@ -175,5 +191,8 @@ void plantseek::bindings::bind_sparse_linear(py::module_& m) {
           py::arg("need_b") = true, py::arg("n_threads") = 0,
           "Returns (grad_xt (M, n_in, Bp) or None, grad_vals (nnz,) or None, grad_bias (M, n_out) or None); "
           "yt (the forward output) masks the gradient when the forward applied ReLU.");
+    m.def("csr_structure", &py_csr_structure, py::arg("mask"),
+          "(indptr, cols, rows, pos, csc_indptr, csc_rows, csc_perm) of a bool mask (M, n_out, n_in), as "
+          "plantseek.kernels.sparse_linear.build_structure_reference builds them.");
     m.def("padded_batch", &padded_batch, py::arg("batch"), "Padded batch length (a multiple of 16) of the feature-major buffers.");
 }

@@ -76,41 +76,56 @@ def _total_steps(runs: list[P.Run], settings: P.Settings) -> int:
     return int(settings.epochs) * math.ceil(n / int(settings.batch_size))
 
 
-class _Tracker:
-    """Recall curves and regrowth of one run against its ticket (an update at a time)."""
+class _Curves:
+    """Recall curves and regrowth of a batch of runs against their tickets, every run at once (one batched
+    computation per update, not one per run)."""
 
-    def __init__(self, run: P.Run) -> None:
-        self.run = run
-        self.ticket: Mask = [(tw.to(run.net.device), tb.to(run.net.device)) for tw, tb in run.net.ticket_mask]
-        self.ticket_size = sum(int(tw.sum()) + int(tb.sum()) for tw, tb in self.ticket)
-        # the ticket's activations once (every point of the functional recall curve reads them)
-        self.units = _metrics.TicketUnits(run.net.ticket.weights, run.net.ticket.biases, run.data.x_test,
-                                          max_points=CURVE_POINTS)
-        self.steps: list[int] = []
-        self.recall: list[float] = []
-        self.functional: list[float] = []
+    def __init__(self, runs: list[P.Run]) -> None:
+        self.runs = runs
+        device = runs[0].net.device
+        self.ticket = _stacked([[(tw.to(device), tb.to(device)) for tw, tb in r.net.ticket_mask] for r in runs])
+        self.ticket_size = _per_network_count(self.ticket).tolist()
+        # the tickets' activations once (every point of the functional recall curves reads them)
+        self.units = _metrics.StackedTicketUnits([_metrics.TicketUnits(r.net.ticket.weights, r.net.ticket.biases,
+                                                                       r.data.x_test, max_points=CURVE_POINTS)
+                                                  for r in runs])
+        self.steps: list[list[int]] = [[] for _ in runs]
+        self.recall: list[list[float]] = [[] for _ in runs]
+        self.functional: list[list[float]] = [[] for _ in runs]
         self.regrown = [(torch.zeros_like(tw), torch.zeros_like(tb)) for tw, tb in self.ticket]
-        self.updates = 0
+        self.updates = [0] * len(runs)
 
-    def point(self, step: int, mask: Mask, weights=None, biases=None) -> None:
-        self.steps.append(int(step))
-        kept = sum(int((wm & tw).sum()) + int((bm & tb).sum()) for (wm, bm), (tw, tb) in zip(mask, self.ticket))
-        self.recall.append(kept / self.ticket_size if self.ticket_size else 1.0)  # `metrics.recovery`'s recall
-        if weights is None:  # before training: the planted weights under the mask
-            weights = [w * wm.to(w.dtype) for w, (wm, _) in zip(self.run.net.weights, mask)]
-            biases = [b * bm.to(b.dtype) for b, (_, bm) in zip(self.run.net.biases, mask)]
-        self.functional.append(float(self.units.recall(weights, biases)["functional_recall"]))
+    def point(self, step: int, rows: list[int], masks, weights, biases) -> None:
+        """A point of each curve of the runs ``rows`` at ``step``: their stacked masks and masked parameters."""
+        pick = torch.tensor(rows, device=masks[0][0].device)
+        ticket = [(tw.index_select(0, pick), tb.index_select(0, pick)) for tw, tb in self.ticket]
+        kept = _per_network_count([(wm & tw, bm & tb) for (wm, bm), (tw, tb) in zip(masks, ticket)]).tolist()
+        functional = self.units.recall(weights, biases, rows)
+        for i, k in enumerate(rows):
+            self.steps[k].append(int(step))
+            size = self.ticket_size[k]
+            self.recall[k].append(kept[i] / size if size else 1.0)  # `metrics.recovery`'s recall
+            self.functional[k].append(functional[i])
 
-    def grew(self, old: Mask, new: Mask) -> None:
-        self.updates += 1
+    def grew(self, rows: list[int], old, new) -> None:
+        """Count an update of the runs ``rows`` (stacked masks of every run; the others unchanged)."""
+        for k in rows:
+            self.updates[k] += 1
         for (rw, rb), (ow, ob), (nw, nb), (tw, tb) in zip(self.regrown, old, new, self.ticket):
             rw |= nw & ~ow & tw
             rb |= nb & ~ob & tb
 
-    def metrics(self) -> dict[str, Any]:
-        return {"recall_curve": self.recall, "functional_recall_curve": self.functional, "curve_steps": self.steps,
-                "mask_updates": self.updates,
-                "regrown_into_ticket": int(sum(int(rw.sum()) + int(rb.sum()) for rw, rb in self.regrown))}
+    def metrics(self, k: int) -> dict[str, Any]:
+        regrown = _per_network_count(self.regrown)
+        return {"recall_curve": self.recall[k], "functional_recall_curve": self.functional[k],
+                "curve_steps": self.steps[k], "mask_updates": self.updates[k],
+                "regrown_into_ticket": int(regrown[k])}
+
+
+def _per_network_count(stacked) -> torch.Tensor:
+    """Kept parameters (weights and biases) per network of stacked masks."""
+    M = stacked[0][0].shape[0]
+    return sum(wm.reshape(M, -1).sum(dim=1) + bm.reshape(M, -1).sum(dim=1) for wm, bm in stacked)
 
 
 def _fixed(run: P.Run) -> bool:
@@ -127,9 +142,11 @@ def _run_masks(stacked, k: int) -> Mask:
     return [(wm[k].clone(), bm[k].clone()) for wm, bm in stacked]
 
 
-def _train_tracked(protocol: str, runs: list[P.Run], dense: list[P.Run], settings: P.Settings, new_mask) -> None:
-    """Train `runs` (their `mask` set) and the dense baselines, calling ``new_mask(k, run, step, weights,
-    biases, mask, grads) -> Mask`` for every live run whose mask moves at every update step; records the curves.
+def _train_tracked(protocol: str, runs: list[P.Run], dense: list[P.Run], settings: P.Settings, new_masks) -> None:
+    """Train `runs` (their `mask` set) and the dense baselines, calling ``new_masks(moving, rows, step, weights,
+    biases, masks, grads)`` at every update step for the live runs whose mask moves (``moving[k]`` for k in
+    ``rows``; stacked tensors of every moving run): it returns one new Mask, or the exception that stopped
+    the run, per row. Records the curves.
 
     The runs whose mask never changes (the dense baselines, the oracle) train in a batch of their own without
     the update schedule: a run's result does not depend on its batch, and the moving runs' segments then
@@ -139,31 +156,41 @@ def _train_tracked(protocol: str, runs: list[P.Run], dense: list[P.Run], setting
         return
     total = _total_steps(live + list(dense), settings)
     _, _, steps = check_schedule(settings, total, at_end=protocol == "gradual")
-    trackers = {id(r): _Tracker(r) for r in live}
-    for r in live:
-        trackers[id(r)].point(0, r.mask)
     moving = [r for r in live if not _fixed(r)]
     still = [r for r in live if _fixed(r)]
+    curves = {id(r): (c, k) for group in (moving, still) if group
+              for c in [_Curves(group)] for k, r in enumerate(group)}
+    for group in (moving, still):  # the first points: the planted weights under the starting masks
+        if group:
+            masks = _stacked([r.mask for r in group])
+            W = torch.stack
+            curves[id(group[0])][0].point(
+                0, list(range(len(group))), masks,
+                [W([r.net.weights[l] for r in group]) * wm.to(group[0].net.weights[l].dtype) for l, (wm, _) in enumerate(masks)],
+                [W([r.net.biases[l] for r in group]) * bm.to(group[0].net.biases[l].dtype) for l, (_, bm) in enumerate(masks)])
 
     def update(step, weights, biases, masks, alive, dense_grads):  # its time is the training's (train_runs)
+        rows = [k for k, r in enumerate(moving) if alive[k] and r.ok]
+        if not rows:
+            return None
         grads = dense_grads() if settings.grow == "gradient" and protocol == "dynamic" else None
         out = [_run_masks(masks, k) for k in range(len(moving))]
-        for k, r in enumerate(moving):
-            if not alive[k] or not r.ok:
+        done = []
+        for k, new in zip(rows, new_masks(moving, rows, step, weights, biases, masks, grads)):
+            if isinstance(new, BaseException):  # a failing run must not stop the group
+                moving[k].error = new
                 continue
-            w, b = [t[k] for t in weights], [t[k] for t in biases]
-            g = None if grads is None else [(gw[k], gb[k]) for gw, gb in grads]
-            try:
-                new = new_mask(k, r, step, w, b, out[k], g)
-            except Exception as exc:  # noqa: BLE001 - a failing run must not stop the group
-                r.error = exc
-                continue
-            tr = trackers[id(r)]
-            tr.grew(out[k], new)
-            out[k] = r.mask = new
-            tr.point(step, new, [wi * nm.to(wi.dtype) for wi, (nm, _) in zip(w, new)],
-                     [bi * nb.to(bi.dtype) for bi, (_, nb) in zip(b, new)])
-        return _stacked(out)
+            out[k] = moving[k].mask = new
+            done.append(k)
+        new = _stacked(out)
+        c = curves[id(moving[0])][0]
+        c.grew(done, masks, new)
+        if done:
+            pick = torch.tensor(done, device=weights[0].device)
+            sub = [(wm.index_select(0, pick), bm.index_select(0, pick)) for wm, bm in new]
+            c.point(step, done, sub, [w.index_select(0, pick) * wm.to(w.dtype) for w, (wm, _) in zip(weights, sub)],
+                    [b.index_select(0, pick) * bm.to(b.dtype) for b, (_, bm) in zip(biases, sub)])
+        return new
 
     if moving:
         P.train_runs(moving, [r.mask for r in moving], settings, settings.epochs, desc=protocol,
@@ -172,7 +199,22 @@ def _train_tracked(protocol: str, runs: list[P.Run], dense: list[P.Run], setting
         P.train_with_dense(still, [r.mask for r in still], list(dense), settings, settings.epochs, desc=protocol)
     for r in live:
         if r.ok:
-            r.extra.update(trackers[id(r)].metrics())
+            c, k = curves[id(r)]
+            r.extra.update(c.metrics(k))
+
+
+def _each(new_mask):
+    """``new_masks`` of `_train_tracked` from a per-run ``new_mask(run, step, weights, biases, mask)``."""
+    def new_masks(moving, rows, step, weights, biases, masks, grads):
+        out = []
+        for k in rows:
+            try:
+                out.append(new_mask(moving[k], step, [t[k] for t in weights], [t[k] for t in biases],
+                                    _run_masks(masks, k)))
+            except Exception as exc:  # noqa: BLE001 - a failing run must not stop the group
+                out.append(exc)
+        return out
+    return new_masks
 
 
 @P.register("gradual")
@@ -196,7 +238,7 @@ class Gradual(P.Protocol):
         begin, end, _ = check_schedule(settings, total) if total else (0, 0, [])
         planted = {id(r): r.net for r in live}
 
-        def new_mask(k, r, step, w, b, mask, grads):
+        def new_mask(r, step, w, b, mask):
             density = mu.zhu_gupta_density(step, final=r.density, initial=initial, begin=begin, end=end)
             r.weights, r.biases = w, b
             tw, tb = P.planted_parametrisation(r)
@@ -208,7 +250,7 @@ class Gradual(P.Protocol):
                 r.net = net0
                 r.weights = r.biases = None
 
-        _train_tracked("gradual", live, dense, settings, new_mask)
+        _train_tracked("gradual", live, dense, settings, _each(new_mask))
 
 
 @P.register("dynamic")
@@ -227,13 +269,42 @@ class Dynamic(P.Protocol):
         total = _total_steps(live + list(dense), settings) if (live or dense) else 0
         begin, end, _ = check_schedule(settings, total) if total else (0, 0, [])
 
-        def new_mask(k, r, step, w, b, mask, grads):
+        def new_masks(moving, rows, step, weights, biases, masks, grads):
+            """One stacked `drop_and_grow` per set of runs that agree on scope, bias pruning and kept counts."""
             frac = mu.cosine_drop_fraction(step - begin, initial=float(fraction), end=end - begin)
-            scope = getattr(r.pruner, "update_scope", None) or P._scope_of(r)  # random-erk keeps its layer budgets
-            new, _ = mu.drop_and_grow(w, b, mask, frac, scope=scope, prune_bias=r.prune_bias,
-                                      grow=settings.grow, grads=grads, generator=r.prune_generator)
-            check_kept(new, float(r.density), f"{settings.grow} growth", scope=P._scope_of(r),
-                       prune_bias=r.prune_bias)
-            return new
+            M = masks[0][0].shape[0]
+            w_kept = torch.stack([wm.reshape(M, -1).sum(dim=1) for wm, _ in masks]).T.tolist()  # (M, L)
+            b_kept = torch.stack([bm.reshape(M, -1).sum(dim=1) for _, bm in masks]).T.tolist()
+            sets: dict[tuple, list[int]] = {}
+            for k in rows:
+                r = moving[k]
+                scope = getattr(r.pruner, "update_scope", None) or P._scope_of(r)  # random-erk: its layer budgets
+                per_layer = [w + (b if r.prune_bias else 0) for w, b in zip(w_kept[k], b_kept[k])]
+                counts = (sum(per_layer),) if scope == "global" else tuple(per_layer)
+                sets.setdefault((scope, bool(r.prune_bias), counts), []).append(k)
+            out: dict[int, Any] = {}
+            for (scope, prune_bias, _), ks in sets.items():
+                pick = torch.tensor(ks, device=masks[0][0].device)
 
-        _train_tracked("dynamic", live, dense, settings, new_mask)
+                def sel(t):
+                    return None if t is None else t.index_select(0, pick)
+                try:
+                    new, _ = mu.drop_and_grow(
+                        [sel(w) for w in weights], [sel(b) for b in biases],
+                        [(sel(wm), sel(bm)) for wm, bm in masks], frac, scope=scope, prune_bias=prune_bias,
+                        grow=settings.grow, grads=None if grads is None else [(sel(gw), sel(gb)) for gw, gb in grads],
+                        generator=[moving[k].prune_generator for k in ks], stacked=True)
+                except Exception as exc:  # noqa: BLE001 - a failing update stops these runs, not the group
+                    out.update({k: exc for k in ks})
+                    continue
+                for i, k in enumerate(ks):
+                    mask = [(wm[i], bm[i]) for wm, bm in new]
+                    try:
+                        check_kept(mask, float(moving[k].density), f"{settings.grow} growth",
+                                   scope=P._scope_of(moving[k]), prune_bias=moving[k].prune_bias)
+                        out[k] = mask
+                    except Exception as exc:  # noqa: BLE001
+                        out[k] = exc
+            return [out[k] for k in rows]
+
+        _train_tracked("dynamic", live, dense, settings, new_masks)

@@ -1,4 +1,4 @@
-"""Mask arithmetic of during-training sparsity: gradual magnitude pruning, SET and RigL, one network at a time.
+"""Mask arithmetic of during-training sparsity: gradual magnitude pruning, SET and RigL.
 
 Pure and deterministic functions on `plantseek.masks.Mask` values (one ``(weight_mask, bias_mask)`` pair of
 bool tensors per layer); the training loop that applies them lives elsewhere.
@@ -256,9 +256,20 @@ def _common(pairs) -> list:
     return [tuple(None if t is None else t.to(dtype) for t in p) for p in pairs]
 
 
-def _group_counts(mask: Mask, scope: str, prune_bias: bool) -> list[int]:
-    per_layer = [int(wm.sum()) + (int(bm.sum()) if prune_bias else 0) for wm, bm in mask]
-    return [sum(per_layer)] if scope == "global" else per_layer
+def _group_counts(mask: Mask, scope: str, prune_bias: bool, stacked: bool = False) -> list[int]:
+    """Kept prunable parameters per scope group; stacked masks must keep the same counts in every network."""
+    if not stacked:
+        per_layer = [int(wm.sum()) + (int(bm.sum()) if prune_bias else 0) for wm, bm in mask]
+        return [sum(per_layer)] if scope == "global" else per_layer
+    M = mask[0][0].shape[0]
+    per_layer = torch.stack([wm.reshape(M, -1).sum(dim=1) + (bm.reshape(M, -1).sum(dim=1) if prune_bias else 0)
+                             for wm, bm in mask])  # (L, M)
+    groups = per_layer.sum(dim=0, keepdim=True) if scope == "global" else per_layer
+    if bool((groups != groups[:, :1]).any()):
+        raise ValueError("stacked networks must keep the same number of prunable parameters in each scope group "
+                         f"(scope {scope!r}); kept per group and network: {groups.tolist()}: update them in groups "
+                         f"of equal counts, or one at a time")
+    return [int(n) for n in groups[:, 0]]
 
 
 def _check_grads(grads, weights, biases, prune_bias: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -288,7 +299,8 @@ def _check_grads(grads, weights, biases, prune_bias: bool) -> list[tuple[torch.T
 def drop_and_grow(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], mask: Mask, fraction: float, *,
                   scope: str = "global", prune_bias: bool = True, grow: str = "random",
                   grads: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                  generator: torch.Generator | None = None) -> tuple[Mask, dict]:
+                  generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                  stacked: bool = False) -> tuple[Mask, dict]:
     """One SET/RigL mask update: drop the k = round(fraction * kept) smallest-magnitude kept prunable parameters
     (per scope group), then grow exactly k among the non-kept ones, at random (SET) or by largest |grad| (RigL).
 
@@ -303,9 +315,13 @@ def drop_and_grow(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor
       are among them), so the grown count equals the dropped count in every group: the kept count of each
       scope group (all layers for ``"global"``, each layer for ``"layer"``) is unchanged.
     - With ``prune_bias=False`` biases are not counted and keep their mask.
+    - ``stacked=True``: M networks at once, every tensor with a leading network dimension (M, ...), one
+      generator per network for SET (each draws what it would alone); the networks must keep the same counts
+      per scope group, and the result equals M separate calls (one selection call for all, for speed).
 
     Returns the new mask (on the mask's devices) and ``{"dropped": k, "grown": k, "grown_mask": positions the
-    grow step chose, "regrown": how many of those were just dropped}``; the new connections are
+    grow step chose, "regrown": how many of those were just dropped}`` (k per network; "regrown" a list per
+    network when stacked); the new connections are
     ``grown_mask & ~mask`` (RigL zero-initialises those).
     """
     if isinstance(weights, torch.Tensor) or not isinstance(weights, Sequence) or len(weights) == 0:
@@ -313,6 +329,9 @@ def drop_and_grow(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor
     if isinstance(biases, torch.Tensor) or not isinstance(biases, Sequence) or len(biases) != len(weights):
         raise ValueError(f"biases must be a list with one bias tensor per layer ({len(weights)})")
     mask = check_mask(mask, weights, biases)
+    stacked = bool(stacked)
+    if stacked and any(w.dim() != 3 for w in weights):
+        raise ValueError("stacked=True takes MLP layers stacked over networks: weights (M, out, in), biases (M, out)")
     fraction = check_real("fraction", fraction)
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction (the drop fraction) must be in [0, 1), got {fraction!r}")
@@ -324,22 +343,14 @@ def drop_and_grow(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor
     if grow == "gradient":
         grow_scores = _check_grads(grads, weights, biases, prune_bias)
     else:
-        if not isinstance(generator, torch.Generator):
-            raise ValueError('grow="random" (SET) needs a torch.Generator (generator=...)')
-        gdev = generator.device
-        grow_scores = []
-        for w, b in zip(weights, biases):
-            sw = torch.rand(tuple(w.shape), generator=generator, device=gdev, dtype=torch.float64).to(w.device)
-            sb = (torch.rand(tuple(b.shape), generator=generator, device=gdev, dtype=torch.float64).to(b.device)
-                  if prune_bias else None)
-            grow_scores.append((sw, sb))
+        grow_scores = _random_scores(weights, biases, generator, prune_bias, stacked)
     for i, (w, b) in enumerate(zip(weights, biases)):
         for t, what in ((w, "weights"), (b, "biases")):
             if t.is_complex() or t.dtype == torch.bool:
                 raise ValueError(f"{what}[{i}] must be a real tensor, got {t.dtype}")
     mask = [(wm.to(w.device), bm.to(b.device)) for (wm, bm), w, b in zip(mask, weights, biases)]
 
-    kept = _group_counts(mask, scope, prune_bias)
+    kept = _group_counts(mask, scope, prune_bias, stacked)
     ks = [kept_count(fraction, n) for n in kept]
     stay = [n - k for n, k in zip(kept, ks)]
 
@@ -349,11 +360,41 @@ def drop_and_grow(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor
 
     # grow: the largest grow scores among the prunable non-kept (just-dropped included)
     cand = [(~wa, ~ba if prune_bias else torch.zeros_like(ba)) for wa, ba in after]
-    n_cand = _group_counts(cand, scope, prune_bias)
-    ks = [min(k, n) for k, n in zip(ks, n_cand)]  # never binding: the k dropped are candidates
+    # the candidates always number at least k: the k dropped are among them
     grown = score_kernels.global_topk(_common(grow_scores), ks[0] if scope == "global" else ks, cand, scope=scope)
 
     new_mask = [(wa | wg, ba | bg) for (wa, ba), (wg, bg) in zip(after, grown)]
-    regrown = sum(int((wg & wm).sum()) + int((bg & bm).sum()) for (wg, bg), (wm, bm) in zip(grown, mask))
     total = sum(ks)
+    if stacked:
+        M = mask[0][0].shape[0]
+        regrown = sum((wg & wm).reshape(M, -1).sum(dim=1) + (bg & bm).reshape(M, -1).sum(dim=1)
+                      for (wg, bg), (wm, bm) in zip(grown, mask)).tolist()
+    else:
+        regrown = sum(int((wg & wm).sum()) + int((bg & bm).sum()) for (wg, bg), (wm, bm) in zip(grown, mask))
     return new_mask, {"dropped": total, "grown": total, "grown_mask": grown, "regrown": regrown}
+
+
+def _random_scores(weights, biases, generator, prune_bias: bool, stacked: bool) -> list:
+    """SET's grow scores: ``torch.rand`` per layer (weight, then bias when prunable) from the network's
+    generator on its device; stacked networks draw in turn from one generator each (the draws of each
+    network alone)."""
+    gens = list(generator) if stacked and isinstance(generator, (list, tuple)) else [generator]
+    if stacked and len(gens) != weights[0].shape[0]:
+        raise ValueError(f'grow="random" (SET) on stacked networks needs one torch.Generator per network '
+                         f'({weights[0].shape[0]}), got {len(gens)}')
+    if not all(isinstance(g, torch.Generator) for g in gens):
+        raise ValueError('grow="random" (SET) needs a torch.Generator (generator=...)' if not stacked else
+                         'grow="random" (SET) on stacked networks needs a list of torch.Generators, one per network')
+    per_net = []
+    for g in gens:
+        layers = []
+        for w, b in zip(weights, biases):
+            wshape, bshape = (tuple(w.shape[1:]), tuple(b.shape[1:])) if stacked else (tuple(w.shape), tuple(b.shape))
+            sw = torch.rand(wshape, generator=g, device=g.device, dtype=torch.float64).to(w.device)
+            sb = torch.rand(bshape, generator=g, device=g.device, dtype=torch.float64).to(b.device) if prune_bias else None
+            layers.append((sw, sb))
+        per_net.append(layers)
+    if not stacked:
+        return per_net[0]
+    return [(torch.stack([p[l][0] for p in per_net]), None if not prune_bias else torch.stack([p[l][1] for p in per_net]))
+            for l in range(len(weights))]

@@ -141,6 +141,10 @@ class _Carry:
     # and second moment; SGD: the momentum buffer)
     opt_state: list[tuple[Tensor, ...]] | None = None
     last_batch: tuple[Tensor, Tensor] | None = None
+    # instead of opt_state when every block was a native stack: the blocks themselves and their plan, so that
+    # a next segment of the same layout maps their state onto its own structures directly (`_remap_state`)
+    blocks: list | None = None
+    plan: Any = None
 
 
 def train(
@@ -201,6 +205,8 @@ def train(
         carry, begin = None, 0
         for end in ends:
             plan = plan_training(masks, cfg.impl, dtype)
+            if carry is not None and carry.blocks is not None and not _same_layout(plan, carry.plan):
+                carry = _densify_state(carry, masks, [w.shape for w in weights], cfg.optimizer)
             parallel = loss_fn is None and plan.stack_only(device, dtype)
             with cpu_threads_for(plan.work * cfg.batch_size, device, parallel_networks=parallel):
                 result, carry = _train_loop(weights, biases, masks, x, y, plan=plan, cfg=cfg, loss_of=loss_of,
@@ -392,7 +398,10 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
     with torch.no_grad():
         bufs = [torch.zeros_like(p) for p in params] if cfg.optimizer == "sgd" else []
     step = carry.step
-    if carry.opt_state is not None:  # a later segment: the optimiser goes on where the last one stopped
+    if carry.blocks is not None:  # a later segment of the same layout: the state maps block to block
+        for old, blk in zip(carry.blocks, blocks):
+            _remap_state(old, blk, step, 2 if cfg.optimizer == "adam" else 1)
+    elif carry.opt_state is not None:  # a later segment: the optimiser goes on where the last one stopped
         _load_state(blocks, torch_blocks, offsets, adam, bufs, [tuple(take(t) for t in st) for st in carry.opt_state],
                     step)
     alive = torch.tensor(alive_host, dtype=torch.bool, device=device)
@@ -412,8 +421,9 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
         else:
             perm = torch.stack([torch.randperm(N, generator=g, device=device) for g in generators])
             epoch_sum = torch.zeros(M, dtype=dtype, device=device)
-        xs = x[idx_m, perm]
-        ys = y[idx_m, perm]
+        rows = (perm + idx_m * N).reshape(-1)  # one index_select per tensor: 4x to 6x faster than x[idx_m, perm]
+        xs = x.reshape((M * N,) + tuple(x.shape[2:])).index_select(0, rows).view(x.shape)
+        ys = y.reshape((M * N,) + tuple(y.shape[2:])).index_select(0, rows).view(y.shape)
         done_in_epoch = 0
         for s, e in batches[first_batch if resumed else 0:]:
             if step >= end:
@@ -476,8 +486,9 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
     out_w = [torch.cat([p[l] for p in parts]) if len(parts) > 1 else parts[0][l] for l in range(len(weights))]
     out_b = [torch.cat([blk.params[2 * l + 1].detach() for blk in blocks]) for l in range(len(weights))]
     finished = step >= cfg.epochs * nb or not any(alive_host)
-    state = None if finished else _dump_state(blocks, torch_blocks, offsets, adam, bufs, [w.shape for w in weights],
-                                              cfg.optimizer)
+    keep = not finished and not torch_blocks  # native stacks only: the next segment reads them (`_remap_state`)
+    state = None if finished or keep else _dump_state(blocks, torch_blocks, offsets, adam, bufs,
+                                                      [w.shape for w in weights], cfg.optimizer)
     back = list(range(M))
     if reordered:  # back to the caller's order
         inv = torch.empty(M, dtype=torch.long, device=device)
@@ -500,7 +511,8 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
     failed, last_loss, alive_host = pick(failed), pick(last_loss), pick(alive_host)
     history = [pick(h) for h in history]
     nxt = _Carry(step=step, perm=perm, epoch_sum=epoch_sum, alive_host=alive_host, failed=failed,
-                 last_loss=last_loss, history=history, opt_state=state,
+                 last_loss=last_loss, history=history, opt_state=state, blocks=blocks if keep else None,
+                 plan=plan if keep else None,
                  last_batch=None if xb is None else (xb, yb))
     return TrainResult(out_w, out_b, failed, last_loss, time.perf_counter() - start, history), nxt
 
@@ -549,8 +561,57 @@ def _dump_state(blocks, torch_blocks, offsets, adam, bufs, shapes, optimizer) ->
         per_block.append(states)
     if not per_block or not per_block[0] or not per_block[0][0]:
         return None
+    if len(per_block) == 1:
+        return per_block[0]
     return [tuple(torch.cat([pb[j][i] for pb in per_block]) for i in range(len(per_block[0][j])))
             for j in range(len(per_block[0]))]
+
+
+def _same_layout(plan, old) -> bool:
+    """Whether two segments' plans put the same networks in the same blocks on the same paths."""
+    return plan.order == old.order and plan.spans == old.spans and plan.impls == old.impls
+
+
+def _remap_state(old: "_Block", new: "_Block", step: int, n_state: int) -> None:
+    """A native stack's optimiser state onto the next segment's stack of the same networks: kept weights keep
+    their state, grown ones start at zero (a scratch layer in between); bias state zeroed where pruned."""
+    with torch.no_grad():
+        for l in range(len(new.kinds)):
+            po, pn = old.structures[l].pos, new.structures[l].pos
+            st = new.structures[l]
+            scratch = None
+            for which in range(n_state):
+                raw = old.stack.state(l, which)
+                if po is pn or (po.shape == pn.shape and torch.equal(po, pn)):
+                    new.stack.set_state(l, which, raw)
+                    continue
+                if scratch is None:
+                    scratch = torch.zeros(st.M * st.n_out * st.n_in, dtype=raw.dtype)
+                else:
+                    scratch.zero_()
+                scratch[po] = raw
+                new.stack.set_state(l, which, scratch[pn])
+            bm = new.masks[l][1]
+            keep_all = bool(bm.all())
+            for which in (2, 3)[:n_state]:
+                raw = old.stack.state(l, which)
+                new.stack.set_state(l, which, raw if keep_all else raw * bm.reshape(-1).to(raw.dtype))
+        new.stack.set_steps(step)
+
+
+def _densify_state(carry: _Carry, masks, shapes, optimizer: str) -> _Carry:
+    """A carry of native stacks (`_Carry.blocks`) as dense optimiser state in the caller's order, zero where
+    ``masks`` prune: for a next segment whose plan differs."""
+    plan = carry.plan
+    state = _dump_state(carry.blocks, [], [0], None, [], shapes, optimizer)
+    if plan.order != list(range(len(plan.order))):
+        inv = torch.empty(len(plan.order), dtype=torch.long)
+        inv[torch.tensor(plan.order)] = torch.arange(len(plan.order))
+        state = [tuple(t.index_select(0, inv.to(t.device)) for t in st) for st in state]
+    flat = [m for pair in masks for m in pair]
+    carry.opt_state = [tuple(t * m.to(t.dtype) for t in st) for st, m in zip(state, flat)]
+    carry.blocks = carry.plan = None
+    return carry
 
 
 def _load_state(blocks, torch_blocks, offsets, adam, bufs, state, step) -> None:

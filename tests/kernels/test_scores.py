@@ -136,6 +136,21 @@ def test_flat_topk(backend, n, frac, seed, with_el):
     assert int(got.sum()) == k
 
 
+@settings(max_examples=12, deadline=None)
+@given(n=st.sampled_from([8191, 8192, 8193, 20000]), eligible=st.sampled_from([None, 0.02, 0.5]),
+       frac=st.floats(0, 1), seed=st.integers(0, 100), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_flat_topk_on_both_selection_paths(n, eligible, frac, seed, dtype):
+    """Around the native kernel's switch from selecting among a copy (at most 8192 candidates) to the radix
+    histogram, with many ties (few distinct values, signed zeros): the reference's mask exactly."""
+    gen = torch.Generator().manual_seed(seed)
+    s = (torch.randint(0, 9, (n,), generator=gen).to(dtype) - 4.0) * 0.25
+    s[::11] = -0.0
+    el = None if eligible is None else torch.rand(n, generator=gen) < eligible
+    k = int(frac * (n if el is None else int(el.sum())))
+    got = K.global_topk(s, k, el)
+    assert torch.equal(got, K.global_topk_reference(s, k, el)) and int(got.sum()) == k
+
+
 def test_topk_errors(backend):
     scores = backend.to([(torch.ones(2, 3), torch.ones(2))])
     with pytest.raises(ValueError, match="exactly one"):

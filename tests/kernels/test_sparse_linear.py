@@ -509,3 +509,31 @@ def test_threads_give_the_same_result():
     for a, b in zip(ext.sparse_fm_backward(g, xt, one, pat, vals, B, True, True, True, 1),
                     ext.sparse_fm_backward(g, xt, one, pat, vals, B, True, True, True, 2)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(M=st.integers(0, 4), n_out=st.integers(0, 9), n_in=st.integers(0, 9),
+       density=st.sampled_from([0.0, 0.05, 0.3, 0.7, 1.0]), seed=st.integers(0, 1000))
+def test_native_structure_builder_equals_the_reference(M, n_out, n_in, density, seed):
+    """The one-pass C++ builder gives the reference's arrays exactly (empty networks, layers and masks too)."""
+    m = torch.rand(M, n_out, n_in, generator=torch.Generator().manual_seed(seed)) < density
+    a, b = pnn.build_structure(m), pnn.build_structure_reference(m)
+    assert (a.M, a.n_out, a.n_in) == (b.M, b.n_out, b.n_in)
+    for f in ("indptr", "cols", "rows", "pos", "csc_indptr", "csc_rows", "csc_perm"):
+        x, y = getattr(a, f), getattr(b, f)
+        assert x.dtype == y.dtype == torch.int64 and torch.equal(x, y), f
+    pnn.native_pattern(a)  # the validated native copy accepts it
+
+
+def test_structure_builders_refuse_bad_masks():
+    for fn in (pnn.build_structure, pnn.build_structure_reference):
+        with pytest.raises(ValueError, match="bool tensor"):
+            fn(torch.ones(1, 2, 3))
+        with pytest.raises(ValueError, match="expected a \\(M, out, in\\) mask"):
+            fn(torch.ones(2, 3, dtype=torch.bool))
+    if ext is not None:
+        with pytest.raises(ValueError, match="mask"):
+            ext.csr_structure(np.ones((2, 3), dtype=bool))
+        with pytest.raises(TypeError, match="mask"):
+            ext.csr_structure(np.ones((1, 2, 3), dtype=np.float32))

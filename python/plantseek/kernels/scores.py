@@ -104,6 +104,11 @@ def _np(t: torch.Tensor, dtype=None) -> np.ndarray:
     return t.cpu().contiguous().numpy()
 
 
+def _per_network_arrays(segments: list[np.ndarray], M: int) -> list[list[np.ndarray]]:
+    """Per network its flat views of contiguous (stacked when M > 1, or M == 1 either way) segment arrays."""
+    return [[a.reshape(M, -1)[m] for a in segments] for m in range(M)]
+
+
 def _per_network(t: torch.Tensor, stacked: bool, M: int):
     return [t[m] for m in range(M)] if stacked else [t]
 
@@ -476,12 +481,10 @@ def global_topk(scores, k=None, eligible=None, *, density: float | None = None, 
     if ext is None or lay.segments[0].dtype not in (torch.float32, torch.float64):
         return _topk_torch(lay, ks)
     dtype, M, stacked = lay.segments[0].dtype, lay.M, lay.stacked
-    per_net_scores = [[_np(_per_network(s, stacked, M)[m].reshape(-1) if stacked else s.reshape(-1), dtype)
-                       for s in lay.segments] for m in range(M)]
+    per_net_scores = _per_network_arrays([_np(s, dtype) for s in lay.segments], M)  # one copy per segment
     per_net_elig = None
     if lay.eligible is not None:
-        per_net_elig = [[_np(_per_network(e, stacked, M)[m].reshape(-1) if stacked else e.reshape(-1))
-                         for e in lay.seg_eligible] for m in range(M)]
+        per_net_elig = _per_network_arrays([_np(e) for e in lay.seg_eligible], M)
     out = ext.topk_masks(per_net_scores, lay.group, ks, per_net_elig, _threads())
     return _masks_from_segments(out, lay.pairs, lay.eligible, stacked, M)
 
@@ -618,9 +621,8 @@ def _masks_from_segments(out, scores, eligible, stacked, M):
     for l, (sw, sb) in enumerate(scores):
         per = []
         for t in ([sw] + ([sb] if sb is not None else [])):
-            arrs = [torch.from_numpy(out[m][s]) for m in range(M)]
-            shape = t.shape
-            per.append((torch.stack(arrs) if stacked else arrs[0]).reshape(shape).to(t.device))
+            arr = np.stack([out[m][s] for m in range(M)]) if M > 1 else out[0][s]
+            per.append(torch.from_numpy(arr).reshape(t.shape).to(t.device))
             s += 1
         if sb is None:
             per.append(None)

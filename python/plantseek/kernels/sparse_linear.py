@@ -48,7 +48,7 @@ from .checks import ArgumentError
 # dispatcher -> its reference (tests/kernels/test_layout.py checks every concept module has such pairs)
 KERNELS = {"masked_linear": "masked_linear_reference", "sparse_linear": "sparse_linear_reference",
            "sparse_linear_fm": "sparse_linear_fm_reference", "to_feature_major": "to_feature_major_reference",
-           "from_feature_major": "from_feature_major_reference"}
+           "from_feature_major": "from_feature_major_reference", "build_structure": "build_structure_reference"}
 
 # Density below which impl="auto" uses the sparse kernels. Measured with `python bench/bench_kernels.py
 # --threads 1` on the development machine (AMD EPYC Zen 4, torch 2.13 CPU, float32, batch 256, square
@@ -116,11 +116,28 @@ class CsrStructure:
 
 
 def build_structure(mask: torch.Tensor) -> CsrStructure:
-    """CSR and CSC structure of a bool mask of shape (M, out, in) (no caching)."""
-    if mask.dtype != torch.bool:
-        raise ArgumentError(f"weight_mask must be a bool tensor, got {mask.dtype}")
+    """CSR and CSC structure of a bool mask of shape (M, out, in) (no caching): one native pass over a CPU mask
+    (`plantseek._C.csr_structure`), `build_structure_reference` elsewhere."""
+    _check_structure_mask(mask)
+    ext = native.cpu_module() if mask.device.type == "cpu" else None
+    if ext is None or not hasattr(ext, "csr_structure"):
+        return build_structure_reference(mask)
+    M, n_out, n_in = (int(s) for s in mask.shape)
+    arrays = [torch.from_numpy(a) for a in ext.csr_structure(_np(mask))]
+    return CsrStructure(M, n_out, n_in, *arrays)
+
+
+def _check_structure_mask(mask) -> None:
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise ArgumentError(f"weight_mask must be a bool tensor, got "
+                            f"{mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__}")
     if mask.dim() != 3:
         raise ArgumentError(f"expected a (M, out, in) mask, got shape {tuple(mask.shape)}")
+
+
+def build_structure_reference(mask: torch.Tensor) -> CsrStructure:
+    """`build_structure` in PyTorch operations (the reference of the native builder; any device)."""
+    _check_structure_mask(mask)
     M, n_out, n_in = (int(s) for s in mask.shape)
     dev = mask.device
     flat = mask.reshape(M * n_out, n_in)
