@@ -129,6 +129,34 @@ void SparseStack<T>::set_steps(int64_t steps) {
 }
 
 template <class T>
+void SparseStack<T>::adopt_state(const SparseStack<T>& old, const std::vector<const int64_t*>& old_pos,
+                                 const std::vector<const int64_t*>& new_pos) {
+    const int64_t L = static_cast<int64_t>(layers_.size());
+    for (int64_t l = 0; l < L; ++l) {
+        const int64_t n_old = old.nnz(l), n_new = nnz(l);
+        const int64_t* po = old_pos[l];
+        const int64_t* pn = new_pos[l];
+        for (int which = 0; which < 2; ++which) {
+            const std::vector<T>& from = old.state_[4 * l + which];
+            std::vector<T>& to = state_[4 * l + which];
+            if (to.empty()) continue;  // SGD keeps no second moment
+            int64_t i = 0;
+            for (int64_t j = 0; j < n_new; ++j) {  // both position lists increase: one merge
+                while (i < n_old && po[i] < pn[j]) ++i;
+                to[j] = (i < n_old && po[i] == pn[j]) ? from[i] : T(0);
+            }
+        }
+        const T* mask = params_[l].bias_mask;
+        for (int which = 2; which < 4; ++which) {
+            const std::vector<T>& from = old.state_[4 * l + which];
+            std::vector<T>& to = state_[4 * l + which];
+            for (size_t k = 0; k < to.size(); ++k) to[k] = mask != nullptr && mask[k] == T(0) ? T(0) : from[k];
+        }
+    }
+    steps_ = old.steps_;
+}
+
+template <class T>
 int SparseStack<T>::workers(int n_threads, int64_t passes) {
     const int threads = resolve_threads(n_threads);
     const bool across = threads > 1 && M_ > 1 && passes * nnz_ * Bp_ > kParallelWork;

@@ -98,6 +98,14 @@ public:
     // Sets the step count: the next step is step `steps` + 1 (Adam's bias corrections, SGD's first step), as if
     // the stack had trained `steps` steps. Every state array is sized at construction, none on the first step.
     void set_steps(int64_t steps);
+    // Takes over `old`'s optimiser state and step count after a mask change: the same networks and layer shapes
+    // with new index structures. old_pos[l] / new_pos[l] are the flat (network, output, input) positions of
+    // each layer's kept weights in CSR order (increasing) in `old` and here: a weight kept by both keeps its
+    // state, a new one starts at zero; bias state is zeroed where this stack's bias mask prunes. The caller has
+    // checked the positions (the binding does).
+    void adopt_state(const SparseStack<T>& old, const std::vector<const int64_t*>& old_pos,
+                     const std::vector<const int64_t*>& new_pos);
+    int64_t nnz(int64_t l) const { return layers_[l].csr.indptr[M_ * layers_[l].csr.n_rows]; }
 
 private:
     void prepare(int64_t B);                         // sizes the activations for batch B

@@ -233,9 +233,46 @@ public:
         });
     }
 
+    // Takes over `old`'s optimiser state and step count after a mask change (SparseStack::adopt_state): old_pos
+    // and new_pos hold per layer the flat positions of the kept weights (int64, increasing) of `old` and here.
+    void adopt_state(const PySparseStack& old, const py::sequence& old_pos, const py::sequence& new_pos) {
+        if (old.M_ != M_ || old.L_ != L_ || old.n_in_ != n_in_ || old.n_out_ != n_out_ ||
+            static_cast<bool>(old.f32_) != static_cast<bool>(f32_))
+            throw py::value_error("adopt_state: the old stack must hold the same networks (M, layers, widths, dtype)");
+        if (static_cast<int64_t>(old_pos.size()) != L_ || static_cast<int64_t>(new_pos.size()) != L_)
+            throw py::value_error("adopt_state: old_pos and new_pos need one array per layer (" + std::to_string(L_) + ")");
+        dispatch([&](auto& stack) {
+            using S = std::remove_reference_t<decltype(stack)>;
+            const S& from = *old.get<typename S::value_type>();
+            std::vector<py::array_t<int64_t>> keep;
+            std::vector<const int64_t*> po, pn;
+            for (int64_t l = 0; l < L_; ++l) {
+                for (int side = 0; side < 2; ++side) {
+                    const std::string name = std::string(side ? "new_pos[" : "old_pos[") + std::to_string(l) + "]";
+                    auto a = expect_array<int64_t>(side ? new_pos[l] : old_pos[l], name);
+                    const int64_t n = side ? stack.nnz(l) : from.nnz(l);
+                    expect_shape(a, name, {n});
+                    const int64_t* p = a.data();
+                    for (int64_t e = 1; e < n; ++e)
+                        if (p[e] <= p[e - 1]) throw py::value_error(name + " must increase (CSR order)");
+                    (side ? pn : po).push_back(p);
+                    keep.push_back(a);
+                }
+            }
+            stack.adopt_state(from, po, pn);
+            return 0;
+        });
+    }
+
     int64_t M() const { return M_; }
 
 private:
+    template <class T>
+    const SparseStack<T>* get() const {
+        if constexpr (std::is_same_v<T, float>) return f32_.get();
+        else return f64_.get();
+    }
+
     py::list keep_;
     std::unique_ptr<SparseStack<float>> f32_;
     std::unique_ptr<SparseStack<double>> f64_;
@@ -269,6 +306,9 @@ void plantseek::bindings::bind_sparse_stack(py::module_& m) {
              "Copy of an optimiser state array (0/1: values' first/second moment or momentum; 2/3: biases').")
         .def("set_state", &PySparseStack::set_state, py::arg("layer"), py::arg("which"), py::arg("data"),
              "Overwrite an optimiser state array (same `which` as state) with a 1-D array of its length and dtype.")
+        .def("adopt_state", &PySparseStack::adopt_state, py::arg("old"), py::arg("old_pos"), py::arg("new_pos"),
+             "Take over another stack's optimiser state and step count after a mask change (same networks): "
+             "old_pos/new_pos hold per layer the increasing flat positions of the kept weights.")
         .def("set_steps", &PySparseStack::set_steps, py::arg("steps"),
              "Set the step count (>= 0): the next step continues as if the stack had trained that many steps.")
         .def_property_readonly("steps", &PySparseStack::steps)

@@ -45,6 +45,8 @@ from .pruners.base import check_kept
 GROW = ("random", "gradient")
 # the functional recall curve reads this many evenly spaced test points (the final functional_recall: 1000)
 CURVE_POINTS = 250
+# curve points wait until their stored parameters reach this size, then are measured together
+PENDING_BYTES = 256 * 2**20
 
 
 def check_schedule(settings: P.Settings, total_steps: int, *, at_end: bool = False) -> tuple[int, int, list[int]]:
@@ -77,8 +79,8 @@ def _total_steps(runs: list[P.Run], settings: P.Settings) -> int:
 
 
 class _Curves:
-    """Recall curves and regrowth of a batch of runs against their tickets, every run at once (one batched
-    computation per update, not one per run)."""
+    """Recall curves and regrowth of a batch of runs against their tickets: every run at once, and the points
+    of many updates in one batched computation."""
 
     def __init__(self, runs: list[P.Run]) -> None:
         self.runs = runs
@@ -94,18 +96,39 @@ class _Curves:
         self.functional: list[list[float]] = [[] for _ in runs]
         self.regrown = [(torch.zeros_like(tw), torch.zeros_like(tb)) for tw, tb in self.ticket]
         self.updates = [0] * len(runs)
+        self.pending: list[tuple] = []  # points not yet measured: (step, rows, masks, weights, biases)
+        self.pending_bytes = 0
 
     def point(self, step: int, rows: list[int], masks, weights, biases) -> None:
-        """A point of each curve of the runs ``rows`` at ``step``: their stacked masks and masked parameters."""
+        """A point of each curve of the runs ``rows`` at ``step``: their stacked masks and masked parameters
+        (kept, not copied: the caller hands over fresh tensors). Points are measured in batches (`_flush`):
+        one recall computation for many updates costs about what one costs."""
+        self.pending.append((int(step), list(rows), masks, weights, biases))
+        self.pending_bytes += sum(t.numel() * t.element_size() for t in weights)
+        if self.pending_bytes > PENDING_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        rows = [k for _, r, _, _, _ in self.pending for k in r]
+        L = len(self.pending[0][2])
+
+        def cat(i, j=None):
+            return [torch.cat([p[i][l] if j is None else p[i][l][j] for p in self.pending]) for l in range(L)]
+
+        masks = list(zip(cat(2, 0), cat(2, 1)))
         pick = torch.tensor(rows, device=masks[0][0].device)
         ticket = [(tw.index_select(0, pick), tb.index_select(0, pick)) for tw, tb in self.ticket]
         kept = _per_network_count([(wm & tw, bm & tb) for (wm, bm), (tw, tb) in zip(masks, ticket)]).tolist()
-        functional = self.units.recall(weights, biases, rows)
+        functional = self.units.recall(cat(3), cat(4), rows)
+        steps = [step for step, r, _, _, _ in self.pending for _ in r]
         for i, k in enumerate(rows):
-            self.steps[k].append(int(step))
+            self.steps[k].append(steps[i])
             size = self.ticket_size[k]
             self.recall[k].append(kept[i] / size if size else 1.0)  # `metrics.recovery`'s recall
             self.functional[k].append(functional[i])
+        self.pending, self.pending_bytes = [], 0
 
     def grew(self, rows: list[int], old, new) -> None:
         """Count an update of the runs ``rows`` (stacked masks of every run; the others unchanged)."""
@@ -116,6 +139,7 @@ class _Curves:
             rb |= nb & ~ob & tb
 
     def metrics(self, k: int) -> dict[str, Any]:
+        self._flush()
         regrown = _per_network_count(self.regrown)
         return {"recall_curve": self.recall[k], "functional_recall_curve": self.functional[k],
                 "curve_steps": self.steps[k], "mask_updates": self.updates[k],
@@ -174,7 +198,7 @@ def _train_tracked(protocol: str, runs: list[P.Run], dense: list[P.Run], setting
         if not rows:
             return None
         grads = dense_grads() if settings.grow == "gradient" and protocol == "dynamic" else None
-        out = [_run_masks(masks, k) for k in range(len(moving))]
+        out = [[(wm[k], bm[k]) for wm, bm in masks] for k in range(len(moving))]  # views: replaced, never written
         done = []
         for k, new in zip(rows, new_masks(moving, rows, step, weights, biases, masks, grads)):
             if isinstance(new, BaseException):  # a failing run must not stop the group
@@ -186,10 +210,13 @@ def _train_tracked(protocol: str, runs: list[P.Run], dense: list[P.Run], setting
         c = curves[id(moving[0])][0]
         c.grew(done, masks, new)
         if done:
-            pick = torch.tensor(done, device=weights[0].device)
-            sub = [(wm.index_select(0, pick), bm.index_select(0, pick)) for wm, bm in new]
-            c.point(step, done, sub, [w.index_select(0, pick) * wm.to(w.dtype) for w, (wm, _) in zip(weights, sub)],
-                    [b.index_select(0, pick) * bm.to(b.dtype) for b, (_, bm) in zip(biases, sub)])
+            sub, W, B = new, weights, biases
+            if done != list(range(len(moving))):
+                pick = torch.tensor(done, device=weights[0].device)
+                sub = [(wm.index_select(0, pick), bm.index_select(0, pick)) for wm, bm in new]
+                W, B = [w.index_select(0, pick) for w in weights], [b.index_select(0, pick) for b in biases]
+            c.point(step, done, sub, [w * wm.to(w.dtype) for w, (wm, _) in zip(W, sub)],
+                    [b * bm.to(b.dtype) for b, (_, bm) in zip(B, sub)])
         return new
 
     if moving:
@@ -269,6 +296,10 @@ class Dynamic(P.Protocol):
         total = _total_steps(live + list(dense), settings) if (live or dense) else 0
         begin, end, _ = check_schedule(settings, total) if total else (0, 0, [])
 
+        run_scope = {id(r): P._scope_of(r) for r in live}
+        # random-erk keeps its per-layer budgets through the updates
+        update_scope = {id(r): getattr(r.pruner, "update_scope", None) or run_scope[id(r)] for r in live}
+
         def new_masks(moving, rows, step, weights, biases, masks, grads):
             """One stacked `drop_and_grow` per set of runs that agree on scope, bias pruning and kept counts."""
             frac = mu.cosine_drop_fraction(step - begin, initial=float(fraction), end=end - begin)
@@ -278,16 +309,16 @@ class Dynamic(P.Protocol):
             sets: dict[tuple, list[int]] = {}
             for k in rows:
                 r = moving[k]
-                scope = getattr(r.pruner, "update_scope", None) or P._scope_of(r)  # random-erk: its layer budgets
+                scope = update_scope[id(r)]
                 per_layer = [w + (b if r.prune_bias else 0) for w, b in zip(w_kept[k], b_kept[k])]
                 counts = (sum(per_layer),) if scope == "global" else tuple(per_layer)
                 sets.setdefault((scope, bool(r.prune_bias), counts), []).append(k)
             out: dict[int, Any] = {}
             for (scope, prune_bias, _), ks in sets.items():
-                pick = torch.tensor(ks, device=masks[0][0].device)
+                pick = None if ks == list(range(M)) else torch.tensor(ks, device=masks[0][0].device)
 
                 def sel(t):
-                    return None if t is None else t.index_select(0, pick)
+                    return t if t is None or pick is None else t.index_select(0, pick)
                 try:
                     new, _ = mu.drop_and_grow(
                         [sel(w) for w in weights], [sel(b) for b in biases],
@@ -301,7 +332,7 @@ class Dynamic(P.Protocol):
                     mask = [(wm[i], bm[i]) for wm, bm in new]
                     try:
                         check_kept(mask, float(moving[k].density), f"{settings.grow} growth",
-                                   scope=P._scope_of(moving[k]), prune_bias=moving[k].prune_bias)
+                                   scope=run_scope[id(moving[k])], prune_bias=moving[k].prune_bias)
                         out[k] = mask
                     except Exception as exc:  # noqa: BLE001
                         out[k] = exc

@@ -11,8 +11,9 @@ bool tensors per layer); the training loop that applies them lives elsewhere.
 Counting follows the pruners (`plantseek.pruners.selection`): a scope (``"global"``: all layers together,
 ``"layer"``: each layer on its own) keeps exactly ``kept_count(density, n) = round(density * n)`` of its ``n``
 prunable parameters; with ``prune_bias=False`` biases are not prunable: they are not counted and keep their
-mask. Selections go through `plantseek.kernels.scores.global_topk`: the largest scores are kept, ties to the
-lowest flat index in the order weight 0, bias 0, weight 1, bias 1, ... (each tensor row-major).
+mask. Selections keep the largest scores, ties to the lowest flat index in the order weight 0, bias 0, weight 1,
+bias 1, ... (each tensor row-major), as `plantseek.kernels.scores.global_topk` does: drop-and-grow selects each
+scope group's parameters as rows (`plantseek.kernels.scores.rows_topk`, one row per network).
 """
 from __future__ import annotations
 
@@ -247,29 +248,13 @@ def random_mask(shapes_or_net_params, budgets: Sequence[tuple[int, int]], genera
 # ------------------------------------------------------------------------------------------------ drop and grow
 
 def _common(pairs) -> list:
-    """Score pairs in one dtype (global_topk compares one flat vector per scope)."""
+    """Score pairs in one dtype (a scope group is selected as one row of scores)."""
     dtype = None
     for p in pairs:
         for t in p:
             if t is not None:
                 dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
     return [tuple(None if t is None else t.to(dtype) for t in p) for p in pairs]
-
-
-def _group_counts(mask: Mask, scope: str, prune_bias: bool, stacked: bool = False) -> list[int]:
-    """Kept prunable parameters per scope group; stacked masks must keep the same counts in every network."""
-    if not stacked:
-        per_layer = [int(wm.sum()) + (int(bm.sum()) if prune_bias else 0) for wm, bm in mask]
-        return [sum(per_layer)] if scope == "global" else per_layer
-    M = mask[0][0].shape[0]
-    per_layer = torch.stack([wm.reshape(M, -1).sum(dim=1) + (bm.reshape(M, -1).sum(dim=1) if prune_bias else 0)
-                             for wm, bm in mask])  # (L, M)
-    groups = per_layer.sum(dim=0, keepdim=True) if scope == "global" else per_layer
-    if bool((groups != groups[:, :1]).any()):
-        raise ValueError("stacked networks must keep the same number of prunable parameters in each scope group "
-                         f"(scope {scope!r}); kept per group and network: {groups.tolist()}: update them in groups "
-                         f"of equal counts, or one at a time")
-    return [int(n) for n in groups[:, 0]]
 
 
 def _check_grads(grads, weights, biases, prune_bias: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -304,7 +289,7 @@ def drop_and_grow(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor
     """One SET/RigL mask update: drop the k = round(fraction * kept) smallest-magnitude kept prunable parameters
     (per scope group), then grow exactly k among the non-kept ones, at random (SET) or by largest |grad| (RigL).
 
-    - Drop: the kept parameters with the largest |value| stay (`global_topk` within ``mask``), so among equal
+    - Drop: the kept parameters with the largest |value| stay (the top-k within ``mask``), so among equal
       magnitudes the highest flat index (order weight 0, bias 0, weight 1, ...) is dropped first; the
       post-drop mask is the magnitude pruner's mask at the lower count.
     - Grow candidates: every prunable parameter not kept after the drop, the just-dropped ones included (as in
@@ -350,28 +335,69 @@ def drop_and_grow(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor
                 raise ValueError(f"{what}[{i}] must be a real tensor, got {t.dtype}")
     mask = [(wm.to(w.device), bm.to(b.device)) for (wm, bm), w, b in zip(mask, weights, biases)]
 
-    kept = _group_counts(mask, scope, prune_bias, stacked)
+    M = mask[0][0].shape[0] if stacked else 1
+    groups = _Groups(mask, scope, prune_bias, M)
+    held = groups.rows(mask)
+    kept = groups.counts(held)
     ks = [kept_count(fraction, n) for n in kept]
     stay = [n - k for n, k in zip(kept, ks)]
 
     # drop: keep the largest magnitudes among the kept
-    mag = _common([(w.detach().abs(), b.detach().abs() if prune_bias else None) for w, b in zip(weights, biases)])
-    after = score_kernels.global_topk(mag, stay[0] if scope == "global" else stay, mask, scope=scope)
-
-    # grow: the largest grow scores among the prunable non-kept (just-dropped included)
-    cand = [(~wa, ~ba if prune_bias else torch.zeros_like(ba)) for wa, ba in after]
-    # the candidates always number at least k: the k dropped are among them
-    grown = score_kernels.global_topk(_common(grow_scores), ks[0] if scope == "global" else ks, cand, scope=scope)
-
-    new_mask = [(wa | wg, ba | bg) for (wa, ba), (wg, bg) in zip(after, grown)]
+    mag = groups.rows(_common([(w.detach().abs(), b.detach().abs()) for w, b in zip(weights, biases)]))
+    after = [score_kernels.rows_topk(s, n, h) for s, n, h in zip(mag, stay, held)]
+    # grow: the largest grow scores among the prunable non-kept (just-dropped included); the candidates always
+    # number at least k: the k dropped are among them
+    grow_rows = groups.rows(_common([(sw, sb if prune_bias else torch.zeros_like(b, dtype=sw.dtype))
+                                     for (sw, sb), b in zip(grow_scores, biases)]))
+    grown = [score_kernels.rows_topk(s, k, ~a) for s, k, a in zip(grow_rows, ks, after)]
+    regrown = sum((g & h).sum(dim=1) for g, h in zip(grown, held))
+    new_mask = groups.pairs([a | g for a, g in zip(after, grown)], keep=mask)
+    grown_mask = groups.pairs(grown, keep=None)
     total = sum(ks)
-    if stacked:
-        M = mask[0][0].shape[0]
-        regrown = sum((wg & wm).reshape(M, -1).sum(dim=1) + (bg & bm).reshape(M, -1).sum(dim=1)
-                      for (wg, bg), (wm, bm) in zip(grown, mask)).tolist()
-    else:
-        regrown = sum(int((wg & wm).sum()) + int((bg & bm).sum()) for (wg, bg), (wm, bm) in zip(grown, mask))
-    return new_mask, {"dropped": total, "grown": total, "grown_mask": grown, "regrown": regrown}
+    regrown = regrown.tolist() if stacked else int(regrown[0])
+    return new_mask, {"dropped": total, "grown": total, "grown_mask": grown_mask, "regrown": regrown}
+
+
+class _Groups:
+    """A mask's prunable parameters as one (M, n) row matrix per scope group (weight l, then bias l when
+    biases are prunable; all layers in one group for scope "global"), and back."""
+
+    def __init__(self, mask: Mask, scope: str, prune_bias: bool, M: int) -> None:
+        self.mask, self.scope, self.prune_bias, self.M = mask, scope, prune_bias, M
+        self.sizes = [(wm.numel() // M, bm.numel() // M) for wm, bm in mask]
+
+    def rows(self, pairs) -> list[torch.Tensor]:
+        layers = [[w.reshape(self.M, -1)] + ([b.reshape(self.M, -1)] if self.prune_bias else []) for w, b in pairs]
+        if self.scope == "global":
+            return [torch.cat([t for layer in layers for t in layer], dim=1)]
+        return [torch.cat(layer, dim=1) if len(layer) > 1 else layer[0] for layer in layers]
+
+    def counts(self, held: list[torch.Tensor]) -> list[int]:
+        """Kept entries per group; stacked networks must keep the same counts."""
+        per = torch.stack([h.sum(dim=1) for h in held])  # (groups, M)
+        if bool((per != per[:, :1]).any()):
+            raise ValueError("stacked networks must keep the same number of prunable parameters in each scope "
+                             f"group (scope {self.scope!r}); kept per group and network: {per.tolist()}: update "
+                             f"them in groups of equal counts, or one at a time")
+        return [int(n) for n in per[:, 0]]
+
+    def pairs(self, rows: list[torch.Tensor], keep: Mask | None) -> Mask:
+        """Rows back to (weight, bias) pairs in the mask's shapes; unprunable biases from ``keep`` (or False)."""
+        per_group = [range(len(self.sizes))] if self.scope == "global" else [range(l, l + 1) for l in range(len(self.sizes))]
+        parts = []
+        for r, layers in zip(rows, per_group):
+            parts += r.split([n for l in layers for n in self.sizes[l][:2 if self.prune_bias else 1]], dim=1)
+        out, i = [], 0
+        for l, (wm, bm) in enumerate(self.mask):
+            w = parts[i].reshape(wm.shape)
+            i += 1
+            if self.prune_bias:
+                b = parts[i].reshape(bm.shape)
+                i += 1
+            else:
+                b = keep[l][1].clone() if keep is not None else torch.zeros_like(bm)
+            out.append((w, b))
+        return out
 
 
 def _random_scores(weights, biases, generator, prune_bias: bool, stacked: bool) -> list:

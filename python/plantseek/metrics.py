@@ -357,22 +357,31 @@ class StackedTicketUnits:
         ws = [w.detach().to(device, dtype) for w in weights]
         bs = [b.detach().to(device, dtype) for b in biases]
         sparse = _sparse_forward(ws)
-        h, ht, n = x, None, x.shape[1]
+        h, n = x, x.shape[1]
         with torch.no_grad():
+            if sparse:  # the found networks' nonzero weights only, feature-major throughout (`kernels.sparse_linear`)
+                h = sparse_kernels.to_feature_major(x)  # (M', in, Bp), padding lanes zero
+                lanes = h.shape[2]
             for l, (w, b) in enumerate(zip(ws, bs)):
                 relu = l < len(ws) - 1
-                if sparse:  # the found network's nonzero weights only, feature-major (`kernels.sparse_linear`)
+                if sparse:
                     st = sparse_kernels.build_structure(w != 0)
-                    ht = sparse_kernels.sparse_linear_fm(sparse_kernels.to_feature_major(h) if ht is None else ht,
-                                                         w.reshape(-1)[st.pos], st, n, b, relu)
-                    h = sparse_kernels.from_feature_major(ht, n)
+                    h = sparse_kernels.sparse_linear_fm(h, w.reshape(-1)[st.pos], st, n, b, relu)
                 else:
                     h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
                     if relu:
                         h = torch.relu(h)
-                if units[l].shape[1]:
+                if not units[l].shape[1]:
+                    continue
+                if sparse:  # unit rows over the points (the zero padding lanes add nothing to norms or dots)
+                    norms = h.norm(dim=2, keepdim=True)
+                    f_unit = h / torch.where(norms > 0, norms, torch.ones_like(norms))
+                    t = units[l] if lanes == n else torch.nn.functional.pad(units[l], (0, lanes - n))
+                    dots = torch.bmm(t, f_unit.transpose(1, 2))
+                else:
                     f_unit, _ = _unit_columns_stacked(h)
-                    hit += (torch.bmm(units[l], f_unit) >= threshold).any(dim=2).sum(dim=1)
+                    dots = torch.bmm(units[l], f_unit)
+                hit += (dots >= threshold).any(dim=2).sum(dim=1)
         counted = [sum(c[m] for c in self.counted) for m in rows]
         return [_ratio(int(n), c, 1.0) for n, c in zip(hit.tolist(), counted)]
 

@@ -400,7 +400,7 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
     step = carry.step
     if carry.blocks is not None:  # a later segment of the same layout: the state maps block to block
         for old, blk in zip(carry.blocks, blocks):
-            _remap_state(old, blk, step, 2 if cfg.optimizer == "adam" else 1)
+            _remap_state(old, blk)
     elif carry.opt_state is not None:  # a later segment: the optimiser goes on where the last one stopped
         _load_state(blocks, torch_blocks, offsets, adam, bufs, [tuple(take(t) for t in st) for st in carry.opt_state],
                     step)
@@ -572,31 +572,12 @@ def _same_layout(plan, old) -> bool:
     return plan.order == old.order and plan.spans == old.spans and plan.impls == old.impls
 
 
-def _remap_state(old: "_Block", new: "_Block", step: int, n_state: int) -> None:
-    """A native stack's optimiser state onto the next segment's stack of the same networks: kept weights keep
-    their state, grown ones start at zero (a scratch layer in between); bias state zeroed where pruned."""
-    with torch.no_grad():
-        for l in range(len(new.kinds)):
-            po, pn = old.structures[l].pos, new.structures[l].pos
-            st = new.structures[l]
-            scratch = None
-            for which in range(n_state):
-                raw = old.stack.state(l, which)
-                if po is pn or (po.shape == pn.shape and torch.equal(po, pn)):
-                    new.stack.set_state(l, which, raw)
-                    continue
-                if scratch is None:
-                    scratch = torch.zeros(st.M * st.n_out * st.n_in, dtype=raw.dtype)
-                else:
-                    scratch.zero_()
-                scratch[po] = raw
-                new.stack.set_state(l, which, scratch[pn])
-            bm = new.masks[l][1]
-            keep_all = bool(bm.all())
-            for which in (2, 3)[:n_state]:
-                raw = old.stack.state(l, which)
-                new.stack.set_state(l, which, raw if keep_all else raw * bm.reshape(-1).to(raw.dtype))
-        new.stack.set_steps(step)
+def _remap_state(old: "_Block", new: "_Block") -> None:
+    """A native stack's optimiser state and step count onto the next segment's stack of the same networks: kept
+    weights keep their state, grown ones start at zero, bias state is zeroed where pruned (one native pass,
+    `NativeStack.adopt_state`)."""
+    L = len(new.kinds)
+    new.stack.adopt_state(old.stack, [old.structures[l] for l in range(L)], [new.structures[l] for l in range(L)])
 
 
 def _densify_state(carry: _Carry, masks, shapes, optimizer: str) -> _Carry:

@@ -151,6 +151,46 @@ def test_flat_topk_on_both_selection_paths(n, eligible, frac, seed, dtype):
     assert torch.equal(got, K.global_topk_reference(s, k, el)) and int(got.sum()) == k
 
 
+@settings(max_examples=80, deadline=None)
+@given(M=st.integers(0, 4), P=st.integers(1, 60), eligible=st.sampled_from([None, "few", "equal few", "half"]),
+       frac=st.floats(0, 1), seed=st.integers(0, 1000), dtype=st.sampled_from([torch.float32, torch.float64,
+                                                                                torch.int64]))
+def test_rows_topk_matches_the_reference(M, P, eligible, frac, seed, dtype):
+    """Exact top-k per row with ties to the lowest column (few distinct values, signed zeros), with eligible
+    entries everywhere, few (equal or unequal counts: the compact path and the filler) or half."""
+    gen = torch.Generator().manual_seed(seed)
+    s = (torch.randint(0, 5, (M, P), generator=gen) - 2).to(dtype)
+    if dtype.is_floating_point:
+        s[:, ::7] = -0.0
+    el = None
+    if eligible == "equal few":
+        el = torch.zeros(M, P, dtype=torch.bool)
+        for m in range(M):
+            el[m, torch.randperm(P, generator=gen)[:max(1, P // 5)]] = True
+    elif eligible is not None:
+        el = torch.rand(M, P, generator=gen) < (0.15 if eligible == "few" else 0.5)
+    fewest = P if el is None else (int(el.sum(1).min()) if M else 0)
+    k = int(frac * fewest)
+    got = K.rows_topk(s, k, el)
+    assert got.dtype == torch.bool and got.shape == (M, P)
+    assert torch.equal(got, K.rows_topk_reference(s, k, el))
+    assert got.sum(1).tolist() == [k] * M
+    if el is not None:
+        assert not bool((got & ~el).any())
+
+
+def test_rows_topk_refuses_bad_arguments():
+    s = torch.tensor([[1.0, 2.0, 3.0]])
+    with pytest.raises(ValueError, match="exceeds the 1 eligible"):
+        K.rows_topk(s, 2, torch.tensor([[True, False, False]]))
+    with pytest.raises(ValueError, match="NaN"):
+        K.rows_topk(torch.tensor([[1.0, float("nan")]]), 1)
+    with pytest.raises(ValueError, match="matrix"):
+        K.rows_topk(torch.ones(3), 1)
+    with pytest.raises(ValueError, match="eligible"):
+        K.rows_topk(s, 1, torch.ones(1, 2, dtype=torch.bool))
+
+
 def test_topk_errors(backend):
     scores = backend.to([(torch.ones(2, 3), torch.ones(2))])
     with pytest.raises(ValueError, match="exactly one"):

@@ -351,3 +351,67 @@ def test_set_state_and_set_steps_errors_name_the_problem():
     core.set_state(0, 0, np.full(n, 0.5))
     core.set_steps(4)
     assert native_stack.steps == 4 and bool((native_stack.state(0, 0) == 0.5).all())
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), M=st.integers(1, 3), widths=st.lists(st.integers(1, 12), min_size=2, max_size=4),
+       density=st.sampled_from([0.1, 0.4, 0.8]), opt=st.sampled_from(["adam", "sgd-momentum"]),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_adopt_state_continues_as_masking_the_dense_state(seed, M, widths, density, opt, dtype):
+    """Train, change the masks (some weights dropped, some grown, biases pruned), go on: a new native stack that
+    adopts the old one's state trains as the reference whose weights and optimiser state are masked in place
+    (grown weights start at zero with zero state)."""
+    cfg = TrainConfig(optimizer=opt.split("-")[0], lr=0.05, momentum=0.9 if opt.endswith("momentum") else 0.0)
+    ws, bs, masks = _networks(seed, M, widths, density, dtype, bias_density=0.7)
+    nat, ref, structures = _pair(ws, bs, masks, cfg)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(M, 8, widths[0], generator=g, dtype=dtype)
+    y = torch.randn(M, 8, widths[-1], generator=g, dtype=dtype)
+    for _ in range(3):
+        nat.train_step(x, y, "regression", 0.05)
+        ref.train_step(x, y, "regression", 0.05)
+    new = [((torch.rand(wm.shape, generator=g) < density) & (wm | (torch.rand(wm.shape, generator=g) < 0.5)),
+            torch.rand(bm.shape, generator=g) < 0.7) for wm, bm in masks]
+    # the native side: trained values onto the new structures, then the state
+    dense = [torch.zeros(wm.shape, dtype=dtype).reshape(-1).index_put((s.pos,), v).reshape(wm.shape)
+             for (wm, _), s, v in zip(masks, structures, nat.vals)]
+    st2 = [pnn.mask_structure(wm) for wm, _ in new]
+    vals = [d.reshape(-1)[s.pos].clone() for d, s in zip(dense, st2)]
+    biases = [(b * bm).contiguous() for b, (_, bm) in zip(nat.biases, new)]
+    nat2 = NativeStack(st2, vals, biases, [None if bool(bm.all()) else bm for _, bm in new], cfg)
+    nat2.adopt_state(nat, structures, st2)
+    assert nat2.steps == nat.steps == 3
+    # the reference side: weights, biases and optimiser state masked in place
+    with torch.no_grad():
+        for l, ((wm, bm), w, b) in enumerate(zip(new, ref.weights, ref.biases)):
+            ref.masks[l] = (wm.to(dtype), bm.to(dtype))
+            for p, m in ((w, wm), (b, bm)):
+                p.mul_(m.to(dtype))
+                for t in ref.opt.state[p].values():
+                    if isinstance(t, torch.Tensor) and t.shape == p.shape:
+                        t.mul_(m.to(dtype))
+    for _ in range(3):
+        nat2.train_step(x, y, "regression", 0.05)
+        ref.train_step(x, y, "regression", 0.05)
+    for got, want in zip(nat2.vals, ref.kept_values(st2)):
+        _close(got, want, dtype)
+    for got, want in zip(nat2.biases, ref.biases):
+        _close(got, want.detach(), dtype)
+
+
+def test_adopt_state_refuses_other_networks_and_bad_positions():
+    cfg = TrainConfig()
+    ws, bs, masks = _networks(0, 2, [3, 4, 2], 0.5, torch.float64)
+    nat, _, structures = _pair(ws, bs, masks, cfg)
+    other, _, other_st = _pair(*_networks(1, 3, [3, 4, 2], 0.5, torch.float64), cfg)
+    with pytest.raises(ValueError, match="same networks"):
+        nat.adopt_state(other, other_st, structures)
+    with pytest.raises(ValueError, match="one CsrStructure per layer"):
+        nat.adopt_state(nat, structures[:1], structures)
+    with pytest.raises(ValueError, match="NativeStack"):
+        nat.adopt_state(object(), structures, structures)
+    if structures[0].nnz >= 2:
+        import dataclasses
+        bad = dataclasses.replace(structures[0], pos=structures[0].pos.flip(0).contiguous())
+        with pytest.raises(ValueError, match="must increase"):
+            nat.adopt_state(nat, [bad] + structures[1:], structures)

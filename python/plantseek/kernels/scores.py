@@ -20,7 +20,7 @@ Conventions shared by every function here:
   (`plantseek.kernels.checks`); booleans go through `plantseek.arguments`.
 
 Functions: `magnitude_scores`, `grad_times_weight_scores`, `synflow_scores`, `synflow_prune`,
-`global_topk`, each with a ``*_reference`` twin where the native path differs; `kept_count` and
+`global_topk` and `rows_topk`, each with a ``*_reference`` twin where the native path differs; `kept_count` and
 `density_schedule` (the pruners' exact counts and schedule).
 
 C++: csrc/scores.{h,cpp}, csrc/bindings/scores.cpp. Tests: tests/kernels/test_scores.py.
@@ -41,7 +41,7 @@ Pairs = list[tuple[torch.Tensor, torch.Tensor]]
 
 # dispatcher -> its reference (tests/kernels/test_layout.py checks every concept module has such pairs)
 KERNELS = {"synflow_scores": "synflow_scores_reference", "synflow_prune": "synflow_prune_reference",
-           "global_topk": "global_topk_reference"}
+           "global_topk": "global_topk_reference", "rows_topk": "rows_topk_reference"}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -487,6 +487,66 @@ def global_topk(scores, k=None, eligible=None, *, density: float | None = None, 
         per_net_elig = _per_network_arrays([_np(e) for e in lay.seg_eligible], M)
     out = ext.topk_masks(per_net_scores, lay.group, ks, per_net_elig, _threads())
     return _masks_from_segments(out, lay.pairs, lay.eligible, stacked, M)
+
+
+def rows_topk(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """A bool (M, P) mask keeping exactly k entries of each row of the (M, P) real ``scores``: the largest, ties
+    to the lowest column, among the ``eligible`` ones (bool (M, P); default all). One `torch.topk` for every
+    row and a pass for the ties, on the scores' device: for the small k of mask updates (SET/RigL drop and
+    grow: tens to thousands of a row's parameters) this costs a fraction of `global_topk`'s per-segment native
+    call; rows whose eligible entries are few and equal in number are selected among those alone.
+    ArgumentError for NaN scores or a k above some row's eligible count."""
+    check_tensor("scores", scores, "real")
+    if scores.dim() != 2:
+        raise fail("scores", "be a (rows, entries) matrix", scores)
+    M, P = scores.shape
+    if eligible is not None:
+        check_tensor("eligible", eligible, "bool", shape=(M, P), device=scores.device)
+    k = check_int("k", k, 0)
+    n_el = eligible.sum(dim=1) if eligible is not None else None
+    fewest = P if n_el is None else (int(n_el.min()) if M else P)
+    if k > fewest:
+        raise ArgumentError(f"k = {k} exceeds the {fewest} eligible entries of some row")
+    if bool(torch.isnan(scores).any()):
+        raise ArgumentError("scores contain NaN")
+    return _rows_topk(scores.detach(), k, eligible, n_el)
+
+
+def _rows_topk(scores, k, eligible, n_el):
+    M, P = scores.shape
+    if k == 0 or M == 0:
+        return torch.zeros((M, P), dtype=torch.bool, device=scores.device)
+    if eligible is not None:
+        n = int(n_el[0])
+        if 4 * n <= P and bool((n_el == n).all()):  # few, equally many: select among them (column order kept)
+            cols = eligible.nonzero()[:, 1].view(M, n)
+            out = torch.zeros((M, P), dtype=torch.bool, device=scores.device)
+            return out.scatter_(1, cols, _rows_topk(scores.gather(1, cols), k, None, None))
+        low = torch.tensor(-torch.inf, dtype=scores.dtype, device=scores.device) if scores.is_floating_point() \
+            else torch.iinfo(scores.dtype).min
+        scores = torch.where(eligible, scores, low)
+    if k >= P:
+        return torch.ones((M, P), dtype=torch.bool, device=scores.device) if eligible is None else eligible.clone()
+    top = torch.topk(scores, k, dim=1, sorted=False).values
+    kth = top.min(dim=1, keepdim=True).values
+    need = k - (top > kth).sum(dim=1, keepdim=True)  # how many entries equal to the k-th score to keep
+    equal = scores == kth
+    if eligible is not None:  # an ineligible entry ties only when the k-th score is the filler itself
+        equal &= eligible
+    if bool((equal.sum(dim=1, keepdim=True) == need).all()):  # no surplus ties (the usual case): one more pass
+        return (scores > kth) | equal
+    return (scores > kth) | (equal & (equal.cumsum(dim=1) <= need))
+
+
+def rows_topk_reference(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """`rows_topk` one row at a time through `global_topk_reference`'s flat form (a stable sort)."""
+    check_tensor("scores", scores, "real")
+    if scores.dim() != 2:
+        raise fail("scores", "be a (rows, entries) matrix", scores)
+    rows = [_topk_flat_reference(scores[m], check_int("k", k, 0, scores.shape[1] if eligible is None
+                                                       else int(eligible[m].sum())),
+                                 None if eligible is None else eligible[m]) for m in range(scores.shape[0])]
+    return torch.stack(rows) if rows else torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
 
 
 def _check_flat(scores, k, eligible) -> int:

@@ -103,6 +103,21 @@ class NativeStack:
         corrections; SGD's first step, which copies the gradient into the momentum buffer, only after 0)."""
         self._stack.set_steps(check_int("steps", steps, 0))
 
+    def adopt_state(self, old: "NativeStack", old_structures: Sequence[CsrStructure],
+                    structures: Sequence[CsrStructure]) -> None:
+        """Take over `old`'s optimiser state and step count after a mask change: the same networks and layer
+        shapes, `old_structures` its structures and `structures` this stack's. A weight kept by both keeps its
+        state, a new one starts at zero, and bias state is zeroed where this stack's bias masks prune (as
+        masking the dense state would do, in one native pass)."""
+        if not isinstance(old, NativeStack):
+            raise fail("old", "be a NativeStack", old)
+        for name, seq in (("old_structures", old_structures), ("structures", structures)):
+            seq = check_list(name, seq, "CsrStructure, one per layer")
+            if len(seq) != len(self.vals) or not all(isinstance(st, CsrStructure) for st in seq):
+                raise ArgumentError(f"{name} must hold one CsrStructure per layer ({len(self.vals)})")
+        self._stack.adopt_state(old._stack, [st.pos.numpy() for st in old_structures],
+                                [st.pos.numpy() for st in structures])
+
     def _state_index(self, layer, which) -> tuple[int, int]:
         return check_int("layer", layer, 0, len(self.vals) - 1), check_int("which", which, 0, 3)
 
