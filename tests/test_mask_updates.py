@@ -98,9 +98,9 @@ def test_stacked_drop_and_grow_refuses_networks_of_different_counts():
     mask = [(torch.stack([a[2][0][0], b[2][0][0]]), torch.stack([a[2][0][1], b[2][0][1]]))]
     with pytest.raises(ValueError, match="same number of prunable parameters"):
         drop_and_grow([W], [B], mask, 0.3, generator=[torch.Generator(), torch.Generator()], stacked=True)
+    same = [(torch.stack([a[2][0][0]] * 2), torch.stack([a[2][0][1]] * 2))]
     with pytest.raises(ValueError, match="one torch.Generator per network"):
-        drop_and_grow([W], [B], [(mask[0][0], mask[0][1])], 0.3, scope="layer", generator=[torch.Generator()],
-                      stacked=True)
+        drop_and_grow([W], [B], same, 0.3, scope="layer", generator=[torch.Generator()], stacked=True)
     with pytest.raises(ValueError, match="stacked over networks"):
         drop_and_grow([W[0]], [B[0]], [(mask[0][0][0], mask[0][1][0])], 0.3, generator=torch.Generator(),
                       stacked=True)

@@ -328,7 +328,7 @@ def drop_and_grow(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor
     if grow == "gradient":
         grow_scores = _check_grads(grads, weights, biases, prune_bias)
     else:
-        grow_scores = _random_scores(weights, biases, generator, prune_bias, stacked)
+        grow_scores = None  # drawn below, once the groups are known
     for i, (w, b) in enumerate(zip(weights, biases)):
         for t, what in ((w, "weights"), (b, "biases")):
             if t.is_complex() or t.dtype == torch.bool:
@@ -347,8 +347,11 @@ def drop_and_grow(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor
     after = [score_kernels.rows_topk(s, n, h) for s, n, h in zip(mag, stay, held)]
     # grow: the largest grow scores among the prunable non-kept (just-dropped included); the candidates always
     # number at least k: the k dropped are among them
-    grow_rows = groups.rows(_common([(sw, sb if prune_bias else torch.zeros_like(b, dtype=sw.dtype))
-                                     for (sw, sb), b in zip(grow_scores, biases)]))
+    if grow_scores is None:
+        grow_rows = groups.split(_random_scores(generator, groups, stacked, weights[0].device))
+    else:
+        grow_rows = groups.rows(_common([(sw, sb if prune_bias else torch.zeros_like(b, dtype=sw.dtype))
+                                         for (sw, sb), b in zip(grow_scores, biases)]))
     grown = [score_kernels.rows_topk(s, k, ~a) for s, k, a in zip(grow_rows, ks, after)]
     regrown = sum((g & h).sum(dim=1) for g, h in zip(grown, held))
     new_mask = groups.pairs([a | g for a, g in zip(after, grown)], keep=mask)
@@ -371,6 +374,17 @@ class _Groups:
         if self.scope == "global":
             return [torch.cat([t for layer in layers for t in layer], dim=1)]
         return [torch.cat(layer, dim=1) if len(layer) > 1 else layer[0] for layer in layers]
+
+    @property
+    def prunable(self) -> int:
+        """Prunable parameters per network."""
+        return sum(n_w + (n_b if self.prune_bias else 0) for n_w, n_b in self.sizes)
+
+    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """(M, prunable) rows in flat order as the groups' rows (one, or one per layer)."""
+        if self.scope == "global":
+            return [flat]
+        return list(flat.split([n_w + (n_b if self.prune_bias else 0) for n_w, n_b in self.sizes], dim=1))
 
     def counts(self, held: list[torch.Tensor]) -> list[int]:
         """Kept entries per group; stacked networks must keep the same counts."""
@@ -400,27 +414,17 @@ class _Groups:
         return out
 
 
-def _random_scores(weights, biases, generator, prune_bias: bool, stacked: bool) -> list:
-    """SET's grow scores: ``torch.rand`` per layer (weight, then bias when prunable) from the network's
-    generator on its device; stacked networks draw in turn from one generator each (the draws of each
-    network alone)."""
+def _random_scores(generator, groups: "_Groups", stacked: bool, device) -> torch.Tensor:
+    """SET's grow scores as (M, prunable parameters) rows in flat order (weight 0, bias 0 when prunable, ...):
+    one ``torch.rand`` (float64) of each network's prunable parameters from its own generator, on the
+    generator's device, so a network draws the same whether it is updated alone or stacked."""
     gens = list(generator) if stacked and isinstance(generator, (list, tuple)) else [generator]
-    if stacked and len(gens) != weights[0].shape[0]:
+    if stacked and len(gens) != groups.M:
         raise ValueError(f'grow="random" (SET) on stacked networks needs one torch.Generator per network '
-                         f'({weights[0].shape[0]}), got {len(gens)}')
+                         f'({groups.M}), got {len(gens)}')
     if not all(isinstance(g, torch.Generator) for g in gens):
         raise ValueError('grow="random" (SET) needs a torch.Generator (generator=...)' if not stacked else
                          'grow="random" (SET) on stacked networks needs a list of torch.Generators, one per network')
-    per_net = []
-    for g in gens:
-        layers = []
-        for w, b in zip(weights, biases):
-            wshape, bshape = (tuple(w.shape[1:]), tuple(b.shape[1:])) if stacked else (tuple(w.shape), tuple(b.shape))
-            sw = torch.rand(wshape, generator=g, device=g.device, dtype=torch.float64).to(w.device)
-            sb = torch.rand(bshape, generator=g, device=g.device, dtype=torch.float64).to(b.device) if prune_bias else None
-            layers.append((sw, sb))
-        per_net.append(layers)
-    if not stacked:
-        return per_net[0]
-    return [(torch.stack([p[l][0] for p in per_net]), None if not prune_bias else torch.stack([p[l][1] for p in per_net]))
-            for l in range(len(weights))]
+    n = groups.prunable
+    rows = [torch.rand(n, generator=g, device=g.device, dtype=torch.float64) for g in gens]
+    return (torch.stack(rows) if len(rows) > 1 else rows[0].unsqueeze(0)).to(device)

@@ -353,38 +353,49 @@ class StackedTicketUnits:
         if rows != list(range(len(self.members))):
             pick = torch.tensor(rows, device=device)
             x, units = x.index_select(0, pick), [t.index_select(0, pick) for t in units]
-        hit = torch.zeros(len(rows), dtype=torch.long, device=device)
         ws = [w.detach().to(device, dtype) for w in weights]
         bs = [b.detach().to(device, dtype) for b in biases]
         sparse = _sparse_forward(ws)
-        h, n = x, x.shape[1]
-        with torch.no_grad():
-            if sparse:  # the found networks' nonzero weights only, feature-major throughout (`kernels.sparse_linear`)
-                h = sparse_kernels.to_feature_major(x)  # (M', in, Bp), padding lanes zero
-                lanes = h.shape[2]
-            for l, (w, b) in enumerate(zip(ws, bs)):
-                relu = l < len(ws) - 1
-                if sparse:
-                    st = sparse_kernels.build_structure(w != 0)
-                    h = sparse_kernels.sparse_linear_fm(h, w.reshape(-1)[st.pos], st, n, b, relu)
-                else:
-                    h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-                    if relu:
-                        h = torch.relu(h)
-                if not units[l].shape[1]:
-                    continue
-                if sparse:  # unit rows over the points (the zero padding lanes add nothing to norms or dots)
-                    norms = h.norm(dim=2, keepdim=True)
-                    f_unit = h / torch.where(norms > 0, norms, torch.ones_like(norms))
-                    t = units[l] if lanes == n else torch.nn.functional.pad(units[l], (0, lanes - n))
-                    dots = torch.bmm(t, f_unit.transpose(1, 2))
-                else:
-                    f_unit, _ = _unit_columns_stacked(h)
-                    dots = torch.bmm(units[l], f_unit)
-                hit += (dots >= threshold).any(dim=2).sum(dim=1)
+        with torch.no_grad():  # in chunks of networks whose activations stay in cache
+            hit = torch.cat([_hits(x[i:i + RECALL_CHUNK], [t[i:i + RECALL_CHUNK] for t in units],
+                                   [w[i:i + RECALL_CHUNK] for w in ws], [b[i:i + RECALL_CHUNK] for b in bs],
+                                   sparse, threshold) for i in range(0, len(rows), RECALL_CHUNK)])
         counted = [sum(c[m] for c in self.counted) for m in rows]
         return [_ratio(int(n), c, 1.0) for n, c in zip(hit.tolist(), counted)]
 
+
+def _hits(x, units, ws, bs, sparse: bool, threshold: float) -> torch.Tensor:
+    """Recovered ticket units per stacked found network (`StackedTicketUnits.recall` on one chunk)."""
+    hit = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    h, n = x, x.shape[1]
+    if sparse:  # the found networks' nonzero weights only, feature-major throughout (`kernels.sparse_linear`)
+        h = sparse_kernels.to_feature_major(x)  # (M', in, Bp), padding lanes zero
+        lanes = h.shape[2]
+    for l, (w, b) in enumerate(zip(ws, bs)):
+        relu = l < len(ws) - 1
+        if sparse:
+            st = sparse_kernels.build_structure(w != 0)
+            h = sparse_kernels.sparse_linear_fm(h, w.reshape(-1)[st.pos], st, n, b.contiguous(), relu)
+        else:
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if relu:
+                h = torch.relu(h)
+        if not units[l].shape[1]:
+            continue
+        if sparse:  # unit rows over the points (the zero padding lanes add nothing to norms or dots); the
+            # cosines as dots divided by the found units' norms: no pass dividing every activation
+            norms = h.norm(dim=2, keepdim=True)  # (M', found units, 1)
+            t = units[l] if lanes == n else torch.nn.functional.pad(units[l], (0, lanes - n))
+            cos = torch.bmm(h, t.transpose(1, 2)) / torch.where(norms > 0, norms, torch.ones_like(norms))
+            hit += (cos >= threshold).any(dim=1).sum(dim=1)
+        else:
+            f_unit, _ = _unit_columns_stacked(h)
+            hit += (torch.bmm(units[l], f_unit) >= threshold).any(dim=2).sum(dim=1)
+    return hit
+
+
+# networks per chunk of `StackedTicketUnits.recall` (width 100, 250 points: about 1.6 MB of activations a layer)
+RECALL_CHUNK = 16
 
 # Below this fraction of nonzero weights the stacked recall runs the found networks through the native sparse
 # kernels (the curves of sparse runs: density 0.01 at width 100 computes 60x fewer multiply-adds than dense).

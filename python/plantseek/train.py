@@ -319,7 +319,7 @@ class _Block:
         if native_step:
             self.stack = native_stack.NativeStack(
                 [self.structures[l] for l in range(len(self.kinds))], self.params[0::2], self.params[1::2],
-                [None if bool(bm.all()) else bm for _, bm in wms], cfg)
+                [None if bool(bm.all()) else bm for _, bm in wms], cfg, checked=True)
 
     def forward(self, xb: Tensor) -> Tensor:
         """Outputs (stop - start, B, out); for a native stack, a leaf whose gradient `backward_step` takes.

@@ -44,8 +44,11 @@ class NativeStack:
     in place (CPU tensors, contiguous, one float dtype), `bias_masks[l]` is None or a bool (M, out) mask."""
 
     def __init__(self, structures: Sequence[CsrStructure], vals: Sequence[Tensor], biases: Sequence[Tensor],
-                 bias_masks: Sequence[Tensor | None], cfg) -> None:
-        structures, vals, biases, bias_masks = _check_stack(structures, vals, biases, bias_masks, cfg)
+                 bias_masks: Sequence[Tensor | None], cfg, *, checked: bool = False) -> None:
+        """``checked=True``: the caller built the arguments itself (the trainer's blocks, from masks it has
+        checked), so the per-argument checks are skipped; the native constructor still checks shapes."""
+        if not checked:
+            structures, vals, biases, bias_masks = _check_stack(structures, vals, biases, bias_masks, cfg)
         if not available("cpu", vals[0].dtype):
             raise RuntimeError(f"the native CPU module with SparseStack does not serve {vals[0].dtype} here "
                                "(see `plantseek info`)")
