@@ -287,6 +287,46 @@ void SparseStack<T>::train_step(const T* x, int64_t B, const int64_t* labels, co
     });
 }
 
+template <class T>
+void SparseStack<T>::dense_gradients(const T* x, int64_t B, const int64_t* labels, const T* targets,
+                                     const uint8_t* alive, const std::vector<T*>& gw, const std::vector<T*>& gb,
+                                     int n_threads) {
+    prepare(B);
+    ready_ = false;  // the activations are this pass's: a backward_step needs its own forward
+    const int64_t L = static_cast<int64_t>(layers_.size());
+    each_network(workers(n_threads, 3), n_threads, [&](int64_t m, int inner, T* work) {
+        const int64_t Bp = Bp_;
+        forward_one(m, x, inner);
+        loss_one(m, labels, targets, alive == nullptr || alive[m] != 0, work);
+        T* ga = work;  // the gradient at layer l's outputs (n_out, Bp)
+        T* gnext = work + n_max_ * Bp;
+        T* gbias = work + 2 * n_max_ * Bp;
+        for (int64_t l = L - 1; l >= 0; --l) {
+            const int64_t n_in = width_[l], n_out = width_[l + 1];
+            const StackLayer& layer = layers_[l];
+            const T* y = l + 1 < L ? acts_[l + 1].data() + m * n_out * Bp : nullptr;
+            gradient_network<T>(ga, y, n_out, B, Bp, ga, gbias);
+            std::copy(gbias, gbias + n_out, gb[l] + m * n_out);
+            const T* a = acts_[l].data() + m * n_in * Bp;
+            T* G = gw[l] + m * n_out * n_in;
+            for (int64_t j = 0; j < n_out; ++j) {  // the outer products over the batch, every position
+                const T* gj = ga + j * Bp;
+                for (int64_t i = 0; i < n_in; ++i) {
+                    const T* ai = a + i * Bp;
+                    T s = T(0);
+                    for (int64_t b = 0; b < B; ++b) s += gj[b] * ai[b];
+                    G[j * n_in + i] = s;
+                }
+            }
+            if (l > 0) {
+                backward_network<T>(ga, a, m, B, Bp, layer.csr, params_[l].vals, layer.csc, layer.csc_perm, gnext,
+                                    nullptr, inner);
+                std::swap(ga, gnext);
+            }
+        }
+    });
+}
+
 template class SparseStack<float>;
 template class SparseStack<double>;
 

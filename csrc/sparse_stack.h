@@ -88,6 +88,13 @@ public:
     void train_step(const T* x, int64_t B, const int64_t* labels, const T* targets, const uint8_t* alive,
                     double lr, T* losses, int n_threads);
 
+    // The gradient of the built-in loss (as train_step computes it) at every weight position, pruned ones
+    // included, and at every bias: gw[l] (M, n_out, n_in) and gb[l] (M, n_out), row-major (RigL's grow
+    // criterion). No optimiser step: parameters, state and step count are unchanged. Networks with
+    // alive[m] == 0 get zero gradients.
+    void dense_gradients(const T* x, int64_t B, const int64_t* labels, const T* targets, const uint8_t* alive,
+                         const std::vector<T*>& gw, const std::vector<T*>& gb, int n_threads);
+
     int64_t steps() const { return steps_; }
     int64_t batch() const { return B_; }
     // Optimiser state of layer l: which = 0 first moment (or momentum buffer) of the values, 1 their second

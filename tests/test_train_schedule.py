@@ -136,3 +136,29 @@ def test_native_stacks_carry_their_state_across_new_masks_as_the_dense_state_doe
     assert direct.history == dense.history
     for w, b, (wm, bm) in zip(direct.weights, direct.biases, dense_last):
         assert not bool(w[~wm].any()) and not bool(b[~bm].any())
+
+
+def test_native_stacks_give_the_dense_gradient_of_autograd():
+    """RigL's dense gradient at an update: from the native stacks (`NativeStack.dense_gradients`) with the
+    built-in loss, by autograd over the dense weights with a caller's loss (the same loss): equal to rounding."""
+    from plantseek.kernels import sparse_stack
+    from plantseek.losses import per_network_loss
+    if not sparse_stack.available("cpu", F64):
+        pytest.skip("native stack not built")
+    ws, bs, masks = _problem(M=3, N=64, H=10, density=0.3)[:3]
+    x, y = _problem(M=3, N=64, H=10, density=0.3)[3:]
+    cfg = T.TrainConfig(epochs=1, batch_size=16, lr=1e-2, impl="sparse")
+    seen = {}
+
+    def grab(name):
+        def update(step, weights, biases, current, alive, dense_grads):
+            seen[name] = dense_grads()
+            return None
+        return update
+
+    for name, loss_fn in (("native", None), ("autograd", lambda out, t: per_network_loss(out, t, "classification"))):
+        T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([1, 2, 3]), config=cfg, loss_fn=loss_fn,
+                schedule=T.MaskSchedule(steps=[2], update=grab(name)))
+    for (gw, gb), (rw, rb), (wm, _) in zip(seen["native"], seen["autograd"], masks):
+        assert torch.allclose(gw, rw, rtol=1e-9, atol=1e-12) and torch.allclose(gb, rb, rtol=1e-9, atol=1e-12)
+        assert bool(gw[~wm].abs().sum() > 0)  # pruned positions have their gradient too

@@ -86,6 +86,8 @@ public:
         n_in_ = layers.front().csr.n_cols;
         L_ = static_cast<int64_t>(L);
         n_out_ = layers.back().csr.n_rows;
+        widths_.push_back(n_in_);
+        for (const auto& layer : layers) widths_.push_back(layer.csr.n_rows);
         with_float_dtype(vals[0], "vals[0]", [&](auto t) {
             using T = decltype(t);
             std::vector<StackParams<T>> params;
@@ -147,45 +149,89 @@ public:
 
     // One fused step: int64 targets (M, B) are class labels (cross-entropy), float targets (M, B, n_out)
     // regression targets (mean squared error). Returns each network's mean loss (M,).
+    // The checked batch of a step: inputs (M, B, n_in), int64 labels (M, B) or float targets (M, B, n_out), and
+    // the alive flags (M,) or none.
+    template <class T>
+    struct Batch {
+        py::array_t<T> x;
+        py::array_t<int64_t> labels;
+        py::array_t<T> values;
+        py::array_t<bool> alive;
+        bool labelled = false;
+        int64_t B = 0;
+        const int64_t* label_ptr() const { return labelled ? labels.data() : nullptr; }
+        const T* value_ptr() const { return labelled ? nullptr : values.data(); }
+        const uint8_t* alive_ptr() const {
+            return alive ? reinterpret_cast<const uint8_t*>(alive.data()) : nullptr;
+        }
+    };
+
+    template <class T>
+    Batch<T> batch_of(const py::object& x, const py::object& targets, const py::object& alive) const {
+        Batch<T> b;
+        b.x = inputs<T>(x);
+        b.B = b.x.shape(1);
+        if (!py::isinstance<py::array>(targets)) throw py::type_error("targets must be a numpy array");
+        b.labelled = py::reinterpret_borrow<py::array>(targets).dtype().is(py::dtype::of<int64_t>());
+        if (b.labelled) {
+            b.labels = expect_array<int64_t>(targets, "targets");
+            expect_shape(b.labels, "targets", {M_, b.B});
+            const int64_t* y = b.labels.data();
+            for (int64_t k = 0; k < M_ * b.B; ++k)
+                if (y[k] < 0 || y[k] >= n_out_)
+                    throw py::value_error("targets: class label " + std::to_string(y[k]) + " is out of range [0, " +
+                                          std::to_string(n_out_) + ")");
+        } else {
+            b.values = expect_array<T>(targets, "targets");
+            expect_shape(b.values, "targets", {M_, b.B, n_out_});
+        }
+        if (!alive.is_none()) {
+            b.alive = expect_array<bool>(alive, "alive");
+            expect_shape(b.alive, "alive", {M_});
+        }
+        return b;
+    }
+
     py::array train_step(const py::object& x, const py::object& targets, const py::object& alive, double lr,
                          int n_threads) {
         expect_nonnegative_threads(n_threads);
         if (!std::isfinite(lr) || lr < 0) throw py::value_error("lr must be finite and >= 0");
         return dispatch([&](auto& stack) -> py::array {
             using T = typename std::remove_reference_t<decltype(stack)>::value_type;
-            auto xa = inputs<T>(x);
-            const int64_t B = xa.shape(1);
-            if (!py::isinstance<py::array>(targets)) throw py::type_error("targets must be a numpy array");
-            const bool labelled = py::reinterpret_borrow<py::array>(targets).dtype().is(py::dtype::of<int64_t>());
-            py::array_t<int64_t> labels;
-            py::array_t<T> values;
-            if (labelled) {
-                labels = expect_array<int64_t>(targets, "targets");
-                expect_shape(labels, "targets", {M_, B});
-                const int64_t* y = labels.data();
-                for (int64_t k = 0; k < M_ * B; ++k)
-                    if (y[k] < 0 || y[k] >= n_out_)
-                        throw py::value_error("targets: class label " + std::to_string(y[k]) + " is out of range [0, " +
-                                              std::to_string(n_out_) + ")");
-            } else {
-                values = expect_array<T>(targets, "targets");
-                expect_shape(values, "targets", {M_, B, n_out_});
-            }
-            const uint8_t* alive_ptr = nullptr;
-            py::array_t<bool> alive_arr;
-            if (!alive.is_none()) {
-                alive_arr = expect_array<bool>(alive, "alive");
-                expect_shape(alive_arr, "alive", {M_});
-                alive_ptr = reinterpret_cast<const uint8_t*>(alive_arr.data());
-            }
+            auto b = batch_of<T>(x, targets, alive);
             py::array_t<T> losses(M_);
             {
                 py::gil_scoped_release release;
-                stack.train_step(xa.data(), B, labelled ? labels.data() : nullptr, labelled ? nullptr : values.data(),
-                                 alive_ptr, lr, losses.mutable_data(), n_threads);
+                stack.train_step(b.x.data(), b.B, b.label_ptr(), b.value_ptr(), b.alive_ptr(), lr,
+                                 losses.mutable_data(), n_threads);
             }
             ready_ = false;
             return losses;
+        });
+    }
+
+    // Per layer (grad_w (M, n_out, n_in), grad_b (M, n_out)) of the built-in loss at every position, no step.
+    py::list dense_gradients(const py::object& x, const py::object& targets, const py::object& alive, int n_threads) {
+        expect_nonnegative_threads(n_threads);
+        return dispatch([&](auto& stack) -> py::list {
+            using T = typename std::remove_reference_t<decltype(stack)>::value_type;
+            auto b = batch_of<T>(x, targets, alive);
+            std::vector<py::array_t<T>> gw, gb;
+            std::vector<T*> pw, pb;
+            for (int64_t l = 0; l < L_; ++l) {
+                gw.emplace_back(std::vector<py::ssize_t>{M_, widths_[l + 1], widths_[l]});
+                gb.emplace_back(std::vector<py::ssize_t>{M_, widths_[l + 1]});
+                pw.push_back(gw.back().mutable_data());
+                pb.push_back(gb.back().mutable_data());
+            }
+            {
+                py::gil_scoped_release release;
+                stack.dense_gradients(b.x.data(), b.B, b.label_ptr(), b.value_ptr(), b.alive_ptr(), pw, pb, n_threads);
+            }
+            ready_ = false;
+            py::list out;
+            for (int64_t l = 0; l < L_; ++l) out.append(py::make_tuple(gw[l], gb[l]));
+            return out;
         });
     }
 
@@ -277,6 +323,7 @@ private:
     std::unique_ptr<SparseStack<float>> f32_;
     std::unique_ptr<SparseStack<double>> f64_;
     int64_t M_ = 0, n_in_ = 0, n_out_ = 0, L_ = 0;
+    std::vector<int64_t> widths_;  // n[0] .. n[L]
     bool ready_ = false;
 };
 
@@ -302,6 +349,10 @@ void plantseek::bindings::bind_sparse_stack(py::module_& m) {
              "Forward, loss (int64 labels (M, B): cross-entropy; float targets (M, B, n_out): mean squared error), "
              "backward and optimiser step, network by network; returns the mean loss of each network (M,). Networks "
              "whose `alive` entry is False get no gradient.")
+        .def("dense_gradients", &PySparseStack::dense_gradients, py::arg("x"), py::arg("targets"),
+             py::arg("alive") = py::none(), py::arg("n_threads") = 0,
+             "Per layer (grad_w (M, n_out, n_in), grad_b (M, n_out)): the built-in loss's gradient at every "
+             "position, pruned ones included; no optimiser step.")
         .def("state", &PySparseStack::state, py::arg("layer"), py::arg("which"),
              "Copy of an optimiser state array (0/1: values' first/second moment or momentum; 2/3: biases').")
         .def("set_state", &PySparseStack::set_state, py::arg("layer"), py::arg("which"), py::arg("data"),

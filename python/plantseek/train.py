@@ -216,7 +216,8 @@ def train(
                 break
             weights, biases = result.weights, result.biases
             new = schedule.update(end, weights, biases, masks, list(carry.alive_host),
-                                  lambda: _dense_grads(weights, biases, carry.last_batch, loss_of, carry.alive_host))
+                                  lambda: _native_dense_grads(carry, kind) if loss_fn is None and carry.blocks
+                                  else _dense_grads(weights, biases, carry.last_batch, loss_of, carry.alive_host))
             if new is not None:
                 check_stacked(weights, biases, new)
                 weights, biases, carry = _apply_masks(weights, biases, new, carry)
@@ -255,6 +256,26 @@ def _dense_grads(weights, biases, batch, loss_of, alive) -> list[tuple[Tensor, T
         grads = torch.autograd.grad(torch.where(live, losses, torch.zeros_like(losses)).sum(), W + B)
     L = len(W)
     return [(grads[l], grads[L + l]) for l in range(L)]
+
+
+def _native_dense_grads(carry: _Carry, kind: str) -> list[tuple[Tensor, Tensor]]:
+    """`_dense_grads` of the built-in loss from the segment's native stacks (`NativeStack.dense_gradients`: one
+    native pass per block instead of an autograd graph over dense weights), in the caller's order."""
+    xb, yb = carry.last_batch
+    order = carry.plan.order
+    idx = None if order == list(range(len(order))) else torch.tensor(order, device=xb.device)
+    if idx is not None:
+        xb, yb = xb.index_select(0, idx), yb.index_select(0, idx)
+    alive = torch.tensor([carry.alive_host[k] for k in order], dtype=torch.bool)
+    parts = [blk.stack.dense_gradients(xb[blk.start:blk.stop], yb[blk.start:blk.stop], kind,
+                                       alive[blk.start:blk.stop]) for blk in carry.blocks]
+    grads = [tuple(torch.cat([p[l][i] for p in parts]) if len(parts) > 1 else parts[0][l][i] for i in (0, 1))
+             for l in range(len(parts[0]))]
+    if idx is not None:
+        inv = torch.empty_like(idx)
+        inv[idx] = torch.arange(len(order), device=idx.device)
+        grads = [(gw.index_select(0, inv), gb.index_select(0, inv)) for gw, gb in grads]
+    return grads
 
 
 def _apply_masks(weights, biases, masks, carry: _Carry):

@@ -80,6 +80,18 @@ class NativeStack:
         return torch.from_numpy(self._stack.train_step(x.detach().contiguous().numpy(), targets.contiguous().numpy(),
                                                         live, float(lr), torch.get_num_threads()))
 
+    def dense_gradients(self, x: Tensor, y: Tensor, kind: str, alive: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+        """Per layer (grad_w (M, out, in), grad_b (M, out)): the gradient of the built-in loss of `kind` (as in
+        `train_step`) on the batch at every position, pruned ones included (RigL's grow criterion); networks
+        whose `alive` entry is False get zeros. No optimiser step: parameters and state are unchanged."""
+        if kind == "classification" and y.dtype != torch.int64:
+            raise ValueError(f"classification targets must be int64 labels, got {y.dtype}")
+        targets = y.detach().to(x.dtype) if kind != "classification" else y.detach()
+        live = None if alive is None else alive.detach().to(torch.bool).contiguous().numpy()
+        out = self._stack.dense_gradients(x.detach().contiguous().numpy(), targets.contiguous().numpy(), live,
+                                          torch.get_num_threads())
+        return [(torch.from_numpy(gw), torch.from_numpy(gb)) for gw, gb in out]
+
     @property
     def steps(self) -> int:
         return self._stack.steps
@@ -211,6 +223,20 @@ class ReferenceStack:
         (grad,) = torch.autograd.grad(live.sum(), self._out, retain_graph=True)
         self.backward_step(grad, lr)
         return losses.detach()
+
+    def dense_gradients(self, x: Tensor, y: Tensor, kind: str, alive: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+        """`NativeStack.dense_gradients` by autograd over the dense masked weights (no step)."""
+        W = [w.detach().clone().requires_grad_(True) for w in self.weights]
+        B = [b.detach().clone().requires_grad_(True) for b in self.biases]
+        h = x
+        for l, (w, b) in enumerate(zip(W, B)):
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if l < len(W) - 1:
+                h = torch.relu(h)
+        losses = per_network_loss(h, y, kind)
+        live = losses if alive is None else torch.where(alive, losses, torch.zeros_like(losses))
+        grads = torch.autograd.grad(live.sum(), W + B)
+        return [(grads[l], grads[len(W) + l]) for l in range(len(W))]
 
     def kept_values(self, structures: Sequence[CsrStructure]) -> list[Tensor]:
         """Each layer's kept weights in the CSR order of `structures` (to compare with `NativeStack.vals`)."""
