@@ -294,6 +294,16 @@ void SparseStack<T>::dense_gradients(const T* x, int64_t B, const int64_t* label
     prepare(B);
     ready_ = false;  // the activations are this pass's: a backward_step needs its own forward
     const int64_t L = static_cast<int64_t>(layers_.size());
+    if (dense_indptr_.empty()) {
+        for (int64_t l = 0; l < L; ++l) {
+            const int64_t n_in = width_[l], n_out = width_[l + 1];
+            std::vector<int64_t> indptr(static_cast<size_t>(M_ * n_out + 1)), cols(static_cast<size_t>(M_ * n_out * n_in));
+            for (int64_t r = 0; r <= M_ * n_out; ++r) indptr[r] = r * n_in;
+            for (int64_t e = 0; e < M_ * n_out * n_in; ++e) cols[e] = e % n_in;
+            dense_indptr_.push_back(std::move(indptr));
+            dense_cols_.push_back(std::move(cols));
+        }
+    }
     each_network(workers(n_threads, 3), n_threads, [&](int64_t m, int inner, T* work) {
         const int64_t Bp = Bp_;
         forward_one(m, x, inner);
@@ -308,16 +318,10 @@ void SparseStack<T>::dense_gradients(const T* x, int64_t B, const int64_t* label
             gradient_network<T>(ga, y, n_out, B, Bp, ga, gbias);
             std::copy(gbias, gbias + n_out, gb[l] + m * n_out);
             const T* a = acts_[l].data() + m * n_in * Bp;
-            T* G = gw[l] + m * n_out * n_in;
-            for (int64_t j = 0; j < n_out; ++j) {  // the outer products over the batch, every position
-                const T* gj = ga + j * Bp;
-                for (int64_t i = 0; i < n_in; ++i) {
-                    const T* ai = a + i * Bp;
-                    T s = T(0);
-                    for (int64_t b = 0; b < B; ++b) s += gj[b] * ai[b];
-                    G[j * n_in + i] = s;
-                }
-            }
+            // every position's product over the batch: the backward pass's gradient of the values, on the
+            // structure that keeps everything (its CSR order is row-major: gw[l]'s layout)
+            const CsrView all{dense_indptr_[l].data(), dense_cols_[l].data(), n_out, n_in};
+            backward_network<T>(ga, a, m, B, Bp, all, nullptr, layer.csc, layer.csc_perm, nullptr, gw[l], inner);
             if (l > 0) {
                 backward_network<T>(ga, a, m, B, Bp, layer.csr, params_[l].vals, layer.csc, layer.csc_perm, gnext,
                                     nullptr, inner);

@@ -133,6 +133,9 @@ private:
     std::vector<std::vector<T>> state_;
     std::vector<std::vector<T>> gvals_;  // per layer (nnz,), written and consumed network by network
     std::vector<AlignedVector<T>> work_;  // per thread: two gradient buffers (max n, Bp) and the bias gradient
+    // per layer the CSR structure of every position (row-major order), built by the first dense_gradients: the
+    // vectorised sampled products of the backward pass then give the dense gradient
+    std::vector<std::vector<int64_t>> dense_indptr_, dense_cols_;
     int64_t nnz_ = 0, n_max_ = 0;  // kept weights of all layers and networks; the widest layer
     int64_t B_ = 0, Bp_ = 0, steps_ = 0;
     double lr_ = 0.0, step_size_ = 0.0, bc2_sqrt_ = 1.0;  // this step's learning rate and Adam's corrections
