@@ -242,7 +242,7 @@ def main() -> None:
     body = [
         f"Machine: {machine()}; training on PLANTSEEK_TRAIN_THREADS={args.threads}; load average at start "
         f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min). Written by "
-        f"`python bench/bench_during_training.py{'' if dtypes == ['float32'] else ' --dtype ' + ','.join(dtypes)}` "
+        f"`python bench/bench_during_training.py{''.join(' ' + a for a in sys.argv[1:])}` "
         f"in {elapsed:.0f} s.",
         "",
         f"circle, depth 4, width {SHAPE['width']}, {SHAPE['epochs']} epochs, density {DENSITY} (`plantseek.seek` defaults otherwise: "

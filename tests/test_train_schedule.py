@@ -162,3 +162,35 @@ def test_native_stacks_give_the_dense_gradient_of_autograd():
     for (gw, gb), (rw, rb), (wm, _) in zip(seen["native"], seen["autograd"], masks):
         assert torch.allclose(gw, rw, rtol=1e-9, atol=1e-12) and torch.allclose(gb, rb, rtol=1e-9, atol=1e-12)
         assert bool(gw[~wm].abs().sum() > 0)  # pruned positions have their gradient too
+
+
+def test_a_schedule_that_keeps_counts_reuses_the_plan_with_the_same_result(monkeypatch):
+    """``keeps_counts=True`` (the dynamic protocol's updates): one plan for every segment; the training equals
+    planning each segment (the masks move, each network's kept count does not)."""
+    ws, bs, masks, x, y = _problem(M=3, N=64, H=10, density=0.3)
+    cfg = T.TrainConfig(epochs=2, batch_size=16, lr=1e-2, impl="auto")
+    g = torch.Generator().manual_seed(4)
+
+    def shuffled(current):  # each network's kept weights moved to random positions across its layers
+        sizes = [wm[0].numel() for wm, _ in current]
+        out = [wm.clone() for wm, _ in current]
+        for m in range(current[0][0].shape[0]):
+            flat = torch.cat([wm[m].reshape(-1) for wm, _ in current])
+            flat = flat[torch.randperm(flat.numel(), generator=g)]
+            for l, part in enumerate(flat.split(sizes)):
+                out[l][m] = part.view_as(out[l][m])
+        return [(w, bm) for w, (_, bm) in zip(out, current)]
+
+    plans = []
+    real_plan = T.plan_training
+    monkeypatch.setattr(T, "plan_training", lambda *a: plans.append(1) or real_plan(*a))
+    results = []
+    for keeps in (True, False):
+        plans.clear()
+        g.manual_seed(4)
+        sched = T.MaskSchedule(steps=[3, 6], update=lambda step, w, b, cur, alive, dg: shuffled(cur), keeps_counts=keeps)
+        results.append(T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([1, 2, 3]), config=cfg,
+                               schedule=sched))
+        assert len(plans) == (1 if keeps else 3)
+    for a, b in zip(results[0].weights + results[0].biases, results[1].weights + results[1].biases):
+        assert torch.equal(a, b)

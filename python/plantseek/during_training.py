@@ -221,7 +221,7 @@ def _train_tracked(protocol: str, runs: list[P.Run], dense: list[P.Run], setting
 
     if moving:
         P.train_runs(moving, [r.mask for r in moving], settings, settings.epochs, desc=protocol,
-                     schedule=_train.MaskSchedule(steps=steps, update=update))
+                     schedule=_train.MaskSchedule(steps=steps, update=update, keeps_counts=protocol == "dynamic"))
     if still or dense:
         P.train_with_dense(still, [r.mask for r in still], list(dense), settings, settings.epochs, desc=protocol)
     for r in live:

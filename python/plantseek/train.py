@@ -124,6 +124,9 @@ class MaskSchedule:
 
     steps: Sequence[int]
     update: Callable[..., LayerMasks | None]
+    # True when every update keeps each network's kept-weight count (and whether it prunes anything): the
+    # training plan (`plantseek.impl_choice.plan_training`) of the first segment then serves every segment
+    keeps_counts: bool = False
 
 
 @dataclass
@@ -203,8 +206,10 @@ def train(
     gc.disable()  # the loop allocates many small objects and no cycles: collections only cost time (7% here)
     try:
         carry, begin = None, 0
+        plan = None
         for end in ends:
-            plan = plan_training(masks, cfg.impl, dtype)
+            if plan is None or not schedule.keeps_counts:
+                plan = plan_training(masks, cfg.impl, dtype)
             if carry is not None and carry.blocks is not None and not _same_layout(plan, carry.plan):
                 carry = _densify_state(carry, masks, [w.shape for w in weights], cfg.optimizer)
             parallel = loss_fn is None and plan.stack_only(device, dtype)
