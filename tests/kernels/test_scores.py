@@ -179,6 +179,19 @@ def test_rows_topk_matches_the_reference(M, P, eligible, frac, seed, dtype):
         assert not bool((got & ~el).any())
 
 
+@pytest.mark.parametrize("eligible", [None, 0.01, 0.9])
+def test_rows_topk_of_long_rows_takes_the_native_selection_with_the_same_result(eligible, monkeypatch):
+    """Rows above ROWS_NATIVE entries go to the native kernel; forced both ways, the masks are the reference's."""
+    gen = torch.Generator().manual_seed(1)
+    s = (torch.randint(0, 50, (2, 3000), generator=gen).double() - 25.0) * 0.5
+    el = None if eligible is None else torch.rand(2, 3000, generator=gen) < eligible
+    k = int(0.5 * (3000 if el is None else int(el.sum(1).min())))
+    want = K.rows_topk_reference(s, k, el)
+    for limit in (10, 10**9):
+        monkeypatch.setattr(K, "ROWS_NATIVE", limit)
+        assert torch.equal(K.rows_topk(s, k, el), want)
+
+
 def test_rows_topk_refuses_bad_arguments():
     s = torch.tensor([[1.0, 2.0, 3.0]])
     with pytest.raises(ValueError, match="exceeds the 1 eligible"):

@@ -509,7 +509,19 @@ def rows_topk(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None
         raise ArgumentError(f"k = {k} exceeds the {fewest} eligible entries of some row")
     if bool(torch.isnan(scores).any()):
         raise ArgumentError("scores contain NaN")
+    ext = _native_for([scores])
+    if ext is not None and P > ROWS_NATIVE and scores.dtype in (torch.float32, torch.float64) and M:
+        rows = _np(scores)
+        el = None if eligible is None else [[e] for e in _np(eligible)]
+        out = ext.topk_masks([[r] for r in rows], [0], [k], el, _threads())
+        return torch.from_numpy(np.stack([o[0] for o in out])).to(scores.device)
     return _rows_topk(scores.detach(), k, eligible, n_el)
+
+
+# Above this many entries a row, `rows_topk` takes the native radix selection of `global_topk` (measured, one
+# thread, k = 0.3% of the row: 30.6k entries x 8 rows 2.8 ms in PyTorch against 3.1 ms native; 300k x 2 6.4
+# against 4.9 ms; 3M x 2 148 against 53 ms)
+ROWS_NATIVE = 100_000
 
 
 def _rows_topk(scores, k, eligible, n_el):

@@ -1,0 +1,203 @@
+"""The paper's grid on this machine: one seed per cell of a sweep file (examples/paper_scale.toml by default), or a
+stratified sample of its cells, timed per part through the sweep's own path (`make_chunks` groups, then
+`plantseek.seek_batch` per chunk, as the local executor runs them), with the full grid's time extrapolated and a
+roofline: the multiply-adds each part asked for per second, against this machine's GEMM rate measured in the
+same run.
+
+- A *cell* is a run of the file without its seed; a *part* is a protocol (``(paper protocol)``: no rescale;
+  SET/RigL for ``dynamic``), ``wide`` for hosts wider than 100.
+- Extrapolation: a part's seconds per probed run times the part's runs in the file. The probe batches one seed
+  per cell, the grid ten seeds per group, so a grid group amortises its per-group costs (planting, data, the
+  dense baseline, Python per step) over more runs: the extrapolation is an upper bound.
+- Multiply-adds (the issue's arithmetic): kept weights x training samples x epochs x 3 (forward and two
+  backward products) per run; multishot sums its rounds (round r keeps density^(r/rounds)); gradual and strong
+  count their dense weights (gradual starts dense; edge-popup scores every weight); one dense baseline per chunk
+  and seed. The GEMM rate: `torch.bmm` of 26 networks' [32 x 100] x [100 x 100] products (float32, one
+  thread: the width-100 shape of a grid group) and one [2048 x 2048] SGEMM on every thread.
+
+    python bench/grid.py                          # every cell (1711 for paper_scale.toml: hours here)
+    python bench/grid.py --sample 0.05            # every 20th cell of each part (at least one)
+    python bench/grid.py --parts singleshot --sample 0.2
+Writes the section "Paper grid" of bench/RESULTS.md unless --no-write.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+HEADING = "Paper grid"
+
+
+def part_of(run) -> str:
+    width = run.width if isinstance(run.width, int) else max(run.width)
+    name = run.protocol
+    if run.protocol == "dynamic":
+        name += " (RigL)" if run.options.get("grow", "gradient") == "gradient" else " (SET)"
+    if run.options.get("rescale") == "none":
+        name += " (paper protocol)"
+    return name + (" wide" if width > 100 else "")
+
+
+def cells_of(runs) -> "OrderedDict[str, list]":
+    cells: OrderedDict[str, list] = OrderedDict()
+    for r in runs:
+        d = r.to_dict()
+        d.pop("seed")
+        cells.setdefault(json.dumps(d, sort_keys=True, default=str), []).append(r)
+    return cells
+
+
+def layer_sizes(run) -> list[int]:
+    """Weights and biases per layer of the run's host (MLP tasks)."""
+    S = importlib.import_module("plantseek.seek")  # the module (the package binds `seek` to the function)
+    cfg = S.normalize(run.seek_kwargs("cpu"))
+    net = S._planted(cfg)
+    return [w.numel() + b.numel() for w, b in zip(net.weights, net.biases)]
+
+
+def n_train(run) -> int:
+    S = importlib.import_module("plantseek.seek")
+    return int(S._data(S.normalize(run.seek_kwargs("cpu"))).x_train.shape[0])
+
+
+def multiply_adds(run, metrics: dict, total: int, samples: int) -> float:
+    """The run's nominal training multiply-adds (see the module docstring)."""
+    o = run.options
+    epochs = int(run.epochs or 10)
+    kept = float(metrics.get("kept_params", total))
+    if run.protocol == "multishot":
+        rounds, round_epochs = int(o.get("rounds", 10)), int(o.get("round_epochs", 5))
+        density = kept / total
+        done = sum(density ** (r / rounds) for r in range(rounds)) * total * round_epochs
+        return 3.0 * samples * (done + kept * epochs)
+    if run.protocol in ("gradual", "strong"):
+        kept = total
+    return 3.0 * samples * kept * epochs
+
+
+def gemm_rates() -> tuple[float, float]:
+    """(G multiply-adds/s of 26 x [32x100]x[100x100] bmm on one thread, of one 2048^2 SGEMM on all threads)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    a, b = torch.randn(26, 32, 100), torch.randn(26, 100, 100)
+    torch.set_num_threads(1)
+    best = math.inf
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(200):
+            torch.bmm(a, b)
+        best = min(best, (time.perf_counter() - t0) / 200)
+    small = 26 * 32 * 100 * 100 / best / 1e9
+    torch.set_num_threads(threads)
+    x, y = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        torch.mm(x, y)
+        best = min(best, time.perf_counter() - t0)
+    return small, 2048 ** 3 / best / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--file", default=str(HERE.parent / "examples" / "paper_scale.toml"))
+    ap.add_argument("--sample", type=float, default=1.0, help="fraction of each part's cells to probe (evenly spaced)")
+    ap.add_argument("--parts", default="", help="comma-separated substrings: probe only parts whose name has one")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    load = os.getloadavg()
+    import plantseek
+    from plantseek.sweep import load_sweep
+    from plantseek.sweep.executors import make_chunks
+
+    sweep = load_sweep(args.file)
+    cells = cells_of(sweep.runs)
+    by_part: OrderedDict[str, list] = OrderedDict()
+    for members in cells.values():
+        by_part.setdefault(part_of(members[0]), []).append(members)
+    wanted = [p.strip() for p in args.parts.split(",") if p.strip()]
+    small, big = gemm_rates()
+    print(f"GEMM: {small:.1f} G multiply-adds/s (26 x [32x100]x[100x100], 1 thread), {big:.1f} G/s (2048^2, all)",
+          flush=True)
+    rows, t_start = [], time.perf_counter()
+    for part, part_cells in by_part.items():
+        if wanted and not any(w in part for w in wanted):
+            continue
+        step = max(1, round(1 / args.sample)) if args.sample < 1 else 1
+        probed = part_cells[::step]
+        runs = [members[0] for members in probed]
+        sizes = {id(r): layer_sizes(r) for r in runs}
+        samples = {id(r): n_train(r) for r in runs}
+        importlib.import_module("plantseek.seek").clear_caches()
+        seconds, work, done, failed = 0.0, 0.0, 0, 0
+        chunks = make_chunks(runs)
+        for chunk in chunks:
+            t0 = time.perf_counter()
+            out = plantseek.seek_batch([dict(r.seek_kwargs(), progress=False) for r in chunk])
+            seconds += time.perf_counter() - t0
+            seeds = {(r.task, json.dumps(r.width), r.depth, r.seed) for r in chunk}
+            for r, res in zip(chunk, out):
+                if isinstance(res, BaseException):
+                    failed += 1
+                    continue
+                done += 1
+                total = sum(sizes[id(r)])
+                work += multiply_adds(r, res.metrics, total, samples[id(r)])
+            if chunk[0].options.get("dense_baseline", True):
+                work += sum(3.0 * samples[id(chunk[0])] * sum(sizes[id(chunk[0])]) * int(chunk[0].epochs or 10)
+                            for _ in seeds)
+        grid_runs = sum(len(m) for m in part_cells)
+        per_run = seconds / max(1, len(runs))
+        rate = work / seconds / 1e9 if seconds else float("nan")
+        rows.append(dict(part=part, cells=len(part_cells), probed=len(runs), chunks=len(chunks), failed=failed,
+                         seconds=seconds,
+                         rate=rate, grid_runs=grid_runs, hours=per_run * grid_runs / 3600))
+        print(f"{part:32s} {len(runs):4d}/{len(part_cells)} cells in {len(chunks)} groups {seconds:8.1f} s  {rate:6.2f} G/s "
+              f"({rate / small:.1%} of bmm)  full grid {per_run * grid_runs / 3600:6.2f} h ({grid_runs} runs)",
+              flush=True)
+    elapsed = time.perf_counter() - t_start
+    total_h = sum(r["hours"] for r in rows)
+    w100_h = sum(r["hours"] for r in rows if not r["part"].endswith("wide"))
+    print(f"probe {elapsed:.0f} s; extrapolated: {total_h:.2f} h for the probed parts, {w100_h:.2f} h of it width 100")
+    if args.no_write:
+        return
+    from results import machine, write_section
+
+    lines = [
+        f"Machine: {machine()}; load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}. Written by "
+        f"`python bench/grid.py{''.join(' ' + a for a in sys.argv[1:])}` in {elapsed:.0f} s, probing "
+        f"{Path(args.file).name} ({len(sweep.runs)} runs in {len(cells)} cells).",
+        "",
+        f"GEMM rate measured in the same run: {small:.1f} G multiply-adds/s for `torch.bmm` of 26 networks' "
+        f"[32 x 100] x [100 x 100] (float32, one thread), {big:.1f} G/s for one 2048^2 SGEMM on every thread. "
+        "Multiply-adds per run as the module docstring of bench/grid.py counts them; fraction = achieved rate / "
+        "the bmm rate. Hours: seconds per probed run x the part's runs in the file (an upper bound: the grid "
+        "batches ten seeds per group).",
+        "",
+        "| part | cells | probed | groups | failed | seconds | G multiply-adds/s | fraction of the bmm rate "
+        "| runs in the file | extrapolated hours |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[f"| {r['part']} | {r['cells']} | {r['probed']} | {r['chunks']} | {r['failed']} | {r['seconds']:.1f} | "
+          f"{r['rate']:.2f} | "
+          f"{r['rate'] / small:.1%} | {r['grid_runs']} | {r['hours']:.2f} |" for r in rows],
+        "",
+        f"Extrapolated for the probed parts: **{total_h:.2f} h**, of it {w100_h:.2f} h at width 100 (goal of issue "
+        "18: every width-100 experiment in at most 0.5 h, the whole file in at most 3 h).",
+    ]
+    body = "\n".join(lines)
+    print(body)
+    write_section(HEADING, body)
+
+
+if __name__ == "__main__":
+    main()
