@@ -221,7 +221,7 @@ def train(
                 break
             weights, biases = result.weights, result.biases
             new = schedule.update(end, weights, biases, masks, list(carry.alive_host),
-                                  lambda: _native_dense_grads(carry, kind) if loss_fn is None and carry.blocks
+                                  lambda: _native_dense_grads(carry, kind) if _native_grads_pay(loss_fn, carry, weights)
                                   else _dense_grads(weights, biases, carry.last_batch, loss_of, carry.alive_host))
             if new is not None:
                 check_stacked(weights, biases, new)
@@ -261,6 +261,17 @@ def _dense_grads(weights, biases, batch, loss_of, alive) -> list[tuple[Tensor, T
         grads = torch.autograd.grad(torch.where(live, losses, torch.zeros_like(losses)).sum(), W + B)
     L = len(W)
     return [(grads[l], grads[L + l]) for l in range(L)]
+
+
+# Networks of at most this many weights take RigL's dense gradient from their native stacks; wider ones from
+# autograd's batched products (the native pass walks an explicit index of every position: at width 1000 that
+# is 8 MB of indices a layer and network, which a GEMM does not read)
+NATIVE_GRADS_MAX_WEIGHTS = 100_000
+
+
+def _native_grads_pay(loss_fn, carry: _Carry, weights) -> bool:
+    per_network = sum(w[0].numel() for w in weights)
+    return loss_fn is None and bool(carry.blocks) and per_network <= NATIVE_GRADS_MAX_WEIGHTS
 
 
 def _native_dense_grads(carry: _Carry, kind: str) -> list[tuple[Tensor, Tensor]]:
