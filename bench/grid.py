@@ -6,9 +6,12 @@ same run.
 
 - A *cell* is a run of the file without its seed; a *part* is a protocol (``(paper protocol)``: no rescale;
   SET/RigL for ``dynamic``), ``wide`` for hosts wider than 100.
-- Extrapolation: a part's seconds per probed run times the part's runs in the file. The probe batches one seed
-  per cell, the grid ten seeds per group, so a grid group amortises its per-group costs (planting, data, the
-  dense baseline, Python per step) over more runs: the extrapolation is an upper bound.
+- Extrapolation (``--mode groups``, the default): the sweep's own groups of the file (every seed, `make_chunks`),
+  every k-th of each part run whole; a part's hours = its probed groups' seconds x its groups / the probed
+  ones. ``--mode cells`` (one seed per cell, as issue 18 first proposed) batches only the few probed runs that
+  share a group, so every group pays its fixed costs (a training loop's Python per step, planting, data, the
+  dense baseline) for a handful of runs instead of about 60: measured here it overestimates the singleshot part
+  about 8x (0.94 s a run against 0.12 s in a group of 55).
 - Multiply-adds (the issue's arithmetic): kept weights x training samples x epochs x 3 (forward and two
   backward products) per run; multishot sums its rounds (round r keeps density^(r/rounds)); gradual and strong
   count their dense weights (gradual starts dense; edge-popup scores every weight); one dense baseline per chunk
@@ -18,6 +21,7 @@ same run.
     python bench/grid.py                          # every cell (1711 for paper_scale.toml: hours here)
     python bench/grid.py --sample 0.05            # every 20th cell of each part (at least one)
     python bench/grid.py --parts singleshot --sample 0.2
+    python bench/grid.py --mode cells --sample 0.05   # one seed per cell instead of the file's own groups
 Writes the section "Paper grid" of bench/RESULTS.md unless --no-write.
 """
 from __future__ import annotations
@@ -113,6 +117,9 @@ def main() -> None:
     ap.add_argument("--file", default=str(HERE.parent / "examples" / "paper_scale.toml"))
     ap.add_argument("--sample", type=float, default=1.0, help="fraction of each part's cells to probe (evenly spaced)")
     ap.add_argument("--parts", default="", help="comma-separated substrings: probe only parts whose name has one")
+    ap.add_argument("--skip", default="", help="comma-separated substrings: leave out parts whose name has one")
+    ap.add_argument("--mode", choices=("groups", "cells"), default="groups",
+                    help="groups: the file's own groups (every seed), a sample of them; cells: one seed per cell")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     load = os.getloadavg()
@@ -126,6 +133,9 @@ def main() -> None:
     for members in cells.values():
         by_part.setdefault(part_of(members[0]), []).append(members)
     wanted = [p.strip() for p in args.parts.split(",") if p.strip()]
+    runs_by_part: OrderedDict[str, list] = OrderedDict()
+    for r in sweep.runs:
+        runs_by_part.setdefault(part_of(r), []).append(r)
     small, big = gemm_rates()
     print(f"GEMM: {small:.1f} G multiply-adds/s (26 x [32x100]x[100x100], 1 thread), {big:.1f} G/s (2048^2, all)",
           flush=True)
@@ -133,14 +143,21 @@ def main() -> None:
     for part, part_cells in by_part.items():
         if wanted and not any(w in part for w in wanted):
             continue
+        if any(k.strip() and k.strip() in part for k in args.skip.split(",")):
+            continue
         step = max(1, round(1 / args.sample)) if args.sample < 1 else 1
-        probed = part_cells[::step]
-        runs = [members[0] for members in probed]
+        if args.mode == "cells":  # one seed per cell, every step-th cell, grouped as the sweep groups them
+            chunks = make_chunks([members[0] for members in part_cells[::step]])
+            scale = sum(len(m) for m in part_cells) / max(1, sum(len(c) for c in chunks))
+        else:  # the file's own groups (every seed), every step-th of them
+            every = make_chunks(runs_by_part[part])
+            chunks = every[::step]
+            scale = len(every) / len(chunks)
+        runs = [r for c in chunks for r in c]
         sizes = {id(r): layer_sizes(r) for r in runs}
         samples = {id(r): n_train(r) for r in runs}
         importlib.import_module("plantseek.seek").clear_caches()
         seconds, work, done, failed = 0.0, 0.0, 0, 0
-        chunks = make_chunks(runs)
         for chunk in chunks:
             t0 = time.perf_counter()
             out = plantseek.seek_batch([dict(r.seek_kwargs(), progress=False) for r in chunk])
@@ -157,14 +174,12 @@ def main() -> None:
                 work += sum(3.0 * samples[id(chunk[0])] * sum(sizes[id(chunk[0])]) * int(chunk[0].epochs or 10)
                             for _ in seeds)
         grid_runs = sum(len(m) for m in part_cells)
-        per_run = seconds / max(1, len(runs))
+        hours = seconds * scale / 3600
         rate = work / seconds / 1e9 if seconds else float("nan")
         rows.append(dict(part=part, cells=len(part_cells), probed=len(runs), chunks=len(chunks), failed=failed,
-                         seconds=seconds,
-                         rate=rate, grid_runs=grid_runs, hours=per_run * grid_runs / 3600))
-        print(f"{part:32s} {len(runs):4d}/{len(part_cells)} cells in {len(chunks)} groups {seconds:8.1f} s  {rate:6.2f} G/s "
-              f"({rate / small:.1%} of bmm)  full grid {per_run * grid_runs / 3600:6.2f} h ({grid_runs} runs)",
-              flush=True)
+                         seconds=seconds, rate=rate, grid_runs=grid_runs, hours=hours))
+        print(f"{part:32s} {len(runs):4d} runs in {len(chunks)} groups {seconds:8.1f} s  {rate:6.2f} G/s "
+              f"({rate / small:.1%} of bmm)  full grid {hours:6.2f} h ({grid_runs} runs)", flush=True)
     elapsed = time.perf_counter() - t_start
     total_h = sum(r["hours"] for r in rows)
     w100_h = sum(r["hours"] for r in rows if not r["part"].endswith("wide"))
@@ -181,10 +196,12 @@ def main() -> None:
         f"GEMM rate measured in the same run: {small:.1f} G multiply-adds/s for `torch.bmm` of 26 networks' "
         f"[32 x 100] x [100 x 100] (float32, one thread), {big:.1f} G/s for one 2048^2 SGEMM on every thread. "
         "Multiply-adds per run as the module docstring of bench/grid.py counts them; fraction = achieved rate / "
-        "the bmm rate. Hours: seconds per probed run x the part's runs in the file (an upper bound: the grid "
-        "batches ten seeds per group).",
+        f"the bmm rate. Mode {args.mode}: " + ("the file's own groups (every seed, as the sweep batches them), "
+        "every k-th of each part; hours = the probed groups' seconds x the part's groups / the probed ones."
+        if args.mode == "groups" else "one seed per cell, grouped as the sweep groups them; hours = seconds per "
+        "probed run x the part's runs (an upper bound: the probe's groups are far smaller than the file's)."),
         "",
-        "| part | cells | probed | groups | failed | seconds | G multiply-adds/s | fraction of the bmm rate "
+        "| part | cells | probed runs | groups | failed | seconds | G multiply-adds/s | fraction of the bmm rate "
         "| runs in the file | extrapolated hours |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[f"| {r['part']} | {r['cells']} | {r['probed']} | {r['chunks']} | {r['failed']} | {r['seconds']:.1f} | "
