@@ -179,6 +179,72 @@ template void topk_masks<double>(const std::vector<const double*>&, const std::v
 
 namespace {
 
+// An entry of a row under selection: its order key and column. `better` ranks larger keys first and, among
+// equal keys, lower columns first (the selection's tie rule).
+struct Ranked {
+    uint64_t key;
+    int64_t col;
+};
+inline bool better(const Ranked& a, const Ranked& b) { return a.key > b.key || (a.key == b.key && a.col < b.col); }
+
+// The k best of one row into out[0..P) (zeroed first); `pool` is scratch storage.
+template <class T>
+void row_topk(const T* v, const uint8_t* el, int64_t P, int64_t k, uint8_t* out, std::vector<Ranked>& pool) {
+    std::memset(out, 0, static_cast<size_t>(P));
+    if (k <= 0) return;
+    pool.clear();
+    int64_t n = 0;
+    if (el == nullptr) n = P;
+    else
+        for (int64_t i = 0; i < P; ++i) n += el[i];
+    if (k >= n) {
+        for (int64_t i = 0; i < P; ++i) out[i] = el == nullptr ? 1 : el[i];
+        return;
+    }
+    auto worse_first = [](const Ranked& a, const Ranked& b) { return better(a, b); };  // heap top: the worst kept
+    if (8 * k <= n) {
+        // columns arrive in increasing order, so a candidate equal in key to the worst kept one ranks below it
+        for (int64_t i = 0; i < P; ++i) {
+            if (el != nullptr && !el[i]) continue;
+            const uint64_t key = order_key(static_cast<double>(v[i]));
+            if (static_cast<int64_t>(pool.size()) < k) {
+                pool.push_back({key, i});
+                std::push_heap(pool.begin(), pool.end(), worse_first);
+            } else if (key > pool.front().key) {
+                std::pop_heap(pool.begin(), pool.end(), worse_first);
+                pool.back() = {key, i};
+                std::push_heap(pool.begin(), pool.end(), worse_first);
+            }
+        }
+    } else {
+        for (int64_t i = 0; i < P; ++i)
+            if (el == nullptr || el[i]) pool.push_back({order_key(static_cast<double>(v[i])), i});
+        std::nth_element(pool.begin(), pool.begin() + (k - 1), pool.end(), better);
+        pool.resize(static_cast<size_t>(k));
+    }
+    for (const Ranked& r : pool) out[r.col] = 1;
+}
+
+}  // namespace
+
+template <class T>
+void rows_topk(const T* scores, const uint8_t* eligible, int64_t M, int64_t P, int64_t k, uint8_t* out,
+               int n_threads) {
+    const int threads = resolve_threads(n_threads);
+#pragma omp parallel num_threads(threads) if (M > 1 && threads > 1 && M * P > (int64_t(1) << 16))
+    {
+        std::vector<Ranked> pool;
+#pragma omp for schedule(static)
+        for (int64_t m = 0; m < M; ++m)
+            row_topk<T>(scores + m * P, eligible == nullptr ? nullptr : eligible + m * P, P, k, out + m * P, pool);
+    }
+}
+
+template void rows_topk<float>(const float*, const uint8_t*, int64_t, int64_t, int64_t, uint8_t*, int);
+template void rows_topk<double>(const double*, const uint8_t*, int64_t, int64_t, int64_t, uint8_t*, int);
+
+namespace {
+
 // The kept parameters of one segment in index order: weight entries carry (row, col), biases (row, 0);
 // a holds |theta|.
 struct KeptEntry {

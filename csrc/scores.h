@@ -42,6 +42,15 @@ void topk_masks(const std::vector<const T*>& values, const std::vector<const uin
                 const std::vector<int64_t>& group, const std::vector<int64_t>& k, int64_t M,
                 const std::vector<uint8_t*>& masks, int n_threads);
 
+// Per row of an M x P row-major matrix `scores`: out (M x P bytes) keeps exactly k entries, the largest
+// scores among the eligible ones (eligible: M x P bytes, or null for all), ties to the lowest column. The
+// caller ensures k <= every row's eligible count and that no score is NaN (the binding checks both). A
+// bounded heap of the k best for k up to an eighth of a row's candidates (the mask updates of SET and RigL:
+// one pass, the rare insertions cost log k), a selection among a copy above.
+template <class T>
+void rows_topk(const T* scores, const uint8_t* eligible, int64_t M, int64_t P, int64_t k, uint8_t* out,
+               int n_threads);
+
 // SynFlow for M networks with L layers of widths[0..L]: weights[m * L + l] is (widths[l+1], widths[l])
 // float64 row-major, biases[m * L + l] has widths[l+1] entries; init_weight_masks / init_bias_masks give
 // the starting masks (0/1 bytes). The linearised network uses |w| * mask and |b| * mask and an all-ones

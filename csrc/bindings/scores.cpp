@@ -125,6 +125,50 @@ py::list py_topk_masks(py::object scores_obj, std::vector<int64_t> group, std::v
     });
 }
 
+// rows_topk(scores (M, P) float32/float64, k, eligible (M, P) bool or None) -> (M, P) bool
+template <class T>
+py::array_t<bool> rows_topk_typed(const py::object& scores_obj, int64_t k, const py::object& eligible_obj,
+                                  int n_threads) {
+    auto a = expect_array<T>(scores_obj, "scores");
+    if (a.ndim() != 2) throw py::value_error("scores must be a (rows, entries) matrix, got shape " + shape_string(a));
+    const int64_t M = a.shape(0), P = a.shape(1);
+    const T* v = a.data();
+    for (int64_t i = 0; i < M * P; ++i)
+        if (v[i] != v[i]) throw py::value_error("scores contain NaN");
+    const uint8_t* el = nullptr;
+    py::array_t<bool> el_arr;
+    if (!eligible_obj.is_none()) {
+        el_arr = expect_array<bool>(eligible_obj, "eligible");
+        expect_shape(el_arr, "eligible", {M, P});
+        el = reinterpret_cast<const uint8_t*>(el_arr.data());
+    }
+    if (k < 0) throw py::value_error("k must be >= 0");
+    for (int64_t m = 0; m < M; ++m) {
+        int64_t n = P;
+        if (el != nullptr) {
+            n = 0;
+            for (int64_t i = 0; i < P; ++i) n += el[m * P + i];
+        }
+        if (k > n)
+            throw py::value_error("k = " + std::to_string(k) + " exceeds the " + std::to_string(n) +
+                                  " eligible entries of row " + std::to_string(m));
+    }
+    py::array_t<bool> out({M, P});
+    uint8_t* o = reinterpret_cast<uint8_t*>(out.mutable_data());
+    {
+        py::gil_scoped_release release;
+        rows_topk<T>(v, el, M, P, k, o, n_threads);
+    }
+    return out;
+}
+
+py::array_t<bool> py_rows_topk(py::object scores, int64_t k, py::object eligible, int n_threads) {
+    expect_nonnegative_threads(n_threads);
+    return with_float_dtype(scores, "scores", [&](auto t) {
+        return rows_topk_typed<decltype(t)>(scores, k, eligible, n_threads);
+    });
+}
+
 py::object py_synflow(py::object weights_obj, py::object biases_obj, py::object wmask_obj, py::object bmask_obj,
                       std::vector<int64_t> group, int64_t rounds, std::vector<int64_t> keep, int n_threads) {
     expect_nonnegative_threads(n_threads);
@@ -231,6 +275,9 @@ void plantseek::bindings::bind_scores(py::module_& m) {
     m.def("topk_masks", &py_topk_masks, py::arg("scores"), py::arg("group"), py::arg("k"), py::arg("eligible") = py::none(),
           py::arg("n_threads") = 0,
           "Exact top-k masks per group for M networks (ties to the lowest index in segment order).");
+    m.def("rows_topk", &py_rows_topk, py::arg("scores"), py::arg("k"), py::arg("eligible") = py::none(),
+          py::arg("n_threads") = 0,
+          "Per row of an (M, P) score matrix, a bool mask of its k largest eligible entries (ties to the lowest column).");
     m.def("synflow", &py_synflow, py::arg("weights"), py::arg("biases"), py::arg("weight_masks"),
           py::arg("bias_masks"), py::arg("group"), py::arg("rounds"), py::arg("keep"), py::arg("n_threads") = 0,
           "SynFlow scores (rounds = 0) or masks after `rounds` pruning rounds, for M networks.");

@@ -179,17 +179,21 @@ def test_rows_topk_matches_the_reference(M, P, eligible, frac, seed, dtype):
         assert not bool((got & ~el).any())
 
 
+@pytest.mark.parametrize("frac", [0.003, 0.1, 0.5, 0.97])
 @pytest.mark.parametrize("eligible", [None, 0.01, 0.9])
-def test_rows_topk_of_long_rows_takes_the_native_selection_with_the_same_result(eligible, monkeypatch):
-    """Rows above ROWS_NATIVE entries go to the native kernel; forced both ways, the masks are the reference's."""
+def test_rows_topk_native_and_torch_paths_agree_with_the_reference(eligible, frac, monkeypatch):
+    """The native selection (a bounded heap for k up to an eighth of the candidates, a selection above) and the
+    torch fallback (other devices, integer scores) both give the reference's masks on long rows with many ties."""
     gen = torch.Generator().manual_seed(1)
-    s = (torch.randint(0, 50, (2, 3000), generator=gen).double() - 25.0) * 0.5
-    el = None if eligible is None else torch.rand(2, 3000, generator=gen) < eligible
-    k = int(0.5 * (3000 if el is None else int(el.sum(1).min())))
+    s = (torch.randint(0, 50, (3, 30000), generator=gen).double() - 25.0) * 0.5
+    s[:, ::11] = -0.0
+    el = None if eligible is None else torch.rand(3, 30000, generator=gen) < eligible
+    k = max(1, int(frac * (30000 if el is None else int(el.sum(1).min()))))
     want = K.rows_topk_reference(s, k, el)
-    for limit in (10, 10**9):
-        monkeypatch.setattr(K, "ROWS_NATIVE", limit)
-        assert torch.equal(K.rows_topk(s, k, el), want)
+    assert torch.equal(K.rows_topk(s, k, el), want)
+    assert torch.equal(K.rows_topk(s.float(), k, el), K.rows_topk_reference(s.float(), k, el))
+    monkeypatch.setattr(K, "_native_for", lambda tensors: None)
+    assert torch.equal(K.rows_topk(s, k, el), want)
 
 
 def test_rows_topk_refuses_bad_arguments():
@@ -202,6 +206,8 @@ def test_rows_topk_refuses_bad_arguments():
         K.rows_topk(torch.ones(3), 1)
     with pytest.raises(ValueError, match="eligible"):
         K.rows_topk(s, 1, torch.ones(1, 2, dtype=torch.bool))
+    with pytest.raises(K.ArgumentError, match="exceeds the 3 eligible"):  # the native kernel's refusal
+        K.rows_topk(s, 4)
 
 
 def test_topk_errors(backend):

@@ -491,10 +491,9 @@ def global_topk(scores, k=None, eligible=None, *, density: float | None = None, 
 
 def rows_topk(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None) -> torch.Tensor:
     """A bool (M, P) mask keeping exactly k entries of each row of the (M, P) real ``scores``: the largest, ties
-    to the lowest column, among the ``eligible`` ones (bool (M, P); default all). One `torch.topk` for every
-    row and a pass for the ties, on the scores' device: for the small k of mask updates (SET/RigL drop and
-    grow: tens to thousands of a row's parameters) this costs a fraction of `global_topk`'s per-segment native
-    call; rows whose eligible entries are few and equal in number are selected among those alone.
+    to the lowest column, among the ``eligible`` ones (bool (M, P); default all). Native on the CPU for
+    float32/float64 scores (`plantseek._C.rows_topk`: a bounded heap of the k best in one pass over a row, for
+    the small k of SET/RigL's drop and grow); elsewhere one `torch.topk` for every row and a pass for the ties.
     ArgumentError for NaN scores or a k above some row's eligible count."""
     check_tensor("scores", scores, "real")
     if scores.dim() != 2:
@@ -503,25 +502,20 @@ def rows_topk(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None
     if eligible is not None:
         check_tensor("eligible", eligible, "bool", shape=(M, P), device=scores.device)
     k = check_int("k", k, 0)
+    ext = _native_for([scores])
+    if ext is not None and scores.dtype in (torch.float32, torch.float64) and M and P:
+        try:
+            out = ext.rows_topk(_np(scores), k, None if eligible is None else _np(eligible), _threads())
+        except ValueError as exc:  # NaN or a k above a row's eligible count: the same errors as below
+            raise ArgumentError(str(exc)) from None
+        return torch.from_numpy(out)
     n_el = eligible.sum(dim=1) if eligible is not None else None
     fewest = P if n_el is None else (int(n_el.min()) if M else P)
     if k > fewest:
         raise ArgumentError(f"k = {k} exceeds the {fewest} eligible entries of some row")
     if bool(torch.isnan(scores).any()):
         raise ArgumentError("scores contain NaN")
-    ext = _native_for([scores])
-    if ext is not None and P > ROWS_NATIVE and scores.dtype in (torch.float32, torch.float64) and M:
-        rows = _np(scores)
-        el = None if eligible is None else [[e] for e in _np(eligible)]
-        out = ext.topk_masks([[r] for r in rows], [0], [k], el, _threads())
-        return torch.from_numpy(np.stack([o[0] for o in out])).to(scores.device)
     return _rows_topk(scores.detach(), k, eligible, n_el)
-
-
-# Above this many entries a row, `rows_topk` takes the native radix selection of `global_topk` (measured, one
-# thread, k = 0.3% of the row: 30.6k entries x 8 rows 2.8 ms in PyTorch against 3.1 ms native; 300k x 2 6.4
-# against 4.9 ms; 3M x 2 148 against 53 ms)
-ROWS_NATIVE = 100_000
 
 
 def _rows_topk(scores, k, eligible, n_el):
