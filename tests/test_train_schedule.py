@@ -194,3 +194,60 @@ def test_a_schedule_that_keeps_counts_reuses_the_plan_with_the_same_result(monke
         assert len(plans) == (1 if keeps else 3)
     for a, b in zip(results[0].weights + results[0].biases, results[1].weights + results[1].biases):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("grow", ["random", "gradient"])
+def test_updates_inside_one_loop_train_exactly_as_segments(optimizer, grow, monkeypatch):
+    """A schedule that keeps counts, on native stacks only, updates inside one training loop (`_Remask`); forcing
+    a segment per update instead gives the same parameters, losses and masks seen by the schedule (float64).
+    The plan reorders the networks (the full network first in the caller's order goes to a block of its own),
+    updates fall inside an epoch and at its end, one keeps the masks, and RigL reads the dense gradient."""
+    from plantseek import mask_updates as mu
+    from plantseek.kernels import sparse_stack
+    if not sparse_stack.available("cpu", F64):
+        pytest.skip("native stack not built")
+    ws, bs, masks, x, y = _problem(M=3, N=100, H=12, density=0.3)
+    masks = [(torch.cat([torch.ones_like(wm[:1]), wm[1:]]), torch.cat([torch.ones_like(bm[:1]), bm[1:]]))
+             for wm, bm in masks]
+    cfg = T.TrainConfig(epochs=3, batch_size=16, optimizer=optimizer, lr=1e-2, impl="auto",
+                        momentum=0.9 if optimizer == "sgd" else 0.0)
+
+    def run():
+        seen, loops = [], []
+        gens = _gens([7, 8])
+
+        def update(step, weights, biases, current, alive, dense_grads):
+            seen.append([t.clone() for t in weights + biases])
+            if step == 9:
+                return None
+            grads = dense_grads() if grow == "gradient" else None
+            out = [[(wm[0], bm[0]) for wm, bm in current]]
+            for m in (1, 2):  # the pruned networks, one at a time (their counts differ)
+                new, _ = mu.drop_and_grow([w[m] for w in weights], [b[m] for b in biases],
+                                          [(wm[m], bm[m]) for wm, bm in current], 0.3, scope="layer", grow=grow,
+                                          grads=None if grads is None else [(gw[m], gb[m]) for gw, gb in grads],
+                                          generator=gens[m - 1])
+                out.append(new)
+            return [(torch.stack([o[l][0] for o in out]), torch.stack([o[l][1] for o in out]))
+                    for l in range(len(current))]
+
+        real_loop = T._train_loop
+        monkeypatch.setattr(T, "_train_loop", lambda *a, **k: loops.append(1) or real_loop(*a, **k))
+        res = T.train(ws, bs, masks, x, y, kind="classification", generators=_gens([1, 2, 3]), config=cfg,
+                      schedule=T.MaskSchedule(steps=[5, 7, 9, 16], update=update, keeps_counts=True))
+        monkeypatch.setattr(T, "_train_loop", real_loop)
+        return res, seen, len(loops)
+
+    inside, seen_inside, loops_inside = run()
+    assert T.plan_training(masks, "auto", F64).order == [1, 2, 0]
+    monkeypatch.setattr(T, "_updates_in_loop", lambda *a: False)
+    segments, seen_segments, loops_segments = run()
+    assert (loops_inside, loops_segments) == (1, 5)
+    for a, b in zip(inside.weights + inside.biases, segments.weights + segments.biases):
+        assert torch.equal(a, b)
+    assert inside.history == segments.history and inside.train_loss == segments.train_loss
+    assert len(seen_inside) == len(seen_segments) == 4
+    for a, b in zip(seen_inside, seen_segments):
+        assert all(torch.equal(s, t) for s, t in zip(a, b))
+    assert not all(torch.equal(s, t) for s, t in zip(seen_inside[0], seen_inside[-1]))  # it trained between

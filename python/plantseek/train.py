@@ -210,6 +210,13 @@ def train(
         for end in ends:
             if plan is None or not schedule.keeps_counts:
                 plan = plan_training(masks, cfg.impl, dtype)
+            if begin == 0 and end < total and _updates_in_loop(schedule, loss_fn, plan, device, dtype):
+                # every update inside one loop: the native stacks are rebuilt in place (`_Remask`)
+                with cpu_threads_for(plan.work * cfg.batch_size, device, parallel_networks=plan.stack_only(device, dtype)):
+                    result, _ = _train_loop(weights, biases, masks, x, y, plan=plan, cfg=cfg, loss_of=loss_of,
+                                            labels=labels, kind=kind, fused=True, generators=generators, bar=bar,
+                                            remask=_Remask(ends[:-1], schedule.update, loss_of, kind))
+                break
             if carry is not None and carry.blocks is not None and not _same_layout(plan, carry.plan):
                 carry = _densify_state(carry, masks, [w.shape for w in weights], cfg.optimizer)
             parallel = loss_fn is None and plan.stack_only(device, dtype)
@@ -221,7 +228,7 @@ def train(
                 break
             weights, biases = result.weights, result.biases
             new = schedule.update(end, weights, biases, masks, list(carry.alive_host),
-                                  lambda: _native_dense_grads(carry, kind) if _native_grads_pay(loss_fn, carry, weights)
+                                  lambda: _carried_dense_grads(carry, kind) if _native_grads_pay(loss_fn, carry.blocks, weights)
                                   else _dense_grads(weights, biases, carry.last_batch, loss_of, carry.alive_host))
             if new is not None:
                 check_stacked(weights, biases, new)
@@ -269,29 +276,97 @@ def _dense_grads(weights, biases, batch, loss_of, alive) -> list[tuple[Tensor, T
 NATIVE_GRADS_MAX_WEIGHTS = 100_000
 
 
-def _native_grads_pay(loss_fn, carry: _Carry, weights) -> bool:
+def _native_grads_pay(loss_fn, blocks, weights) -> bool:
     per_network = sum(w[0].numel() for w in weights)
-    return loss_fn is None and bool(carry.blocks) and per_network <= NATIVE_GRADS_MAX_WEIGHTS
+    return loss_fn is None and bool(blocks) and per_network <= NATIVE_GRADS_MAX_WEIGHTS
 
 
-def _native_dense_grads(carry: _Carry, kind: str) -> list[tuple[Tensor, Tensor]]:
-    """`_dense_grads` of the built-in loss from the segment's native stacks (`NativeStack.dense_gradients`: one
-    native pass per block instead of an autograd graph over dense weights), in the caller's order."""
+def _carried_dense_grads(carry: _Carry, kind: str) -> list[tuple[Tensor, Tensor]]:
+    """`_stack_dense_grads` of a finished segment's native stacks (`_Carry.blocks`), in the caller's order."""
     xb, yb = carry.last_batch
     order = carry.plan.order
-    idx = None if order == list(range(len(order))) else torch.tensor(order, device=xb.device)
-    if idx is not None:
-        xb, yb = xb.index_select(0, idx), yb.index_select(0, idx)
-    alive = torch.tensor([carry.alive_host[k] for k in order], dtype=torch.bool)
+    reorder = _Reorder(order, xb.device)
+    alive = [carry.alive_host[k] for k in order]
+    grads = _stack_dense_grads(carry.blocks, reorder.take(xb), reorder.take(yb), alive, kind)
+    return [(reorder.untake(gw), reorder.untake(gb)) for gw, gb in grads]
+
+
+def _stack_dense_grads(blocks, xb, yb, alive_host, kind: str) -> list[tuple[Tensor, Tensor]]:
+    """`_dense_grads` of the built-in loss from native stacks (`NativeStack.dense_gradients`: one native pass
+    per block instead of an autograd graph over dense weights); batch, liveness and result in the plan's order."""
+    alive = torch.tensor(alive_host, dtype=torch.bool)
     parts = [blk.stack.dense_gradients(xb[blk.start:blk.stop], yb[blk.start:blk.stop], kind,
-                                       alive[blk.start:blk.stop]) for blk in carry.blocks]
-    grads = [tuple(torch.cat([p[l][i] for p in parts]) if len(parts) > 1 else parts[0][l][i] for i in (0, 1))
-             for l in range(len(parts[0]))]
-    if idx is not None:
-        inv = torch.empty_like(idx)
-        inv[idx] = torch.arange(len(order), device=idx.device)
-        grads = [(gw.index_select(0, inv), gb.index_select(0, inv)) for gw, gb in grads]
-    return grads
+                                       alive[blk.start:blk.stop]) for blk in blocks]
+    return [tuple(torch.cat([p[l][i] for p in parts]) if len(parts) > 1 else parts[0][l][i] for i in (0, 1))
+            for l in range(len(parts[0]))]
+
+
+class _Reorder:
+    """Between the caller's order of networks and a plan's (`TrainingPlan.order`): index_select along dim 0."""
+
+    def __init__(self, order: Sequence[int], device) -> None:
+        self.identity = list(order) == list(range(len(order)))
+        self.idx = self.inv = None
+        if not self.identity:
+            self.idx = torch.tensor(order, device=device)
+            self.inv = torch.empty_like(self.idx)
+            self.inv[self.idx] = torch.arange(len(order), device=device)
+
+    def take(self, t):  # the caller's order -> the plan's
+        return t if t is None or self.identity else t.index_select(0, self.idx)
+
+    def untake(self, t):  # the plan's order -> the caller's
+        return t if t is None or self.identity else t.index_select(0, self.inv)
+
+
+def _updates_in_loop(schedule, loss_fn, plan, device, dtype) -> bool:
+    """Whether a schedule's updates can happen inside one training loop: counts kept (so one plan serves every
+    mask), the built-in loss, and every block a native stack (rebuilt in place at each update, `_Remask`)."""
+    return (schedule is not None and schedule.keeps_counts and loss_fn is None and native_stack.available(device, dtype)
+            and native.module_for(device) is not None and all(i == "sparse" for blk in plan.impls for i in blk))
+
+
+@dataclass
+class _Remask:
+    """A `MaskSchedule`'s updates inside one `_train_loop` of native stacks only: at each step of `steps`, before
+    that step trains, the blocks' parameters go to the schedule's ``update`` in the caller's order, and the blocks
+    are rebuilt for its new masks, their optimiser state carried over (`_remap_state`): the same arithmetic as
+    ending a segment there and starting the next, without leaving the loop."""
+
+    steps: Sequence[int]
+    update: Callable[..., LayerMasks | None]
+    loss_of: Callable
+    kind: str
+
+    def __call__(self, step, blocks, masks, shapes, alive_host, batch, reorder: _Reorder, cfg):
+        """New (blocks, masks) in the plan's order, or None when the schedule keeps the masks."""
+        parts = [blk.weights_out(shapes) for blk in blocks]
+        L = len(shapes)
+        plan_w = [torch.cat([p[l] for p in parts]) if len(parts) > 1 else parts[0][l] for l in range(L)]
+        plan_b = [torch.cat([blk.params[2 * l + 1].detach() for blk in blocks]) for l in range(L)]
+        weights, biases = [reorder.untake(w) for w in plan_w], [reorder.untake(b) for b in plan_b]
+        caller_masks = [(reorder.untake(wm), reorder.untake(bm)) for wm, bm in masks]
+        alive = [False] * len(alive_host)
+        order = reorder.idx.tolist() if reorder.idx is not None else range(len(alive_host))
+        for i, k in enumerate(order):
+            alive[k] = alive_host[i]
+
+        def grads():
+            if _native_grads_pay(None, blocks, weights):
+                return [(reorder.untake(gw), reorder.untake(gb))
+                        for gw, gb in _stack_dense_grads(blocks, batch[0], batch[1], alive_host, self.kind)]
+            return _dense_grads(weights, biases, (reorder.untake(batch[0]), reorder.untake(batch[1])), self.loss_of,
+                                alive)
+
+        new = self.update(step, weights, biases, caller_masks, alive, grads)
+        if new is None:
+            return None
+        check_stacked(weights, biases, new)
+        new = [(reorder.take(wm), reorder.take(bm)) for wm, bm in new]
+        rebuilt = [_Block(blk.start, blk.stop, plan_w, plan_b, new, blk.impls, cfg) for blk in blocks]
+        for old, blk in zip(blocks, rebuilt):
+            _remap_state(old, blk)
+        return rebuilt, new
 
 
 def _apply_masks(weights, biases, masks, carry: _Carry):
@@ -388,11 +463,12 @@ class _Block:
 
 
 def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kind, fused, generators, bar=None,
-                begin=0, end=None, carry: _Carry | None = None):
+                begin=0, end=None, carry: _Carry | None = None, remask: _Remask | None = None):
     """Optimiser steps [begin, end) of `train` (arguments already checked; the whole training by default).
     `fused`: the built-in loss of `kind`, which native stacks compute themselves
-    (`plantseek.kernels.sparse_stack.NativeStack.train_step`). Returns the result and the `_Carry` for the
-    next segment (both in the caller's order)."""
+    (`plantseek.kernels.sparse_stack.NativeStack.train_step`). `remask`: mask updates inside the loop (native
+    stacks only, `_updates_in_loop`). Returns the result and the `_Carry` for the next segment (both in the
+    caller's order)."""
     start = time.perf_counter()
     device, dtype = weights[0].device, weights[0].dtype
     M, N = x.shape[0], x.shape[1]
@@ -401,11 +477,8 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
     end = cfg.epochs * nb if end is None else end
     carry = carry or _Carry(step=begin, alive_host=[True] * M, failed=[None] * M, last_loss=[float("nan")] * M)
     order = plan.order
-    reordered = order != list(range(M))
-    idx = torch.tensor(order, device=device) if reordered else None
-
-    def take(t):  # the caller's order -> the plan's
-        return t if t is None or idx is None else t.index_select(0, idx)
+    reorder = _Reorder(order, device)
+    reordered, take = not reorder.identity, reorder.take
 
     weights, biases = [take(w) for w in weights], [take(b) for b in biases]
     masks = [(take(wm), take(bm)) for wm, bm in masks]
@@ -445,6 +518,8 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
     idx_m = torch.arange(M, device=device).unsqueeze(1)
     xb = yb = perm = epoch_sum = None
     first_epoch, first_batch = begin // nb + 1, begin % nb
+    pending = list(remask.steps) if remask is not None else []
+    shapes = [w.shape for w in weights]
     for epoch in range(first_epoch, cfg.epochs + 1):
         if step >= end or not any(alive_host):
             break
@@ -465,6 +540,11 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
         for s, e in batches[first_batch if resumed else 0:]:
             if step >= end:
                 break
+            if pending and step == pending[0]:  # before this step: the masks change
+                pending.pop(0)
+                rebuilt = remask(step, blocks, masks, shapes, alive_host, (xb, yb), reorder, cfg)
+                if rebuilt is not None:
+                    blocks, masks = rebuilt
             xb, yb = xs[:, s:e], ys[:, s:e]
             if fused:  # native stacks step whole (loss included); the other blocks through autograd
                 parts, tracked = [], []
@@ -519,7 +599,7 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
             alive = torch.tensor(alive_host, dtype=torch.bool, device=device)
         if bar is not None:
             bar.set_postfix(loss=f"{_nanmean([last_loss[k] for k in range(M) if alive_host[k]]):.3g}")
-    parts = [blk.weights_out([w.shape for w in weights]) for blk in blocks]
+    parts = [blk.weights_out(shapes) for blk in blocks]
     out_w = [torch.cat([p[l] for p in parts]) if len(parts) > 1 else parts[0][l] for l in range(len(weights))]
     out_b = [torch.cat([blk.params[2 * l + 1].detach() for blk in blocks]) for l in range(len(weights))]
     finished = step >= cfg.epochs * nb or not any(alive_host)
@@ -528,12 +608,7 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
                                                       [w.shape for w in weights], cfg.optimizer)
     back = list(range(M))
     if reordered:  # back to the caller's order
-        inv = torch.empty(M, dtype=torch.long, device=device)
-        inv[idx] = torch.arange(M, device=device)
-
-        def untake(t):
-            return None if t is None else t.index_select(0, inv)
-
+        untake = reorder.untake
         out_w, out_b = [untake(w) for w in out_w], [untake(b) for b in out_b]
         if state is not None:
             state = [tuple(untake(t) for t in st) for st in state]
