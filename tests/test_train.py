@@ -255,3 +255,74 @@ def _threads_seen(fn, seen):
         seen.append(torch.get_num_threads())
         return fn(self, *args, **kwargs)
     return wrapper
+
+
+def _with_copies(ws, bs, masks, x, y, copies):
+    """The stack with network copies[i] appended as network M + i (same parameters, masks and data)."""
+    pick = torch.tensor(list(range(ws[0].shape[0])) + list(copies))
+    return ([w[pick].clone() for w in ws], [b[pick].clone() for b in bs],
+            [(wm[pick].clone(), bm[pick].clone()) for wm, bm in masks], x[pick].clone(), y[pick].clone())
+
+
+@pytest.mark.parametrize("impl", ["dense", "auto"])
+def test_identical_networks_train_once_with_the_result_of_each(impl, monkeypatch):
+    """Networks whose training reads the same parameters, masks, data and generator state (a seed's runs at
+    density 1 and its dense baseline) train once: each copy gets its representative's result and generator
+    state, which is what it gets trained in the full stack (float64), and only the distinct ones train."""
+    ws, bs, masks, x, y = _problem(M=3, N=64, density=0.5)
+    masks = [(torch.cat([wm[:1], torch.ones_like(wm[1:2]), wm[2:]]),  # network 1 dense, as a baseline
+              torch.cat([bm[:1], torch.ones_like(bm[1:2]), bm[2:]])) for wm, bm in masks]
+    stack = _with_copies(ws, bs, masks, x, y, [1, 0, 1])  # networks 3 and 5 copy 1, network 4 copies 0
+    seeds = [1, 2, 3, 2, 1, 2]
+    assert T.identical_networks(*stack, _gens(seeds)) == [0, 1, 2, 1, 0, 1]
+    cfg = T.TrainConfig(epochs=2, batch_size=16, impl=impl)
+    trained = []
+    real_loop = T._train_loop
+    monkeypatch.setattr(T, "_train_loop", lambda w, *a, **k: trained.append(w[0].shape[0]) or real_loop(w, *a, **k))
+    gens = _gens(seeds)
+    res = T.train(*stack, kind="classification", generators=gens, config=cfg, labels=list("abcdef"))
+    assert trained == [3]
+    monkeypatch.setattr(T, "identical_networks", lambda *a: list(range(6)))  # the whole stack, trained as it is
+    full_gens = _gens(seeds)
+    full = T.train(*stack, kind="classification", generators=full_gens, config=cfg)
+    assert trained == [3, 6]
+    for a, b in zip(res.weights + res.biases, full.weights + full.biases):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    for k, r in ((3, 1), (4, 0), (5, 1)):
+        assert all(torch.equal(t[k], t[r]) for t in res.weights + res.biases)
+        assert res.train_loss[k] == res.train_loss[r] and [h[k] for h in res.history] == [h[r] for h in res.history]
+    for g, h in zip(gens, full_gens):  # the shuffles a copy would have drawn, drawn
+        assert torch.equal(g.get_state(), h.get_state())
+
+
+def test_networks_that_differ_in_one_thing_are_not_identical():
+    ws, bs, masks, x, y = _problem(M=2, N=32, density=0.5)
+    base = _with_copies(ws, bs, masks, x, y, [0])
+    assert T.identical_networks(*base, _gens([1, 2, 1])) == [0, 1, 0]
+    assert T.identical_networks(*base, _gens([1, 2, 4])) == [0, 1, 2]  # another shuffle
+    for what in ("mask", "weight", "bias", "x", "y"):
+        w, b, m, xx, yy = _with_copies(ws, bs, masks, x, y, [0])  # fresh copies, changed in network 2 below
+        if what == "mask":
+            m[1][0][2, 0, 0] = ~m[1][0][2, 0, 0]
+        elif what == "weight":
+            w[2][2, 0, 0] += 1e-12
+        elif what == "bias":
+            b[0][2, 0] = -b[0][2, 0]
+        elif what == "x":
+            xx[2, 5, 1] += 1.0
+        else:
+            yy[2, 7] = (yy[2, 7] + 1) % 4
+        assert T.identical_networks(w, b, m, xx, yy, _gens([1, 2, 1])) == [0, 1, 2], what
+
+
+def test_a_diverging_copy_is_named_in_its_own_error():
+    ws, bs, masks, x, y = _problem(M=2, classification=False)
+    ws = [w.clone() for w in ws]
+    ws[0][1] *= 1e200
+    stack = _with_copies(ws, bs, masks, x, y, [1])
+    res = T.train(*stack, kind="regression", generators=_gens([1, 2, 2]), config=T.TrainConfig(epochs=1, batch_size=16),
+                  labels=["a", "b", "c"])
+    assert res.failed[0] is None
+    for k in (1, 2):
+        assert isinstance(res.failed[k], T.TrainingDiverged) and res.failed[k].run == k and res.failed[k].epoch == 1
+    assert "(b;" in str(res.failed[1]) and "trained once for c" in str(res.failed[2])

@@ -19,6 +19,10 @@ garbage collector is paused during the loop. Stacking networks into these tensor
 The loop runs over pre-shuffled, pre-batched tensors (one ``randperm`` per run and epoch from the run's own
 generator, one gather, then slices); no Dataset indexing. A non-finite loss in some epoch marks that run as
 failed with a `TrainingDiverged` error naming the epoch; the other runs of the batch carry on.
+
+Networks of a batch whose training would read exactly the same things (`identical_networks`: parameters, masks,
+data, generator state; a seed's runs at density 1 under every pruner, and its dense baseline) train once, and
+each gets the result and final generator state of its representative.
 """
 from __future__ import annotations
 
@@ -189,8 +193,13 @@ def train(
         raise ValueError(f"need one generator per run: {M} runs, {len(generators)} generators")
     if x.shape[1] == 0:
         raise ValueError("no training samples")
-    loss_of = loss_fn or (lambda out, tgt: per_network_loss(out, tgt, kind))
     labels = list(labels) if labels is not None else [f"run {k}" for k in range(M)]
+    if schedule is None and loss_fn is None:
+        rep = identical_networks(weights, biases, masks, x, y, generators)
+        if len(set(rep)) < M:  # train each distinct network once (at density 1 every pruner's run is the dense one)
+            return _train_distinct(rep, weights, biases, masks, x, y, kind=kind, generators=generators, config=cfg,
+                                   progress=progress, desc=desc, labels=labels)
+    loss_of = loss_fn or (lambda out, tgt: per_network_loss(out, tgt, kind))
     device, dtype = weights[0].device, weights[0].dtype
     total = cfg.epochs * math.ceil(x.shape[1] / cfg.batch_size)
     ends = [total]
@@ -242,6 +251,56 @@ def train(
             bar.close()
     result.time_s = time.perf_counter() - start
     return result
+
+
+def identical_networks(weights, biases, masks, x, y, generators) -> list[int]:
+    """Per network k the first network of the stack whose training reads exactly what k's reads (its
+    parameters, masks, data and shuffle generator's state), else k: such networks train to the same result, since
+    a network's training does not depend on the others of its batch (one seed's runs at density 1, whatever their
+    pruner, are its dense baseline)."""
+    M = len(generators)
+    rep = list(range(M))
+    if M < 2:
+        return rep
+    buckets: dict[bytes, list[int]] = {}
+    per_network = [m for pair in masks for m in pair] + list(weights) + list(biases) + [x, y]  # masks differ most
+    for k, g in enumerate(generators):
+        same = buckets.setdefault(bytes(g.get_state().numpy()), [])
+        for j in same:
+            if all(torch.equal(t[j], t[k]) for t in per_network):
+                rep[k] = j
+                break
+        else:
+            same.append(k)
+    return rep
+
+
+def _train_distinct(rep: list[int], weights, biases, masks, x, y, *, generators, labels, **kwargs) -> TrainResult:
+    """`train` of the distinct networks of ``rep`` (`identical_networks`) only; every other network gets its
+    representative's result, and its generator the representative's final state."""
+    uniq = sorted(set(rep))
+    where = {j: i for i, j in enumerate(uniq)}
+    device = weights[0].device
+    idx = torch.tensor(uniq, device=device)
+
+    def sub(t):
+        return t.index_select(0, idx)
+
+    res = train([sub(w) for w in weights], [sub(b) for b in biases], [(sub(wm), sub(bm)) for wm, bm in masks],
+                sub(x), sub(y), generators=[generators[j] for j in uniq], labels=[labels[j] for j in uniq], **kwargs)
+    back = torch.tensor([where[r] for r in rep], device=device)
+    failed = []
+    for k, r in enumerate(rep):
+        if k != r:
+            generators[k].set_state(generators[r].get_state())
+        e = res.failed[where[r]]
+        if isinstance(e, TrainingDiverged):  # its run: an index of this stack
+            e = TrainingDiverged(str(e) if k == r else f"{e} (trained once for {labels[k]}, identical to it)",
+                                 e.epoch, k)
+        failed.append(e)
+    return TrainResult([w.index_select(0, back) for w in res.weights], [b.index_select(0, back) for b in res.biases],
+                       failed, [res.train_loss[where[r]] for r in rep], res.time_s,
+                       [[h[where[r]] for r in rep] for h in res.history])
 
 
 def _segment_ends(steps: Sequence[int], total: int) -> list[int]:
