@@ -53,6 +53,10 @@ def test_make_chunks_groups_by_shape_and_balances():
     # 2 tasks x 2 depths = 4 groups of 14 runs (the ticket oracle once per seed), each 2 chunks of 7
     assert sorted(len(c) for c in chunks) == [7] * 8
     assert make_chunks(sweep.runs, 10) == chunks  # deterministic
+    for chunk in chunks:  # seed-major: a seed's runs of a group share one chunk (its identical runs train once)
+        assert [r.seed for r in chunk] == sorted(r.seed for r in chunk)
+    seeds = {(c[0].group_key, r.seed) for c in chunks for r in c}
+    assert len(seeds) == sum(len({r.seed for r in c}) for c in chunks)
     assert sum(len(c) for c in make_chunks(sweep.runs)) == len(sweep.runs)
     with pytest.raises(ValueError, match="max_batch"):
         make_chunks(sweep.runs, 0)
@@ -89,8 +93,9 @@ def test_failing_runs_are_recorded_and_retried(tmp_path):
     rep = run_sweep(_sweep_file(tmp_path), db, batch_fn=f.batch, single_fn=f, max_batch=6, progress=False,
                     log=lambda m: None)
     assert (rep.ok, rep.failed) == (14, 14)
-    # every chunk held a failing seed, so every chunk fell back to one-by-one: only the bad runs failed
-    assert f.singles == 28
+    # chunks are seed-major (groups of 14 -> chunks of 5, 5, 4): the chunk of seed 0 alone trained as a batch,
+    # the two holding seed 1 fell back to one-by-one (9 runs a group): only the bad runs failed
+    assert f.singles == 18
     with ResultStore(db) as store:
         failed = [r for r in store.records() if r["status"] == "failed"]
     assert len(failed) == 14 and all(r["config"]["seed"] == 1 for r in failed)

@@ -89,8 +89,8 @@ def get(name: str, **options) -> "Executor":
 
 def make_chunks(runs: Sequence[RunConfig], max_batch: int | None = None,
                 workers: int | None = None) -> list[list[RunConfig]]:
-    """Group runs that can be trained together, in first-appearance order, and split each group into
-    near-equal chunks of at most ``max_batch`` runs (deterministic: the same runs give the same chunks).
+    """Group runs that can be trained together, in first-appearance order, and split each group, ordered by
+    seed, into near-equal chunks of at most ``max_batch`` runs (deterministic: the same runs give the same chunks).
 
     ``workers`` (the Dask executors): chunks are also at most ``len(runs) / (CHUNKS_PER_WORKER * workers)``
     runs, so that every worker has work (one group of one shape no longer lands on one worker) and the last
@@ -105,6 +105,10 @@ def make_chunks(runs: Sequence[RunConfig], max_batch: int | None = None,
         groups.setdefault(run.group_key, []).append(run)
     chunks = []
     for members in groups.values():
+        # seed-major (stable): a chunk then holds every run of its seeds, so that the runs that train identically
+        # (a seed's runs at density 1, whatever the pruner, its dense baseline, multishot's first round) meet in one
+        # batch and train once (`plantseek.train.identical_networks`)
+        members = sorted(members, key=lambda r: r.seed)
         n_chunks = math.ceil(len(members) / max_batch)
         size = math.ceil(len(members) / n_chunks)
         chunks.extend(members[i:i + size] for i in range(0, len(members), size))
