@@ -15,7 +15,9 @@ same run.
 - Multiply-adds (the issue's arithmetic): kept weights x training samples x epochs x 3 (forward and two
   backward products) per run; multishot sums its rounds (round r keeps density^(r/rounds)); gradual and strong
   count their dense weights (gradual starts dense; edge-popup scores every weight); one dense baseline per chunk
-  and seed. The GEMM rate: `torch.bmm` of 26 networks' [32 x 100] x [100 x 100] products (float32, one
+  and seed. Runs that train identically (`plantseek.train.identical_networks`: a seed's density-1 runs and its
+  dense baseline, multishot's first round) count as asked for although they train once; the table says how
+  many of the trainings without a mask schedule were such copies. The GEMM rate: `torch.bmm` of 26 networks' [32 x 100] x [100 x 100] products (float32, one
   thread: the width-100 shape of a grid group) and one [2048 x 2048] SGEMM on every thread.
 
     python bench/grid.py                          # every cell (1711 for paper_scale.toml: hours here)
@@ -136,6 +138,17 @@ def main() -> None:
     runs_by_part: OrderedDict[str, list] = OrderedDict()
     for r in sweep.runs:
         runs_by_part.setdefault(part_of(r), []).append(r)
+    T = importlib.import_module("plantseek.train")
+    asked_distinct = [0, 0]  # networks handed to `train` without a mask schedule, and the distinct ones among them
+    real_identical = T.identical_networks
+
+    def counted(*a, **k):
+        rep = real_identical(*a, **k)
+        asked_distinct[0] += len(rep)
+        asked_distinct[1] += len(set(rep))
+        return rep
+
+    T.identical_networks = counted
     small, big = gemm_rates()
     print(f"GEMM: {small:.1f} G multiply-adds/s (26 x [32x100]x[100x100], 1 thread), {big:.1f} G/s (2048^2, all)",
           flush=True)
@@ -158,6 +171,7 @@ def main() -> None:
         samples = {id(r): n_train(r) for r in runs}
         importlib.import_module("plantseek.seek").clear_caches()
         seconds, work, done, failed = 0.0, 0.0, 0, 0
+        asked_distinct[:] = [0, 0]
         for chunk in chunks:
             t0 = time.perf_counter()
             out = plantseek.seek_batch([dict(r.seek_kwargs(), progress=False) for r in chunk])
@@ -176,10 +190,13 @@ def main() -> None:
         grid_runs = sum(len(m) for m in part_cells)
         hours = seconds * scale / 3600
         rate = work / seconds / 1e9 if seconds else float("nan")
+        asked, distinct = asked_distinct
+        copies = 1 - distinct / asked if asked else 0.0
         rows.append(dict(part=part, cells=len(part_cells), probed=len(runs), chunks=len(chunks), failed=failed,
-                         seconds=seconds, rate=rate, grid_runs=grid_runs, hours=hours))
+                         seconds=seconds, rate=rate, grid_runs=grid_runs, hours=hours, copies=copies))
         print(f"{part:32s} {len(runs):4d} runs in {len(chunks)} groups {seconds:8.1f} s  {rate:6.2f} G/s "
-              f"({rate / small:.1%} of bmm)  full grid {hours:6.2f} h ({grid_runs} runs)", flush=True)
+              f"({rate / small:.1%} of bmm)  copies {copies:.0%}  full grid {hours:6.2f} h ({grid_runs} runs)",
+              flush=True)
     elapsed = time.perf_counter() - t_start
     total_h = sum(r["hours"] for r in rows)
     w100_h = sum(r["hours"] for r in rows if not r["part"].endswith("wide"))
@@ -201,12 +218,16 @@ def main() -> None:
         if args.mode == "groups" else "one seed per cell, grouped as the sweep groups them; hours = seconds per "
         "probed run x the part's runs (an upper bound: the probe's groups are far smaller than the file's)."),
         "",
+        "Copies: the share of the networks trained without a mask schedule (runs, their multishot rounds, dense "
+        "baselines) that were identical to another of their batch and trained once (`plantseek.train."
+        "identical_networks`); their multiply-adds still count as asked for, so a part's rate can pass the bmm rate.",
+        "",
         "| part | cells | probed runs | groups | failed | seconds | G multiply-adds/s | fraction of the bmm rate "
-        "| runs in the file | extrapolated hours |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| copies | runs in the file | extrapolated hours |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[f"| {r['part']} | {r['cells']} | {r['probed']} | {r['chunks']} | {r['failed']} | {r['seconds']:.1f} | "
           f"{r['rate']:.2f} | "
-          f"{r['rate'] / small:.1%} | {r['grid_runs']} | {r['hours']:.2f} |" for r in rows],
+          f"{r['rate'] / small:.1%} | {r['copies']:.0%} | {r['grid_runs']} | {r['hours']:.2f} |" for r in rows],
         "",
         f"Extrapolated for the probed parts: **{total_h:.2f} h**, of it {w100_h:.2f} h at width 100 (goal of issue "
         "18: every width-100 experiment in at most 0.5 h, the whole file in at most 3 h).",

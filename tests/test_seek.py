@@ -325,3 +325,30 @@ def test_repr_is_short_with_the_run_and_its_headline_metrics():
     reg = seek(task="relu", depth=3, width=20, n_samples=800, epochs=1, progress=False, device="cpu",
                pruner="random", density=0.5)
     assert "test_loss=" in repr(reg) and "test_accuracy" not in repr(reg)
+
+
+@pytest.mark.parametrize("protocol", ["singleshot", "multishot"])
+def test_a_mixed_group_gives_each_run_what_it_gets_alone_float64(protocol, monkeypatch):
+    """One batch of mixed pruners, densities and seeds (multishot: every round in lock-step), density-1 runs
+    included, which train once per seed with the dense baseline (`plantseek.train.identical_networks`): every
+    run's metrics equal those of the run sought alone (float64)."""
+    from plantseek import train as T
+    from plantseek.seek import clear_caches
+
+    kws = [dict(FAST, dtype="float64", protocol=protocol, pruner=p, density=d, seed=s)
+           for p in ("random", "magnitude") for d in (0.1, 0.5, 1.0) for s in (0, 1)]
+    counts = []
+    real = T.identical_networks
+    monkeypatch.setattr(T, "identical_networks", lambda *a: counts.append(real(*a)) or counts[-1])
+    clear_caches()
+    batched = seek_batch(kws)
+    # singleshot: 12 runs and 2 dense baselines, at density 1 one per seed (4 runs + 2 baselines -> 2);
+    # multishot's first round: the 12 runs, all unpruned yet, one per seed
+    first = counts[0]
+    assert (len(first), len(set(first))) == ((14, 10) if protocol == "singleshot" else (12, 2))
+    monkeypatch.setattr(T, "identical_networks", real)
+    for kw, b in zip(kws, batched):
+        clear_caches()
+        alone = seek(**kw)
+        for key in ("test_loss", "test_accuracy", "recall", "kept_density", "dense_test_loss"):
+            assert b.metrics[key] == pytest.approx(alone.metrics[key], rel=1e-9, abs=1e-12), (kw, key)
