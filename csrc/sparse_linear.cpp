@@ -25,7 +25,7 @@ constexpr int64_t kPrefetchBytes = int64_t(256) << 10;  // ...when a network's i
 constexpr int64_t kRowsPerItem = 16;  // output rows per parallel work item
 
 // The widest register's vectors (GCC/Clang vector extension): 64 bytes with AVX-512, else 32 (AVX2's
-// registers; 64-byte vectors there are split in two and spill: measured 12x slower on a Zen 3 core).
+// registers; 64-byte vectors there are split in two and spill).
 #ifdef __AVX512F__
 constexpr int kVectorBytes = 64;
 #else

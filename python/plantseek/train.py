@@ -399,10 +399,7 @@ class _Remask:
 
     def __call__(self, step, blocks, masks, shapes, alive_host, batch, reorder: _Reorder, cfg):
         """New (blocks, masks) in the plan's order, or None when the schedule keeps the masks."""
-        parts = [blk.weights_out(shapes) for blk in blocks]
-        L = len(shapes)
-        plan_w = [torch.cat([p[l] for p in parts]) if len(parts) > 1 else parts[0][l] for l in range(L)]
-        plan_b = [torch.cat([blk.params[2 * l + 1].detach() for blk in blocks]) for l in range(L)]
+        plan_w, plan_b = _blocks_out(blocks, shapes)
         weights, biases = [reorder.untake(w) for w in plan_w], [reorder.untake(b) for b in plan_b]
         caller_masks = [(reorder.untake(wm), reorder.untake(bm)) for wm, bm in masks]
         alive = [False] * len(alive_host)
@@ -658,9 +655,7 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
             alive = torch.tensor(alive_host, dtype=torch.bool, device=device)
         if bar is not None:
             bar.set_postfix(loss=f"{_nanmean([last_loss[k] for k in range(M) if alive_host[k]]):.3g}")
-    parts = [blk.weights_out(shapes) for blk in blocks]
-    out_w = [torch.cat([p[l] for p in parts]) if len(parts) > 1 else parts[0][l] for l in range(len(weights))]
-    out_b = [torch.cat([blk.params[2 * l + 1].detach() for blk in blocks]) for l in range(len(weights))]
+    out_w, out_b = _blocks_out(blocks, shapes)
     finished = step >= cfg.epochs * nb or not any(alive_host)
     keep = not finished and not torch_blocks  # native stacks only: the next segment reads them (`_remap_state`)
     state = None if finished or keep else _dump_state(blocks, torch_blocks, offsets, adam, bufs,
@@ -686,6 +681,14 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
                  plan=plan if keep else None,
                  last_batch=None if xb is None else (xb, yb))
     return TrainResult(out_w, out_b, failed, last_loss, time.perf_counter() - start, history), nxt
+
+
+def _blocks_out(blocks, shapes) -> tuple[list[Tensor], list[Tensor]]:
+    """The blocks' trained (M, out, in) weights, zero where pruned, and (M, out) biases, in the plan's order."""
+    parts = [blk.weights_out(shapes) for blk in blocks]
+    weights = [torch.cat([p[l] for p in parts]) if len(parts) > 1 else parts[0][l] for l in range(len(shapes))]
+    biases = [torch.cat([blk.params[2 * l + 1].detach() for blk in blocks]) for l in range(len(shapes))]
+    return weights, biases
 
 
 def _dense_of(blk: "_Block", l: int, t: Tensor, shape: torch.Size) -> Tensor:
