@@ -156,13 +156,14 @@ public:
         py::array_t<T> x;
         py::array_t<int64_t> labels;
         py::array_t<T> values;
-        py::array_t<bool> alive;
+        py::array_t<bool> alive;  // a default array_t is an empty array, not None: `has_alive` says which
         bool labelled = false;
+        bool has_alive = false;
         int64_t B = 0;
         const int64_t* label_ptr() const { return labelled ? labels.data() : nullptr; }
         const T* value_ptr() const { return labelled ? nullptr : values.data(); }
         const uint8_t* alive_ptr() const {
-            return alive ? reinterpret_cast<const uint8_t*>(alive.data()) : nullptr;
+            return has_alive ? reinterpret_cast<const uint8_t*>(alive.data()) : nullptr;
         }
     };
 
@@ -188,6 +189,7 @@ public:
         if (!alive.is_none()) {
             b.alive = expect_array<bool>(alive, "alive");
             expect_shape(b.alive, "alive", {M_});
+            b.has_alive = true;
         }
         return b;
     }

@@ -399,6 +399,27 @@ def test_adopt_state_continues_as_masking_the_dense_state(seed, M, widths, densi
         _close(got, want.detach(), dtype)
 
 
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_no_alive_flags_train_every_network(kind):
+    """alive=None trains every network, as all-True flags do: the binding once read flags past the end of an
+    empty array for None, so some networks silently got no gradient (uninitialised memory, seen as a flaky
+    adopt_state test)."""
+    cfg = TrainConfig(optimizer="adam", lr=0.05)
+    M, widths = 64, [3, 5, 2]
+    x = torch.randn(M, 8, widths[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = (torch.arange(M * 8).reshape(M, 8) % 2 if kind == "classification"
+         else torch.randn(M, 8, widths[-1], generator=torch.Generator().manual_seed(2), dtype=torch.float64))
+    for trial in range(20):  # fresh stacks, so each None step meets other memory
+        ws, bs, masks = _networks(trial, M, widths, 0.7, torch.float64)
+        none, _, _ = _pair(ws, bs, masks, cfg)
+        every, _, _ = _pair(ws, bs, masks, cfg)
+        for _ in range(2):
+            none.train_step(x, y, kind, 0.05)
+            every.train_step(x, y, kind, 0.05, torch.ones(M, dtype=torch.bool))
+        for got, want in zip(none.vals + none.biases, every.vals + every.biases):
+            assert torch.equal(got, want)
+
+
 def test_adopt_state_refuses_other_networks_and_bad_positions():
     cfg = TrainConfig()
     ws, bs, masks = _networks(0, 2, [3, 4, 2], 0.5, torch.float64)
