@@ -24,11 +24,17 @@ constexpr int64_t kPrefetch = 4;  // kept weights ahead whose input rows are pre
 constexpr int64_t kPrefetchBytes = int64_t(256) << 10;  // ...when a network's input exceeds this (L2-sized)
 constexpr int64_t kRowsPerItem = 16;  // output rows per parallel work item
 
-// 64-byte vectors (GCC/Clang vector extension: one AVX-512 register, or several narrower ones).
+// The widest register's vectors (GCC/Clang vector extension): 64 bytes with AVX-512, else 32 (AVX2's
+// registers; 64-byte vectors there are split in two and spill).
+#ifdef __AVX512F__
+constexpr int kVectorBytes = 64;
+#else
+constexpr int kVectorBytes = 32;
+#endif
 template <class T>
 struct Simd {
-    typedef T vec __attribute__((vector_size(64)));
-    static constexpr int lanes = 64 / sizeof(T);
+    typedef T vec __attribute__((vector_size(kVectorBytes)));
+    static constexpr int lanes = kVectorBytes / sizeof(T);
     static vec load(const T* p) {
         vec v;
         std::memcpy(&v, p, sizeof v);
