@@ -23,6 +23,7 @@ constexpr int kMaxVectors = 16;  // batch vectors held in registers per block
 constexpr int64_t kPrefetch = 4;  // kept weights ahead whose input rows are prefetched...
 constexpr int64_t kPrefetchBytes = int64_t(256) << 10;  // ...when a network's input exceeds this (L2-sized)
 constexpr int64_t kRowsPerItem = 16;  // output rows per parallel work item
+constexpr int kDenseMaxVectors = 4;  // batch vectors up to which full layers take the row-blocked kernel
 
 // The widest register's vectors (GCC/Clang vector extension): 64 bytes with AVX-512, else 32 (AVX2's
 // registers; 64-byte vectors there are split in two and spill).
@@ -163,6 +164,57 @@ void rows_block(const int64_t* indptr, const int64_t* cols, const T* vals, const
     }
 }
 
+// rows_block for a network whose every row is full (entry k of row j is column k): R rows at a time, so each
+// input vector loaded serves R rows (R x NV accumulators) instead of one. Weight (j, k) is vals[start_j + k *
+// stride] (CSR: start_j = indptr[j], stride 1; the CSC walk of a dense CSR: start_j = perm[indptr[j]], stride
+// = the number of rows). Each row sums in the same order as rows_block, so the results are bitwise the same.
+template <class T, int NV, int R>
+void dense_rows_block(const int64_t* indptr, const T* vals, const int64_t* perm, int64_t stride, int64_t n_cols,
+                      const T* src, int64_t Bp, const T* bias, bool relu, int64_t j0, int64_t j1, int64_t b0, T* dst) {
+    using S = Simd<T>;
+    using V = typename S::vec;
+    const T* base = src + b0;
+    int64_t j = j0;
+    for (; j + R <= j1; j += R) {
+        V acc[R][NV];
+        const T* w[R];
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            w[r] = vals + (perm != nullptr ? perm[indptr[j + r]] : indptr[j + r]);
+            const V init = S::splat(bias ? bias[j + r] : T(0));
+#pragma GCC unroll 16
+            for (int q = 0; q < NV; ++q) acc[r][q] = init;
+        }
+        for (int64_t k = 0; k < n_cols; ++k) {
+            const T* x = base + k * Bp;
+            V xv[NV];
+#pragma GCC unroll 16
+            for (int q = 0; q < NV; ++q) xv[q] = S::load(x + q * S::lanes);
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r) {
+                const V v = S::splat(w[r][k * stride]);
+#pragma GCC unroll 16
+                for (int q = 0; q < NV; ++q) acc[r][q] += v * xv[q];
+            }
+        }
+        const V zero = S::splat(T(0));
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            T* out = dst + (j + r) * Bp + b0;
+            if (relu) {
+#pragma GCC unroll 16
+                for (int q = 0; q < NV; ++q) S::store(out + q * S::lanes, acc[r][q] < zero ? zero : acc[r][q]);
+            } else {
+#pragma GCC unroll 16
+                for (int q = 0; q < NV; ++q) S::store(out + q * S::lanes, acc[r][q]);
+            }
+        }
+    }
+    if constexpr (R > 1) {  // the last rows, one at a time
+        if (j < j1) dense_rows_block<T, NV, 1>(indptr, vals, perm, stride, n_cols, src, Bp, bias, relu, j, j1, b0, dst);
+    }
+}
+
 // gvals[e] = <g[row(e)], xt[col(e)]> over the first `nv` vectors of each row (the rest of g is zero).
 template <class T, int NV>
 void sddmm_row(const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T* xm, int64_t Bp, bool first,
@@ -236,6 +288,8 @@ void spmm_network(const CsrView& csr, int64_t m, const T* vals, const int64_t* p
     const int64_t chunks = (Bp + chunk - 1) / chunk;
     const bool parallel = threads > 1 && (indptr[n_rows] - indptr[0] + n_rows) * Bp > kParallelWork;
     const bool prefetch = csr.n_cols * Bp * static_cast<int64_t>(sizeof(T)) > kPrefetchBytes;
+    // every row full (columns unique per row, so the count says it): the register-blocked dense kernel
+    const bool dense = indptr[n_rows] - indptr[0] == n_rows * csr.n_cols && n_rows > 0;
     auto item = [&](int64_t it) {
         const int64_t c = it / groups;
         const int64_t j0 = (it % groups) * kRowsPerItem;
@@ -244,6 +298,14 @@ void spmm_network(const CsrView& csr, int64_t m, const T* vals, const int64_t* p
         const int64_t j1 = std::min(n_rows, j0 + kRowsPerItem);
         with_vectors<kMaxVectors>(nv, [&](auto NV) {
             constexpr int nv_ = decltype(NV)::value;
+            if constexpr (nv_ <= kDenseMaxVectors) {
+                if (dense) {
+                    constexpr int R = nv_ == 1 ? 8 : nv_ == 2 ? 4 : 2;
+                    dense_rows_block<T, nv_, R>(indptr, vals, perm, perm != nullptr ? n_rows : 1, csr.n_cols, src_m,
+                                                Bp, bias_m, relu, j0, j1, b0, dst_m);
+                    return;
+                }
+            }
             if (perm != nullptr) {
                 if (prefetch) rows_block<T, nv_, true, true>(indptr, csr.cols, vals, perm, src_m, Bp, bias_m, relu, j0, j1, b0, dst_m);
                 else rows_block<T, nv_, true, false>(indptr, csr.cols, vals, perm, src_m, Bp, bias_m, relu, j0, j1, b0, dst_m);
