@@ -275,6 +275,58 @@ void sddmm_row(const int64_t* cols, int64_t e0, int64_t e1, const T* g, const T*
     }
 }
 
+// gvals of a network whose every row is full: grad_W = g x^T as a small GEMM over the `used` batch lanes, on a
+// batch-major copy of the input (xb[b][k], rows padded to whole vectors with zeros), RJ output rows by two
+// vectors of inputs at a time. Row j's entries are gvals[indptr[j] + k]. Each weight sums its batch in order
+// (one chain), not in the sparse kernel's lane tree: float results differ from it in the last bits.
+template <class T>
+void dense_sddmm_rows(const int64_t* indptr, int64_t j0, int64_t j1, int64_t n_cols, const T* g_m, const T* xb,
+                      int64_t ldx, int64_t used, int64_t Bp, T* gvals) {
+    using S = Simd<T>;
+    using V = typename S::vec;
+    constexpr int L = S::lanes, IV = 2, RJ = 4;
+    auto tile = [&](auto rows, int64_t j, int64_t k0, int nvec) {
+        constexpr int R = decltype(rows)::value;
+        V acc[R][IV];
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+            for (int q = 0; q < IV; ++q) acc[r][q] = S::splat(T(0));
+        for (int64_t b = 0; b < used; ++b) {
+            const T* x = xb + b * ldx + k0;
+            V xv[IV];
+#pragma GCC unroll 16
+            for (int q = 0; q < IV; ++q) xv[q] = q < nvec ? S::load(x + q * L) : S::splat(T(0));
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r) {
+                const V gv = S::splat(g_m[(j + r) * Bp + b]);
+#pragma GCC unroll 16
+                for (int q = 0; q < IV; ++q) acc[r][q] += gv * xv[q];
+            }
+        }
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            T* out = gvals + indptr[j + r] + k0;
+            for (int q = 0; q < nvec; ++q) {
+                const int64_t count = std::min<int64_t>(L, n_cols - k0 - q * L);
+                if (count == L) {
+                    S::store(out + q * L, acc[r][q]);
+                } else {
+                    T tmp[L];
+                    S::store(tmp, acc[r][q]);
+                    std::copy(tmp, tmp + count, out + q * L);
+                }
+            }
+        }
+    };
+    for (int64_t k0 = 0; k0 < n_cols; k0 += IV * L) {
+        const int nvec = static_cast<int>(std::min<int64_t>(IV, (n_cols - k0 + L - 1) / L));
+        int64_t j = j0;
+        for (; j + RJ <= j1; j += RJ) tile(std::integral_constant<int, RJ>{}, j, k0, nvec);
+        for (; j < j1; ++j) tile(std::integral_constant<int, 1>{}, j, k0, nvec);
+    }
+}
+
 // Network m's rows of the CSR matrix times its input src_m (n_cols, Bp) into dst_m (n_rows, Bp) (+ bias_m,
 // ReLU); with `perm` the values are vals[perm[e]] (the CSC walk of a CSR-ordered value array).
 template <class T>
@@ -300,7 +352,7 @@ void spmm_network(const CsrView& csr, int64_t m, const T* vals, const int64_t* p
             constexpr int nv_ = decltype(NV)::value;
             if constexpr (nv_ <= kDenseMaxVectors) {
                 if (dense) {
-                    constexpr int R = nv_ == 1 ? 8 : nv_ == 2 ? 4 : 2;
+                    constexpr int R = nv_ == 1 ? 8 : nv_ == 2 ? (kVectorBytes == 64 ? 8 : 4) : 2;
                     dense_rows_block<T, nv_, R>(indptr, vals, perm, perm != nullptr ? n_rows : 1, csr.n_cols, src_m,
                                                 Bp, bias_m, relu, j0, j1, b0, dst_m);
                     return;
@@ -335,6 +387,22 @@ void sddmm_network(const CsrView& csr, int64_t m, const T* g_m, const T* xt_m, i
         return;
     }
     const bool parallel = threads > 1 && (indptr[csr.n_rows] - indptr[0]) * used > kParallelWork;
+    if (indptr[csr.n_rows] - indptr[0] == csr.n_rows * csr.n_cols && csr.n_rows > 0) {  // every row full
+        const int64_t n_cols = csr.n_cols, ldx = (n_cols + S::lanes - 1) / S::lanes * S::lanes;
+        std::vector<T> xb(static_cast<size_t>(used * ldx), T(0));  // the input, batch-major
+        for (int64_t k = 0; k < n_cols; ++k)
+            for (int64_t b = 0; b < used; ++b) xb[b * ldx + k] = xt_m[k * Bp + b];
+        if (!parallel) {
+            dense_sddmm_rows<T>(indptr, 0, csr.n_rows, n_cols, g_m, xb.data(), ldx, used, Bp, gvals);
+            return;
+        }
+        const int64_t blocks = (csr.n_rows + kRowsPerItem - 1) / kRowsPerItem;
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t it = 0; it < blocks; ++it)
+            dense_sddmm_rows<T>(indptr, it * kRowsPerItem, std::min(csr.n_rows, (it + 1) * kRowsPerItem), n_cols, g_m,
+                                xb.data(), ldx, used, Bp, gvals);
+        return;
+    }
     const bool prefetch = csr.n_cols * Bp * static_cast<int64_t>(sizeof(T)) > kPrefetchBytes;
     auto row = [&](int64_t j) {
         const int64_t e0 = indptr[j], e1 = indptr[j + 1];
