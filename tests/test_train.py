@@ -230,7 +230,13 @@ def test_a_native_stack_batch_runs_its_networks_on_all_threads(monkeypatch):
     ws, bs, masks, x, y = _problem(M=4, density=0.3, H=64)
     assert impl_choice.stack_only(masks, "auto", F64)
     seen = []
-    monkeypatch.setattr(S.NativeStack, "train_step", _threads_seen(S.NativeStack.train_step, seen))
+    real = S.NativeStack.train_step_arrays
+
+    def recorded(self, x, targets, alive, lr, threads):  # the trainer's step: the threads it hands the core
+        seen.append(threads)
+        return real(self, x, targets, alive, lr, threads)
+
+    monkeypatch.setattr(S.NativeStack, "train_step_arrays", recorded)
     old = torch.get_num_threads()
     results = []
     try:
@@ -248,13 +254,6 @@ def test_a_native_stack_batch_runs_its_networks_on_all_threads(monkeypatch):
         torch.set_num_threads(old)
     for a, b in zip(results[0].weights + results[0].biases, results[1].weights + results[1].biases):
         assert torch.equal(a, b)
-
-
-def _threads_seen(fn, seen):
-    def wrapper(self, *args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return fn(self, *args, **kwargs)
-    return wrapper
 
 
 def _with_copies(ws, bs, masks, x, y, copies):
@@ -326,3 +325,23 @@ def test_a_diverging_copy_is_named_in_its_own_error():
     for k in (1, 2):
         assert isinstance(res.failed[k], T.TrainingDiverged) and res.failed[k].run == k and res.failed[k].epoch == 1
     assert "(b;" in str(res.failed[1]) and "trained once for c" in str(res.failed[2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.5, 1.0])
+def test_masked_outputs_are_the_masked_forward_and_per_network(dtype, density):
+    """The rescale's outputs (native kept-weights path on the CPU) equal the dense masked forward, and each
+    network's outputs are the same bitwise whether it is evaluated alone or in a stack, with several chunks."""
+    ws, bs, masks, x, _ = _problem(M=4, N=70, density=density, seed=3)
+    ws, bs, x = [w.to(dtype) for w in ws], [b.to(dtype) for b in bs], x.to(dtype)
+    masks[1] = (masks[1][0].clone(), masks[1][1].clone())
+    masks[1][0][2] = True  # one network with a full layer (the dense kernel), one with an empty one
+    masks[1][0][3] = False
+    ref = T.evaluate_outputs(ws, bs, x, masks)
+    out = T.masked_outputs(ws, bs, masks, x, chunk=32)
+    tol = 1e-12 if dtype == F64 else 1e-5
+    assert out.shape == ref.shape and out.dtype == dtype
+    assert torch.allclose(out, ref, rtol=tol, atol=tol)
+    for k in range(4):
+        w1, b1, m1, x1, _ = _slice(ws, bs, masks, x, x, k)
+        assert torch.equal(T.masked_outputs(w1, b1, m1, x1, chunk=32)[0], out[k])

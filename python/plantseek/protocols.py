@@ -202,10 +202,9 @@ def rescaled_start(run: Run, mask: Mask, weights: list[Tensor], biases: list[Ten
     """The masked network `weights`/`biases` under `mask`, rescaled by the fitted rule (its hidden neurons then
     balanced unless ``balance=False``; unchanged when the rule skips it); records the `Rescale` (or None) in
     ``run.extra["rescale"]`` and its g in ``rescale_factor``."""
-    Wm = [w * wm.to(w.dtype) for w, (wm, _) in zip(weights, mask)]
-    Bm = [b * bm.to(b.dtype) for b, (_, bm) in zip(biases, mask)]
-    out = _train.evaluate_outputs([w.unsqueeze(0) for w in Wm], [b.unsqueeze(0) for b in Bm],
-                                  run.data.x_train.unsqueeze(0))[0]
+    out = _train.masked_outputs([w.unsqueeze(0) for w in weights], [b.unsqueeze(0) for b in biases],
+                                [(wm.unsqueeze(0), bm.unsqueeze(0)) for wm, bm in mask],
+                                run.data.x_train.unsqueeze(0))[0]
     c = fit_factors(out, run.data.y_train, kind)
     if c is None:
         run.extra["rescale"] = None

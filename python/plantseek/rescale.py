@@ -183,12 +183,17 @@ def fit_temperature(logits: Tensor, labels: Tensor, iterations: int = 100) -> fl
     """
     z = logits.detach()
     z_lab = z.gather(1, labels.reshape(-1, 1)).squeeze(1)
+    # classes-major (K, N): a softmax over a handful of classes per sample runs 6x to 10x faster along the
+    # leading dimension than along the last (8000 x 2 float64 here: 0.04 ms against 0.25 to 0.45 ms), and this
+    # fit runs once per run and multishot round before training (issue 18's profile: 16% of a circle group)
+    zt = z.t().contiguous()
+    zt2 = zt * zt
 
     def derivs(t: float) -> tuple[float, float]:
-        p = torch.softmax(z * t, dim=1)
-        ez = (p * z).sum(dim=1)
+        p = torch.softmax(zt * t, dim=0)
+        ez = (p * zt).sum(dim=0)
         d1 = (ez - z_lab).mean()
-        d2 = ((p * z * z).sum(dim=1) - ez * ez).mean()
+        d2 = ((p * zt2).sum(dim=0) - ez * ez).mean()
         return float(d1), float(d2)
 
     if derivs(0.0)[0] >= 0:

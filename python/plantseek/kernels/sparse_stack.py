@@ -80,6 +80,13 @@ class NativeStack:
         return torch.from_numpy(self._stack.train_step(x.detach().contiguous().numpy(), targets.contiguous().numpy(),
                                                         live, float(lr), torch.get_num_threads()))
 
+    def train_step_arrays(self, x, targets, alive, lr: float, threads: int):
+        """`train_step` on NumPy arrays the caller has prepared: x (M, B, in) and targets (int64 labels (M, B),
+        or (M, B, out) values) contiguous in the stack's dtype, alive a bool (M,) array or None; returns the
+        losses (M,) as an array. The trainer's inner loop (`plantseek.train`): it lays an epoch's batches out
+        once so that a step costs no tensor operations in Python. The core checks shapes and dtypes."""
+        return self._stack.train_step(x, targets, alive, lr, threads)
+
     def dense_gradients(self, x: Tensor, y: Tensor, kind: str, alive: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
         """Per layer (grad_w (M, out, in), grad_b (M, out)): the gradient of the built-in loss of `kind` (as in
         `train_step`) on the batch at every position, pruned ones included (RigL's grow criterion); networks
