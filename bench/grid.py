@@ -18,7 +18,8 @@ same run.
   and seed. Runs that train identically (`plantseek.train.identical_networks`: a seed's density-1 runs and its
   dense baseline, multishot's first round) count as asked for although they train once; the table says how
   many of the trainings without a mask schedule were such copies. The GEMM rate: `torch.bmm` of 26 networks' [32 x 100] x [100 x 100] products (float32, one
-  thread: the width-100 shape of a grid group) and one [2048 x 2048] SGEMM on every thread.
+  thread: the width-100 shape of a grid group) and one [2048 x 2048] SGEMM on every thread. The roofline: a
+  part's multiply-adds at that bmm rate on every thread (its hours if nothing but such products cost time).
 
     python bench/grid.py                          # every cell (1711 for paper_scale.toml: hours here)
     python bench/grid.py --sample 0.05            # every 20th cell of each part (at least one)
@@ -198,9 +199,16 @@ def main() -> None:
               f"({rate / small:.1%} of bmm)  copies {copies:.0%}  full grid {hours:6.2f} h ({grid_runs} runs)",
               flush=True)
     elapsed = time.perf_counter() - t_start
+    import torch
+
+    cores = torch.get_num_threads()
+    for r in rows:  # the part's multiply-adds at the bmm rate on every core: the machine's limit for them
+        r["roof"] = r["hours"] * r["rate"] / (small * cores)
+    roof_h = sum(r["roof"] for r in rows)
     total_h = sum(r["hours"] for r in rows)
     w100_h = sum(r["hours"] for r in rows if not r["part"].endswith("wide"))
-    print(f"probe {elapsed:.0f} s; extrapolated: {total_h:.2f} h for the probed parts, {w100_h:.2f} h of it width 100")
+    print(f"probe {elapsed:.0f} s; extrapolated: {total_h:.2f} h for the probed parts, {w100_h:.2f} h of it width 100; "
+          f"{roof_h:.2f} h at the roofline ({cores} threads)")
     if args.no_write:
         return
     from results import machine, write_section
@@ -223,14 +231,20 @@ def main() -> None:
         "identical_networks`); their multiply-adds still count as asked for, so a part's rate can pass the bmm rate.",
         "",
         "| part | cells | probed runs | groups | failed | seconds | G multiply-adds/s | fraction of the bmm rate "
-        "| copies | runs in the file | extrapolated hours |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| copies | runs in the file | extrapolated hours | hours at the roofline |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[f"| {r['part']} | {r['cells']} | {r['probed']} | {r['chunks']} | {r['failed']} | {r['seconds']:.1f} | "
           f"{r['rate']:.2f} | "
-          f"{r['rate'] / small:.1%} | {r['copies']:.0%} | {r['grid_runs']} | {r['hours']:.2f} |" for r in rows],
+          f"{r['rate'] / small:.1%} | {r['copies']:.0%} | {r['grid_runs']} | {r['hours']:.2f} | {r['roof']:.2f} |"
+          for r in rows],
         "",
         f"Extrapolated for the probed parts: **{total_h:.2f} h**, of it {w100_h:.2f} h at width 100 (goal of issue "
         "18: every width-100 experiment in at most 0.5 h, the whole file in at most 3 h).",
+        "",
+        f"Hours at the roofline: the part's multiply-adds (extrapolated to the file) at the bmm rate on all {cores} "
+        f"threads ({small * cores:.1f} G/s), as if every product of every run ran at the speed of that one "
+        f"batched product and nothing else cost time: **{roof_h:.2f} h** for the probed parts. Only skipping "
+        "copies beats it.",
     ]
     body = "\n".join(lines)
     print(body)

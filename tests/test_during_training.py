@@ -223,7 +223,7 @@ def test_gradual_trains_dense_until_the_crossover_and_sparse_after(monkeypatch):
         return plan
 
     monkeypatch.setattr(T, "plan_training", recording)
-    res = _seek(protocol="gradual", pruner="magnitude", density=0.05, width=300, epochs=2, update_every=5,
+    res = _seek(protocol="gradual", pruner="magnitude", density=0.05, width=400, epochs=2, update_every=5,
                 dense_baseline=False)
     assert res.metrics["mask_updates"] == len(seen) - 1 > 3
     assert seen[0][0] == 1.0 and "dense" in seen[0][1] and "sparse" not in seen[0][1]

@@ -24,3 +24,24 @@ def test_small_work_runs_on_one_thread_and_restores(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(old)
+
+
+def test_parallel_networks_inside_a_narrowed_block_get_the_callers_threads(monkeypatch):
+    """A group's native-stack training inside `seek`'s one-thread block for small groups runs on the caller's
+    threads again, and the narrowing comes back after it."""
+    monkeypatch.delenv("PLANTSEEK_TRAIN_THREADS", raising=False)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with cpu_threads_for(SMALL_WORK / 2):
+            assert torch.get_num_threads() == 1
+            with cpu_threads_for(1.0, parallel_networks=True):
+                assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == 1
+            with cpu_threads_for(1.0):
+                assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with cpu_threads_for(1.0, parallel_networks=True):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)

@@ -16,24 +16,39 @@ import torch
 SMALL_WORK = 5e7
 
 
+# The thread counts that enclosing `cpu_threads_for` blocks narrowed to one thread from (innermost last): a
+# `parallel_networks` block inside them (a group's training inside `seek`'s per-group block) goes back to the
+# caller's count. Without this, the paper grid's circle depth-4 groups (63 networks, 4.1e7 multiply-adds per
+# step, under SMALL_WORK) trained on one of this machine's two cores.
+_NARROWED_FROM: list[int] = []
+
+
 @contextlib.contextmanager
 def cpu_threads_for(work: float, device: torch.device | str = "cpu", parallel_networks: bool = False):
-    """Run the block on one CPU thread when `work` (multiply-adds per step) is small, unless
-    `parallel_networks`; `PLANTSEEK_TRAIN_THREADS` (a number) forces a thread count. Restores the previous
-    setting afterwards. No effect off the CPU."""
+    """Run the block on one CPU thread when `work` (multiply-adds per step) is small; with `parallel_networks`,
+    on the thread count the caller had before any enclosing block narrowed it. `PLANTSEEK_TRAIN_THREADS` (a
+    number) forces a thread count. Restores the previous setting afterwards. No effect off the CPU."""
     env = os.environ.get("PLANTSEEK_TRAIN_THREADS", "").strip()
+    cpu = torch.device(device).type == "cpu"
     if env:
         n = int(env)
-    elif torch.device(device).type == "cpu" and work < SMALL_WORK and not parallel_networks:
+    elif cpu and parallel_networks:
+        n = _NARROWED_FROM[0] if _NARROWED_FROM else 0
+    elif cpu and work < SMALL_WORK:
         n = 1
     else:
         n = 0
-    if n <= 0 or n == torch.get_num_threads():
+    old = torch.get_num_threads()
+    if n <= 0 or n == old:
         yield
         return
-    old = torch.get_num_threads()
     torch.set_num_threads(n)
+    narrowed = n < old
+    if narrowed:
+        _NARROWED_FROM.append(old)
     try:
         yield
     finally:
+        if narrowed:
+            _NARROWED_FROM.pop()
         torch.set_num_threads(old)

@@ -853,13 +853,14 @@ def masked_outputs(weights: Sequence[Tensor], biases: Sequence[Tensor], masks: L
     (`kernels.sparse_linear.sparse_linear_fm`): the rescale fits every run's outputs on its whole training set
     before each weak training phase, and there (one network, 9000 samples, width 100, one thread) that took
     1.4 / 2.8 / 7.0 / 11.3 ms at density 0.01 / 0.1 / 0.5 / 1 against 12 to 15 ms dense. Each network's
-    outputs depend only on its own parameters and inputs, whatever else is stacked; `evaluate_outputs`
-    elsewhere."""
+    outputs depend only on its own parameters and inputs, whatever else is stacked, and the kernels split their
+    rows over the caller's threads (`cpu_threads_for` with ``parallel_networks``: a small group's one-thread
+    block does not hold them to one); `evaluate_outputs` elsewhere."""
     if not (native.cpu_module() is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
             and all(w.dim() == 3 for w in weights)):
         return evaluate_outputs(weights, biases, x, masks, chunk)
     depth = len(weights)
-    with torch.no_grad():
+    with torch.no_grad(), cpu_threads_for(0.0, x.device, parallel_networks=True):
         layers = []
         for (w, b), (wm, bm) in zip(zip(weights, biases), masks):
             st = pnn.mask_structure(wm)
