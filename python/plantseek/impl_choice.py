@@ -27,11 +27,10 @@ SPARSE_MIN_STACK_SIZE = 20_000
 # 4.0/3.8, 3.7/4.8; 1M (width 1000, 2 hidden) at 0.1 / 0.25 / 0.4 / 0.6: 11.8/1.4, 9.4/4.3, 12.1/7.1, 11.7/10.2.
 # The stack wins up to 0.6 to 0.8 from width 200 on, and at every density for the paper's width-100 networks.
 # Since full layers run on their own dense kernels in the stack (csrc/sparse_linear.cpp, dense_rows_block), it
-# also wins with nothing pruned up to about 100k weights (float32, batch 32, ms per step dense path / stack, 1
-# thread, by hand with bench/bench_crossover.py's problem): width 100 with 8 hidden (70.6k, the paper's depth
-# 9), 3 networks at 0.6 / 1.0: 2.08/0.82, 1.95/1.05, 8 networks 4.71/2.28, 5.09/3.09; width 200 with 3 hidden
-# (81k) 3 networks 1.73/0.90, 1.61/1.19, 8 networks 4.37/2.94, 4.63/3.92; width 200 with 8 hidden (281k) at 1.0:
-# 4.78/4.69 and 12.9/14.3 (a tie: it stays on the dense path).
+# also wins with nothing pruned up to about 100k weights: bench/bench_crossover.py --widths 100,200 --hidden 4,8
+# (bench/RESULTS.md, "Dense products against the native stack") has the stack ahead in every width-100 cell (31k
+# and 71k weights, the paper's depths 5 and 9) and the dense path ahead with nothing pruned from 8 networks of
+# width 200 on (121k and 281k weights).
 STACK_CROSSOVER_DENSITY = 0.5
 STACK_SMALL_NETWORK = 100_000
 

@@ -527,19 +527,18 @@ class _NativeFeed:
     def __init__(self, blocks, xs: Tensor, ys: Tensor, batch_size: int, kind: str, alive_host: list[bool]) -> None:
         N = xs.shape[1]
         self.B, self.full = batch_size, N // batch_size
+        cut = self.full * batch_size
         if kind != "classification":
             ys = ys.to(xs.dtype)
+
+        def by_batch(t):  # (m, N, ...) -> full batches (full, m, B, ...) and the rest (m, N - cut, ...)
+            head = t[:, :cut].reshape((t.shape[0], self.full, batch_size) + tuple(t.shape[2:])).transpose(0, 1)
+            return head.contiguous().numpy(), t[:, cut:].contiguous().numpy()
+
         self.parts = []
         for blk in blocks:
-            xk, yk = xs[blk.start:blk.stop], ys[blk.start:blk.stop]
-            m, cut = xk.shape[0], self.full * batch_size
-
-            def by_batch(t):
-                head = t[:, :cut].reshape((m, self.full, batch_size) + tuple(t.shape[2:])).transpose(0, 1).contiguous()
-                return head.numpy(), t[:, cut:].contiguous().numpy()
-
             live = alive_host[blk.start:blk.stop]
-            self.parts.append((blk.start, blk.stack, by_batch(xk), by_batch(yk),
+            self.parts.append((blk.start, blk.stack, by_batch(xs[blk.start:blk.stop]), by_batch(ys[blk.start:blk.stop]),
                                None if all(live) else torch.tensor(live, dtype=torch.bool).numpy()))
 
     def step(self, s: int, lr: float, threads: int, epoch_sum, n: int) -> None:
@@ -865,21 +864,26 @@ def masked_outputs(weights: Sequence[Tensor], biases: Sequence[Tensor], masks: L
         for (w, b), (wm, bm) in zip(zip(weights, biases), masks):
             st = pnn.mask_structure(wm)
             layers.append((w.detach().reshape(-1)[st.pos].contiguous(), (b.detach() * bm.to(b.dtype)).contiguous(), st))
-        parts = []
-        for s in range(0, x.shape[1], chunk):
-            xb = x[:, s:s + chunk]
+
+        def chain(xb: Tensor) -> Tensor:
             n = xb.shape[1]
             ht = pnn.to_feature_major(xb.contiguous())
             for l, (vals, bias, st) in enumerate(layers):
                 ht = pnn.sparse_linear_fm(ht, vals, st, n, bias, l < depth - 1)
-            parts.append(pnn.from_feature_major(ht, n))
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            return pnn.from_feature_major(ht, n)
+
+        return _in_chunks(chain, x, chunk)
 
 
 def evaluate_outputs(weights: Sequence[Tensor], biases: Sequence[Tensor], x: Tensor, masks: LayerMasks | None = None,
                      chunk: int = 65536) -> Tensor:
     """No-grad outputs (M, N, out) in chunks of samples (parameters used as they are unless `masks`)."""
     with torch.no_grad():
-        if x.shape[1] <= chunk:
-            return forward(weights, biases, x, masks)
-        return torch.cat([forward(weights, biases, x[:, s:s + chunk], masks) for s in range(0, x.shape[1], chunk)], dim=1)
+        return _in_chunks(lambda xb: forward(weights, biases, xb, masks), x, chunk)
+
+
+def _in_chunks(outputs_of: Callable[[Tensor], Tensor], x: Tensor, chunk: int) -> Tensor:
+    """`outputs_of` (M, n, in) -> (M, n, out) over the samples of x in chunks of at most `chunk`, concatenated."""
+    if x.shape[1] <= chunk:
+        return outputs_of(x)
+    return torch.cat([outputs_of(x[:, s:s + chunk]) for s in range(0, x.shape[1], chunk)], dim=1)
