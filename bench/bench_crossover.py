@@ -12,11 +12,14 @@ the same run.
     python bench/bench_crossover.py                  # widths 100 and 300, writes the RESULTS.md section
     python bench/bench_crossover.py --widths 100,200 --hidden 4,8   # also the paper's depth 9 (8 hidden)
     python bench/bench_crossover.py --widths 100 --no-write
+    python bench/bench_crossover.py --widths 400,1000 --densities 0.5,0.7,0.9,1 --networks 1,4 --threads 2 \
+        --heading "Dense products against the native stack, wide hosts"
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -76,8 +79,13 @@ def main() -> None:
     ap.add_argument("--widths", default="100,300")
     ap.add_argument("--threads", default="1")
     ap.add_argument("--hidden", default=str(DEPTH), help="comma-separated numbers of hidden layers")
+    ap.add_argument("--densities", default=",".join(f"{d:g}" for d in DENSITIES))
+    ap.add_argument("--networks", default=",".join(str(m) for m in NETWORKS))
+    ap.add_argument("--heading", default=HEADING, help="the RESULTS.md section to write (one per set of widths)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    densities = [float(d) for d in args.densities.split(",")]
+    networks = [int(m) for m in args.networks.split(",")]
     os.environ["PLANTSEEK_TRAIN_THREADS"] = args.threads
     load = os.getloadavg()
     import torch
@@ -87,9 +95,9 @@ def main() -> None:
     for hidden in [int(h) for h in args.hidden.split(",")]:
         for width in [int(w) for w in args.widths.split(",")]:
             weights = 2 * width + (hidden - 1) * width * width + 2 * width
-            for M in NETWORKS:
+            for M in networks:
                 rate = bmm_rate(M, width)
-                for d in DENSITIES:
+                for d in densities:
                     dense, stack = ms_per_step(M, width, d, "dense", hidden), ms_per_step(M, width, d, "sparse", hidden)
                     work = 3 * BATCH * M * weights  # multiply-adds of a dense step
                     rows.append(dict(hidden=hidden, width=width, M=M, density=d, dense=dense, stack=stack, bmm=rate,
@@ -107,7 +115,7 @@ def main() -> None:
     lines = [
         f"Machine: {machine()}; PLANTSEEK_TRAIN_THREADS={args.threads}; load average at start {load[0]:.2f} / "
         f"{load[1]:.2f} / {load[2]:.2f}. Written by `python bench/bench_crossover.py"
-        f"{''.join(' ' + a for a in sys.argv[1:])}` in {elapsed:.0f} s.",
+        f"{''.join(' ' + shlex.quote(a) for a in sys.argv[1:])}` in {elapsed:.0f} s.",
         "",
         f"M networks of the hidden layers given (2 inputs, 2 classes), one epoch of {STEPS} batches of {BATCH}, "
         "float32, Adam; milliseconds per step, best of 3 after a warm-up. \"dense G/s\": a dense step's "
@@ -123,7 +131,7 @@ def main() -> None:
     ]
     body = "\n".join(lines)
     print(body)
-    write_section(HEADING, body)
+    write_section(args.heading, body)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,10 @@ SPARSE_MIN_STACK_SIZE = 20_000
 # also wins with nothing pruned up to about 100k weights: bench/bench_crossover.py --widths 100,200 --hidden 4,8
 # (bench/RESULTS.md, "Dense products against the native stack") has the stack ahead in every width-100 cell (31k
 # and 71k weights, the paper's depths 5 and 9) and the dense path ahead with nothing pruned from 8 networks of
-# width 200 on (121k and 281k weights).
+# width 200 on (121k and 281k weights). For wide hosts on two threads (the same bench, --widths 400,1000
+# --networks 1,4 --threads 2: RESULTS.md, "Dense products against the native stack, wide hosts") the dense path
+# wins for four networks from density 0.6 at width 400 and from 0.5 at width 1000, nothing pruned included: 0.5
+# stays the crossover (a lone network of those widths would gain from a higher one).
 STACK_CROSSOVER_DENSITY = 0.5
 STACK_SMALL_NETWORK = 100_000
 
