@@ -25,7 +25,8 @@ same run.
     python bench/grid.py --sample 0.05            # every 20th cell of each part (at least one)
     python bench/grid.py --parts singleshot --sample 0.2
     python bench/grid.py --mode cells --sample 0.05   # one seed per cell instead of the file's own groups
-Writes the section "Paper grid" of bench/RESULTS.md unless --no-write.
+Stores each probed part's row in bench/grid_results.json (a part's latest probe replaces its row; the other
+parts keep theirs) and writes the section "Paper grid" of bench/RESULTS.md from it, unless --no-write.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import importlib
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from collections import OrderedDict
@@ -42,6 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 HEADING = "Paper grid"
+STORE = HERE / "grid_results.json"  # each part's latest probe (the section is rendered from it)
 
 
 def part_of(run) -> str:
@@ -204,51 +207,74 @@ def main() -> None:
     cores = torch.get_num_threads()
     for r in rows:  # the part's multiply-adds at the bmm rate on every core: the machine's limit for them
         r["roof"] = r["hours"] * r["rate"] / (small * cores)
-    roof_h = sum(r["roof"] for r in rows)
-    total_h = sum(r["hours"] for r in rows)
-    w100_h = sum(r["hours"] for r in rows if not r["part"].endswith("wide"))
-    print(f"probe {elapsed:.0f} s; extrapolated: {total_h:.2f} h for the probed parts, {w100_h:.2f} h of it width 100; "
-          f"{roof_h:.2f} h at the roofline ({cores} threads)")
+        r["bmm"] = small
+    print(f"probe {elapsed:.0f} s; extrapolated: {sum(r['hours'] for r in rows):.2f} h for the parts probed now, "
+          f"{sum(r['roof'] for r in rows):.2f} h at the roofline ({cores} threads)")
     if args.no_write:
         return
     from results import machine, write_section
 
+    probe = dict(machine=machine(), load=[round(v, 2) for v in load], seconds=round(elapsed),
+                 command="python bench/grid.py" + "".join(" " + shlex.quote(a) for a in sys.argv[1:]),
+                 bmm=round(small, 1), sgemm=round(big, 1), cores=cores, mode=args.mode)
+    stored = json.loads(STORE.read_text()) if STORE.exists() else {}
+    if stored.get("file") != Path(args.file).name:  # another sweep file: start afresh
+        stored = {"file": Path(args.file).name, "parts": {}}
+    for r in rows:
+        stored["parts"][r["part"]] = dict(r, probe=probe)
+    stored["parts"] = {p: stored["parts"][p] for p in by_part if p in stored["parts"]}  # the file's order
+    STORE.write_text(json.dumps(stored, indent=1) + "\n")
+    body = render(stored, len(sweep.runs), len(cells), list(by_part))
+    print(body)
+    write_section(HEADING, body)
+
+
+def render(stored: dict, n_runs: int, n_cells: int, all_parts: list[str]) -> str:
+    """The RESULTS.md section from the stored rows (each part's latest probe, `STORE`)."""
+    rows = list(stored["parts"].values())
+    probes: list[dict] = []
+    for r in rows:
+        if r["probe"] not in probes:
+            probes.append(r["probe"])
+    tag = {json.dumps(p, sort_keys=True): chr(ord("A") + i) for i, p in enumerate(probes)}
+    total_h = sum(r["hours"] for r in rows)
+    w100_h = sum(r["hours"] for r in rows if not r["part"].endswith("wide"))
+    roof_h = sum(r["roof"] for r in rows)
+    missing = [p for p in all_parts if p not in stored["parts"]]
     lines = [
-        f"Machine: {machine()}; load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}. Written by "
-        f"`python bench/grid.py{''.join(' ' + a for a in sys.argv[1:])}` in {elapsed:.0f} s, probing "
-        f"{Path(args.file).name} ({len(sweep.runs)} runs in {len(cells)} cells).",
+        f"{stored['file']}: {n_runs} runs in {n_cells} cells. Each part's row comes from its latest probe (the "
+        "probe column; bench/grid_results.json keeps them, and a probe of some parts leaves the others' rows as "
+        "they were):",
         "",
-        f"GEMM rate measured in the same run: {small:.1f} G multiply-adds/s for `torch.bmm` of 26 networks' "
-        f"[32 x 100] x [100 x 100] (float32, one thread), {big:.1f} G/s for one 2048^2 SGEMM on every thread. "
+        *[f"- {tag[json.dumps(p, sort_keys=True)]}: `{p['command']}` in {p['seconds']} s. Machine: {p['machine']}; "
+          f"load average at start {' / '.join(f'{v:.2f}' for v in p['load'])}. GEMM rate in the same run: "
+          f"{p['bmm']} G multiply-adds/s for `torch.bmm` of 26 networks' [32 x 100] x [100 x 100] (float32, one "
+          f"thread), {p['sgemm']} G/s for one 2048^2 SGEMM on every thread." for p in probes],
+        "",
         "Multiply-adds per run as the module docstring of bench/grid.py counts them; fraction = achieved rate / "
-        f"the bmm rate. Mode {args.mode}: " + ("the file's own groups (every seed, as the sweep batches them), "
-        "every k-th of each part; hours = the probed groups' seconds x the part's groups / the probed ones."
-        if args.mode == "groups" else "one seed per cell, grouped as the sweep groups them; hours = seconds per "
-        "probed run x the part's runs (an upper bound: the probe's groups are far smaller than the file's)."),
+        "that probe's bmm rate. Mode groups: the file's own groups (every seed, as the sweep batches them), every "
+        "k-th of each part; hours = the probed groups' seconds x the part's groups / the probed ones.",
         "",
         "Copies: the share of the networks trained without a mask schedule (runs, their multishot rounds, dense "
         "baselines) that were identical to another of their batch and trained once (`plantseek.train."
         "identical_networks`); their multiply-adds still count as asked for, so a part's rate can pass the bmm rate.",
         "",
-        "| part | cells | probed runs | groups | failed | seconds | G multiply-adds/s | fraction of the bmm rate "
-        "| copies | runs in the file | extrapolated hours | hours at the roofline |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *[f"| {r['part']} | {r['cells']} | {r['probed']} | {r['chunks']} | {r['failed']} | {r['seconds']:.1f} | "
-          f"{r['rate']:.2f} | "
-          f"{r['rate'] / small:.1%} | {r['copies']:.0%} | {r['grid_runs']} | {r['hours']:.2f} | {r['roof']:.2f} |"
-          for r in rows],
+        "| part | probe | cells | probed runs | groups | failed | seconds | G multiply-adds/s | fraction of the bmm "
+        "rate | copies | runs in the file | extrapolated hours | hours at the roofline |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[f"| {r['part']} | {tag[json.dumps(r['probe'], sort_keys=True)]} | {r['cells']} | {r['probed']} | "
+          f"{r['chunks']} | {r['failed']} | {r['seconds']:.1f} | {r['rate']:.2f} | {r['rate'] / r['bmm']:.1%} | "
+          f"{r['copies']:.0%} | {r['grid_runs']} | {r['hours']:.2f} | {r['roof']:.2f} |" for r in rows],
         "",
         f"Extrapolated for the probed parts: **{total_h:.2f} h**, of it {w100_h:.2f} h at width 100 (goal of issue "
-        "18: every width-100 experiment in at most 0.5 h, the whole file in at most 3 h).",
+        "18: every width-100 experiment in at most 0.5 h, the whole file in at most 3 h)"
+        + (f"; not probed: {', '.join(missing)}." if missing else "; every part of the file probed."),
         "",
-        f"Hours at the roofline: the part's multiply-adds (extrapolated to the file) at the bmm rate on all {cores} "
-        f"threads ({small * cores:.1f} G/s), as if every product of every run ran at the speed of that one "
-        f"batched product and nothing else cost time: **{roof_h:.2f} h** for the probed parts. Only skipping "
-        "copies beats it.",
+        "Hours at the roofline: the part's multiply-adds (extrapolated to the file) at its probe's bmm rate on "
+        "every thread, as if every product of every run ran at the speed of that one batched product and nothing "
+        f"else cost time: **{roof_h:.2f} h** for the probed parts. Only skipping copies beats it.",
     ]
-    body = "\n".join(lines)
-    print(body)
-    write_section(HEADING, body)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
