@@ -215,6 +215,47 @@ def test_feature_major_chain_matches_reference(backend, M, B, widths, density, d
             torch.testing.assert_close(a, b, **tol)
 
 
+def _fm_layer(w, m, b, xt, B, g):
+    """(outputs (out, Bp), input gradient (in, Bp)) of one native feature-major layer of a (out, in) weight."""
+    s = pnn.build_structure(m.unsqueeze(0))
+    vals = w.reshape(-1)[s.pos].contiguous()
+    xt = xt.clone().requires_grad_(True)
+    y = pnn.sparse_linear_fm(xt, vals, s, B, b.unsqueeze(0), False)
+    gx, = torch.autograd.grad(y, xt, g.unsqueeze(0))
+    return y[0].detach(), gx[0]
+
+
+@needs_native
+@settings(max_examples=30, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(B=st.integers(1, 70), n_out=st.integers(1, 21), n_in=st.integers(1, 30),
+       density=st.sampled_from([0.1, 0.5, 0.9, 1.0]), dtype=st.sampled_from([torch.float32, torch.float64]),
+       seed=st.integers(0, 1000))
+def test_row_blocks_sum_each_row_in_order(B, n_out, n_in, density, dtype, seed):
+    """Each output row is bitwise what that row alone gives, in the forward pass and in the input gradient (the
+    same kernels on the transposed structure), and a full layer's rows (the row-blocked dense kernel) equal the
+    same rows in a layer that is not full (the sparse kernel): every path sums a row's entries in one order, so
+    a network's results cannot depend on the rows or networks beside it."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(n_out, n_in, generator=gen, dtype=dtype)
+    m = torch.rand(n_out, n_in, generator=gen) < density if density < 1 else torch.ones(n_out, n_in, dtype=torch.bool)
+    b = torch.randn(n_out, generator=gen, dtype=dtype)
+    xt = pnn.to_feature_major(torch.randn(1, B, n_in, generator=gen, dtype=dtype))
+    g = pnn.to_feature_major(torch.randn(1, B, n_out, generator=gen, dtype=dtype))[0]
+    y, gx = _fm_layer(w, m, b, xt, B, g)
+    for j in range(n_out):  # each row alone
+        yj, _ = _fm_layer(w[j:j + 1], m[j:j + 1], b[j:j + 1], xt, B, g[j:j + 1])
+        assert torch.equal(yj[0], y[j]), j
+    for i in range(n_in):  # each input alone: its column of W^T g
+        _, gi = _fm_layer(w[:, i:i + 1], m[:, i:i + 1], b, xt[:, i:i + 1], B, g)
+        assert torch.equal(gi[0], gx[i]), i
+    if density == 1.0:  # the full layer's rows inside a layer with one more row that is not full
+        extra = torch.ones(1, n_in, dtype=torch.bool)
+        extra[0, 0] = False
+        y2, _ = _fm_layer(torch.cat([w, w[:1]]), torch.cat([m, extra]), torch.cat([b, b[:1]]), xt, B,
+                          torch.cat([g, g[:1]]))
+        assert torch.equal(y2[:n_out], y)
+
+
 def test_feature_major_argument_errors(backend):
     if ext is not None:
         for b in (0, 1, 15, 16, 17, 255, 256, 1000):
