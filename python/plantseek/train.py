@@ -519,27 +519,43 @@ class _Block:
 
 
 class _NativeFeed:
-    """One epoch's batches for blocks that are all native stacks, laid out once per epoch as contiguous NumPy
-    arrays per block and batch (batch-major: one copy of the epoch's data), so that a step is one call into the
-    core per block: the tensor slicing, copies and conversions around `NativeStack.train_step` took about a
-    tenth of the training time of a width-100 multishot group of 62 networks (issue 18's profile)."""
+    """One epoch's batches for blocks that are all native stacks, gathered once per epoch straight into
+    contiguous NumPy arrays per block and batch (batch-major: one gather of the epoch's data, no second copy),
+    so that a step is one call into the core per block: the tensor slicing, copies and conversions around
+    `NativeStack.train_step` took about a tenth of the training time of a width-100 multishot group of 62
+    networks (issue 18's profile)."""
 
-    def __init__(self, blocks, xs: Tensor, ys: Tensor, batch_size: int, kind: str, alive_host: list[bool]) -> None:
-        N = xs.shape[1]
+    def __init__(self, blocks, x: Tensor, y: Tensor, perm: Tensor, batch_size: int, kind: str,
+                 alive_host: list[bool]) -> None:
+        M, N = x.shape[0], x.shape[1]
         self.B, self.full = batch_size, N // batch_size
         cut = self.full * batch_size
-        if kind != "classification":
-            ys = ys.to(xs.dtype)
+        self.x_flat, self.y_flat = x.reshape((M * N,) + tuple(x.shape[2:])), y.reshape((M * N,) + tuple(y.shape[2:]))
+        y_in = self.y_flat if kind == "classification" else self.y_flat.to(x.dtype)  # what the core reads
+        self.rows = perm + torch.arange(M, device=perm.device).unsqueeze(1) * N  # (M, N): network m's epoch order
 
-        def by_batch(t):  # (m, N, ...) -> full batches (full, m, B, ...) and the rest (m, N - cut, ...)
-            head = t[:, :cut].reshape((t.shape[0], self.full, batch_size) + tuple(t.shape[2:])).transpose(0, 1)
-            return head.contiguous().numpy(), t[:, cut:].contiguous().numpy()
+        def by_batch(flat, a, b):  # networks a..b: full batches (full, m, B, ...) and the rest (m, N - cut, ...)
+            r = self.rows[a:b]
+            head = r[:, :cut].reshape(b - a, self.full, batch_size).transpose(0, 1).reshape(-1)
+            tail = r[:, cut:].reshape(-1)
+            inner = tuple(flat.shape[1:])
+            return (flat.index_select(0, head).view((self.full, b - a, batch_size) + inner).numpy(),
+                    flat.index_select(0, tail).view((b - a, N - cut) + inner).numpy())
 
         self.parts = []
         for blk in blocks:
             live = alive_host[blk.start:blk.stop]
-            self.parts.append((blk.start, blk.stack, by_batch(xs[blk.start:blk.stop]), by_batch(ys[blk.start:blk.stop]),
+            self.parts.append((blk.start, blk.stack, by_batch(self.x_flat, blk.start, blk.stop),
+                               by_batch(y_in, blk.start, blk.stop),
                                None if all(live) else torch.tensor(live, dtype=torch.bool).numpy()))
+
+    def batch(self, s: int, e: int) -> tuple[Tensor, Tensor]:
+        """Every network's batch [s, e) of this epoch's order, (M, e - s, ...) tensors (the carry's last batch)."""
+        r = self.rows[:, s:e]
+        M, n = r.shape
+        xb = self.x_flat.index_select(0, r.reshape(-1)).view((M, n) + tuple(self.x_flat.shape[1:]))
+        yb = self.y_flat.index_select(0, r.reshape(-1)).view((M, n) + tuple(self.y_flat.shape[1:]))
+        return xb, yb
 
     def step(self, s: int, lr: float, threads: int, epoch_sum, n: int) -> None:
         """The step of the batch starting at sample `s` (n samples), adding n x each loss to `epoch_sum`."""
@@ -623,14 +639,15 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
         else:
             perm = torch.stack([torch.randperm(N, generator=g, device=device) for g in generators])
             epoch_sum = torch.zeros(M, dtype=dtype, device=device)
-        rows = (perm + idx_m * N).reshape(-1)  # one index_select per tensor: 4x to 6x faster than x[idx_m, perm]
-        xs = x.reshape((M * N,) + tuple(x.shape[2:])).index_select(0, rows).view(x.shape)
-        ys = y.reshape((M * N,) + tuple(y.shape[2:])).index_select(0, rows).view(y.shape)
         done_in_epoch = 0
         feed = None
         if fused and not torch_blocks and remask is None and device.type == "cpu":
-            feed = _NativeFeed(blocks, xs, ys, cfg.batch_size, kind, alive_host)
+            feed = _NativeFeed(blocks, x, y, perm, cfg.batch_size, kind, alive_host)
             sums, threads = epoch_sum.numpy(), torch.get_num_threads()
+        else:
+            rows = (perm + idx_m * N).reshape(-1)  # one index_select per tensor: 4x to 6x faster than x[idx_m, perm]
+            xs = x.reshape((M * N,) + tuple(x.shape[2:])).index_select(0, rows).view(x.shape)
+            ys = y.reshape((M * N,) + tuple(y.shape[2:])).index_select(0, rows).view(y.shape)
         for s, e in batches[first_batch if resumed else 0:]:
             if step >= end:
                 break
@@ -679,7 +696,7 @@ def _train_loop(weights, biases, masks, x, y, *, plan, cfg, loss_of, labels, kin
                 sgd_step_(params, grads, bufs, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           step=step)
         if feed is not None and done_in_epoch:
-            xb, yb = xs[:, last_se[0]:last_se[1]], ys[:, last_se[0]:last_se[1]]
+            xb, yb = feed.batch(*last_se)
         if bar is not None:
             bar.update(done_in_epoch)
         if step % nb != 0:  # the segment ends inside this epoch: the next one finishes it
