@@ -279,12 +279,7 @@ class EdgePopupPruner(Pruner):
                         vals.append(torch.where(cur[i][1], bs.abs(), torch.full_like(bs, -math.inf)).reshape(M, -1))
                 flat = torch.cat(vals, dim=1) if len(vals) > 1 else vals[0]
                 k = [min(v, flat.shape[1]) for v in ks[g]]
-                kmax = max(k)
-                top = torch.topk(flat, kmax, dim=1, sorted=True).values
-                if min(k) == kmax:
-                    thr = top[:, kmax - 1]
-                else:
-                    thr = top.gather(1, torch.tensor(k, device=flat.device).sub_(1).unsqueeze(1)).squeeze(1)
+                thr = _kth_largest(flat, k)
                 for i in layers:
                     ws, bs = scores[i]
                     masks[i][0] = (ws.abs() >= thr.view(M, 1, 1)) & cur[i][0]
@@ -339,6 +334,24 @@ class EdgePopupPruner(Pruner):
                           step=step)
         final = [(ws.detach().abs(), bs.detach().abs()) for ws, bs in scores]
         return selection.select(final, density, current, scope=scope, prune_bias=prune_bias)
+
+
+
+def _kth_largest(flat: torch.Tensor, k: list[int]) -> torch.Tensor:
+    """Row r's k[r]-th largest value of flat (M, n), NaN counted as the largest (as `torch.topk` orders it).
+
+    The minimum of each row's unsorted top k, one `torch.topk` per distinct k over the rows that ask for it:
+    the k-th value of one sorted top max(k) for every row took 246 ms against 59 ms unsorted for 60 rows of
+    70 400 scores at k = 35 200 (one thread, by hand), and it ran before every step of the search."""
+    thr = torch.empty(flat.shape[0], dtype=flat.dtype, device=flat.device)
+    for kv in sorted(set(k)):
+        rows = [r for r, v in enumerate(k) if v == kv]
+        sub = flat if len(rows) == flat.shape[0] else flat[torch.tensor(rows, device=flat.device)]
+        top = torch.topk(sub, kv, dim=1, sorted=False).values
+        nan = top.isnan()
+        low = torch.where(nan, math.inf, top).amin(dim=1)
+        thr[torch.tensor(rows, device=flat.device)] = torch.where(nan.all(dim=1), math.nan, low)
+    return thr
 
 
 @register("edge-popup-annealed")
