@@ -6,12 +6,15 @@ same run.
 
 - A *cell* is a run of the file without its seed; a *part* is a protocol (``(paper protocol)``: no rescale;
   SET/RigL for ``dynamic``), ``wide`` for hosts wider than 100.
-- Extrapolation (``--mode groups``, the default): the sweep's own groups of the file (every seed, `make_chunks`),
-  every k-th of each part run whole; a part's hours = its probed groups' seconds x its groups / the probed
-  ones. ``--mode cells`` (one seed per cell, as issue 18 first proposed) batches only the few probed runs that
-  share a group, so every group pays its fixed costs (a training loop's Python per step, planting, data, the
-  dense baseline) for a handful of runs instead of about 60: measured here it overestimates the singleshot part
-  about 8x (0.94 s a run against 0.12 s in a group of 55).
+- Extrapolation (``--mode strata``, the default): the sweep's own groups of the file (every seed, `make_chunks`),
+  by shape (task, width, depth), every k-th of each shape's groups (at least one) run whole; a part's hours =
+  the sum over its shapes of the probed groups' seconds x the shape's groups / its probed ones. ``--mode
+  groups`` takes every k-th group of a part whatever its shape: its groups come sorted by shape, so k can fall
+  in step with them (the 54 strong groups, 6 per shape, sampled at k = 20 gave three depth-2 groups, while a
+  depth-9 group takes about 20x as long as a depth-2 one). ``--mode cells`` (one seed per cell, as issue 18
+  first proposed) batches only the few probed runs that share a group, so every group pays its fixed costs (a
+  training loop's Python per step, planting, data, the dense baseline) for a handful of runs instead of about
+  60: measured here it overestimates the singleshot part about 8x (0.94 s a run against 0.12 s in a group of 55).
 - Multiply-adds (the issue's arithmetic): kept weights x training samples x epochs x 3 (forward and two
   backward products) per run; multishot sums its rounds (round r keeps density^(r/rounds)); gradual and strong
   count their dense weights (gradual starts dense; edge-popup scores every weight); one dense baseline per chunk
@@ -124,8 +127,9 @@ def main() -> None:
     ap.add_argument("--sample", type=float, default=1.0, help="fraction of each part's cells to probe (evenly spaced)")
     ap.add_argument("--parts", default="", help="comma-separated substrings: probe only parts whose name has one")
     ap.add_argument("--skip", default="", help="comma-separated substrings: leave out parts whose name has one")
-    ap.add_argument("--mode", choices=("groups", "cells"), default="groups",
-                    help="groups: the file's own groups (every seed), a sample of them; cells: one seed per cell")
+    ap.add_argument("--mode", choices=("strata", "groups", "cells"), default="strata",
+                    help="strata: the file's own groups, a sample of each shape's; groups: every k-th of a part's "
+                         "groups; cells: one seed per cell")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     load = os.getloadavg()
@@ -165,21 +169,31 @@ def main() -> None:
         step = max(1, round(1 / args.sample)) if args.sample < 1 else 1
         if args.mode == "cells":  # one seed per cell, every step-th cell, grouped as the sweep groups them
             chunks = make_chunks([members[0] for members in part_cells[::step]])
-            scale = sum(len(m) for m in part_cells) / max(1, sum(len(c) for c in chunks))
-        else:  # the file's own groups (every seed), every step-th of them
+            scales = [sum(len(m) for m in part_cells) / max(1, sum(len(c) for c in chunks))] * len(chunks)
+        elif args.mode == "groups":  # the file's own groups (every seed), every step-th of them
             every = make_chunks(runs_by_part[part])
             chunks = every[::step]
-            scale = len(every) / len(chunks)
+            scales = [len(every) / len(chunks)] * len(chunks)
+        else:  # strata: every step-th group of each shape (at least one), each standing for its shape's groups
+            strata: OrderedDict[str, list] = OrderedDict()
+            for c in make_chunks(runs_by_part[part]):
+                strata.setdefault(json.dumps([c[0].task, c[0].width, c[0].depth], default=str), []).append(c)
+            chunks, scales = [], []
+            for members in strata.values():
+                picked = members[::step]
+                chunks += picked
+                scales += [len(members) / len(picked)] * len(picked)
         runs = [r for c in chunks for r in c]
         sizes = {id(r): layer_sizes(r) for r in runs}
         samples = {id(r): n_train(r) for r in runs}
         importlib.import_module("plantseek.seek").clear_caches()
-        seconds, work, done, failed = 0.0, 0.0, 0, 0
+        seconds, scaled, work, done, failed = 0.0, 0.0, 0.0, 0, 0
         asked_distinct[:] = [0, 0]
-        for chunk in chunks:
+        for chunk, scale in zip(chunks, scales):
             t0 = time.perf_counter()
             out = plantseek.seek_batch([dict(r.seek_kwargs(), progress=False) for r in chunk])
             seconds += time.perf_counter() - t0
+            scaled += (time.perf_counter() - t0) * scale
             seeds = {(r.task, json.dumps(r.width), r.depth, r.seed) for r in chunk}
             for r, res in zip(chunk, out):
                 if isinstance(res, BaseException):
@@ -192,7 +206,7 @@ def main() -> None:
                 work += sum(3.0 * samples[id(chunk[0])] * sum(sizes[id(chunk[0])]) * int(chunk[0].epochs or 10)
                             for _ in seeds)
         grid_runs = sum(len(m) for m in part_cells)
-        hours = seconds * scale / 3600
+        hours = scaled / 3600
         rate = work / seconds / 1e9 if seconds else float("nan")
         asked, distinct = asked_distinct
         copies = 1 - distinct / asked if asked else 0.0
@@ -223,14 +237,16 @@ def main() -> None:
     for r in rows:
         stored["parts"][r["part"]] = dict(r, probe=probe)
     stored["parts"] = {p: stored["parts"][p] for p in by_part if p in stored["parts"]}  # the file's order
+    stored.update(runs=len(sweep.runs), cells=len(cells), all_parts=list(by_part))
     STORE.write_text(json.dumps(stored, indent=1) + "\n")
-    body = render(stored, len(sweep.runs), len(cells), list(by_part))
+    body = render(stored)
     print(body)
     write_section(HEADING, body)
 
 
-def render(stored: dict, n_runs: int, n_cells: int, all_parts: list[str]) -> str:
+def render(stored: dict) -> str:
     """The RESULTS.md section from the stored rows (each part's latest probe, `STORE`)."""
+    n_runs, n_cells, all_parts = stored["runs"], stored["cells"], stored["all_parts"]
     rows = list(stored["parts"].values())
     probes: list[dict] = []
     for r in rows:
@@ -246,14 +262,17 @@ def render(stored: dict, n_runs: int, n_cells: int, all_parts: list[str]) -> str
         "probe column; bench/grid_results.json keeps them, and a probe of some parts leaves the others' rows as "
         "they were):",
         "",
-        *[f"- {tag[json.dumps(p, sort_keys=True)]}: `{p['command']}` in {p['seconds']} s. Machine: {p['machine']}; "
+        *[f"- {tag[json.dumps(p, sort_keys=True)]}: `{p['command']}` in {p['seconds']} s, mode {p['mode']}. "
+          f"Machine: {p['machine']}; "
           f"load average at start {' / '.join(f'{v:.2f}' for v in p['load'])}. GEMM rate in the same run: "
           f"{p['bmm']} G multiply-adds/s for `torch.bmm` of 26 networks' [32 x 100] x [100 x 100] (float32, one "
           f"thread), {p['sgemm']} G/s for one 2048^2 SGEMM on every thread." for p in probes],
         "",
         "Multiply-adds per run as the module docstring of bench/grid.py counts them; fraction = achieved rate / "
-        "that probe's bmm rate. Mode groups: the file's own groups (every seed, as the sweep batches them), every "
-        "k-th of each part; hours = the probed groups' seconds x the part's groups / the probed ones.",
+        "that probe's bmm rate. Every mode runs the file's own groups (every seed, as the sweep batches them): "
+        "strata, every k-th of each shape's groups (hours = per shape, the probed groups' seconds x the shape's "
+        "groups / the probed ones); groups, every k-th of the part's (it can miss whole shapes: the module "
+        "docstring of bench/grid.py).",
         "",
         "Copies: the share of the networks trained without a mask schedule (runs, their multishot rounds, dense "
         "baselines) that were identical to another of their batch and trained once (`plantseek.train."

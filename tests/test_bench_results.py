@@ -1,5 +1,6 @@
 """Committed benchmark results: the ticket-oracle table in bench/RESULTS.md is what bench/bench_oracle.py writes
-from bench/oracle_results.csv, and the numbers there meet issue 14's criteria (recomputed here, not read back)."""
+from bench/oracle_results.csv, and the numbers there meet issue 14's criteria (recomputed here, not read back);
+the paper-grid section is what bench/grid.py renders from bench/grid_results.json."""
 from __future__ import annotations
 
 import sys
@@ -11,12 +12,23 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 import bench_oracle  # noqa: E402
+import grid  # noqa: E402
 
 ROWS = pd.read_csv(BENCH / "oracle_results.csv")
 
 
 def test_results_table_is_generated_from_the_committed_csv():
     assert bench_oracle.table(ROWS) in (BENCH / "RESULTS.md").read_text()
+
+
+def test_paper_grid_section_is_rendered_from_the_committed_probes():
+    import json
+
+    stored = json.loads((BENCH / "grid_results.json").read_text())
+    body = grid.render(stored)
+    assert f"## {grid.HEADING}\n\n{body.strip()}\n" in (BENCH / "RESULTS.md").read_text()
+    for row in stored["parts"].values():  # every row's hours follow from its own probe's numbers
+        assert row["roof"] == pytest.approx(row["hours"] * row["rate"] / (row["bmm"] * row["probe"]["cores"]))
 
 
 def test_every_shape_protocol_and_dtype_was_measured_over_five_seeds():
