@@ -192,8 +192,8 @@ def main() -> None:
         for chunk, scale in zip(chunks, scales):
             t0 = time.perf_counter()
             out = plantseek.seek_batch([dict(r.seek_kwargs(), progress=False) for r in chunk])
-            seconds += time.perf_counter() - t0
-            scaled += (time.perf_counter() - t0) * scale
+            dt = time.perf_counter() - t0
+            seconds, scaled = seconds + dt, scaled + dt * scale
             seeds = {(r.task, json.dumps(r.width), r.depth, r.seed) for r in chunk}
             for r, res in zip(chunk, out):
                 if isinstance(res, BaseException):
