@@ -51,6 +51,12 @@ template <class T>
 void rows_topk(const T* scores, const uint8_t* eligible, int64_t M, int64_t P, int64_t k, uint8_t* out,
                int n_threads);
 
+// Per row m of an M x P row-major matrix: out[m] = its k[m]-th largest value (1 <= k[m] <= P, checked by the
+// caller), NaN ranked above every number as torch.topk ranks it. A selection (std::nth_element) in a copy of the
+// row: edge-popup's search takes one such threshold per run and layer before every step.
+template <class T>
+void rows_kth_largest(const T* values, int64_t M, int64_t P, const int64_t* k, T* out, int n_threads);
+
 // SynFlow for M networks with L layers of widths[0..L]: weights[m * L + l] is (widths[l+1], widths[l])
 // float64 row-major, biases[m * L + l] has widths[l+1] entries; init_weight_masks / init_bias_masks give
 // the starting masks (0/1 bytes). The linearised network uses |w| * mask and |b| * mask and an all-ones

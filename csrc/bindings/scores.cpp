@@ -169,6 +169,36 @@ py::array_t<bool> py_rows_topk(py::object scores, int64_t k, py::object eligible
     });
 }
 
+// rows_kth_largest(values (M, P) float32/float64, k (M,) int64 in [1, P]) -> (M,) values
+template <class T>
+py::array_t<T> rows_kth_typed(const py::object& values_obj, const py::object& k_obj, int n_threads) {
+    auto a = expect_array<T>(values_obj, "values");
+    if (a.ndim() != 2) throw py::value_error("values must be a (rows, entries) matrix, got shape " + shape_string(a));
+    const int64_t M = a.shape(0), P = a.shape(1);
+    auto k = expect_array<int64_t>(k_obj, "k");
+    expect_shape(k, "k", {M});
+    const int64_t* kp = k.data();
+    for (int64_t m = 0; m < M; ++m)
+        if (kp[m] < 1 || kp[m] > P)
+            throw py::value_error("k[" + std::to_string(m) + "] = " + std::to_string(kp[m]) + " is outside [1, " +
+                                  std::to_string(P) + "]");
+    py::array_t<T> out(M);
+    T* o = out.mutable_data();
+    const T* v = a.data();
+    {
+        py::gil_scoped_release release;
+        rows_kth_largest<T>(v, M, P, kp, o, n_threads);
+    }
+    return out;
+}
+
+py::object py_rows_kth_largest(py::object values, py::object k, int n_threads) {
+    expect_nonnegative_threads(n_threads);
+    return with_float_dtype(values, "values", [&](auto t) -> py::object {
+        return rows_kth_typed<decltype(t)>(values, k, n_threads);
+    });
+}
+
 py::object py_synflow(py::object weights_obj, py::object biases_obj, py::object wmask_obj, py::object bmask_obj,
                       std::vector<int64_t> group, int64_t rounds, std::vector<int64_t> keep, int n_threads) {
     expect_nonnegative_threads(n_threads);
@@ -278,6 +308,8 @@ void plantseek::bindings::bind_scores(py::module_& m) {
     m.def("rows_topk", &py_rows_topk, py::arg("scores"), py::arg("k"), py::arg("eligible") = py::none(),
           py::arg("n_threads") = 0,
           "Per row of an (M, P) score matrix, a bool mask of its k largest eligible entries (ties to the lowest column).");
+    m.def("rows_kth_largest", &py_rows_kth_largest, py::arg("values"), py::arg("k"), py::arg("n_threads") = 0,
+          "Per row of an (M, P) matrix its k[m]-th largest value (NaN ranked above every number).");
     m.def("synflow", &py_synflow, py::arg("weights"), py::arg("biases"), py::arg("weight_masks"),
           py::arg("bias_masks"), py::arg("group"), py::arg("rounds"), py::arg("keep"), py::arg("n_threads") = 0,
           "SynFlow scores (rounds = 0) or masks after `rounds` pruning rounds, for M networks.");

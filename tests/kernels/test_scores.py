@@ -607,3 +607,59 @@ def test_topk_and_synflow_valid_edges(backend, widths, M, scope, with_bias, frac
     got = [cpu(fn(*backend.to((ws, bs)), frac, rounds=2, scope=scope, prune_bias=with_bias))
            for fn in (K.synflow_prune, K.synflow_prune_reference)]
     assert _equal_masks(got[0], want) and _equal_masks(got[1], want)
+
+
+def _sorted_kth(x: torch.Tensor, k: list[int]) -> torch.Tensor:
+    top = torch.topk(x, max(k), dim=1, sorted=True).values
+    return top.gather(1, torch.tensor(k).sub(1).unsqueeze(1)).squeeze(1)
+
+
+def _same_values(got: torch.Tensor, want: torch.Tensor) -> bool:
+    return torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(nan=0.0), want.nan_to_num(nan=0.0))
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.integers(1, 6), n=st.integers(1, 40), seed=st.integers(0, 10_000),
+       dtype=st.sampled_from([torch.float32, torch.float64]), specials=st.booleans(), ties=st.booleans())
+def test_rows_kth_largest_is_the_sorted_top_k(rows, n, seed, dtype, specials, ties):
+    """Edge-popup's per-run thresholds, native and reference, are exactly the k-th value of a sorted top k with
+    -inf (ineligible scores), +inf, NaN (ranked largest) and ties: the masks of every search step follow."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, n, generator=g, dtype=dtype)
+    if ties:
+        x = x.round()
+    if specials:
+        for value, share in ((-math.inf, 0.3), (math.inf, 0.1), (math.nan, 0.1)):
+            x[torch.rand(rows, n, generator=g) < share] = value
+    k = torch.randint(1, n + 1, (rows,), generator=g).tolist()
+    want = _sorted_kth(x, k)
+    for got in (K.rows_kth_largest(x, k), K.rows_kth_largest_reference(x, k)):
+        assert got.dtype == dtype and got.shape == (rows,)
+        assert _same_values(got, want)
+
+
+def test_rows_kth_largest_native_on_long_rows_with_mixed_counts():
+    """Rows of edge-popup's size (one layer of width 100), a count per row from 1 to all, NaN in one row."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 10_100, generator=g).abs()
+    x[4, 17] = math.nan
+    k = [1, 101, 1010, 5050, 5050, 10_100, 10_099, 2, 10_100]
+    assert native.cpu_module() is not None
+    want = _sorted_kth(x, k)
+    assert _same_values(K.rows_kth_largest(x, k), want)
+    assert _same_values(K.rows_kth_largest(x.double(), k), _sorted_kth(x.double(), k))
+    assert _same_values(K.rows_kth_largest_reference(x, k), want)
+
+
+def test_rows_kth_largest_refuses_bad_arguments():
+    x = torch.ones(2, 3)
+    with pytest.raises(K.ArgumentError, match=r"k\[1\] = 4 is outside \[1, 3\]"):
+        K.rows_kth_largest(x, [1, 4])
+    with pytest.raises(K.ArgumentError, match=r"k\[0\] = 0"):
+        K.rows_kth_largest(x, [0, 1])
+    with pytest.raises(K.ArgumentError, match="one count per row"):
+        K.rows_kth_largest(x, [1])
+    with pytest.raises(K.ArgumentError, match="matrix"):
+        K.rows_kth_largest(torch.ones(3), [1])
+    with pytest.raises(K.ArgumentError, match="values"):
+        K.rows_kth_largest(torch.ones(2, 3, dtype=torch.int64), [1, 1])

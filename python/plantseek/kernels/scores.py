@@ -20,13 +20,14 @@ Conventions shared by every function here:
   (`plantseek.kernels.checks`); booleans go through `plantseek.arguments`.
 
 Functions: `magnitude_scores`, `grad_times_weight_scores`, `synflow_scores`, `synflow_prune`,
-`global_topk` and `rows_topk`, each with a ``*_reference`` twin where the native path differs; `kept_count` and
+`global_topk`, `rows_topk` and `rows_kth_largest`, each with a ``*_reference`` twin where the native path differs; `kept_count` and
 `density_schedule` (the pruners' exact counts and schedule).
 
 C++: csrc/scores.{h,cpp}, csrc/bindings/scores.cpp. Tests: tests/kernels/test_scores.py.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -41,7 +42,8 @@ Pairs = list[tuple[torch.Tensor, torch.Tensor]]
 
 # dispatcher -> its reference (tests/kernels/test_layout.py checks every concept module has such pairs)
 KERNELS = {"synflow_scores": "synflow_scores_reference", "synflow_prune": "synflow_prune_reference",
-           "global_topk": "global_topk_reference", "rows_topk": "rows_topk_reference"}
+           "global_topk": "global_topk_reference", "rows_topk": "rows_topk_reference",
+           "rows_kth_largest": "rows_kth_largest_reference"}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -553,6 +555,48 @@ def rows_topk_reference(scores: torch.Tensor, k: int, eligible: torch.Tensor | N
                                                        else int(eligible[m].sum())),
                                  None if eligible is None else eligible[m]) for m in range(scores.shape[0])]
     return torch.stack(rows) if rows else torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+
+
+def rows_kth_largest(values: torch.Tensor, k) -> torch.Tensor:
+    """Row m's k[m]-th largest value of the (M, P) float ``values``, NaN ranked above every number (as `torch.topk`
+    ranks it): edge-popup's per-run thresholds, taken before every step of its search. Native on the CPU for
+    float32/float64 (`plantseek._C.rows_kth_largest`, a selection in a copy of each row); elsewhere
+    `rows_kth_largest_reference`. ArgumentError for a k outside [1, P] or not one per row."""
+    values, k = _check_kth(values, k)
+    ext = _native_for([values])
+    if ext is None or values.dtype not in (torch.float32, torch.float64) or values.shape[0] == 0:
+        return _kth_largest_torch(values, k)
+    out = ext.rows_kth_largest(_np(values), np.asarray(k, dtype=np.int64), _threads())
+    return torch.from_numpy(out)
+
+
+def rows_kth_largest_reference(values: torch.Tensor, k) -> torch.Tensor:
+    """`rows_kth_largest` in PyTorch ops on the tensor's device: the minimum of each row's unsorted top k, one
+    `torch.topk` per distinct k over the rows that ask for it (NaN, the largest, wins only a row of NaNs)."""
+    return _kth_largest_torch(*_check_kth(values, k))
+
+
+def _check_kth(values, k):
+    check_tensor("values", values, "float")
+    if values.dim() != 2:
+        raise fail("values", "be a (rows, entries) matrix", values)
+    M, P = values.shape
+    k = check_list("k", k, "integers, one per row of values", min_len=0)
+    if len(k) != M:
+        raise ArgumentError(f"k must hold one count per row of values ({M}), got {len(k)}")
+    return values.detach(), [check_int(f"k[{m}]", v, 1, P) for m, v in enumerate(k)]
+
+
+def _kth_largest_torch(flat: torch.Tensor, k: list[int]) -> torch.Tensor:
+    thr = torch.empty(flat.shape[0], dtype=flat.dtype, device=flat.device)
+    for kv in sorted(set(k)):
+        rows = [r for r, v in enumerate(k) if v == kv]
+        sub = flat if len(rows) == flat.shape[0] else flat[torch.tensor(rows, device=flat.device)]
+        top = torch.topk(sub, kv, dim=1, sorted=False).values
+        nan = top.isnan()
+        low = torch.where(nan, math.inf, top).amin(dim=1)
+        thr[torch.tensor(rows, device=flat.device)] = torch.where(nan.all(dim=1), math.nan, low)
+    return thr
 
 
 def _check_flat(scores, k, eligible) -> int:

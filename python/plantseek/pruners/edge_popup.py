@@ -22,6 +22,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from ..kernels.scores import rows_kth_largest
 from ..masks import Mask
 from ..optim import sgd_step_
 from ..rescale import positive_factors
@@ -214,6 +215,7 @@ class EdgePopupPruner(Pruner):
         params = [t.requires_grad_(True) for pair in scores for t in pair]
         bufs = [torch.zeros_like(p) for p in params]
         groups = self._groups(L, scope)
+        full = [(bool(cw.all()), bool(cb.all())) for cw, cb in cur]
         totals = [sum(shapes[i][0][0] * shapes[i][0][1] + (shapes[i][1][0] if prune_bias else 0) for i in g) for g in groups]
         batches = [(s0, min(s0 + self.batch_size, n)) for s0 in range(0, n, self.batch_size)]
         idx_m = torch.arange(M, device=dev).unsqueeze(1)
@@ -227,16 +229,17 @@ class EdgePopupPruner(Pruner):
             perm = torch.stack([torch.randperm(n, generator=g, device=dev) for g in gens])
             xs, ys = x[idx_m, perm], y[idx_m, perm]
             for s0, e0 in batches:
-                keep = self._step_masks_many(scores, cur, ks, groups, prune_bias)
-                h = xs[:, s0:e0]
-                for i in range(L):
-                    ws, bs = scores[i]
-                    wsa, bsa = ws.abs(), bs.abs()
-                    mw = keep[i][0].to(dt) + (wsa - wsa.detach())  # straight-through top-k
-                    mb = keep[i][1].to(dt) + (bsa - bsa.detach()) if prune_bias else keep[i][1].to(dt)
-                    h = torch.baddbmm((B[i] * mb).unsqueeze(1), h, (W[i] * mw).transpose(1, 2))
-                    if i < L - 1:
-                        h = torch.relu(h)
+                keep, mags = self._step_masks_many(scores, cur, ks, groups, prune_bias, full)
+                with torch.no_grad():  # the forward; the backward below is autograd's, written out
+                    hs, effs = [xs[:, s0:e0]], []
+                    for i in range(L):
+                        wsa, bsa = mags[i]
+                        mw = keep[i][0].to(dt) + (wsa - wsa)  # straight-through top-k: + |s| - |s|.detach()
+                        mb = keep[i][1].to(dt) + (bsa - bsa) if prune_bias else keep[i][1].to(dt)
+                        effs.append(W[i] * mw)
+                        h = torch.baddbmm((B[i] * mb).unsqueeze(1), hs[-1], effs[-1].transpose(1, 2))
+                        hs.append(torch.relu(h) if i < L - 1 else h)
+                h = hs.pop().requires_grad_(True)
                 losses = _scale_free_losses(h, ys[:, s0:e0], regression)
                 finite = torch.isfinite(losses)
                 if not bool(finite[alive_t].all()):
@@ -249,8 +252,8 @@ class EdgePopupPruner(Pruner):
                     if not any(alive):
                         return failed
                 total = torch.where(alive_t, losses, torch.zeros_like(losses)).sum()
-                grads = torch.autograd.grad(total, params, allow_unused=True)
-                grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+                (g,) = torch.autograd.grad(total, [h])
+                grads = _score_grads(g, hs, effs, W, B, scores, prune_bias)
                 step += 1
                 sgd_step_(params, grads, bufs, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay,
                           step=step)
@@ -264,27 +267,34 @@ class EdgePopupPruner(Pruner):
         return out
 
     @staticmethod
-    def _step_masks_many(scores, cur, ks, groups, prune_bias):
+    def _step_masks_many(scores, cur, ks, groups, prune_bias, full=None):
         """Per run top-k masks of |scores| in each scope group: threshold = the k-th largest eligible score of
-        the run (ties at the threshold may keep a few more during the search; the final mask is exact)."""
+        the run (ties at the threshold may keep a few more during the search; the final mask is exact).
+        ``full[i]`` (a pair of bools) says layer i's current mask keeps everything, which spares its filler.
+        Returns the masks and the |scores| they came from (None for biases that are not pruned)."""
         M = scores[0][0].shape[0]
         masks = [[None, None] for _ in scores]
+        full = full or [(False, False)] * len(scores)
+        mags = {}
         with torch.no_grad():
             for g, layers in enumerate(groups):
                 vals = []
                 for i in layers:
                     ws, bs = scores[i]
-                    vals.append(torch.where(cur[i][0], ws.abs(), torch.full_like(ws, -math.inf)).reshape(M, -1))
-                    if prune_bias:
-                        vals.append(torch.where(cur[i][1], bs.abs(), torch.full_like(bs, -math.inf)).reshape(M, -1))
+                    parts = [(0, ws)] + ([(1, bs)] if prune_bias else [])
+                    for j, t in parts:
+                        a = mags[i, j] = t.abs()
+                        vals.append((a if full[i][j] else torch.where(cur[i][j], a, -math.inf)).reshape(M, -1))
                 flat = torch.cat(vals, dim=1) if len(vals) > 1 else vals[0]
                 k = [min(v, flat.shape[1]) for v in ks[g]]
-                thr = _kth_largest(flat, k)
+                thr = rows_kth_largest(flat, k)
                 for i in layers:
-                    ws, bs = scores[i]
-                    masks[i][0] = (ws.abs() >= thr.view(M, 1, 1)) & cur[i][0]
-                    masks[i][1] = ((bs.abs() >= thr.view(M, 1)) & cur[i][1]) if prune_bias else cur[i][1]
-        return masks
+                    for j in (0, 1) if prune_bias else (0,):
+                        keep = mags[i, j] >= thr.view((M,) + (1,) * (mags[i, j].dim() - 1))
+                        masks[i][j] = keep if full[i][j] else keep & cur[i][j]
+                    if not prune_bias:
+                        masks[i][1] = cur[i][1]
+        return masks, [(mags[i, 0], mags.get((i, 1))) for i in range(len(scores))]
 
     def _prune(self, net, data, density, *, scope, prune_bias, generator, mask) -> Mask:
         density = check_density(density, net, scope=scope, prune_bias=bool(prune_bias))
@@ -337,21 +347,25 @@ class EdgePopupPruner(Pruner):
 
 
 
-def _kth_largest(flat: torch.Tensor, k: list[int]) -> torch.Tensor:
-    """Row r's k[r]-th largest value of flat (M, n), NaN counted as the largest (as `torch.topk` orders it).
+@torch.no_grad()
+def _score_grads(g, hs, effs, W, B, scores, prune_bias):
+    """The score gradients of the batched search's step, as autograd computes them through baddbmm, ReLU and
+    the straight-through top-k (d loss / d score = (d loss / d effective weight) * weight * sign(score)), in
+    its order of operations, so the result is bitwise autograd's; g is d loss / d outputs of the last layer.
+    Written out because autograd's bookkeeping over the ~8 nodes of each layer cost more than the products."""
+    L = len(W)
+    grads = [None] * (2 * L)
+    for i in range(L - 1, -1, -1):
+        ws, bs = scores[i]
+        g_eff = torch.bmm(hs[i].transpose(1, 2), g).transpose(1, 2)  # baddbmm's batch2 (the transposed weight)
+        # autograd's (g_eff * W) * sign, as (W * sign) * g_eff: exact alike, as sign is -1, 0 or 1 (zeros may
+        # differ in sign only), in the weights' contiguous layout (a strided g_eff slowed the SGD step 3x)
+        grads[2 * i] = (W[i] * ws.sgn()).mul_(g_eff)
+        grads[2 * i + 1] = (B[i] * bs.sgn()).mul_(g.sum(1)) if prune_bias else torch.zeros_like(bs)
+        if i:
+            g = torch.ops.aten.threshold_backward(torch.bmm(g, effs[i]), hs[i], 0)
+    return grads
 
-    The minimum of each row's unsorted top k, one `torch.topk` per distinct k over the rows that ask for it:
-    the k-th value of one sorted top max(k) for every row took 246 ms against 59 ms unsorted for 60 rows of
-    70 400 scores at k = 35 200 (one thread, by hand), and it ran before every step of the search."""
-    thr = torch.empty(flat.shape[0], dtype=flat.dtype, device=flat.device)
-    for kv in sorted(set(k)):
-        rows = [r for r, v in enumerate(k) if v == kv]
-        sub = flat if len(rows) == flat.shape[0] else flat[torch.tensor(rows, device=flat.device)]
-        top = torch.topk(sub, kv, dim=1, sorted=False).values
-        nan = top.isnan()
-        low = torch.where(nan, math.inf, top).amin(dim=1)
-        thr[torch.tensor(rows, device=flat.device)] = torch.where(nan.all(dim=1), math.nan, low)
-    return thr
 
 
 @register("edge-popup-annealed")
