@@ -153,3 +153,37 @@ def test_slow_annealed_global_relu_paper_size():
     m = plantseek.seek(task="relu", depth=4, width=100, pruner="edge-popup-annealed", density=0.05,
                        protocol="strong", scope="global", progress=False, device="cpu", dense_baseline=False).metrics
     assert m["test_loss"] <= 0.01
+
+
+@settings(max_examples=30, deadline=None)
+@given(M=st.integers(1, 3), widths=st.lists(st.integers(1, 7), min_size=2, max_size=4), batch=st.integers(1, 5),
+       seed=st.integers(0, 10_000), dtype=st.sampled_from([torch.float32, torch.float64]), prune_bias=st.booleans())
+def test_score_grads_are_autograds(M, widths, batch, seed, dtype, prune_bias):
+    """The batched search's written-out score gradients equal autograd's through the straight-through top-k
+    (keep + |s| - |s|.detach()), baddbmm and ReLU, value for value, with kept and dropped weights mixed."""
+    g = torch.Generator().manual_seed(seed)
+    L = len(widths) - 1
+    W = [torch.randn(M, widths[i + 1], widths[i], generator=g, dtype=dtype) for i in range(L)]
+    B = [torch.randn(M, widths[i + 1], generator=g, dtype=dtype) for i in range(L)]
+    scores = [(torch.randn(M, widths[i + 1], widths[i], generator=g, dtype=dtype).requires_grad_(True),
+               torch.randn(M, widths[i + 1], generator=g, dtype=dtype).requires_grad_(True)) for i in range(L)]
+    keep = [(torch.rand(M, widths[i + 1], widths[i], generator=g) < 0.6,
+             torch.rand(M, widths[i + 1], generator=g) < 0.6) for i in range(L)]
+    x = torch.randn(M, batch, widths[0], generator=g, dtype=dtype)
+    up = torch.randn(M, batch, widths[-1], generator=g, dtype=dtype)  # d loss / d outputs
+    h, hs, effs = x, [x], []
+    for i, (ws, bs) in enumerate(scores):
+        mw = keep[i][0].to(dtype) + (ws.abs() - ws.abs().detach())
+        mb = keep[i][1].to(dtype) + (bs.abs() - bs.abs().detach()) if prune_bias else keep[i][1].to(dtype)
+        h = torch.baddbmm((B[i] * mb).unsqueeze(1), h, (W[i] * mw).transpose(1, 2))
+        effs.append((W[i] * mw).detach())
+        if i < L - 1:
+            h = torch.relu(h)
+            hs.append(h.detach())
+    params = [t for pair in scores for t in pair]
+    want = torch.autograd.grad((h * up).sum(), params, allow_unused=True)
+    got = edge_popup._score_grads(up, hs, effs, W, B, scores, prune_bias)
+    for l, (a, b) in enumerate(zip(got, want)):
+        b = torch.zeros_like(a) if b is None else b
+        assert a.shape == b.shape and a.is_contiguous(), l
+        assert torch.equal(a, b), l
