@@ -52,8 +52,8 @@ void rows_topk(const T* scores, const uint8_t* eligible, int64_t M, int64_t P, i
                int n_threads);
 
 // Per row m of an M x P row-major matrix: out[m] = its k[m]-th largest value (1 <= k[m] <= P, checked by the
-// caller), NaN ranked above every number as torch.topk ranks it. A selection (std::nth_element) in a copy of the
-// row: edge-popup's search takes one such threshold per run and layer before every step.
+// caller), NaN ranked above every number as torch.topk ranks it. A radix selection over a copy of the row's
+// order keys: edge-popup's search takes one such threshold per run and layer before every step.
 template <class T>
 void rows_kth_largest(const T* values, int64_t M, int64_t P, const int64_t* k, T* out, int n_threads);
 

@@ -560,7 +560,7 @@ def rows_topk_reference(scores: torch.Tensor, k: int, eligible: torch.Tensor | N
 def rows_kth_largest(values: torch.Tensor, k) -> torch.Tensor:
     """Row m's k[m]-th largest value of the (M, P) float ``values``, NaN ranked above every number (as `torch.topk`
     ranks it): edge-popup's per-run thresholds, taken before every step of its search. Native on the CPU for
-    float32/float64 (`plantseek._C.rows_kth_largest`, a selection in a copy of each row); elsewhere
+    float32/float64 (`plantseek._C.rows_kth_largest`, a radix selection over each row's order keys); elsewhere
     `rows_kth_largest_reference`. ArgumentError for a k outside [1, P] or not one per row."""
     values, k = _check_kth(values, k)
     ext = _native_for([values])

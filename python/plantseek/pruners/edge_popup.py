@@ -234,7 +234,9 @@ class EdgePopupPruner(Pruner):
                     hs, effs = [xs[:, s0:e0]], []
                     for i in range(L):
                         wsa, bsa = mags[i]
-                        mw = keep[i][0].to(dt) + (wsa - wsa)  # straight-through top-k: + |s| - |s|.detach()
+                        # + |s| - |s|.detach() of the straight-through top-k: zero, or NaN for a score gone
+                        # non-finite, which then fails the run through its loss as before
+                        mw = keep[i][0].to(dt) + (wsa - wsa)
                         mb = keep[i][1].to(dt) + (bsa - bsa) if prune_bias else keep[i][1].to(dt)
                         effs.append(W[i] * mw)
                         h = torch.baddbmm((B[i] * mb).unsqueeze(1), hs[-1], effs[-1].transpose(1, 2))
@@ -267,14 +269,13 @@ class EdgePopupPruner(Pruner):
         return out
 
     @staticmethod
-    def _step_masks_many(scores, cur, ks, groups, prune_bias, full=None):
+    def _step_masks_many(scores, cur, ks, groups, prune_bias, full):
         """Per run top-k masks of |scores| in each scope group: threshold = the k-th largest eligible score of
         the run (ties at the threshold may keep a few more during the search; the final mask is exact).
         ``full[i]`` (a pair of bools) says layer i's current mask keeps everything, which spares its filler.
         Returns the masks and the |scores| they came from (None for biases that are not pruned)."""
         M = scores[0][0].shape[0]
         masks = [[None, None] for _ in scores]
-        full = full or [(False, False)] * len(scores)
         mags = {}
         with torch.no_grad():
             for g, layers in enumerate(groups):
@@ -351,7 +352,8 @@ class EdgePopupPruner(Pruner):
 def _score_grads(g, hs, effs, W, B, scores, prune_bias):
     """The score gradients of the batched search's step, as autograd computes them through baddbmm, ReLU and
     the straight-through top-k (d loss / d score = (d loss / d effective weight) * weight * sign(score)), in
-    its order of operations, so the result is bitwise autograd's; g is d loss / d outputs of the last layer.
+    its order of operations, so the values are autograd's (a zero may differ in sign); g is d loss / d outputs of
+    the last layer.
     Written out because autograd's bookkeeping over the ~8 nodes of each layer cost more than the products."""
     L = len(W)
     grads = [None] * (2 * L)
