@@ -321,6 +321,121 @@ template void rows_kth_largest<double>(const double*, int64_t, int64_t, const in
 
 namespace {
 
+// The forward's effective weights of n contiguous entries (restrict pointers: the loop vectorises).
+template <class T>
+void effective_row(const T* __restrict s, const T* __restrict w, const uint8_t* __restrict e, T* __restrict out,
+                   int64_t n, T t) {
+    if (e == nullptr) {
+        for (int64_t i = 0; i < n; ++i) {
+            const T a = std::abs(s[i]);
+            out[i] = w[i] * (static_cast<T>(a >= t) + (a - a));
+        }
+    } else {
+        for (int64_t i = 0; i < n; ++i) {
+            const T a = std::abs(s[i]);
+            out[i] = w[i] * (static_cast<T>(a >= t && e[i] != 0) + (a - a));
+        }
+    }
+}
+
+// One SGD step of n contiguous scores from their contiguous gradient g, and their magnitudes into mags.
+template <class T, bool kDecay, bool kMomentum, bool kFirst>
+void sgd_row(T* __restrict s, T* __restrict buf, const T* __restrict w, const uint8_t* __restrict e,
+             const T* __restrict g, T* __restrict mags, int64_t n, T neg_lr, T momentum, T decay) {
+    const T minus_inf = -std::numeric_limits<T>::infinity();
+    for (int64_t i = 0; i < n; ++i) {
+        T v = s[i];
+        const T sign = static_cast<T>(v > 0) - static_cast<T>(v < 0);  // torch.sgn: 0 for NaN
+        T d = (w[i] * sign) * g[i];
+        if (kDecay) d = std::fma(v, decay, d);  // torch's add with alpha is fused
+        if (kMomentum) {
+            const T b = kFirst ? d : buf[i] * momentum + d;
+            buf[i] = b;
+            v = std::fma(b, neg_lr, v);
+        } else {
+            v = std::fma(d, neg_lr, v);
+        }
+        s[i] = v;
+        const T a = std::abs(v);
+        mags[i] = (e == nullptr || e[i] != 0) ? a : minus_inf;
+    }
+}
+
+template <class T>
+using SgdRow = void (*)(T*, T*, const T*, const uint8_t*, const T*, T*, int64_t, T, T, T);
+
+template <class T>
+SgdRow<T> sgd_row_for(bool decay, bool momentum, bool first) {
+    if (!momentum) return decay ? &sgd_row<T, true, false, false> : &sgd_row<T, false, false, false>;
+    if (first) return decay ? &sgd_row<T, true, true, true> : &sgd_row<T, false, true, true>;
+    return decay ? &sgd_row<T, true, true, false> : &sgd_row<T, false, true, false>;
+}
+
+constexpr int64_t kTile = 32;  // a gradient read across its rows is transposed through tiles of this size
+
+}  // namespace
+
+template <class T>
+void scored_effective(const std::vector<ScoredParam<T>>& params, const T* thresholds, int64_t M, int n_threads) {
+    const int threads = resolve_threads(n_threads);
+    for (const ScoredParam<T>& p : params) {
+        const int64_t n = p.R * p.C;
+        const T* thr = thresholds + p.group * M;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && M > 1 && M * n > (int64_t(1) << 16))
+        for (int64_t m = 0; m < M; ++m)
+            effective_row<T>(p.scores + m * n, p.weights + m * n, p.eligible ? p.eligible + m * n : nullptr,
+                             p.effective + m * n, n, thr[m]);
+    }
+}
+
+template <class T>
+void scored_sgd_step(const std::vector<ScoredParam<T>>& params, int64_t M, T lr, T momentum, T weight_decay,
+                     bool first, int n_threads) {
+    const int threads = resolve_threads(n_threads);
+    const SgdRow<T> row = sgd_row_for<T>(weight_decay != 0, momentum != 0, first);
+    for (const ScoredParam<T>& p : params) {
+        const int64_t n = p.R * p.C, R = p.R, C = p.C;
+        const int64_t gm = p.grad_strides[0], gr = p.grad_strides[1], gc = p.grad_strides[2];
+#pragma omp parallel num_threads(threads) if (threads > 1 && M > 1 && M * n > (int64_t(1) << 16))
+        {
+            std::vector<T> tile(static_cast<size_t>(kTile * (gc == 1 ? C : kTile)));
+#pragma omp for schedule(static)
+            for (int64_t m = 0; m < M; ++m) {
+                const int64_t base = m * n;
+                const uint8_t* e = p.eligible ? p.eligible + base : nullptr;
+                T* mags = p.mags + m * p.P + p.offset;
+                const T* g = p.grad + m * gm;
+                for (int64_t r0 = 0; r0 < R; r0 += kTile) {
+                    const int64_t r1 = std::min(R, r0 + kTile);
+                    for (int64_t c0 = 0; c0 < C; c0 += (gc == 1 ? C : kTile)) {
+                        const int64_t c1 = gc == 1 ? C : std::min(C, c0 + kTile), w = c1 - c0;
+                        // gather the gradient block [r0, r1) x [c0, c1) contiguously (reads along its fast axis)
+                        if (gc == 1) {
+                            for (int64_t r = r0; r < r1; ++r) std::memcpy(&tile[(r - r0) * w], g + r * gr, w * sizeof(T));
+                        } else {
+                            for (int64_t c = c0; c < c1; ++c)
+                                for (int64_t r = r0; r < r1; ++r) tile[(r - r0) * w + (c - c0)] = g[r * gr + c * gc];
+                        }
+                        for (int64_t r = r0; r < r1; ++r) {
+                            const int64_t i = base + r * C + c0;
+                            row(p.scores + i, p.momentum + i, p.weights + i, e ? e + r * C + c0 : nullptr,
+                                tile.data() + (r - r0) * w, mags + r * C + c0, w, -lr, momentum, weight_decay);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+template void scored_effective<float>(const std::vector<ScoredParam<float>>&, const float*, int64_t, int);
+template void scored_effective<double>(const std::vector<ScoredParam<double>>&, const double*, int64_t, int);
+template void scored_sgd_step<float>(const std::vector<ScoredParam<float>>&, int64_t, float, float, float, bool, int);
+template void scored_sgd_step<double>(const std::vector<ScoredParam<double>>&, int64_t, double, double, double, bool,
+                                      int);
+
+namespace {
+
 // The kept parameters of one segment in index order: weight entries carry (row, col), biases (row, 0);
 // a holds |theta|.
 struct KeptEntry {

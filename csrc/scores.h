@@ -57,6 +57,40 @@ void rows_topk(const T* scores, const uint8_t* eligible, int64_t M, int64_t P, i
 template <class T>
 void rows_kth_largest(const T* values, int64_t M, int64_t P, const int64_t* k, T* out, int n_threads);
 
+// One scored parameter of edge-popup's batched search (`ScoreSearch` in plantseek/kernels/scores.py): M networks'
+// (R, C) blocks, row-major and contiguous per network, except the gradient, which may have any strides (the
+// transposed product of the backward pass). eligible (M x R x C bytes, or null for all) is the current mask;
+// the parameter's magnitudes sit in its scope group's (M, P) matrix `mags` at column `offset` (-inf where not
+// eligible), from which the next thresholds are taken.
+template <class T>
+struct ScoredParam {
+    T* scores = nullptr;
+    T* momentum = nullptr;
+    const T* weights = nullptr;
+    const uint8_t* eligible = nullptr;
+    T* effective = nullptr;
+    const T* grad = nullptr;
+    int64_t grad_strides[3] = {0, 0, 0};
+    int64_t R = 0, C = 0;
+    T* mags = nullptr;
+    int64_t P = 0, offset = 0;
+    int64_t group = 0;
+};
+
+// The forward's weights: effective = weight * (keep + (|s| - |s|)), keep = |s| >= threshold[group][m] and
+// eligible, as edge-popup's straight-through top-k computes them in PyTorch (the |s| - |s| is zero, or NaN
+// for a score gone non-finite, which then fails the run through its loss). thresholds: G x M.
+template <class T>
+void scored_effective(const std::vector<ScoredParam<T>>& params, const T* thresholds, int64_t M, int n_threads);
+
+// One SGD step of the scores from the effective weights' gradients: g = (weight * sgn(s)) * grad (the
+// straight-through estimator), g += weight_decay * s (fused, as torch's add with alpha), heavy-ball momentum
+// (the first step copies g) and s += -lr * momentum (fused); then each magnitude |s| into `mags`. The same
+// roundings as plantseek.optim.sgd_step_ over the same gradients.
+template <class T>
+void scored_sgd_step(const std::vector<ScoredParam<T>>& params, int64_t M, T lr, T momentum, T weight_decay,
+                     bool first, int n_threads);
+
 // SynFlow for M networks with L layers of widths[0..L]: weights[m * L + l] is (widths[l+1], widths[l])
 // float64 row-major, biases[m * L + l] has widths[l+1] entries; init_weight_masks / init_bias_masks give
 // the starting masks (0/1 bytes). The linearised network uses |w| * mask and |b| * mask and an all-ones

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "checks.h"
@@ -299,9 +300,162 @@ py::object py_synflow(py::object weights_obj, py::object biases_obj, py::object 
     return py::make_tuple(out_w, out_b);
 }
 
+// Edge-popup's batched search over buffers the Python side owns (plantseek/kernels/scores.py, ScoreSearch):
+// validated once here, then two calls per step without re-validating them.
+class PyScoreSearch {
+   public:
+    PyScoreSearch(const py::sequence& scores, const py::sequence& momentum, const py::sequence& weights,
+                  const py::sequence& eligible, const py::sequence& effective, const py::sequence& grads,
+                  const py::sequence& mags, const std::vector<int64_t>& group, const std::vector<int64_t>& offset) {
+        const size_t J = scores.size();
+        if (J == 0) throw py::value_error("scores must hold at least one parameter");
+        for (const auto* seq : {&momentum, &weights, &eligible, &effective, &grads})
+            if (seq->size() != J) throw py::value_error("scores, momentum, weights, eligible, effective and grads must have one entry per parameter");
+        if (group.size() != J || offset.size() != J) throw py::value_error("group and offset need one entry per parameter");
+        if (mags.size() == 0) throw py::value_error("mags must hold one matrix per group");
+        f64_ = with_float_dtype(scores[0], "scores[0]", [](auto t) { return std::is_same<decltype(t), double>::value; });
+        if (f64_) build<double>(scores, momentum, weights, eligible, effective, grads, mags, group, offset, pd_);
+        else build<float>(scores, momentum, weights, eligible, effective, grads, mags, group, offset, pf_);
+    }
+
+    // k: (G, M) int64, k[g][m] in [1, P_g]: thresholds per group, then every parameter's effective weights.
+    void forward(const py::object& k_obj, int n_threads) {
+        expect_nonnegative_threads(n_threads);
+        auto k = expect_array<int64_t>(k_obj, "k");
+        const int64_t G = static_cast<int64_t>(P_.size());
+        expect_shape(k, "k", {G, M_});
+        const int64_t* kp = k.data();
+        for (int64_t g = 0; g < G; ++g)
+            for (int64_t m = 0; m < M_; ++m)
+                if (kp[g * M_ + m] < 1 || kp[g * M_ + m] > P_[g])
+                    throw py::value_error("k[" + std::to_string(g) + "][" + std::to_string(m) + "] = " +
+                                          std::to_string(kp[g * M_ + m]) + " is outside [1, " + std::to_string(P_[g]) + "]");
+        py::gil_scoped_release release;
+        if (f64_) run_forward<double>(pd_, thr_d_, kp, n_threads);
+        else run_forward<float>(pf_, thr_f_, kp, n_threads);
+    }
+
+    void step(double lr, double momentum, double weight_decay, bool first, int n_threads) {
+        expect_nonnegative_threads(n_threads);
+        py::gil_scoped_release release;
+        if (f64_) scored_sgd_step<double>(pd_, M_, lr, momentum, weight_decay, first, n_threads);
+        else scored_sgd_step<float>(pf_, M_, static_cast<float>(lr), static_cast<float>(momentum),
+                                    static_cast<float>(weight_decay), first, n_threads);
+    }
+
+    // The last forward's thresholds, (G, M).
+    py::array thresholds() const {
+        const int64_t G = static_cast<int64_t>(P_.size());
+        if (f64_) return py::array_t<double>({G, M_}, thr_d_.data());
+        return py::array_t<float>({G, M_}, thr_f_.data());
+    }
+
+   private:
+    template <class T>
+    void run_forward(const std::vector<ScoredParam<T>>& params, std::vector<T>& thr, const int64_t* k, int n_threads) {
+        for (size_t g = 0; g < P_.size(); ++g)
+            rows_kth_largest<T>(static_cast<const T*>(mags_[g]), M_, P_[g], k + g * M_, thr.data() + g * M_, n_threads);
+        scored_effective<T>(params, thr.data(), M_, n_threads);
+    }
+
+    template <class T>
+    void build(const py::sequence& scores, const py::sequence& momentum, const py::sequence& weights,
+               const py::sequence& eligible, const py::sequence& effective, const py::sequence& grads,
+               const py::sequence& mags, const std::vector<int64_t>& group, const std::vector<int64_t>& offset,
+               std::vector<ScoredParam<T>>& out) {
+        auto writable = [&](const py::handle& o, const std::string& name) {
+            auto a = expect_array<T>(o, name);
+            if (!a.writeable()) throw py::value_error(name + " must be writable");
+            keep_.push_back(a);
+            return a;
+        };
+        const int64_t G = static_cast<int64_t>(mags.size());
+        for (int64_t g = 0; g < G; ++g) {
+            auto a = writable(mags[g], "mags[" + std::to_string(g) + "]");
+            if (a.ndim() != 2) throw py::value_error("mags[" + std::to_string(g) + "] must be (M, P), got " + shape_string(a));
+            if (g == 0) M_ = a.shape(0);
+            expect_shape(a, "mags[" + std::to_string(g) + "]", {M_, -1});
+            if (a.shape(1) < 1) throw py::value_error("mags[" + std::to_string(g) + "] has no columns");
+            mags_.push_back(a.mutable_data());
+            P_.push_back(a.shape(1));
+        }
+        for (size_t j = 0; j < scores.size(); ++j) {
+            const std::string at = "[" + std::to_string(j) + "]";
+            auto s = writable(scores[j], "scores" + at);
+            if (s.ndim() != 3) throw py::value_error("scores" + at + " must be (M, R, C), got " + shape_string(s));
+            const std::vector<int64_t> shape = {M_, s.shape(1), s.shape(2)};
+            expect_shape(s, "scores" + at, shape);
+            ScoredParam<T> p;
+            p.scores = s.mutable_data();
+            p.R = s.shape(1);
+            p.C = s.shape(2);
+            auto mo = writable(momentum[j], "momentum" + at);
+            expect_shape(mo, "momentum" + at, shape);
+            p.momentum = mo.mutable_data();
+            auto w = expect_array<T>(weights[j], "weights" + at);
+            expect_shape(w, "weights" + at, shape);
+            keep_.push_back(w);
+            p.weights = w.data();
+            if (!eligible[j].is_none()) {
+                auto e = expect_array<bool>(eligible[j], "eligible" + at);
+                expect_shape(e, "eligible" + at, shape);
+                keep_.push_back(e);
+                p.eligible = reinterpret_cast<const uint8_t*>(e.data());
+            }
+            auto ef = writable(effective[j], "effective" + at);
+            expect_shape(ef, "effective" + at, shape);
+            p.effective = ef.mutable_data();
+            if (!py::isinstance<py::array>(grads[j]) ||
+                !py::reinterpret_borrow<py::array>(grads[j]).dtype().is(py::dtype::of<T>()))
+                throw py::type_error("grads" + at + " must be a numpy array of the scores' dtype");
+            auto gr = py::reinterpret_borrow<py::array>(grads[j]);
+            expect_shape(gr, "grads" + at, shape);
+            for (int d = 0; d < 3; ++d) {
+                if (gr.strides(d) % static_cast<py::ssize_t>(sizeof(T)) != 0 || gr.strides(d) < 0)
+                    throw py::value_error("grads" + at + " has strides that are not non-negative multiples of its item size");
+                p.grad_strides[d] = gr.strides(d) / static_cast<py::ssize_t>(sizeof(T));
+            }
+            keep_.push_back(gr);
+            p.grad = static_cast<const T*>(gr.data());
+            if (group[j] < 0 || group[j] >= G) throw py::value_error("group" + at + " is outside [0, " + std::to_string(G) + ")");
+            if (offset[j] < 0 || offset[j] + p.R * p.C > P_[group[j]])
+                throw py::value_error("offset" + at + " puts the parameter outside its group's mags");
+            p.group = group[j];
+            p.mags = static_cast<T*>(mags_[group[j]]);
+            p.P = P_[group[j]];
+            p.offset = offset[j];
+            out.push_back(p);
+        }
+        if (f64_) thr_d_.resize(static_cast<size_t>(G * M_));
+        else thr_f_.resize(static_cast<size_t>(G * M_));
+    }
+
+    bool f64_ = false;
+    int64_t M_ = 0;
+    std::vector<py::object> keep_;
+    std::vector<ScoredParam<float>> pf_;
+    std::vector<ScoredParam<double>> pd_;
+    std::vector<void*> mags_;
+    std::vector<int64_t> P_;
+    std::vector<float> thr_f_;
+    std::vector<double> thr_d_;
+};
+
 }  // namespace
 
 void plantseek::bindings::bind_scores(py::module_& m) {
+    py::class_<PyScoreSearch>(m, "ScoreSearch",
+                              "Edge-popup's batched search over owned buffers: forward(k) writes the effective "
+                              "weights, step(lr, momentum, weight_decay, first) the SGD step of the scores.")
+        .def(py::init<const py::sequence&, const py::sequence&, const py::sequence&, const py::sequence&,
+                      const py::sequence&, const py::sequence&, const py::sequence&, const std::vector<int64_t>&,
+                      const std::vector<int64_t>&>(),
+             py::arg("scores"), py::arg("momentum"), py::arg("weights"), py::arg("eligible"), py::arg("effective"),
+             py::arg("grads"), py::arg("mags"), py::arg("group"), py::arg("offset"))
+        .def("forward", &PyScoreSearch::forward, py::arg("k"), py::arg("n_threads") = 0)
+        .def("step", &PyScoreSearch::step, py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"),
+             py::arg("first"), py::arg("n_threads") = 0)
+        .def("thresholds", &PyScoreSearch::thresholds);
     m.def("topk_masks", &py_topk_masks, py::arg("scores"), py::arg("group"), py::arg("k"), py::arg("eligible") = py::none(),
           py::arg("n_threads") = 0,
           "Exact top-k masks per group for M networks (ties to the lowest index in segment order).");

@@ -663,3 +663,93 @@ def test_rows_kth_largest_refuses_bad_arguments():
         K.rows_kth_largest(torch.ones(3), [1])
     with pytest.raises(K.ArgumentError, match="values"):
         K.rows_kth_largest(torch.ones(2, 3, dtype=torch.int64), [1, 1])
+
+
+# ------------------------------------------------------------------------------ edge-popup's batched search
+
+def _search_problem(seed, M, shapes, dtype, masked):
+    """Scored parameters (M, R, C) with weights, eligibility, transposed gradient buffers and their groups."""
+    gen = torch.Generator().manual_seed(seed)
+    scores, weights, eligible, bufs, grads = [], [], [], [], []
+    for R, C in shapes:
+        s = torch.randn(M, R, C, generator=gen, dtype=dtype)
+        s[torch.rand(s.shape, generator=gen) < 0.05] = 0.0  # zero scores: no sign, no gradient
+        scores.append(s)
+        weights.append(torch.randn(M, R, C, generator=gen, dtype=dtype))
+        eligible.append(torch.rand(M, R, C, generator=gen) < 0.7 if masked else None)
+        b = torch.empty(M, C, R, dtype=dtype)  # the backward's (M, in, out) product, read transposed
+        bufs.append(b)
+        grads.append(b.transpose(1, 2))
+    return scores, weights, eligible, bufs, grads
+
+
+@needs_native
+@FAST
+@given(seed=st.integers(0, 2**16), M=st.integers(1, 4),
+       shapes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=1, max_size=3),
+       dtype=st.sampled_from([torch.float32, torch.float64]), masked=st.booleans(), one_group=st.booleans(),
+       momentum=st.sampled_from([0.0, 0.9]), decay=st.sampled_from([0.0, 5e-4]))
+def test_score_search_native_is_its_reference_bitwise(seed, M, shapes, dtype, masked, one_group, momentum, decay):
+    runs = []
+    for make in (K.score_search, K.score_search_reference):
+        scores, weights, eligible, bufs, grads = _search_problem(seed, M, shapes, dtype, masked)
+        J = len(shapes)
+        groups = [list(range(J))] if one_group else [[j] for j in range(J)]
+        search = make(scores, weights, eligible, grads, groups, momentum=momentum, weight_decay=decay)
+        sizes = [sum(shapes[j][0] * shapes[j][1] for j in g) for g in groups]
+        gen = torch.Generator().manual_seed(seed + 1)
+        trace = []
+        for step in range(3):
+            k = np.array([[int(torch.randint(1, P + 1, (), generator=gen)) for _ in range(M)] for P in sizes])
+            if masked:  # at most the eligible count of each run and group
+                elig = [torch.cat([eligible[j].reshape(M, -1) for j in g], 1).sum(1) for g in groups]
+                k = np.minimum(k, np.maximum(1, np.array([e.numpy() for e in elig])))
+            trace += [e.clone() for e in search.forward(k)]
+            for b in bufs:
+                b.copy_(torch.randn(b.shape, generator=gen, dtype=dtype))
+            search.step(0.1 / (step + 1), first=step == 0)
+            trace += [s.clone() for s in scores] + [m.clone() for m in search.mags] + [b.clone() for b in search.buffers]
+        runs.append((search.native, trace))
+    (native_used, got), (ref_used, want) = runs
+    assert native_used and not ref_used
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert torch.equal(torch.nan_to_num(a, nan=7.0), torch.nan_to_num(b, nan=7.0))
+        assert torch.equal(torch.signbit(a), torch.signbit(b))  # zeros keep their sign
+
+
+@pytest.mark.parametrize("make", [K.score_search, K.score_search_reference])
+def test_score_search_effective_weights_and_step(make):
+    s = torch.tensor([[[3.0, -1.0, 0.5, 2.0]]])  # one run, one (1, 4) parameter
+    w = torch.tensor([[[10.0, 20.0, 30.0, 40.0]]])
+    gbuf = torch.tensor([[[1.0], [1.0], [1.0], [1.0]]])  # (M, C, R): read transposed
+    search = make([s], [w], [None], [gbuf.transpose(1, 2)], [[0]], momentum=0.0, weight_decay=0.0)
+    (eff,) = search.forward(np.array([[2]]))  # keeps |3| and |2|
+    assert eff.tolist() == [[[10.0, 0.0, 0.0, 40.0]]]
+    search.step(0.5, first=True)  # s -= 0.5 * w * sgn(s) * 1
+    assert s.tolist() == [[[-2.0, 9.0, -14.5, -18.0]]]
+    assert search.mags[0].tolist() == [[2.0, 9.0, 14.5, 18.0]]
+
+
+@needs_native
+def test_score_search_refuses_bad_arguments():
+    s, w = torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)
+    g = torch.zeros(2, 4, 3).transpose(1, 2)
+    with pytest.raises(ValueError, match="groups"):
+        K.score_search([s], [w], [None], [g], [[0], [0]], momentum=0.9, weight_decay=0.0)
+    with pytest.raises(ValueError, match="weights"):
+        K.score_search([s], [torch.zeros(2, 4, 3)], [None], [g], [[0]], momentum=0.9, weight_decay=0.0)
+    with pytest.raises(ValueError, match="weights"):
+        K.score_search([s], [w.double()], [None], [g], [[0]], momentum=0.9, weight_decay=0.0)
+    with pytest.raises(ValueError, match="eligible"):
+        K.score_search([s], [w], [torch.ones(2, 3, 4)], [g], [[0]], momentum=0.9, weight_decay=0.0)
+    with pytest.raises(ValueError, match="scores"):
+        K.score_search([s.transpose(1, 2)], [w], [None], [g], [[0]], momentum=0.9, weight_decay=0.0)
+    with pytest.raises(ValueError, match="momentum"):
+        K.score_search([s], [w], [None], [g], [[0]], momentum=-1.0, weight_decay=0.0)
+    search = K.score_search([s], [w], [None], [g], [[0]], momentum=0.9, weight_decay=0.0)
+    assert search.native
+    with pytest.raises(ValueError, match="outside"):
+        search.forward(np.array([[13, 1]]))
+    with pytest.raises(ValueError, match="k"):
+        search.forward(np.array([1, 1]))

@@ -159,7 +159,8 @@ def test_slow_annealed_global_relu_paper_size():
 @given(M=st.integers(1, 3), widths=st.lists(st.integers(1, 7), min_size=2, max_size=4), batch=st.integers(1, 5),
        seed=st.integers(0, 10_000), dtype=st.sampled_from([torch.float32, torch.float64]), prune_bias=st.booleans())
 def test_score_grads_are_autograds(M, widths, batch, seed, dtype, prune_bias):
-    """The batched search's written-out score gradients equal autograd's through the straight-through top-k
+    """The batched search's written-out backward (into its gradient buffers), turned into score gradients as its
+    step does (weight * sgn(score) * gradient), equals autograd's through the straight-through top-k
     (keep + |s| - |s|.detach()), baddbmm and ReLU, value for value, with kept and dropped weights mixed."""
     g = torch.Generator().manual_seed(seed)
     L = len(widths) - 1
@@ -182,8 +183,16 @@ def test_score_grads_are_autograds(M, widths, batch, seed, dtype, prune_bias):
             hs.append(h.detach())
     params = [t for pair in scores for t in pair]
     want = torch.autograd.grad((h * up).sum(), params, allow_unused=True)
-    got = edge_popup._score_grads(up, hs, effs, W, B, scores, prune_bias)
+    # the backward into the search's buffers, then the straight-through gradient its step forms from them
+    where = {(i, 0): i for i in range(L)}
+    grad_w = [torch.empty(M, widths[i], widths[i + 1], dtype=dtype) for i in range(L)]
+    grad_b = [torch.empty(M, widths[i + 1], dtype=dtype) if prune_bias else None for i in range(L)]
+    edge_popup._score_grads(up, hs, effs, where, grad_w, grad_b)
+    got = []
+    for i, (ws, bs) in enumerate(scores):
+        got.append((W[i] * ws.detach().sgn()) * grad_w[i].transpose(1, 2))
+        got.append((B[i] * bs.detach().sgn()) * grad_b[i] if prune_bias else torch.zeros_like(bs))
     for l, (a, b) in enumerate(zip(got, want)):
         b = torch.zeros_like(a) if b is None else b
-        assert a.shape == b.shape and a.is_contiguous(), l
+        assert a.shape == b.shape, l
         assert torch.equal(a, b), l

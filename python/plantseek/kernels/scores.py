@@ -20,7 +20,7 @@ Conventions shared by every function here:
   (`plantseek.kernels.checks`); booleans go through `plantseek.arguments`.
 
 Functions: `magnitude_scores`, `grad_times_weight_scores`, `synflow_scores`, `synflow_prune`,
-`global_topk`, `rows_topk` and `rows_kth_largest`, each with a ``*_reference`` twin where the native path differs; `kept_count` and
+`global_topk`, `rows_topk`, `rows_kth_largest` and `score_search` (edge-popup's batched search), each with a ``*_reference`` twin where the native path differs; `kept_count` and
 `density_schedule` (the pruners' exact counts and schedule).
 
 C++: csrc/scores.{h,cpp}, csrc/bindings/scores.cpp. Tests: tests/kernels/test_scores.py.
@@ -43,7 +43,7 @@ Pairs = list[tuple[torch.Tensor, torch.Tensor]]
 # dispatcher -> its reference (tests/kernels/test_layout.py checks every concept module has such pairs)
 KERNELS = {"synflow_scores": "synflow_scores_reference", "synflow_prune": "synflow_prune_reference",
            "global_topk": "global_topk_reference", "rows_topk": "rows_topk_reference",
-           "rows_kth_largest": "rows_kth_largest_reference"}
+           "rows_kth_largest": "rows_kth_largest_reference", "score_search": "score_search_reference"}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -788,3 +788,136 @@ def _topk_torch(lay: _Layout, ks) -> list:
             per.append(None)
         result.append(per)
     return _fill_bias(result, lay.pairs, lay.eligible)
+
+
+# --------------------------------------------------------------------------------------------- edge-popup's search
+
+
+class ScoreSearch:
+    """Edge-popup's batched straight-through search over buffers it owns, for M stacked networks of one shape:
+    ``forward(k)`` writes every scored parameter's effective weights (kept ones as they are, the others zero)
+    for the current scores, ``step(lr, first)`` one SGD step of the scores from the gradients the caller wrote
+    into its ``grads`` buffers. Native on the CPU for float32/float64 (`plantseek._C.ScoreSearch`: two calls a
+    step instead of about fifteen elementwise passes per layer); ``reference=True``, or elsewhere, the same
+    arithmetic in PyTorch ops.
+
+    scores: per parameter an (M, R, C) contiguous float tensor, updated in place; weights: the same shapes;
+    eligible: per parameter a bool tensor of that shape (the current mask) or None (everything eligible);
+    grads: per parameter an (M, R, C) tensor of the scores' dtype, any strides (a transposed product's buffer);
+    groups: lists of parameter indices that compete in one top-k (a layer, or every layer in the global scope).
+    The effective weight is weight * (keep + (|s| - |s|)) with keep = |s| >= the group's k-th largest eligible
+    |s| of the run; the step is g = (weight * sgn(s)) * grad, g += weight_decay * s, heavy-ball momentum (the first
+    step copies g), s += -lr * momentum: the roundings of `plantseek.optim.sgd_step_`."""
+
+    def __init__(self, scores, weights, eligible, grads, groups, *, momentum: float, weight_decay: float,
+                 reference: bool = False) -> None:
+        scores = check_list("scores", scores, "score tensors")
+        J = len(scores)
+        for name, seq in (("weights", weights), ("eligible", eligible), ("grads", grads)):
+            if len(check_list(name, seq, "tensors", min_len=0)) != J:
+                raise ArgumentError(f"{name} must hold one entry per scored parameter ({J}), got {len(seq)}")
+        s0 = check_tensor("scores[0]", scores[0], "float")
+        if s0.dim() != 3:
+            raise fail("scores[0]", "have shape (M, R, C)", s0)
+        M, dev, dt = s0.shape[0], s0.device, s0.dtype
+        for j in range(J):
+            s = check_tensor(f"scores[{j}]", scores[j], "float")
+            if s.dim() != 3 or s.shape[0] != M or s.device != dev or s.dtype != dt or not s.is_contiguous():
+                raise fail(f"scores[{j}]", f"be a contiguous (M={M}, R, C) {dt} tensor on {dev}", s)
+            for name, t, kind in (("weights", weights[j], "float"), ("grads", grads[j], "float")):
+                t = check_tensor(f"{name}[{j}]", t, kind)
+                if t.shape != s.shape or t.dtype != dt or t.device != dev or (name == "weights" and not t.is_contiguous()):
+                    raise fail(f"{name}[{j}]", f"be a {'contiguous ' if name == 'weights' else ''}{tuple(s.shape)} "
+                               f"{dt} tensor on {dev}", t)
+            if eligible[j] is not None:
+                e = check_tensor(f"eligible[{j}]", eligible[j], "bool")
+                if e.shape != s.shape or e.device != dev or not e.is_contiguous():
+                    raise fail(f"eligible[{j}]", f"be None or a contiguous {tuple(s.shape)} bool tensor on {dev}", e)
+        groups = [list(g) for g in check_list("groups", groups, "lists of parameter indices")]
+        seen = sorted(j for g in groups for j in g)
+        if seen != list(range(J)):
+            raise ArgumentError(f"groups must hold every parameter index 0..{J - 1} exactly once, got {groups}")
+        self.M = M
+        self.scores, self.weights, self.eligible, self.grads = list(scores), list(weights), list(eligible), list(grads)
+        self.groups = groups
+        self.momentum_, self.weight_decay = float(check_real("momentum", momentum, 0)), float(check_real("weight_decay", weight_decay, 0))
+        self.group_of, self.offset = [0] * J, [0] * J
+        sizes = []
+        for g, members in enumerate(groups):
+            off = 0
+            for j in members:
+                self.group_of[j], self.offset[j] = g, off
+                off += scores[j][0].numel()
+            sizes.append(off)
+        self.mags = [torch.empty((M, P), dtype=dt, device=dev) for P in sizes]
+        for j in range(J):
+            self._write_mags(j)
+        self.buffers = [torch.zeros_like(s) for s in scores]
+        self.effective = [torch.empty_like(s) for s in scores]
+        ext = None if reference or dt not in (torch.float32, torch.float64) else _native_for([s0])
+        self._native = None if ext is None else ext.ScoreSearch(
+            [s.detach().numpy() for s in self.scores], [b.numpy() for b in self.buffers], [w.detach().numpy() for w in self.weights],
+            [None if e is None else e.numpy() for e in self.eligible], [e.numpy() for e in self.effective],
+            [g.detach().numpy() for g in self.grads], [m.numpy() for m in self.mags], self.group_of, self.offset)
+
+    @property
+    def native(self) -> bool:
+        return self._native is not None
+
+    def _write_mags(self, j: int) -> None:
+        s, e = self.scores[j].detach(), self.eligible[j]
+        a = s.abs() if e is None else torch.where(e, s.abs(), -math.inf)
+        off = self.offset[j]
+        self.mags[self.group_of[j]][:, off:off + s[0].numel()] = a.reshape(self.M, -1)
+
+    def forward(self, k: np.ndarray) -> list[torch.Tensor]:
+        """The effective weights (the `effective` buffers) for counts ``k``, (groups, M) int64: k[g][m] of group
+        g's eligible magnitudes kept in run m (in [1, the group's size]; ties at the threshold keep a few more)."""
+        if self._native is not None:
+            self._native.forward(k, _threads())
+            return self.effective
+        k = np.asarray(k, dtype=np.int64)
+        if k.shape != (len(self.groups), self.M):
+            raise ArgumentError(f"k must have shape ({len(self.groups)}, {self.M}), got {k.shape}")
+        for g, mags in enumerate(self.mags):
+            thr = rows_kth_largest_reference(mags, k[g].tolist())
+            for j in self.groups[g]:
+                a = self.scores[j].detach().abs()
+                keep = a >= thr.view(-1, 1, 1)
+                if self.eligible[j] is not None:
+                    keep &= self.eligible[j]
+                torch.mul(self.weights[j], keep.to(a.dtype) + (a - a), out=self.effective[j])
+        return self.effective
+
+    def step(self, lr: float, first: bool) -> None:
+        """One SGD step of every score from its ``grads`` buffer (the first step copies into the momentum)."""
+        if self._native is not None:
+            self._native.step(float(lr), self.momentum_, self.weight_decay, bool(first), _threads())
+            return
+        with torch.no_grad():
+            for j, s in enumerate(self.scores):
+                d = (self.weights[j] * s.sgn()).mul_(self.grads[j])
+                if self.weight_decay:
+                    d.add_(s, alpha=self.weight_decay)
+                if self.momentum_:
+                    b = self.buffers[j]
+                    if first:
+                        b.copy_(d)
+                    else:
+                        b.mul_(self.momentum_).add_(d)
+                    s.add_(b, alpha=-float(lr))
+                else:
+                    s.add_(d, alpha=-float(lr))
+                self._write_mags(j)
+
+
+def score_search(scores, weights, eligible, grads, groups, *, momentum: float, weight_decay: float) -> ScoreSearch:
+    """Edge-popup's batched search (`ScoreSearch`), native where `plantseek._C` serves the device and dtype."""
+    return ScoreSearch(scores, weights, eligible, grads, groups, momentum=momentum, weight_decay=weight_decay)
+
+
+def score_search_reference(scores, weights, eligible, grads, groups, *, momentum: float,
+                           weight_decay: float) -> ScoreSearch:
+    """`score_search` in PyTorch ops on the tensors' device (the same roundings)."""
+    return ScoreSearch(scores, weights, eligible, grads, groups, momentum=momentum, weight_decay=weight_decay,
+                       reference=True)

@@ -13,16 +13,21 @@ the original applied one, which made regression impossible), classification cros
 
 ``edge-popup-annealed`` lowers the density during the search: density ** (e / E) in epoch e of E
 (1-based), ending at the requested density.
+
+MLPs search in one batched computation for M runs of one shape (`prune_many`; `prune` is M = 1): the
+products are torch's batched ones with the backward written out, the thresholds, effective weights and SGD
+step of the scores are `plantseek.kernels.scores.ScoreSearch` (native on the CPU).
 """
 from __future__ import annotations
 
 import math
 import numbers
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..kernels.scores import rows_kth_largest
+from ..kernels.scores import score_search
 from ..masks import Mask
 from ..optim import sgd_step_
 from ..rescale import positive_factors
@@ -212,10 +217,31 @@ class EdgePopupPruner(Pruner):
         cur = [(torch.stack([c[l][0] for c in currents]), torch.stack([c[l][1] for c in currents])) for l in range(L)]
         per_run = [self._init_scores(net, g) for net, g in zip(nets, gens)]  # each run draws from its own generator
         scores = [(torch.stack([p[l][0] for p in per_run]), torch.stack([p[l][1] for p in per_run])) for l in range(L)]
-        params = [t.requires_grad_(True) for pair in scores for t in pair]
-        bufs = [torch.zeros_like(p) for p in params]
-        groups = self._groups(L, scope)
         full = [(bool(cw.all()), bool(cb.all())) for cw, cb in cur]
+        # the scored parameters, (M, R, C) each: layer i's weights at 2i, its biases (M, 1, out) at 2i + 1 when
+        # pruned; the weights' gradient buffers are the backward's (M, in, out) products, read transposed
+        seg_scores, seg_weights, seg_elig, seg_grads, where = [], [], [], [], {}
+        grad_w, grad_b = [None] * L, [None] * L
+        for i in range(L):
+            grad_w[i] = torch.empty((M, shapes[i][0][1], shapes[i][0][0]), dtype=dt, device=dev)
+            where[i, 0] = len(seg_scores)
+            seg_scores.append(scores[i][0])
+            seg_weights.append(W[i])
+            seg_elig.append(None if full[i][0] else cur[i][0])
+            seg_grads.append(grad_w[i].transpose(1, 2))
+            if prune_bias:
+                grad_b[i] = torch.empty((M, shapes[i][1][0]), dtype=dt, device=dev)
+                where[i, 1] = len(seg_scores)
+                seg_scores.append(scores[i][1].unsqueeze(1))
+                seg_weights.append(B[i].unsqueeze(1).contiguous())
+                seg_elig.append(None if full[i][1] else cur[i][1].unsqueeze(1))
+                seg_grads.append(grad_b[i].unsqueeze(1))
+        groups = self._groups(L, scope)
+        search = score_search(seg_scores, seg_weights, seg_elig, seg_grads,
+                              [[where[i, j] for i in layers for j in ((0, 1) if prune_bias else (0,))] for layers in groups],
+                              momentum=self.momentum, weight_decay=self.weight_decay)
+        # biases that are not pruned: their current mask, fixed for the whole search
+        fixed_b = None if prune_bias else [B[i] * cur[i][1].to(dt) for i in range(L)]
         totals = [sum(shapes[i][0][0] * shapes[i][0][1] + (shapes[i][1][0] if prune_bias else 0) for i in g) for g in groups]
         batches = [(s0, min(s0 + self.batch_size, n)) for s0 in range(0, n, self.batch_size)]
         idx_m = torch.arange(M, device=dev).unsqueeze(1)
@@ -223,42 +249,38 @@ class EdgePopupPruner(Pruner):
         alive_t = torch.ones(M, dtype=torch.bool, device=dev)
         failed: list = [None] * M
         step = 0
-        for epoch in range(1, self.epochs + 1):
-            lr = 0.5 * self.lr * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
-            ks = [[max(1, selection.kept_count(self.density_at(d, epoch), t)) for d in dens] for t in totals]
-            perm = torch.stack([torch.randperm(n, generator=g, device=dev) for g in gens])
-            xs, ys = x[idx_m, perm], y[idx_m, perm]
-            for s0, e0 in batches:
-                keep, mags = self._step_masks_many(scores, cur, ks, groups, prune_bias, full)
-                with torch.no_grad():  # the forward; the backward below is autograd's, written out
-                    hs, effs = [xs[:, s0:e0]], []
+        with torch.no_grad():
+            for epoch in range(1, self.epochs + 1):
+                lr = 0.5 * self.lr * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
+                ks = np.array([[min(t, max(1, selection.kept_count(self.density_at(d, epoch), t))) for d in dens]
+                               for t in totals], dtype=np.int64)
+                perm = torch.stack([torch.randperm(n, generator=g, device=dev) for g in gens])
+                xs, ys = x[idx_m, perm], y[idx_m, perm]
+                for s0, e0 in batches:
+                    effs = search.forward(ks)
+                    hs = [xs[:, s0:e0]]
                     for i in range(L):
-                        wsa, bsa = mags[i]
-                        # + |s| - |s|.detach() of the straight-through top-k: zero, or NaN for a score gone
-                        # non-finite, which then fails the run through its loss as before
-                        mw = keep[i][0].to(dt) + (wsa - wsa)
-                        mb = keep[i][1].to(dt) + (bsa - bsa) if prune_bias else keep[i][1].to(dt)
-                        effs.append(W[i] * mw)
-                        h = torch.baddbmm((B[i] * mb).unsqueeze(1), hs[-1], effs[-1].transpose(1, 2))
+                        eb = effs[where[i, 1]].squeeze(1) if prune_bias else fixed_b[i]
+                        h = torch.baddbmm(eb.unsqueeze(1), hs[-1], effs[where[i, 0]].transpose(1, 2))
                         hs.append(torch.relu(h) if i < L - 1 else h)
-                h = hs.pop().requires_grad_(True)
-                losses = _scale_free_losses(h, ys[:, s0:e0], regression)
-                finite = torch.isfinite(losses)
-                if not bool(finite[alive_t].all()):
-                    for k, ok in enumerate(finite.tolist()):
-                        if alive[k] and not ok:
-                            alive[k] = False
-                            failed[k] = ValueError(f"pruner {self.name!r}: the loss became {float(losses[k])} in "
-                                                   f"epoch {epoch} of {self.epochs}")
-                    alive_t = torch.tensor(alive, dtype=torch.bool, device=dev)
-                    if not any(alive):
-                        return failed
-                total = torch.where(alive_t, losses, torch.zeros_like(losses)).sum()
-                (g,) = torch.autograd.grad(total, [h])
-                grads = _score_grads(g, hs, effs, W, B, scores, prune_bias)
-                step += 1
-                sgd_step_(params, grads, bufs, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                          step=step)
+                    with torch.enable_grad():
+                        h = hs.pop().requires_grad_(True)
+                        losses = _scale_free_losses(h, ys[:, s0:e0], regression)
+                        finite = torch.isfinite(losses)
+                        if not bool(finite[alive_t].all()):
+                            for k, ok in enumerate(finite.tolist()):
+                                if alive[k] and not ok:
+                                    alive[k] = False
+                                    failed[k] = ValueError(f"pruner {self.name!r}: the loss became {float(losses[k])} "
+                                                           f"in epoch {epoch} of {self.epochs}")
+                            alive_t = torch.tensor(alive, dtype=torch.bool, device=dev)
+                            if not any(alive):
+                                return failed
+                        total = torch.where(alive_t, losses, torch.zeros_like(losses)).sum()
+                        (g,) = torch.autograd.grad(total, [h])
+                    _score_grads(g, hs, effs, where, grad_w, grad_b)
+                    step += 1
+                    search.step(lr, first=step == 1)
         out: list = []
         for k in range(M):
             if failed[k] is not None:
@@ -267,35 +289,6 @@ class EdgePopupPruner(Pruner):
             final = [(ws[k].detach().abs(), bs[k].detach().abs()) for ws, bs in scores]
             out.append(selection.select(final, dens[k], currents[k], scope=scope, prune_bias=prune_bias))
         return out
-
-    @staticmethod
-    def _step_masks_many(scores, cur, ks, groups, prune_bias, full):
-        """Per run top-k masks of |scores| in each scope group: threshold = the k-th largest eligible score of
-        the run (ties at the threshold may keep a few more during the search; the final mask is exact).
-        ``full[i]`` (a pair of bools) says layer i's current mask keeps everything, which spares its filler.
-        Returns the masks and the |scores| they came from (None for biases that are not pruned)."""
-        M = scores[0][0].shape[0]
-        masks = [[None, None] for _ in scores]
-        mags = {}
-        with torch.no_grad():
-            for g, layers in enumerate(groups):
-                vals = []
-                for i in layers:
-                    ws, bs = scores[i]
-                    parts = [(0, ws)] + ([(1, bs)] if prune_bias else [])
-                    for j, t in parts:
-                        a = mags[i, j] = t.abs()
-                        vals.append((a if full[i][j] else torch.where(cur[i][j], a, -math.inf)).reshape(M, -1))
-                flat = torch.cat(vals, dim=1) if len(vals) > 1 else vals[0]
-                k = [min(v, flat.shape[1]) for v in ks[g]]
-                thr = rows_kth_largest(flat, k)
-                for i in layers:
-                    for j in (0, 1) if prune_bias else (0,):
-                        keep = mags[i, j] >= thr.view((M,) + (1,) * (mags[i, j].dim() - 1))
-                        masks[i][j] = keep if full[i][j] else keep & cur[i][j]
-                    if not prune_bias:
-                        masks[i][1] = cur[i][1]
-        return masks, [(mags[i, 0], mags.get((i, 1))) for i in range(len(scores))]
 
     def _prune(self, net, data, density, *, scope, prune_bias, generator, mask) -> Mask:
         density = check_density(density, net, scope=scope, prune_bias=bool(prune_bias))
@@ -348,26 +341,17 @@ class EdgePopupPruner(Pruner):
 
 
 
-@torch.no_grad()
-def _score_grads(g, hs, effs, W, B, scores, prune_bias):
-    """The score gradients of the batched search's step, as autograd computes them through baddbmm, ReLU and
-    the straight-through top-k (d loss / d score = (d loss / d effective weight) * weight * sign(score)), in
-    its order of operations, so the values are autograd's (a zero may differ in sign); g is d loss / d outputs of
-    the last layer.
+def _score_grads(g, hs, effs, where, grad_w, grad_b) -> None:
+    """The backward of the batched search's forward into the search's gradient buffers, as autograd computes
+    it through baddbmm and ReLU: per layer d loss / d effective weight (baddbmm's batch2 product, kept in its
+    (M, in, out) layout and read transposed) and d loss / d bias; g is d loss / d outputs of the last layer.
     Written out because autograd's bookkeeping over the ~8 nodes of each layer cost more than the products."""
-    L = len(W)
-    grads = [None] * (2 * L)
-    for i in range(L - 1, -1, -1):
-        ws, bs = scores[i]
-        g_eff = torch.bmm(hs[i].transpose(1, 2), g).transpose(1, 2)  # baddbmm's batch2 (the transposed weight)
-        # autograd's (g_eff * W) * sign, as (W * sign) * g_eff: exact alike, as sign is -1, 0 or 1 (zeros may
-        # differ in sign only), in the weights' contiguous layout (a strided g_eff slowed the SGD step 3x)
-        grads[2 * i] = (W[i] * ws.sgn()).mul_(g_eff)
-        grads[2 * i + 1] = (B[i] * bs.sgn()).mul_(g.sum(1)) if prune_bias else torch.zeros_like(bs)
+    for i in range(len(hs) - 1, -1, -1):
+        torch.bmm(hs[i].transpose(1, 2), g, out=grad_w[i])
+        if grad_b[i] is not None:
+            torch.sum(g, 1, out=grad_b[i])
         if i:
-            g = torch.ops.aten.threshold_backward(torch.bmm(g, effs[i]), hs[i], 0)
-    return grads
-
+            g = torch.ops.aten.threshold_backward(torch.bmm(g, effs[where[i, 0]]), hs[i], 0)
 
 
 @register("edge-popup-annealed")
