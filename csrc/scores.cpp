@@ -316,6 +316,49 @@ void rows_kth_largest(const T* values, int64_t M, int64_t P, const int64_t* k, T
     }
 }
 
+template <class T>
+void rows_kth_largest_near(const T* values, int64_t M, int64_t P, const int64_t* k, const T* hint, double* band,
+                           T* out, int n_threads) {
+    const int threads = resolve_threads(n_threads);
+#pragma omp parallel num_threads(threads) if (M > 1 && threads > 1 && M * P > (int64_t(1) << 15))
+    {
+        std::vector<uint64_t> keys(static_cast<size_t>(P));
+        std::vector<uint32_t> hist(static_cast<size_t>(kDigitMask + 1));
+        std::vector<T> near(static_cast<size_t>(P));
+#pragma omp for schedule(static)
+        for (int64_t m = 0; m < M; ++m) {
+            const T* v = values + m * P;
+            const T h = hint[m];
+            if (h > 0 && h < std::numeric_limits<T>::max()) {
+                const T lo = static_cast<T>(h * (1.0 - band[m])), hi = static_cast<T>(h * (1.0 + band[m]));
+                int64_t above = 0, c = 0;
+                T* nr = near.data();
+                for (int64_t i = 0; i < P; ++i) {  // branch-free: NaN counts above (it ranks largest)
+                    const T x = v[i];
+                    const bool up = !(x <= hi);
+                    above += up;
+                    nr[c] = x;
+                    c += static_cast<int64_t>(!up & (x >= lo));
+                }
+                if (above < k[m] && k[m] <= above + c) {
+                    const int64_t rank = k[m] - above;
+                    std::nth_element(nr, nr + (rank - 1), nr + c, std::greater<T>());
+                    out[m] = nr[rank - 1];
+                    band[m] = std::max(band[m] * 0.75, 1e-7);
+                    continue;
+                }
+                band[m] = std::min(band[m] * 4.0, 0.5);
+            }
+            for (int64_t i = 0; i < P; ++i) keys[i] = select_key(static_cast<double>(v[i]));
+            out[m] = static_cast<T>(key_value(kth_largest_key(keys.data(), P, k[m], hist.data())));
+        }
+    }
+}
+
+template void rows_kth_largest_near<float>(const float*, int64_t, int64_t, const int64_t*, const float*, double*,
+                                           float*, int);
+template void rows_kth_largest_near<double>(const double*, int64_t, int64_t, const int64_t*, const double*, double*,
+                                            double*, int);
 template void rows_kth_largest<float>(const float*, int64_t, int64_t, const int64_t*, float*, int);
 template void rows_kth_largest<double>(const double*, int64_t, int64_t, const int64_t*, double*, int);
 
@@ -333,7 +376,7 @@ void effective_row(const T* __restrict s, const T* __restrict w, const uint8_t* 
     } else {
         for (int64_t i = 0; i < n; ++i) {
             const T a = std::abs(s[i]);
-            out[i] = w[i] * (static_cast<T>(a >= t && e[i] != 0) + (a - a));
+            out[i] = w[i] * (static_cast<T>((a >= t) & (e[i] != 0)) + (a - a));
         }
     }
 }
@@ -371,7 +414,7 @@ SgdRow<T> sgd_row_for(bool decay, bool momentum, bool first) {
     return decay ? &sgd_row<T, true, true, false> : &sgd_row<T, false, true, false>;
 }
 
-constexpr int64_t kTile = 32;  // a gradient read across its rows is transposed through tiles of this size
+constexpr int64_t kTile = 32;  // a gradient read across its rows is transposed through tiles of this many rows
 
 }  // namespace
 
@@ -398,7 +441,7 @@ void scored_sgd_step(const std::vector<ScoredParam<T>>& params, int64_t M, T lr,
         const int64_t gm = p.grad_strides[0], gr = p.grad_strides[1], gc = p.grad_strides[2];
 #pragma omp parallel num_threads(threads) if (threads > 1 && M > 1 && M * n > (int64_t(1) << 16))
         {
-            std::vector<T> tile(static_cast<size_t>(kTile * (gc == 1 ? C : kTile)));
+            std::vector<T> tile(static_cast<size_t>(kTile * C));
 #pragma omp for schedule(static)
             for (int64_t m = 0; m < M; ++m) {
                 const int64_t base = m * n;
@@ -407,20 +450,17 @@ void scored_sgd_step(const std::vector<ScoredParam<T>>& params, int64_t M, T lr,
                 const T* g = p.grad + m * gm;
                 for (int64_t r0 = 0; r0 < R; r0 += kTile) {
                     const int64_t r1 = std::min(R, r0 + kTile);
-                    for (int64_t c0 = 0; c0 < C; c0 += (gc == 1 ? C : kTile)) {
-                        const int64_t c1 = gc == 1 ? C : std::min(C, c0 + kTile), w = c1 - c0;
-                        // gather the gradient block [r0, r1) x [c0, c1) contiguously (reads along its fast axis)
-                        if (gc == 1) {
-                            for (int64_t r = r0; r < r1; ++r) std::memcpy(&tile[(r - r0) * w], g + r * gr, w * sizeof(T));
-                        } else {
-                            for (int64_t c = c0; c < c1; ++c)
-                                for (int64_t r = r0; r < r1; ++r) tile[(r - r0) * w + (c - c0)] = g[r * gr + c * gc];
-                        }
-                        for (int64_t r = r0; r < r1; ++r) {
-                            const int64_t i = base + r * C + c0;
-                            row(p.scores + i, p.momentum + i, p.weights + i, e ? e + r * C + c0 : nullptr,
-                                tile.data() + (r - r0) * w, mags + r * C + c0, w, -lr, momentum, weight_decay);
-                        }
+                    // gather the gradient rows [r0, r1) contiguously, reading along the buffer's fast axis
+                    if (gc == 1) {
+                        for (int64_t r = r0; r < r1; ++r) std::memcpy(&tile[(r - r0) * C], g + r * gr, C * sizeof(T));
+                    } else {
+                        for (int64_t c = 0; c < C; ++c)
+                            for (int64_t r = r0; r < r1; ++r) tile[(r - r0) * C + c] = g[r * gr + c * gc];
+                    }
+                    for (int64_t r = r0; r < r1; ++r) {
+                        const int64_t i = base + r * C;
+                        row(p.scores + i, p.momentum + i, p.weights + i, e ? e + r * C : nullptr,
+                            tile.data() + (r - r0) * C, mags + r * C, C, -lr, momentum, weight_decay);
                     }
                 }
             }

@@ -83,6 +83,15 @@ struct ScoredParam {
 template <class T>
 void scored_effective(const std::vector<ScoredParam<T>>& params, const T* thresholds, int64_t M, int n_threads);
 
+// rows_kth_largest with a hint: row m's previous answer hint[m] and a relative band width band[m]. Where the
+// hint is a positive number, one pass counts the entries above hint * (1 + band) and gathers those within
+// [hint * (1 - band), hint * (1 + band)]; when the rank falls among them a selection over the gathered ones
+// gives the answer, otherwise the radix selection does. Exact either way; the band narrows after a hit and
+// widens after a miss (band is updated). Edge-popup's thresholds move little from one step to the next.
+template <class T>
+void rows_kth_largest_near(const T* values, int64_t M, int64_t P, const int64_t* k, const T* hint, double* band,
+                           T* out, int n_threads);
+
 // One SGD step of the scores from the effective weights' gradients: g = (weight * sgn(s)) * grad (the
 // straight-through estimator), g += weight_decay * s (fused, as torch's add with alpha), heavy-ball momentum
 // (the first step copies g) and s += -lr * momentum (fused); then each magnitude |s| into `mags`. The same

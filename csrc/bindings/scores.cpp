@@ -353,8 +353,10 @@ class PyScoreSearch {
    private:
     template <class T>
     void run_forward(const std::vector<ScoredParam<T>>& params, std::vector<T>& thr, const int64_t* k, int n_threads) {
+        // each threshold from near the previous one (exact either way: rows_kth_largest_near)
         for (size_t g = 0; g < P_.size(); ++g)
-            rows_kth_largest<T>(static_cast<const T*>(mags_[g]), M_, P_[g], k + g * M_, thr.data() + g * M_, n_threads);
+            rows_kth_largest_near<T>(static_cast<const T*>(mags_[g]), M_, P_[g], k + g * M_, thr.data() + g * M_,
+                                     band_.data() + g * M_, thr.data() + g * M_, n_threads);
         scored_effective<T>(params, thr.data(), M_, n_threads);
     }
 
@@ -426,8 +428,9 @@ class PyScoreSearch {
             p.offset = offset[j];
             out.push_back(p);
         }
-        if (f64_) thr_d_.resize(static_cast<size_t>(G * M_));
-        else thr_f_.resize(static_cast<size_t>(G * M_));
+        if (f64_) thr_d_.assign(static_cast<size_t>(G * M_), 0.0);  // no hint before the first forward
+        else thr_f_.assign(static_cast<size_t>(G * M_), 0.0f);
+        band_.assign(static_cast<size_t>(G * M_), 1.0 / 32);
     }
 
     bool f64_ = false;
@@ -439,6 +442,7 @@ class PyScoreSearch {
     std::vector<int64_t> P_;
     std::vector<float> thr_f_;
     std::vector<double> thr_d_;
+    std::vector<double> band_;
 };
 
 }  // namespace

@@ -753,3 +753,29 @@ def test_score_search_refuses_bad_arguments():
         search.forward(np.array([[13, 1]]))
     with pytest.raises(ValueError, match="k"):
         search.forward(np.array([1, 1]))
+
+
+@needs_native
+@FAST
+@given(seed=st.integers(0, 2**16), M=st.integers(1, 3), P=st.integers(1, 300),
+       dtype=st.sampled_from([torch.float32, torch.float64]), levels=st.sampled_from([0, 3, 50]),
+       lr=st.sampled_from([1e-4, 1e-2, 1.0]))
+def test_score_search_thresholds_from_the_previous_ones_are_exact(seed, M, P, dtype, levels, lr):
+    """The native forward starts each threshold's selection near the previous step's (a band that narrows on a
+    hit and widens on a miss): over many small and large steps, with ties (few distinct levels), zeros and
+    counts that change, every threshold is the k-th largest magnitude."""
+    gen = torch.Generator().manual_seed(seed)
+    s = torch.rand(1, M, P, generator=gen, dtype=dtype).transpose(0, 1).contiguous()  # (M, 1, P)
+    if levels:
+        s = torch.floor(s * levels) / levels
+    w = torch.ones_like(s)
+    gbuf = torch.empty(M, P, 1, dtype=dtype)
+    search = K.score_search([s], [w], [None], [gbuf.transpose(1, 2)], [[0]], momentum=0.9, weight_decay=0.0)
+    for step in range(12):
+        k = np.array([[int(torch.randint(1, P + 1, (), generator=gen)) if step % 5 == 0 else max(1, P // 3)
+                       for _ in range(M)]])
+        search.forward(k)
+        want = K.rows_kth_largest_reference(search.mags[0], k[0].tolist())
+        assert torch.equal(search.thresholds()[0], want), step
+        gbuf.copy_(torch.randn(gbuf.shape, generator=gen, dtype=dtype) * (1.0 if levels == 0 else 0.0))
+        search.step(lr, first=step == 0)

@@ -854,6 +854,7 @@ class ScoreSearch:
             self._write_mags(j)
         self.buffers = [torch.zeros_like(s) for s in scores]
         self.effective = [torch.empty_like(s) for s in scores]
+        self._thresholds: list[torch.Tensor] = []
         ext = None if reference or dt not in (torch.float32, torch.float64) else _native_for([s0])
         self._native = None if ext is None else ext.ScoreSearch(
             [s.detach().numpy() for s in self.scores], [b.numpy() for b in self.buffers], [w.detach().numpy() for w in self.weights],
@@ -879,8 +880,10 @@ class ScoreSearch:
         k = np.asarray(k, dtype=np.int64)
         if k.shape != (len(self.groups), self.M):
             raise ArgumentError(f"k must have shape ({len(self.groups)}, {self.M}), got {k.shape}")
+        self._thresholds = []
         for g, mags in enumerate(self.mags):
             thr = rows_kth_largest_reference(mags, k[g].tolist())
+            self._thresholds.append(thr)
             for j in self.groups[g]:
                 a = self.scores[j].detach().abs()
                 keep = a >= thr.view(-1, 1, 1)
@@ -888,6 +891,12 @@ class ScoreSearch:
                     keep &= self.eligible[j]
                 torch.mul(self.weights[j], keep.to(a.dtype) + (a - a), out=self.effective[j])
         return self.effective
+
+    def thresholds(self) -> torch.Tensor:
+        """The last `forward`'s thresholds, (groups, M): each group's k-th largest eligible magnitude per run."""
+        if self._native is not None:
+            return torch.from_numpy(self._native.thresholds())
+        return torch.stack(self._thresholds)
 
     def step(self, lr: float, first: bool) -> None:
         """One SGD step of every score from its ``grads`` buffer (the first step copies into the momentum)."""
