@@ -235,12 +235,14 @@ def train_with_dense(live: list[Run], masks: list[Mask], dense: list[Run], setti
 
 
 def _batch_key(r: Run):
-    """Runs whose pruners can search together (a `prune_many` method, same class, options, scope, bias option)."""
+    """Runs whose pruners can search together (a `prune_many` method, same class or `batch_family`, options,
+    scope, bias option). A family's `prune_many` gets each run's own pruner (``pruners=``): edge-popup and
+    edge-popup-annealed differ only in their density schedule and search as one batch."""
     many = getattr(r.pruner, "prune_many", None)
     if not callable(many) or not all(w.dim() == 2 for w in r.net.weights):
         return None
     opts = tuple(sorted((k, repr(v)) for k, v in dict(getattr(r.pruner, "options", {}) or {}).items()))
-    return (type(r.pruner), opts, r.scope, r.prune_bias)
+    return (getattr(r.pruner, "batch_family", type(r.pruner)), opts, r.scope, r.prune_bias)
 
 
 def _pruned(runs: list[Run], density_of: Callable[[Run], float], masks: dict[int, Mask] | None = None) -> None:
@@ -258,6 +260,8 @@ def _pruned(runs: list[Run], density_of: Callable[[Run], float], masks: dict[int
                                       "masks": [None if masks is None else masks[k] for k in idx]}
             if members[0].scope is not None:
                 kwargs["scope"] = members[0].scope
+            if getattr(members[0].pruner, "batch_family", None) is not None:
+                kwargs["pruners"] = [r.pruner for r in members]
             try:
                 found = members[0].pruner.prune_many([r.net for r in members], [r.data for r in members],
                                                      [density_of(r) for r in members], **kwargs)

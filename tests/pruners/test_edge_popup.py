@@ -196,3 +196,47 @@ def test_score_grads_are_autograds(M, widths, batch, seed, dtype, prune_bias):
         b = torch.zeros_like(a) if b is None else b
         assert a.shape == b.shape, l
         assert torch.equal(a, b), l
+
+
+def test_both_variants_search_in_one_batch_and_each_run_as_alone():
+    """edge-popup and edge-popup-annealed runs of one group search in one prune_many call (their batch family),
+    each run following its own density schedule: masks equal to each run searched alone."""
+    from plantseek import protocols
+
+    plain, annealed = pruners.get("edge-popup", epochs=2), pruners.get("edge-popup-annealed", epochs=2)
+    runs = [protocols.Run(label=f"s{s}", net=plantseek.plant("circle", width=20, depth=3, seed=s).to("cpu", "float64"),
+                          data=tasks.get("circle").data(300, 0.01, s).to("cpu", torch.float64), pruner=p,
+                          prune_generator=torch.Generator().manual_seed(s))
+            for s, p in ((0, plain), (1, annealed), (2, annealed), (3, plain))]
+    calls = []
+    orig = edge_popup.EdgePopupPruner.prune_many
+
+    def spy(self, nets, *a, **k):
+        calls.append(len(nets))
+        return orig(self, nets, *a, **k)
+
+    import unittest.mock
+    with unittest.mock.patch.object(edge_popup.EdgePopupPruner, "prune_many", spy):
+        protocols._pruned(runs, lambda r: 0.1)
+    assert calls == [4]
+    for s, r in enumerate(runs):
+        assert r.ok, r.error
+        alone = r.pruner.prune(r.net, r.data, 0.1, generator=torch.Generator().manual_seed(s))
+        assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(r.mask, alone))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(runs[0].mask, runs[3].mask))  # the runs differ
+
+
+def test_prune_many_refuses_a_pruner_of_another_kind_or_options():
+    p = pruners.get("edge-popup", epochs=1)
+    nets = [plantseek.plant("circle", width=20, depth=2, seed=s) for s in (0, 1)]
+    datas = [tasks.get("circle").data(100, 0.01, s) for s in (0, 1)]
+    for other in (pruners.get("edge-popup", epochs=2), pruners.get("magnitude")):
+        with pytest.raises(ValueError, match=r"pruners\[1\]"):
+            p.prune_many(nets, datas, [0.1, 0.1], pruners=[p, other])
+
+    class Mine(edge_popup.EdgePopupPruner):  # a subclass batches only with its own kind
+        pass
+
+    assert Mine(epochs=1).batch_family is Mine and pruners.get("edge-popup-annealed").batch_family is edge_popup.EdgePopupPruner
+    with pytest.raises(ValueError, match=r"pruners\[1\]"):
+        p.prune_many(nets, datas, [0.1, 0.1], pruners=[p, Mine(epochs=1)])

@@ -81,6 +81,12 @@ class EdgePopupPruner(Pruner):
     needs_data = True
     annealed = False
 
+    @property
+    def batch_family(self) -> type:
+        """Runs whose pruners share a family search in one batch (`plantseek.protocols`): the two registered
+        variants, which differ only in `density_at`, together; any subclass only with its own kind."""
+        return EdgePopupPruner if type(self) in (EdgePopupPruner, AnnealedEdgePopupPruner) else type(self)
+
     def __init__(self, epochs: int = 10, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
                  batch_size: int = 32, score_init: str = "kaiming", samples: int | None = None) -> None:
         self.options = {}
@@ -162,25 +168,34 @@ class EdgePopupPruner(Pruner):
                 return out
             return self._prune(net, data, density, scope=scope, prune_bias=prune_bias, generator=generator, mask=mask)
 
-    def prune_many(self, nets, datas, densities, *, scope="layer", prune_bias=True, generators=None, masks=None):
+    def prune_many(self, nets, datas, densities, *, scope="layer", prune_bias=True, generators=None, masks=None,
+                   pruners=None):
         """Edge-popup for M MLPs of one shape in one batched search (stacked scores, per-run data, shuffles,
         densities and thresholds; SGD is elementwise, so each run gets what `prune` alone gives it).
+        ``pruners``: each run's own edge-popup pruner (plain or annealed, with this one's options), whose
+        density schedule it follows; by default this one for every run.
 
         Returns one entry per run: its mask, or the exception that stopped it (a diverging loss)."""
         M = len(nets)
         generators = list(generators) if generators is not None else [None] * M
         masks = list(masks) if masks is not None else [None] * M
-        if not (len(datas) == len(densities) == len(generators) == len(masks) == M):
-            raise ValueError("prune_many needs one data, density, generator and mask per network")
+        pruners = list(pruners) if pruners is not None else [self] * M
+        if not (len(datas) == len(densities) == len(generators) == len(masks) == len(pruners) == M):
+            raise ValueError("prune_many needs one data, density, generator, mask and pruner per network")
+        for k, p in enumerate(pruners):
+            if getattr(p, "batch_family", None) is not self.batch_family or p.options != self.options:
+                raise ValueError(f"prune_many: pruners[{k}] ({p!r}) is not an edge-popup pruner with the options "
+                                 f"{self.options} of the one searching")
         work = float(self.batch_size) * M * float(sum(w.numel() for w in nets[0].weights))
         with cpu_threads_for(work, nets[0].device):
             return self._prune_many(nets, datas, densities, scope=scope, prune_bias=prune_bias,
-                                    generators=generators, masks=masks)
+                                    generators=generators, masks=masks, pruners=pruners)
 
-    def _prune_many(self, nets, datas, densities, *, scope, prune_bias, generators, masks):
+    def _prune_many(self, nets, datas, densities, *, scope, prune_bias, generators, masks, pruners=None):
         check_scope(scope)
         prune_bias = bool(prune_bias)
         M = len(nets)
+        schedules = pruners if pruners is not None else [self] * M  # whose density_at each run follows
         net0 = nets[0]
         dev, dt = net0.device, net0.dtype
         shapes = [(tuple(w.shape), tuple(b.shape)) for w, b in zip(net0.weights, net0.biases)]
@@ -252,8 +267,8 @@ class EdgePopupPruner(Pruner):
         with torch.no_grad():
             for epoch in range(1, self.epochs + 1):
                 lr = 0.5 * self.lr * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
-                ks = np.array([[min(t, max(1, selection.kept_count(self.density_at(d, epoch), t))) for d in dens]
-                               for t in totals], dtype=np.int64)
+                ks = np.array([[min(t, max(1, selection.kept_count(p.density_at(d, epoch), t)))
+                                for d, p in zip(dens, schedules)] for t in totals], dtype=np.int64)
                 perm = torch.stack([torch.randperm(n, generator=g, device=dev) for g in gens])
                 xs, ys = x[idx_m, perm], y[idx_m, perm]
                 for s0, e0 in batches:
