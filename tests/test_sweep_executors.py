@@ -62,6 +62,25 @@ def test_make_chunks_groups_by_shape_and_balances():
         make_chunks(sweep.runs, 0)
 
 
+def test_default_chunk_size_follows_the_protocol():
+    """By default a group splits into chunks of DEFAULT_MAX_BATCH runs, or its protocol's entry of
+    MAX_BATCH_BY_PROTOCOL (strong: mostly edge-popup's batched search); a given max_batch overrides both."""
+    from plantseek.sweep.executors import DEFAULT_MAX_BATCH, MAX_BATCH_BY_PROTOCOL
+
+    text = SWEEP.replace("seeds = [0, 1]", "seeds = {start = 0, count = 40}")
+    for protocol in ("singleshot", "strong"):
+        runs = parse_sweep(text.replace('protocols = ["singleshot"]', f'protocols = ["{protocol}"]')).runs
+        assert {r.protocol for r in runs} == {protocol}
+        groups = {r.group_key for r in runs}
+        chunks = make_chunks(runs)
+        limit = MAX_BATCH_BY_PROTOCOL.get(protocol, DEFAULT_MAX_BATCH)
+        assert max(len(c) for c in chunks) <= limit
+        per_group = len(runs) // len(groups)
+        assert len(chunks) == len(groups) * -(-per_group // limit), protocol
+        assert max(len(c) for c in make_chunks(runs, 5)) <= 5
+    assert MAX_BATCH_BY_PROTOCOL["strong"] > DEFAULT_MAX_BATCH
+
+
 def test_local_sweep_writes_every_run_and_resumes(tmp_path):
     f = Recorder()
     db = tmp_path / "r.db"

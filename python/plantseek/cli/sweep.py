@@ -28,7 +28,7 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     parser.add_argument("--max-batch", type=_count_type("max_batch"),
                         help="runs trained together in one batched computation (default: as many as fit "
-                             "in the device's free memory, at most 64)")
+                             "in the device's free memory, at most 64, 384 under the strong protocol)")
     parser.add_argument("--lease", type=cli_type(_lease, float), metavar="SECONDS",
                         help="how long a claimed run stays claimed without renewal when several sweep processes "
                              "share the database (default 300; renewed every third of it while the sweep runs); "
