@@ -300,6 +300,17 @@ uint64_t kth_largest_key(uint64_t* keys, int64_t n, int64_t rank, uint32_t* hist
 
 }  // namespace
 
+namespace {
+
+// One row's k-th largest by the radix selection; keys and hist are the caller's scratch (P and kDigitMask + 1).
+template <class T>
+T row_kth_largest(const T* v, int64_t P, int64_t k, uint64_t* keys, uint32_t* hist) {
+    for (int64_t i = 0; i < P; ++i) keys[i] = select_key(static_cast<double>(v[i]));
+    return static_cast<T>(key_value(kth_largest_key(keys, P, k, hist)));
+}
+
+}  // namespace
+
 template <class T>
 void rows_kth_largest(const T* values, int64_t M, int64_t P, const int64_t* k, T* out, int n_threads) {
     const int threads = resolve_threads(n_threads);
@@ -308,11 +319,7 @@ void rows_kth_largest(const T* values, int64_t M, int64_t P, const int64_t* k, T
         std::vector<uint64_t> keys(static_cast<size_t>(P));
         std::vector<uint32_t> hist(static_cast<size_t>(kDigitMask + 1));
 #pragma omp for schedule(static)
-        for (int64_t m = 0; m < M; ++m) {
-            const T* v = values + m * P;
-            for (int64_t i = 0; i < P; ++i) keys[i] = select_key(static_cast<double>(v[i]));
-            out[m] = static_cast<T>(key_value(kth_largest_key(keys.data(), P, k[m], hist.data())));
-        }
+        for (int64_t m = 0; m < M; ++m) out[m] = row_kth_largest<T>(values + m * P, P, k[m], keys.data(), hist.data());
     }
 }
 
@@ -349,8 +356,7 @@ void rows_kth_largest_near(const T* values, int64_t M, int64_t P, const int64_t*
                 }
                 band[m] = std::min(band[m] * 4.0, 0.5);
             }
-            for (int64_t i = 0; i < P; ++i) keys[i] = select_key(static_cast<double>(v[i]));
-            out[m] = static_cast<T>(key_value(kth_largest_key(keys.data(), P, k[m], hist.data())));
+            out[m] = row_kth_largest<T>(v, P, k[m], keys.data(), hist.data());
         }
     }
 }

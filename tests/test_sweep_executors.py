@@ -79,6 +79,9 @@ def test_default_chunk_size_follows_the_protocol():
         assert len(chunks) == len(groups) * -(-per_group // limit), protocol
         assert max(len(c) for c in make_chunks(runs, 5)) <= 5
     assert MAX_BATCH_BY_PROTOCOL["strong"] > DEFAULT_MAX_BATCH
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "gpu.md").read_text()
+    assert f"at most {DEFAULT_MAX_BATCH} runs per batch" in doc
+    assert all(f"{n} under the {p} protocol" in doc for p, n in MAX_BATCH_BY_PROTOCOL.items())
 
 
 def test_local_sweep_writes_every_run_and_resumes(tmp_path):

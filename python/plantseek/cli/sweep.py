@@ -13,7 +13,7 @@ def _count_type(name: str):
 
 
 def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..sweep.executors import available
+    from ..sweep.executors import DEFAULT_MAX_BATCH, MAX_BATCH_BY_PROTOCOL, available
 
     parser.add_argument("--executor", default="local", choices=available(),
                         help="local (default): batched runs in this process; dask: a running Dask cluster "
@@ -26,9 +26,10 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
                              "GPU) or dask-cuda")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the sweep file's device)")
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    limits = "".join(f", {n} under {p}" for p, n in MAX_BATCH_BY_PROTOCOL.items())
     parser.add_argument("--max-batch", type=_count_type("max_batch"),
                         help="runs trained together in one batched computation (default: as many as fit "
-                             "in the device's free memory, at most 64, 384 under the strong protocol)")
+                             f"in the device's free memory, at most {DEFAULT_MAX_BATCH}{limits})")
     parser.add_argument("--lease", type=cli_type(_lease, float), metavar="SECONDS",
                         help="how long a claimed run stays claimed without renewal when several sweep processes "
                              "share the database (default 300; renewed every third of it while the sweep runs); "

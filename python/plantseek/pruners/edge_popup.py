@@ -257,7 +257,7 @@ class EdgePopupPruner(Pruner):
                               momentum=self.momentum, weight_decay=self.weight_decay)
         # biases that are not pruned: their current mask, fixed for the whole search
         fixed_b = None if prune_bias else [B[i] * cur[i][1].to(dt) for i in range(L)]
-        totals = [sum(shapes[i][0][0] * shapes[i][0][1] + (shapes[i][1][0] if prune_bias else 0) for i in g) for g in groups]
+        totals = [mags.shape[1] for mags in search.mags]  # each scope group's scored entries per run
         batches = [(s0, min(s0 + self.batch_size, n)) for s0 in range(0, n, self.batch_size)]
         idx_m = torch.arange(M, device=dev).unsqueeze(1)
         alive = [True] * M
