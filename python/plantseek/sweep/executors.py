@@ -57,8 +57,8 @@ __all__ = [
 
 DEFAULT_MAX_BATCH = 64
 # Protocols whose batches are mostly a pruner's batched search, not training, take larger chunks by default:
-# edge-popup's per-step cost is mostly shared by a batch's runs (a circle depth-9 strong shape, 360 runs,
-# measured on the 2-core CPU: one batch 126.5 s, six batches of 60 212 s; singleshot's training gained nothing)
+# edge-popup's per-step cost is mostly shared by a batch's runs (bench/bench_strong.py; bench/RESULTS.md,
+# "Strong protocol"). Singleshot's training measured no faster in larger chunks.
 MAX_BATCH_BY_PROTOCOL = {"strong": 384}
 CHUNKS_PER_WORKER = 4  # Dask: at least this many chunks per worker thread (see `make_chunks`)
 STREAM_POLL_S = 1.0  # Dask: how often the client takes the streamed records of finished batches
